@@ -1,0 +1,7 @@
+"""``python -m onvifcam``."""
+
+import sys
+
+from onvifcam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""Configuration: TOML file -> frozen dataclasses.
+
+Every section is a dataclass whose fields are the accepted keys with their defaults. Unknown
+keys, wrong types and out-of-range values raise :class:`ConfigError` naming the file, the key
+and the reason, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it concerns."""
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
+    return os.path.join(base, "onvifcam")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """[server]: listening addresses and ports."""
+
+    host: str = "0.0.0.0"
+    rtsp_port: int = 8554
+    rtmp_port: int = 1935
+    rtmps_port: int = 1936
+    http_port: int = 8080
+    advertise: str = ""
+    state_dir: str = field(default_factory=_default_state_dir)
+    log_level: str = "info"
+    uvloop: bool = True
+
+
+@dataclass(frozen=True)
+class RtspConfig:
+    """[rtsp]: RTSP relay transports."""
+
+    udp: bool = True
+    rtp_port: int = 8000
+    rtcp_port: int = 8001
+    multicast: bool = True
+    multicast_range: str = "239.77.0.0/16"
+    multicast_port_base: int = 18000
+    multicast_ttl: int = 16
+    http_tunnel: bool = True
+    auth_methods: tuple[str, ...] = ("digest", "basic")
+    realm: str = "onvifcam"
+
+
+@dataclass(frozen=True)
+class RtmpConfig:
+    """[rtmp]: RTMP / RTMPS ingest."""
+
+    enabled: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_pkcs12: str = ""
+    tls_pkcs12_password: str = ""
+    chunk_size: int = 4096
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """[limits]: every bound the servers enforce."""
+
+    max_connections: int = 1024
+    new_connections_per_ip_per_s: float = 20.0
+    new_connections_burst: int = 50
+    max_request_line: int = 4096
+    max_headers: int = 64
+    max_header_bytes: int = 16384
+    max_body: int = 65536
+    handshake_timeout: float = 10.0
+    publish_timeout: float = 10.0
+    media_timeout: float = 15.0
+    idle_timeout: float = 30.0
+    session_timeout: float = 60.0
+    reader_queue_bytes: int = 4 * 1024 * 1024
+    gop_cache_bytes: int = 16 * 1024 * 1024
+    max_readers_per_stream: int = 2000
+    max_streams: int = 4096
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """Policy for one stream path; [defaults] holds the values every path inherits."""
+
+    publish_user: str = ""
+    publish_password: str = ""
+    read_user: str = ""
+    read_password: str = ""
+    publish_key: str = ""
+    on_conflict: str = "reject"
+    publish: bool = True
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One [[cameras]] entry: a virtual ONVIF camera showing a stream path."""
+
+    name: str = ""
+    path: str = ""
+    sub_path: str = ""
+    onvif_port: int = 0
+    address: str = ""
+    rtsp_port: int = 0
+    username: str = ""
+    password: str = ""
+    auth: bool = True
+    manufacturer: str = ""
+    model: str = ""
+    serial: str = ""
+    mac: str = ""
+    firmware: str = ""
+    hardware: str = ""
+    location: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    codec: str = ""
+
+
+@dataclass(frozen=True)
+class OnvifConfig:
+    """[onvif]: camera services shared settings."""
+
+    enabled: bool = True
+    auto_cameras: bool = True
+    port_range_start: int = 8100
+    port_range_end: int = 8999
+    clock_skew: float = 300.0
+    max_body: int = 262144
+    snapshot_offline: str = "placeholder"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    rtsp: RtspConfig = field(default_factory=RtspConfig)
+    rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    onvif: OnvifConfig = field(default_factory=OnvifConfig)
+    defaults: PathConfig = field(default_factory=PathConfig)
+    paths: dict[str, PathConfig] = field(default_factory=dict)
+    cameras: tuple[CameraConfig, ...] = ()
+    any_path: bool = True
+    source: str = "<defaults>"
+
+    def path_policy(self, path: str) -> PathConfig:
+        """The policy of one path: its [paths."x"] table, else [defaults]."""
+        return self.paths.get(path.strip("/"), self.defaults)
+
+    def path_allowed(self, path: str) -> bool:
+        """Whether a publisher may use this path at all."""
+        policy = self.paths.get(path.strip("/"))
+        if policy is None:
+            return self.any_path
+        return policy.publish
+
+
+_PORT_KEYS = {
+    "rtsp_port",
+    "rtmp_port",
+    "rtmps_port",
+    "http_port",
+    "rtp_port",
+    "rtcp_port",
+    "onvif_port",
+    "multicast_port_base",
+    "port_range_start",
+    "port_range_end",
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - not used
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: cannot read a {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in names:
+            close = [n for n in names if n.replace("_", "") == key.replace("_", "").lower()]
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+        val = _coerce(value, hints[key], f"{where}.{key}")
+        if key in _PORT_KEYS and not 0 <= val <= 65535:
+            raise ConfigError(f"{where}.{key}: port {val} is outside 0..65535")
+        if isinstance(val, int | float) and not isinstance(val, bool) and val < 0:
+            raise ConfigError(f"{where}.{key}: must not be negative, got {val}")
+        kwargs[key] = val
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config, where: str) -> None:
+    for name, policy in [("defaults", cfg.defaults), *cfg.paths.items()]:
+        if policy.on_conflict not in ("reject", "replace"):
+            raise ConfigError(
+                f"{where}: [{name}] on_conflict must be 'reject' or 'replace', "
+                f"got {policy.on_conflict!r}"
+            )
+    try:
+        net = ipaddress.ip_network(cfg.rtsp.multicast_range, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [rtsp] multicast_range: {exc}") from None
+    if not net.is_multicast:
+        raise ConfigError(f"{where}: [rtsp] multicast_range {net} is not a multicast range")
+    for m in cfg.rtsp.auth_methods:
+        if m not in ("digest", "basic"):
+            raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")
+    if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    if cfg.onvif.port_range_start > cfg.onvif.port_range_end:
+        raise ConfigError(f"{where}: [onvif] port_range_start is after port_range_end")
+    seen: set[str] = set()
+    for i, cam in enumerate(cfg.cameras):
+        if not cam.path:
+            raise ConfigError(f"{where}: cameras[{i}]: 'path' is required")
+        key = cam.name or cam.path
+        if key in seen:
+            raise ConfigError(f"{where}: cameras[{i}]: duplicate camera name {key!r}")
+        seen.add(key)
+        if cam.address:
+            try:
+                ipaddress.ip_address(cam.address)
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: cameras[{i}].address: {cam.address!r} is not an IP address"
+                ) from None
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "rtsp": RtspConfig,
+    "rtmp": RtmpConfig,
+    "limits": LimitsConfig,
+    "onvif": OnvifConfig,
+    "defaults": PathConfig,
+}
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a :class:`Config` from parsed TOML data; raises ConfigError."""
+    kwargs: dict[str, Any] = {"source": source}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            kwargs[key] = _build(_SECTIONS[key], value, f"{source}: [{key}]")
+        elif key == "paths":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [paths] must be a table of tables")
+            base = kwargs.get("defaults") or _build(
+                PathConfig, data.get("defaults", {}), f"{source}: [defaults]"
+            )
+            paths = {}
+            for name, table in value.items():
+                merged = {**dataclasses.asdict(base), **(table if isinstance(table, dict) else {})}
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{source}: [paths.{name!r}] must be a table")
+                paths[name.strip("/")] = _build(PathConfig, merged, f"{source}: [paths.{name!r}]")
+            kwargs["paths"] = paths
+        elif key == "cameras":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: 'cameras' must be an array of tables ([[cameras]])")
+            kwargs["cameras"] = tuple(
+                _build(CameraConfig, t, f"{source}: cameras[{i}]") for i, t in enumerate(value)
+            )
+        elif key == "any_path":
+            kwargs["any_path"] = _coerce(value, bool, f"{source}: any_path")
+        else:
+            raise ConfigError(f"{source}: unknown section or key '{key}'")
+    cfg = Config(**kwargs)
+    _validate(cfg, source)
+    return cfg
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return from_dict(data, str(p))
+
+
+def with_overrides(cfg: Config, **server: Any) -> Config:
+    """Return cfg with [server] keys replaced by the non-None values given."""
+    changes = {k: v for k, v in server.items() if v is not None}
+    if not changes:
+        return cfg
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **changes))

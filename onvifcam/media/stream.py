@@ -1,0 +1,706 @@
+"""Stream: one publisher slot, its readers, the fan-out, the GOP cache and statistics.
+
+Data path (no sockets here):
+
+- A publisher (RTSP RECORD, RTMP, pull source) calls :meth:`Stream.on_rtp` per RTP packet.
+  The packet is rewritten once (our SSRC, continuous sequence numbers and timestamps across
+  publisher reconnects) and grouped into access units (AUs) per track.
+- Completed AUs of one event-loop turn form a :class:`Batch`. Each reader gets the batch with
+  one call; a TCP reader asks the batch for its bytes framed with its interleaved channels,
+  which the batch builds once per distinct channel layout and shares, so the read side does no
+  per-packet Python work and one write per reader per batch.
+- The GOP cache keeps the AUs since the last keyframe so a new reader starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from onvifcam.media import rtp
+from onvifcam.media.sdp import MediaDescription, SessionDescription
+
+log = logging.getLogger(__name__)
+
+RTP = 0
+RTCP = 1
+
+_RTP_HDR = rtp.HEADER
+_IL = struct.Struct("!cBH")
+
+
+class StreamError(Exception):
+    """A publish or read request the stream refuses; ``status`` is the RTSP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StreamBusy(StreamError):
+    """Another publisher already owns the path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 423)
+
+
+class Publisher(Protocol):
+    """What a stream needs from whoever feeds it."""
+
+    description: str
+
+    def kick(self, reason: str) -> None:
+        """Stop publishing (close the connection) for the given reason."""
+
+
+class Reader(Protocol):
+    """What a stream needs from whoever reads it."""
+
+    def deliver(self, batch: Batch) -> None:
+        """Send (or drop) one batch of access units."""
+
+    def stream_closed(self, reason: str) -> None:
+        """The stream ended for good (format change, server stop)."""
+
+
+def _keyframe_fn(codec: str) -> Callable[[bytes | memoryview], bool] | None:
+    if codec == "H264":
+        from onvifcam.media import h264
+
+        return h264.payload_is_keyframe
+    if codec in ("H265", "HEVC"):
+        from onvifcam.media import h265
+
+        return h265.payload_is_keyframe
+    if codec == "JPEG":
+        return lambda _p: True
+    return None
+
+
+@dataclass(eq=False)
+class Track:
+    """One media section of a stream and its output rewrite state."""
+
+    index: int
+    kind: str
+    codec: str
+    clock_rate: int
+    payload_type: int
+    media: MediaDescription
+    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    keyframe: Callable[[bytes | memoryview], bool] | None = None
+    # rewrite state: out = in + offset; None until the first packet of a publisher
+    seq_offset: int | None = None
+    ts_offset: int | None = None
+    last_seq: int = field(default_factory=lambda: random.getrandbits(16))
+    last_ts: int = field(default_factory=lambda: random.getrandbits(32))
+    last_time: float = 0.0
+    started: bool = False
+    # AU assembly
+    au: list[bytes] = field(default_factory=list)
+    au_ts: int = -1
+    au_key: bool = False
+    # counters
+    packets: int = 0
+    octets: int = 0
+    last_sr_time: float = 0.0
+    publisher_sr: bool = False
+
+    @property
+    def control(self) -> str:
+        """The control suffix readers SETUP."""
+        return f"trackID={self.index}"
+
+
+@dataclass
+class StreamStats:
+    """Counters and measured rates of a stream."""
+
+    bytes_in: int = 0
+    packets_in: int = 0
+    frames_in: int = 0
+    keyframes_in: int = 0
+    dropped_in: int = 0
+    malformed_in: int = 0
+    reader_drops: int = 0
+    bitrate: float = 0.0
+    fps: float = 0.0
+    publishes: int = 0
+    _bytes_mark: int = 0
+    _frames_mark: int = 0
+    _time_mark: float = 0.0
+
+
+class Batch:
+    """The AUs completed in one event-loop turn, framed once per interleaved channel layout."""
+
+    __slots__ = ("_framed", "first_key", "items")
+
+    def __init__(self, items: list[tuple[int, int, list[bytes], bool]], key_track: int) -> None:
+        self.items = items
+        self._framed: dict[tuple[int | None, ...], bytes] = {}
+        self.first_key: int | None = None
+        for i, (track, kind, _pk, key) in enumerate(items):
+            if key and kind == RTP and track == key_track:
+                self.first_key = i
+                break
+
+    def framed(self, channels: tuple[int | None, ...], start: int = 0) -> bytes:
+        """Bytes of the batch as RTSP interleaved frames; ``channels[t]`` is track t's RTP
+        channel (RTCP uses channel + 1) or None when the reader did not set the track up."""
+        if start == 0:
+            data = self._framed.get(channels)
+            if data is not None:
+                return data
+        parts: list[bytes] = []
+        pack = _IL.pack
+        append = parts.append
+        for track, kind, packets, _key in self.items[start:] if start else self.items:
+            ch = channels[track] if track < len(channels) else None
+            if ch is None:
+                continue
+            ch += kind
+            for p in packets:
+                append(pack(b"$", ch, len(p)))
+                append(p)
+        data = b"".join(parts)
+        if start == 0:
+            self._framed[channels] = data
+        return data
+
+    def packets(self, start: int = 0) -> Iterator[tuple[int, int, bytes]]:
+        """(track, kind, packet) for every packet, for datagram readers."""
+        for track, kind, packets, _key in self.items[start:]:
+            for p in packets:
+                yield track, kind, p
+
+    def count(self, start: int = 0) -> int:
+        """Number of packets from item ``start`` on."""
+        return sum(len(it[2]) for it in self.items[start:])
+
+
+class Stream:
+    """One path: a publisher slot, its tracks, readers, GOP cache and statistics."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        gop_cache_bytes: int = 16 * 1024 * 1024,
+        media_timeout: float = 15.0,
+        on_change: Callable[[Stream, str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.publisher: Publisher | None = None
+        self.tracks: list[Track] = []
+        self.session: SessionDescription | None = None
+        self.readers: set[Reader] = set()
+        self.stats = StreamStats()
+        self.video_info: object | None = None  # media.h264.VideoInfo once the SPS is seen
+        self.key_track: int = -1
+        self.gop_cache_bytes = gop_cache_bytes
+        self.media_timeout = media_timeout
+        self._on_change = on_change
+        self._pending: list[tuple[int, int, list[bytes], bool]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._gop: list[tuple[int, int, list[bytes], bool]] = []
+        self._gop_bytes = 0
+        self._gop_valid = False
+        self._waiting_key = False
+        self._last_input = 0.0
+        self._published_at = 0.0
+        self.unpublished_at = time.monotonic()
+        self.created_at = time.monotonic()
+        self.version = 0
+
+    # ------------------------------------------------------------------ publishing
+    @property
+    def online(self) -> bool:
+        """True while a publisher is attached."""
+        return self.publisher is not None
+
+    def publish(
+        self, publisher: Publisher, session: SessionDescription, *, replace: bool = False
+    ) -> None:
+        """Attach a publisher with the media it announced.
+
+        Raises StreamBusy when another publisher is live and ``replace`` is false, and
+        StreamError when the SDP has no usable media.
+        """
+        if self.publisher is not None and self.publisher is not publisher:
+            if not replace:
+                raise StreamBusy(
+                    f"path '{self.path}' already has a publisher ({self.publisher.description})"
+                )
+            old = self.publisher
+            self.unpublish(old, "replaced by a new publisher")
+            old.kick(f"replaced by {publisher.description}")
+        tracks = self._tracks_from(session)
+        if not tracks:
+            raise StreamError("the SDP has no media with an RTP payload", 400)
+        if self.tracks and self._compatible(tracks):
+            # Same layout: keep SSRCs and the output timeline so readers carry on.
+            for old_t, new_t in zip(self.tracks, tracks, strict=True):
+                old_t.seq_offset = None
+                old_t.ts_offset = None
+                old_t.au = []
+                old_t.au_ts = -1
+                old_t.payload_type = new_t.payload_type
+                old_t.media = new_t.media
+        else:
+            if self.readers:
+                for r in list(self.readers):
+                    r.stream_closed("the stream's media format changed")
+                self.readers.clear()
+            self.tracks = tracks
+            self.video_info = None
+            self.version += 1
+        self.session = session
+        self.key_track = next((t.index for t in self.tracks if t.keyframe is not None), -1)
+        self.publisher = publisher
+        self._waiting_key = self.key_track >= 0
+        self._gop = []
+        self._gop_bytes = 0
+        self._gop_valid = False
+        now = time.monotonic()
+        self._published_at = now
+        self._last_input = now
+        self.stats.publishes += 1
+        self.stats._time_mark = now
+        self.stats._bytes_mark = self.stats.bytes_in
+        self.stats._frames_mark = self.stats.frames_in
+        self._detect_info_from_sdp()
+        log.info(
+            "stream %s: publishing from %s (%s)",
+            self.path,
+            publisher.description,
+            ", ".join(f"{t.kind}/{t.codec}" for t in self.tracks),
+        )
+        self._notify("publish")
+
+    def unpublish(self, publisher: Publisher, reason: str = "") -> None:
+        """Detach a publisher; readers stay and resume when a publisher comes back."""
+        if self.publisher is not publisher:
+            return
+        self._flush()
+        self.publisher = None
+        self.unpublished_at = time.monotonic()
+        for t in self.tracks:
+            t.au = []
+        self.stats.bitrate = 0.0
+        self.stats.fps = 0.0
+        log.info("stream %s: publisher %s left (%s)", self.path, publisher.description, reason)
+        self._notify("unpublish")
+
+    def _notify(self, what: str) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(self, what)
+            except Exception:  # a listener bug must not break the data path
+                log.exception("stream %s: %s listener failed", self.path, what)
+
+    @staticmethod
+    def _tracks_from(session: SessionDescription) -> list[Track]:
+        tracks = []
+        for md in session.media:
+            if md.proto.upper().startswith("RTP/") is False or not md.formats:
+                continue
+            codec = md.encoding.upper()
+            tracks.append(
+                Track(
+                    index=len(tracks),
+                    kind=md.media.lower(),
+                    codec=codec,
+                    clock_rate=md.clock_rate or 90000,
+                    payload_type=md.payload_type,
+                    media=md,
+                    keyframe=_keyframe_fn(codec) if md.media.lower() == "video" else None,
+                )
+            )
+        return tracks
+
+    def _compatible(self, tracks: list[Track]) -> bool:
+        return len(tracks) == len(self.tracks) and all(
+            a.kind == b.kind and a.codec == b.codec and a.clock_rate == b.clock_rate
+            for a, b in zip(tracks, self.tracks, strict=True)
+        )
+
+    # ------------------------------------------------------------------ ingest
+    def on_rtp(self, index: int, packet: bytes) -> None:
+        """Take one RTP packet of track ``index`` from the publisher."""
+        stats = self.stats
+        try:
+            track = self.tracks[index]
+            b0, b1, seq, ts, _ssrc = _RTP_HDR.unpack_from(packet, 0)
+        except (IndexError, struct.error):
+            stats.malformed_in += 1
+            return
+        if b0 & 0xC0 != 0x80:
+            stats.malformed_in += 1
+            return
+        n = len(packet)
+        stats.bytes_in += n
+        stats.packets_in += 1
+        now = time.monotonic()
+        self._last_input = now
+        hdr = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            if n < hdr + 4:
+                stats.malformed_in += 1
+                return
+            hdr += 4 + 4 * int.from_bytes(packet[hdr + 2 : hdr + 4], "big")
+        keyfn = track.keyframe
+        is_key = False
+        if keyfn is not None and n > hdr:
+            is_key = keyfn(memoryview(packet)[hdr:])
+        if index == self.key_track and self._waiting_key:
+            if not is_key:
+                stats.dropped_in += 1
+                return
+            self._waiting_key = False
+        if track.seq_offset is None:
+            self._start_track(track, seq, ts, now)
+        out_seq = (seq + track.seq_offset) & 0xFFFF  # type: ignore[operator]
+        out_ts = (ts + track.ts_offset) & 0xFFFFFFFF  # type: ignore[operator]
+        track.last_seq = out_seq
+        track.last_ts = out_ts
+        track.last_time = now
+        track.packets += 1
+        track.octets += n - hdr
+        out = _RTP_HDR.pack(b0, b1, out_seq, out_ts, track.ssrc) + packet[12:]
+        if track.au and out_ts != track.au_ts:
+            self._complete(track)  # the previous AU had no marker
+        if not track.au:
+            track.au_ts = out_ts
+            track.au_key = False
+        if is_key:
+            track.au_key = True
+        track.au.append(out)
+        if b1 & 0x80 or keyfn is None:
+            self._complete(track)
+
+    def _start_track(self, track: Track, seq: int, ts: int, now: float) -> None:
+        if track.started:
+            gap = max(now - track.last_time, 0.0)
+            track.seq_offset = (track.last_seq + 1 - seq) & 0xFFFF
+            ts_next = track.last_ts + max(int(gap * track.clock_rate), 1)
+            track.ts_offset = (ts_next - ts) & 0xFFFFFFFF
+        else:
+            track.seq_offset = (track.last_seq + 1 - seq) & 0xFFFF
+            track.ts_offset = (track.last_ts - ts) & 0xFFFFFFFF
+            track.started = True
+
+    def _complete(self, track: Track) -> None:
+        packets = track.au
+        track.au = []
+        key = track.au_key
+        item = (track.index, RTP, packets, key)
+        self._pending.append(item)
+        if track.index == self.key_track:
+            self.stats.frames_in += 1
+            if key:
+                self.stats.keyframes_in += 1
+                if self.video_info is None:
+                    self._detect_info(track, packets)
+        self._cache(item)
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._flush()
+                return
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _cache(self, item: tuple[int, int, list[bytes], bool]) -> None:
+        track, _kind, packets, key = item
+        if self.key_track < 0:
+            return
+        if track == self.key_track and key:
+            self._gop = []
+            self._gop_bytes = 0
+            self._gop_valid = True
+        if not self._gop_valid:
+            return
+        size = sum(len(p) for p in packets)
+        if self._gop_bytes + size > self.gop_cache_bytes:
+            self._gop = []
+            self._gop_bytes = 0
+            self._gop_valid = False  # too long a GOP: wait for the next keyframe
+            return
+        self._gop.append(item)
+        self._gop_bytes += size
+
+    def on_rtcp(self, index: int, data: bytes) -> None:
+        """Take an RTCP packet from the publisher; sender reports are translated for readers."""
+        from onvifcam.media import rtcp
+
+        if not 0 <= index < len(self.tracks):
+            return
+        track = self.tracks[index]
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.stats.malformed_in += 1
+            return
+        self._last_input = time.monotonic()
+        for p in packets:
+            if isinstance(p, rtcp.SenderReport) and track.ts_offset is not None:
+                sr = rtcp.SenderReport(
+                    ssrc=track.ssrc,
+                    ntp=p.ntp,
+                    rtp_timestamp=(p.rtp_timestamp + track.ts_offset) & 0xFFFFFFFF,
+                    packet_count=track.packets & 0xFFFFFFFF,
+                    octet_count=track.octets & 0xFFFFFFFF,
+                )
+                track.publisher_sr = True
+                self._send_sr(track, sr)
+
+    def _send_sr(self, track: Track, sr: object) -> None:
+        from onvifcam.media import rtcp
+
+        track.last_sr_time = time.monotonic()
+        data = rtcp.build_sender_report(sr, cname="onvifcam")  # type: ignore[arg-type]
+        self._pending.append((track.index, RTCP, [data], False))
+        if self._flush_handle is None:
+            self._flush()
+
+    # ------------------------------------------------------------------ fan-out
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._pending:
+            return
+        batch = Batch(self._pending, self.key_track)
+        self._pending = []
+        for r in tuple(self.readers):
+            r.deliver(batch)
+
+    def start_positions(self) -> list[tuple[int, int]]:
+        """(sequence, timestamp) of the first packet each track will send a new reader."""
+        firsts: dict[int, bytes] = {}
+        for track, _kind, packets, _key in self._gop:
+            firsts.setdefault(track, packets[0])
+        out = []
+        for t in self.tracks:
+            first = firsts.get(t.index)
+            if first is not None:
+                _b0, _b1, seq, ts, _ssrc = _RTP_HDR.unpack_from(first, 0)
+                out.append((seq, ts))
+            else:
+                out.append(((t.last_seq + 1) & 0xFFFF, t.last_ts))
+        return out
+
+    def add_reader(self, reader: Reader) -> bool:
+        """Register a reader and send it the GOP cache at once.
+
+        Returns True when the reader starts on a keyframe (or the stream has none), False
+        when it must wait for the next keyframe.
+        """
+        self._flush()
+        self.readers.add(reader)
+        if self._gop and self._gop_valid:
+            reader.deliver(Batch(list(self._gop), self.key_track))
+            return True
+        return self.key_track < 0
+
+    def remove_reader(self, reader: Reader) -> None:
+        """Unregister a reader."""
+        self.readers.discard(reader)
+
+    def gop_snapshot(self) -> list[list[bytes]]:
+        """The key track's AUs since the last keyframe (RTP packets), for snapshots."""
+        return [pk for t, kind, pk, _k in self._gop if t == self.key_track and kind == RTP]
+
+    # ------------------------------------------------------------------ info
+    def _detect_info_from_sdp(self) -> None:
+        if self.key_track < 0:
+            return
+        t = self.tracks[self.key_track]
+        fmtp = t.media.fmtp.get(t.payload_type, {})
+        try:
+            if t.codec == "H264":
+                from onvifcam.media import h264
+
+                sprop = fmtp.get("sprop-parameter-sets")
+                if sprop:
+                    for nal in h264.parse_sprop_parameter_sets(sprop):
+                        if nal and nal[0] & 0x1F == 7:
+                            self.video_info = h264.parse_sps(nal)
+            elif t.codec in ("H265", "HEVC"):
+                from onvifcam.media import h265
+
+                for nal in h265.parse_sprop(fmtp):
+                    if len(nal) > 2 and (nal[0] >> 1) & 0x3F == 33:
+                        self.video_info = h265.parse_sps(nal)
+        except ValueError as exc:
+            log.warning("stream %s: bad parameter sets in SDP: %s", self.path, exc)
+
+    def _detect_info(self, track: Track, packets: list[bytes]) -> None:
+        try:
+            payloads = [p[rtp.parse(p).payload_start :] for p in packets]
+            if track.codec == "H264":
+                from onvifcam.media import h264
+
+                for nal in h264.depacketize(payloads):
+                    if nal and nal[0] & 0x1F == 7:
+                        self.video_info = h264.parse_sps(nal)
+                        break
+            elif track.codec in ("H265", "HEVC"):
+                from onvifcam.media import h265
+
+                for nal in h265.depacketize(payloads):
+                    if len(nal) > 2 and (nal[0] >> 1) & 0x3F == 33:
+                        self.video_info = h265.parse_sps(nal)
+                        break
+        except ValueError as exc:
+            log.warning("stream %s: cannot parse in-band SPS: %s", self.path, exc)
+        if self.video_info is not None:
+            self._notify("info")
+
+    @property
+    def video_track(self) -> Track | None:
+        """The track that carries keyframes (H.264/H.265/JPEG video), if any."""
+        return self.tracks[self.key_track] if self.key_track >= 0 else None
+
+    def reader_sdp(self, host: str = "0.0.0.0") -> bytes:
+        """The SDP readers get from DESCRIBE."""
+        sid = abs(hash(self.path)) % 10**10
+        lines = [
+            "v=0",
+            f"o=- {sid} {self.version} IN IP4 {host}",
+            f"s={self.path}",
+            "c=IN IP4 0.0.0.0",
+            "t=0 0",
+            "a=tool:onvifcam",
+            "a=control:*",
+            "a=range:npt=now-",
+        ]
+        for t in self.tracks:
+            md = t.media
+            lines.append(f"m={md.media} 0 RTP/AVP {' '.join(md.formats)}")
+            lines.extend(f"b={b}" for b in md.bandwidth)
+            for name, value in md.attributes:
+                if name.lower() in ("control", "ssrc", "sendonly", "recvonly", "sendrecv", "range"):
+                    continue
+                lines.append(f"a={name}" if value is None else f"a={name}:{value}")
+            lines.append("a=recvonly")
+            lines.append(f"a=control:{t.control}")
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    # ------------------------------------------------------------------ housekeeping
+    def tick(self, now: float) -> None:
+        """Once a second: measure rates, send sender reports, enforce the media timeout."""
+        st = self.stats
+        span = now - st._time_mark
+        if span >= 1.0 and self.publisher is not None:
+            st.bitrate = (st.bytes_in - st._bytes_mark) * 8 / span
+            st.fps = (st.frames_in - st._frames_mark) / span
+            st._time_mark, st._bytes_mark, st._frames_mark = now, st.bytes_in, st.frames_in
+        if self.publisher is None:
+            return
+        if now - self._last_input > self.media_timeout:
+            pub = self.publisher
+            reason = f"no media for {self.media_timeout:g} s"
+            self.unpublish(pub, reason)
+            pub.kick(reason)
+            return
+        if self.readers:
+            from onvifcam.media import rtcp
+
+            for t in self.tracks:
+                if t.started and now - t.last_sr_time >= 5.0 and now - t.last_time < 5.0:
+                    if t.publisher_sr and now - t.last_sr_time < 10.0:
+                        continue
+                    ntp = rtcp.ntp_from_unix(time.time() - (now - t.last_time))
+                    self._send_sr(
+                        t,
+                        rtcp.SenderReport(
+                            t.ssrc,
+                            ntp,
+                            t.last_ts,
+                            t.packets & 0xFFFFFFFF,
+                            t.octets & 0xFFFFFFFF,
+                        ),
+                    )
+
+    def close(self, reason: str) -> None:
+        """End the stream: kick the publisher, tell every reader."""
+        if self.publisher is not None:
+            pub = self.publisher
+            self.unpublish(pub, reason)
+            pub.kick(reason)
+        for r in list(self.readers):
+            r.stream_closed(reason)
+        self.readers.clear()
+
+
+class StreamRegistry:
+    """All streams by path, plus listeners for publish/unpublish/info changes."""
+
+    def __init__(self, *, gop_cache_bytes: int, media_timeout: float, max_streams: int) -> None:
+        self.streams: dict[str, Stream] = {}
+        self.gop_cache_bytes = gop_cache_bytes
+        self.media_timeout = media_timeout
+        self.max_streams = max_streams
+        self.listeners: list[Callable[[Stream, str], None]] = []
+
+    @staticmethod
+    def normalize(path: str) -> str:
+        """Path without surrounding slashes."""
+        return path.strip("/")
+
+    def get(self, path: str) -> Stream | None:
+        """The stream at path, if it exists."""
+        return self.streams.get(self.normalize(path))
+
+    def get_or_create(self, path: str) -> Stream:
+        """The stream at path, created when missing."""
+        p = self.normalize(path)
+        s = self.streams.get(p)
+        if s is None:
+            if len(self.streams) >= self.max_streams:
+                raise StreamError(f"too many streams (max {self.max_streams})", 503)
+            s = Stream(
+                p,
+                gop_cache_bytes=self.gop_cache_bytes,
+                media_timeout=self.media_timeout,
+                on_change=self._changed,
+            )
+            self.streams[p] = s
+        return s
+
+    def _changed(self, stream: Stream, what: str) -> None:
+        for fn in self.listeners:
+            fn(stream, what)
+
+    def find_prefix(self, path: str) -> tuple[Stream, str] | None:
+        """The stream whose path is the longest prefix of ``path``, and the rest."""
+        p = self.normalize(path)
+        while True:
+            s = self.streams.get(p)
+            if s is not None:
+                return s, self.normalize(path)[len(p) :].strip("/")
+            if "/" not in p:
+                return None
+            p = p.rsplit("/", 1)[0]
+
+    def tick(self, now: float) -> None:
+        """Housekeeping for every stream; drop streams nobody uses any more."""
+        for path, s in list(self.streams.items()):
+            s.tick(now)
+            if s.publisher is None and not s.readers and now - s.unpublished_at > 30.0:
+                del self.streams[path]
+
+    def online(self) -> Iterable[Stream]:
+        """Streams with a publisher."""
+        return [s for s in self.streams.values() if s.publisher is not None]
+
+    def close(self, reason: str) -> None:
+        """Close every stream."""
+        for s in list(self.streams.values()):
+            s.close(reason)

@@ -1,0 +1,840 @@
+"""The asyncio RTSP server: publishers RECORD into streams, readers PLAY from them.
+
+Only this module touches sockets for RTSP. Requests are parsed by :mod:`rtsp.message`
+(sans-I/O); media goes through :class:`media.stream.Stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import socket
+import time
+import typing
+from collections.abc import Iterable
+
+from onvifcam.config import Config
+from onvifcam.limits import ConnectionLimiter
+from onvifcam.media.sdp import SdpError, SessionDescription
+from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
+from onvifcam.rtsp import tunnel
+from onvifcam.rtsp.auth import Authenticator, Credentials
+from onvifcam.rtsp.message import (
+    InterleavedFrame,
+    Limits,
+    ParseError,
+    Parser,
+    Request,
+    TransportSpec,
+    parse_transport,
+    response,
+    split_uri,
+)
+from onvifcam.rtsp.session import MulticastGroup, RtspSession, TrackTransport
+
+log = logging.getLogger(__name__)
+
+PUBLIC = (
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, PAUSE, RECORD, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
+)
+_TRACK_NUM = re.compile(r"(?:trackID|streamid|stream|track)=(\d+)$", re.IGNORECASE)
+
+
+class Reply(Exception):
+    """Answer the current request with this status (and log the reason)."""
+
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+class RtspConnection(asyncio.Protocol):
+    """One TCP connection: plain RTSP, or one half of an HTTP tunnel."""
+
+    def __init__(self, server: RtspServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.out_transport: asyncio.Transport | None = None
+        self.parser = Parser(server.parser_limits, role="server")
+        self.sessions: set[RtspSession] = set()
+        self.channels: dict[int, tuple[Stream | RtspSession, int, int]] = {}
+        self.mode = ""  # "", "rtsp", "http-head", "http-post", "closed"
+        self.peer_ip = ""
+        self.local_ip = ""
+        self.local_port = 0
+        self.connected_at = time.monotonic()
+        self.last_rx = self.connected_at
+        self.record_deadline = 0.0
+        self.admitted = False
+        self._head = b""
+        self._b64: tunnel.Base64Stream | None = None
+        self._tunnel_target: RtspConnection | None = None
+        self._tunnel_cookie = ""
+        self.tunnelled = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = typing.cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.transport = transport
+        self.out_transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        sock = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        self.peer_ip, self.local_ip, self.local_port = peer[0], sock[0], sock[1]
+        reason = self.server.limiter.admit(self.peer_ip)
+        if reason is not None:
+            log.warning("rtsp: refused connection from %s: %s", self.peer_ip, reason)
+            transport.write(response(503, None, reason="Service Unavailable"))
+            transport.close()
+            self.mode = "closed"
+            return
+        self.admitted = True
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.server.limiter.release()
+        self.server.connections.discard(self)
+        for s in list(self.sessions):
+            self.server.close_session(s, "connection closed")
+        if self._tunnel_cookie and self.server.tunnels.get(self._tunnel_cookie) is self:
+            del self.server.tunnels[self._tunnel_cookie]
+        self.mode = "closed"
+
+    def close(self) -> None:
+        """Close this connection (and the POST half of its tunnel, if any)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def send(self, data: bytes) -> None:
+        """Write to the client (through the tunnel's GET half when tunnelled)."""
+        tx = self.out_transport
+        if tx is not None and not tx.is_closing():
+            tx.write(data)
+
+    # ------------------------------------------------------------------ input
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        mode = self.mode
+        if mode == "rtsp":
+            self.feed_rtsp(data)
+        elif mode == "http-post":
+            self._post_body(data)
+        elif mode == "":
+            if self.server.cfg.rtsp.http_tunnel and tunnel.looks_like_http(data):
+                self.mode = "http-head"
+                self._http_head(data)
+            else:
+                self.mode = "rtsp"
+                self.feed_rtsp(data)
+        elif mode == "http-head":
+            self._http_head(data)
+
+    def feed_rtsp(self, data: bytes) -> None:
+        """Parse RTSP input (from this socket or from the tunnel's POST half)."""
+        try:
+            events = self.parser.feed(data)
+        except ParseError as exc:
+            self.server.stats_malformed += 1
+            log.warning("rtsp: malformed request from %s: %s", self.peer_ip, exc)
+            self.send(response(exc.status, None, reason=None))
+            self.close()
+            return
+        for ev in events:
+            if type(ev) is InterleavedFrame:
+                self._frame(ev)
+            elif isinstance(ev, Request):
+                self._request(ev)
+
+    def _frame(self, frame: InterleavedFrame) -> None:
+        target = self.channels.get(frame.channel)
+        if target is None:
+            self.server.stats_unknown_frames += 1
+            return
+        obj, index, kind = target
+        if isinstance(obj, Stream):
+            if kind == RTP:
+                obj.on_rtp(index, frame.data)
+            else:
+                obj.on_rtcp(index, frame.data)
+        else:
+            obj.touch()  # a reader's RTCP receiver report keeps its session alive
+
+    # ------------------------------------------------------------------ HTTP tunnel
+    def _http_head(self, data: bytes) -> None:
+        self._head += data
+        try:
+            parsed = tunnel.parse_head(self._head)
+        except tunnel.TunnelError as exc:
+            self._http_fail(400, "Bad Request", str(exc))
+            return
+        if parsed is None:
+            return
+        head, rest = parsed
+        self._head = b""
+        cookie = head.headers.get("x-sessioncookie", "")
+        if not cookie:
+            self._http_fail(400, "Bad Request", "HTTP request without x-sessioncookie")
+            return
+        if head.method == "GET":
+            if cookie in self.server.tunnels:
+                self._http_fail(409, "Conflict", f"tunnel cookie {cookie!r} already in use")
+                return
+            self.server.tunnels[cookie] = self
+            self._tunnel_cookie = cookie
+            self.tunnelled = True
+            self.mode = "rtsp"
+            self.send(tunnel.get_response())
+            if rest:
+                self.feed_rtsp(rest)
+        elif head.method == "POST":
+            target = self.server.tunnels.get(cookie)
+            if target is None:
+                self._http_fail(404, "Not Found", f"no tunnel GET with cookie {cookie!r}")
+                return
+            self._tunnel_target = target
+            self._b64 = tunnel.Base64Stream()
+            self.mode = "http-post"
+            if rest:
+                self._post_body(rest)
+        else:
+            self._http_fail(405, "Method Not Allowed", f"HTTP {head.method} is not a tunnel")
+
+    def _http_fail(self, status: int, reason: str, why: str) -> None:
+        log.warning("rtsp-http: %s from %s: %s", status, self.peer_ip, why)
+        self.server.stats_malformed += 1
+        self.send(tunnel.error_response(status, reason))
+        self.close()
+
+    def _post_body(self, data: bytes) -> None:
+        target = self._tunnel_target
+        assert self._b64 is not None
+        if target is None or target.mode == "closed":
+            self.close()
+            return
+        try:
+            decoded = self._b64.feed(data)
+        except tunnel.TunnelError as exc:
+            self._http_fail(400, "Bad Request", str(exc))
+            return
+        if decoded:
+            target.last_rx = self.last_rx
+            target.feed_rtsp(decoded)
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, req: Request) -> None:
+        cseq = req.headers.get("CSeq")
+        sid = req.headers.get("Session")
+        if sid:
+            s = self.server.sessions.get(sid.split(";")[0].strip())
+            if s is not None:
+                s.touch()
+        handler = _HANDLERS.get(req.method)
+        if handler is None:
+            self.send(response(501, cseq, [("Public", PUBLIC)]))
+            return
+        try:
+            handler(self, req, cseq)
+        except Reply as r:
+            level = logging.INFO if r.status in (401, 404) else logging.WARNING
+            log.log(
+                level,
+                "rtsp: %s %s from %s -> %d %s",
+                req.method,
+                req.uri,
+                self.peer_ip,
+                r.status,
+                r.reason,
+            )
+            self.send(response(r.status, cseq, r.headers, reason=None))
+        except Exception:
+            log.exception("rtsp: internal error handling %s %s", req.method, req.uri)
+            self.send(response(500, cseq))
+
+    def _path(self, req: Request) -> tuple[str, str]:
+        try:
+            _host, path, query = split_uri(req.uri)
+        except ValueError as exc:
+            raise Reply(400, f"bad request URI: {exc}") from None
+        return path, query
+
+    def _auth(self, req: Request, path: str, role: str) -> None:
+        policy = self.server.cfg.path_policy(path)
+        if role == "publish":
+            user, password = policy.publish_user, policy.publish_password
+        else:
+            user, password = policy.read_user, policy.read_password
+        if not user:
+            return
+        res = self.server.auth.check(
+            req.method, req.headers.get("Authorization"), [Credentials(user, password)]
+        )
+        if not res.ok:
+            self.server.stats_auth_failures += 1
+            raise Reply(401, res.reason, self.server.auth.challenge_headers(stale=res.stale))
+
+    def _session(self, req: Request, required: bool = True) -> RtspSession | None:
+        sid = req.headers.get("Session")
+        if not sid:
+            if required:
+                raise Reply(454, "request without a Session header")
+            return None
+        s = self.server.sessions.get(sid.split(";")[0].strip())
+        if s is None:
+            raise Reply(454, f"session {sid!r} not found")
+        return s
+
+    def _url(self, req: Request) -> str:
+        return req.uri.split("?", 1)[0].rstrip("/")
+
+    def _session_header(self, s: RtspSession) -> tuple[str, str]:
+        return ("Session", f"{s.id};timeout={int(self.server.limits.session_timeout)}")
+
+    def m_options(self, req: Request, cseq: str | None) -> None:
+        self.send(response(200, cseq, [("Public", PUBLIC)]))
+
+    def m_get_parameter(self, req: Request, cseq: str | None) -> None:
+        headers = []
+        s = self._session(req, required=False)
+        if s is not None:
+            headers.append(self._session_header(s))
+        self.send(response(200, cseq, headers))
+
+    m_set_parameter = m_get_parameter
+
+    def m_describe(self, req: Request, cseq: str | None) -> None:
+        path, _q = self._path(req)
+        self._auth(req, path, "read")
+        stream = self.server.registry.get(path)
+        if stream is None or not stream.online or not stream.tracks:
+            raise Reply(404, f"no stream is published at '{path}'")
+        host = self.server.advertised_host(self.local_ip)
+        body = stream.reader_sdp(host)
+        headers = [
+            ("Content-Type", "application/sdp"),
+            ("Content-Base", self._url(req) + "/"),
+        ]
+        self.send(response(200, cseq, headers, body))
+
+    def m_announce(self, req: Request, cseq: str | None) -> None:
+        path, query = self._path(req)
+        cfg = self.server.cfg
+        if not path:
+            raise Reply(400, "ANNOUNCE needs a stream path")
+        if not cfg.path_allowed(path):
+            raise Reply(403, f"publishing to '{path}' is not allowed")
+        self._auth(req, path, "publish")
+        key = cfg.path_policy(path).publish_key
+        if key and f"key={key}" not in query.split("&"):
+            self.server.stats_auth_failures += 1
+            raise Reply(401, f"wrong or missing stream key for '{path}'")
+        try:
+            sdp = SessionDescription.parse(req.body)
+        except SdpError as exc:
+            self.server.stats_malformed += 1
+            raise Reply(400, f"bad SDP: {exc}") from None
+        if not sdp.media:
+            raise Reply(400, "the SDP has no media")
+        existing = self.server.registry.get(path)
+        if (
+            existing is not None
+            and existing.online
+            and cfg.path_policy(path).on_conflict == "reject"
+        ):
+            raise Reply(409, f"path '{path}' already has a publisher")
+        s = self.server.new_session(self, "record", path)
+        s.announced = sdp
+        s.base_url = self._url(req)
+        self.record_deadline = time.monotonic() + self.server.limits.publish_timeout
+        self.send(response(200, cseq, [self._session_header(s)]))
+
+    def _record_track(self, s: RtspSession, req: Request) -> int:
+        assert s.announced is not None
+        url = self._url(req)
+        media = s.announced.media
+        suffix = url[len(s.base_url) :].strip("/") if url.startswith(s.base_url) else ""
+        for i, md in enumerate(media):
+            c = (md.control or "").strip()
+            if c and (c == url or c.rstrip("/") == url or c == suffix or url.endswith("/" + c)):
+                return i
+        m = _TRACK_NUM.search(url)
+        if m and int(m.group(1)) < len(media):
+            return int(m.group(1))
+        if len(media) == 1:
+            return 0
+        raise Reply(404, f"no announced media matches {url!r}")
+
+    def m_setup(self, req: Request, cseq: str | None) -> None:
+        raw = req.headers.get("Transport")
+        if not raw:
+            raise Reply(400, "SETUP without a Transport header")
+        try:
+            specs = parse_transport(raw)
+        except ParseError as exc:
+            raise Reply(461, f"bad Transport header: {exc}") from None
+        s = self._session(req, required=False)
+        if s is not None and s.mode == "record":
+            self._setup_record(s, req, cseq, specs)
+        else:
+            self._setup_play(s, req, cseq, specs)
+
+    def _setup_record(
+        self, s: RtspSession, req: Request, cseq: str | None, specs: list[TransportSpec]
+    ) -> None:
+        if s.state == "recording":
+            raise Reply(455, "SETUP after RECORD")
+        idx = self._record_track(s, req)
+        server = self.server
+        for spec in specs:
+            if spec.multicast:
+                continue
+            if spec.lower == "TCP":
+                ch = spec.interleaved or (2 * idx, 2 * idx + 1)
+                tt = TrackTransport(idx, "TCP", interleaved=ch)
+                reply = f"RTP/AVP/TCP;unicast;interleaved={ch[0]}-{ch[1]};mode=record"
+                break
+            if spec.lower == "UDP" and spec.client_port and server.udp_ready and not self.tunnelled:
+                p1, p2 = spec.client_port
+                tt = TrackTransport(idx, "UDP", client_addr=(self.peer_ip, p1, p2))
+                reply = (
+                    f"RTP/AVP/UDP;unicast;client_port={p1}-{p2};"
+                    f"server_port={server.rtp_port}-{server.rtcp_port};mode=record"
+                )
+                break
+        else:
+            raise Reply(461, f"no supported transport for recording in {raw_of(specs)!r}")
+        s.transports[idx] = tt
+        self.send(response(200, cseq, [("Transport", reply), self._session_header(s)]))
+
+    def _setup_play(
+        self,
+        s: RtspSession | None,
+        req: Request,
+        cseq: str | None,
+        specs: list[TransportSpec],
+    ) -> None:
+        if any(sp.mode == "record" for sp in specs):
+            raise Reply(455, "SETUP with mode=record before ANNOUNCE")
+        path, _q = self._path(req)
+        found = self.server.registry.find_prefix(path)
+        if found is None:
+            self._auth(req, path, "read")
+            raise Reply(404, f"no stream is published at '{path}'")
+        stream, control = found
+        self._auth(req, stream.path, "read")
+        if not stream.online or not stream.tracks:
+            raise Reply(404, f"no stream is published at '{stream.path}'")
+        if s is not None and s.stream is not None and s.stream is not stream:
+            raise Reply(459, "one session cannot read two streams")
+        idx = self._play_track(stream, control)
+        server = self.server
+        cfg = server.cfg.rtsp
+        chosen: TrackTransport | None = None
+        reply = ""
+        for spec in specs:
+            if spec.lower == "TCP" and not spec.multicast:
+                ch = spec.interleaved or (2 * idx, 2 * idx + 1)
+                chosen = TrackTransport(idx, "TCP", interleaved=ch)
+                reply = f"RTP/AVP/TCP;unicast;interleaved={ch[0]}-{ch[1]}"
+                break
+            if self.tunnelled:
+                continue
+            if spec.multicast and cfg.multicast and server.multicast_transport is not None:
+                group = server.multicast_group(stream)
+                p1, p2 = group.ports(idx)
+                chosen = TrackTransport(idx, "MULTICAST")
+                reply = (
+                    f"RTP/AVP;multicast;destination={group.group};port={p1}-{p2};"
+                    f"ttl={cfg.multicast_ttl}"
+                )
+                break
+            if spec.lower == "UDP" and not spec.multicast and spec.client_port and server.udp_ready:
+                p1, p2 = spec.client_port
+                chosen = TrackTransport(idx, "UDP", client_addr=(self.peer_ip, p1, p2))
+                reply = (
+                    f"RTP/AVP;unicast;client_port={p1}-{p2};"
+                    f"server_port={server.rtp_port}-{server.rtcp_port};"
+                    f"ssrc={stream.tracks[idx].ssrc:08X}"
+                )
+                break
+        if chosen is None:
+            raise Reply(461, f"unsupported transport {raw_of(specs)!r}")
+        if s is None:
+            s = server.new_session(self, "play", stream.path)
+            s.stream = stream
+            s.base_url = (
+                self._url(req)[: -len(control) or None].rstrip("/") if control else (self._url(req))
+            )
+        if s.state == "playing":
+            raise Reply(455, "SETUP while playing")
+        if s.transports and any(
+            (t.lower == "MULTICAST") != (chosen.lower == "MULTICAST") for t in s.transports.values()
+        ):
+            raise Reply(461, "mixing multicast and unicast in one session is not supported")
+        s.multicast = chosen.lower == "MULTICAST"
+        s.transports[idx] = chosen
+        s.state = "ready"
+        if chosen.interleaved is not None:
+            self.channels[chosen.interleaved[1]] = (s, idx, RTCP)
+        if chosen.client_addr is not None:
+            server.udp_reader_rtcp[(chosen.client_addr[0], chosen.client_addr[2])] = s
+        self.send(response(200, cseq, [("Transport", reply), self._session_header(s)]))
+
+    @staticmethod
+    def _play_track(stream: Stream, control: str) -> int:
+        if not control:
+            if len(stream.tracks) == 1:
+                return 0
+            raise Reply(459, "SETUP of the aggregate URL; set up each track (trackID=N)")
+        for t in stream.tracks:
+            if control == t.control:
+                return t.index
+        m = _TRACK_NUM.search(control)
+        if m and int(m.group(1)) < len(stream.tracks):
+            return int(m.group(1))
+        raise Reply(404, f"stream '{stream.path}' has no track '{control}'")
+
+    def m_play(self, req: Request, cseq: str | None) -> None:
+        s = self._session(req)
+        assert s is not None
+        if s.mode != "play":
+            raise Reply(455, "PLAY on a recording session")
+        if not s.transports or s.stream is None:
+            raise Reply(455, "PLAY before SETUP")
+        stream = s.stream
+        headers = [self._session_header(s), ("Range", "npt=now-")]
+        if s.state != "playing":
+            positions = stream.start_positions()
+            info = []
+            base = s.base_url or self._url(req)
+            for idx in sorted(s.transports):
+                seq, ts = positions[idx]
+                info.append(f"url={base}/{stream.tracks[idx].control};seq={seq};rtptime={ts}")
+            headers.append(("RTP-Info", ",".join(info)))
+            self.send(response(200, cseq, headers))
+            s.start_play()
+            log.info(
+                "rtsp: %s plays %s (%s)",
+                self.peer_ip,
+                stream.path,
+                ",".join(t.lower for t in s.transports.values()),
+            )
+        else:
+            self.send(response(200, cseq, headers))
+
+    def m_pause(self, req: Request, cseq: str | None) -> None:
+        s = self._session(req)
+        assert s is not None
+        if s.mode == "play":
+            s.stop_play()
+        self.send(response(200, cseq, [self._session_header(s)]))
+
+    def m_record(self, req: Request, cseq: str | None) -> None:
+        s = self._session(req)
+        assert s is not None
+        if s.mode != "record" or s.announced is None:
+            raise Reply(455, "RECORD without ANNOUNCE")
+        if not s.transports:
+            raise Reply(455, "RECORD before SETUP")
+        if s.state == "recording":
+            self.send(response(200, cseq, [self._session_header(s)]))
+            return
+        policy = self.server.cfg.path_policy(s.path)
+        try:
+            stream = self.server.registry.get_or_create(s.path)
+            stream.publish(s, s.announced, replace=policy.on_conflict == "replace")
+        except StreamBusy as exc:
+            raise Reply(409, str(exc)) from None
+        except StreamError as exc:
+            raise Reply(exc.status, str(exc)) from None
+        s.stream = stream
+        s.state = "recording"
+        self.record_deadline = 0.0
+        # map announced media index -> stream track index
+        by_media = {id(t.media): t.index for t in stream.tracks}
+        for i, tt in s.transports.items():
+            ti = by_media.get(id(s.announced.media[i]))
+            if ti is None:
+                continue
+            if tt.interleaved is not None:
+                self.channels[tt.interleaved[0]] = (stream, ti, RTP)
+                self.channels[tt.interleaved[1]] = (stream, ti, RTCP)
+            elif tt.client_addr is not None:
+                ip, p1, p2 = tt.client_addr
+                self.server.udp_publishers[(ip, p1)] = (stream, ti, RTP, s)
+                self.server.udp_publishers[(ip, p2)] = (stream, ti, RTCP, s)
+        self.send(response(200, cseq, [self._session_header(s)]))
+
+    def m_teardown(self, req: Request, cseq: str | None) -> None:
+        s = self._session(req, required=False)
+        if s is not None:
+            self.server.close_session(s, "TEARDOWN")
+        self.send(response(200, cseq))
+
+
+def raw_of(specs: Iterable[TransportSpec]) -> str:
+    """Transport alternatives as text, for error messages."""
+    return ",".join(sp.serialize() for sp in specs)
+
+
+_HANDLERS = {
+    "OPTIONS": RtspConnection.m_options,
+    "DESCRIBE": RtspConnection.m_describe,
+    "ANNOUNCE": RtspConnection.m_announce,
+    "SETUP": RtspConnection.m_setup,
+    "PLAY": RtspConnection.m_play,
+    "PAUSE": RtspConnection.m_pause,
+    "RECORD": RtspConnection.m_record,
+    "TEARDOWN": RtspConnection.m_teardown,
+    "GET_PARAMETER": RtspConnection.m_get_parameter,
+    "SET_PARAMETER": RtspConnection.m_set_parameter,
+}
+
+
+class _UdpIn(asyncio.DatagramProtocol):
+    def __init__(self, server: RtspServer, kind: int) -> None:
+        self.server = server
+        self.kind = kind
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.server.udp_datagram(self.kind, data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable etc.
+        log.debug("rtsp-udp: %s", exc)
+
+
+class RtspServer:
+    """Owns the RTSP listener, UDP ports, sessions and tunnels."""
+
+    def __init__(self, cfg: Config, registry: StreamRegistry, limiter: ConnectionLimiter) -> None:
+        self.cfg = cfg
+        self.limits = cfg.limits
+        self.registry = registry
+        self.limiter = limiter
+        self.parser_limits = Limits(
+            max_line=cfg.limits.max_request_line,
+            max_headers=cfg.limits.max_headers,
+            max_header_bytes=cfg.limits.max_header_bytes,
+            max_body=cfg.limits.max_body,
+        )
+        self.auth = Authenticator(
+            realm=cfg.rtsp.realm, allow_basic="basic" in cfg.rtsp.auth_methods
+        )
+        self.connections: set[RtspConnection] = set()
+        self.sessions: dict[str, RtspSession] = {}
+        self.tunnels: dict[str, RtspConnection] = {}
+        self.udp_publishers: dict[tuple[str, int], tuple[Stream, int, int, RtspSession]] = {}
+        self.udp_reader_rtcp: dict[tuple[str, int], RtspSession] = {}
+        self.multicast: dict[str, MulticastGroup] = {}
+        self.multicast_transport: asyncio.DatagramTransport | None = None
+        self.udp_rtp_transport: asyncio.DatagramTransport | None = None
+        self.udp_rtcp_transport: asyncio.DatagramTransport | None = None
+        self.rtp_port = 0
+        self.rtcp_port = 0
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.stats_malformed = 0
+        self.stats_unknown_frames = 0
+        self.stats_udp_foreign = 0
+        self.stats_auth_failures = 0
+        self.stats_reader_drops = 0
+
+    @property
+    def udp_ready(self) -> bool:
+        """True when UDP transport is enabled and its ports are bound."""
+        return self.udp_rtp_transport is not None
+
+    def advertised_host(self, local_ip: str) -> str:
+        """The address to put in URLs: the advertise setting, else the one the client used."""
+        adv = self.cfg.server.advertise
+        if adv:
+            return adv
+        return local_ip if local_ip not in ("0.0.0.0", "::") else "127.0.0.1"
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind the RTSP listener and the UDP ports."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.cfg.rtsp.udp:
+            await self._bind_udp(host)
+        if self.cfg.rtsp.multicast:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.cfg.rtsp.multicast_ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            sock.setblocking(False)
+            tx, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
+            self.multicast_transport = tx
+
+    async def _bind_udp(self, host: str) -> None:
+        loop = asyncio.get_running_loop()
+        want = self.cfg.rtsp.rtp_port
+        for _attempt in range(50):
+            rtp_port = want
+            if want == 0:
+                probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                probe.bind((host, 0))
+                rtp_port = probe.getsockname()[1] & ~1
+                probe.close()
+            rtcp_port = self.cfg.rtsp.rtcp_port if want else rtp_port + 1
+            try:
+                t1, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpIn(self, RTP), local_addr=(host, rtp_port)
+                )
+            except OSError:
+                if want:
+                    raise
+                continue
+            try:
+                t2, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpIn(self, RTCP), local_addr=(host, rtcp_port)
+                )
+            except OSError:
+                t1.close()
+                if want:
+                    raise
+                continue
+            self.udp_rtp_transport, self.udp_rtcp_transport = t1, t2
+            self.rtp_port, self.rtcp_port = rtp_port, rtcp_port
+            return
+        raise OSError("could not bind a free UDP port pair for RTP/RTCP")
+
+    async def stop(self) -> None:
+        """Close every session and connection, then the listeners."""
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions.values()):
+            self.close_session(s, "server shutting down")
+        for c in list(self.connections):
+            c.close()
+        for tx in (self.udp_rtp_transport, self.udp_rtcp_transport, self.multicast_transport):
+            if tx is not None:
+                tx.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------ sessions
+    def new_session(self, conn: RtspConnection, mode: str, path: str) -> RtspSession:
+        """Create and register a session on a connection."""
+        s = RtspSession(self, conn, mode=mode, path=path, remote_ip=conn.peer_ip)
+        self.sessions[s.id] = s
+        conn.sessions.add(s)
+        return s
+
+    def close_session(self, s: RtspSession, reason: str, unpublish: bool = True) -> None:
+        """End a session: unpublish or stop reading, drop its transports."""
+        if self.sessions.pop(s.id, None) is None:
+            return
+        if s.mode == "record":
+            if s.stream is not None and unpublish:
+                s.stream.unpublish(s, reason)
+            for key, val in list(self.udp_publishers.items()):
+                if val[3] is s:
+                    del self.udp_publishers[key]
+        else:
+            s.stop_play()
+            for key, val in list(self.udp_reader_rtcp.items()):
+                if val is s:
+                    del self.udp_reader_rtcp[key]
+        conn = s.conn
+        if conn is not None:
+            conn.sessions.discard(s)
+            for ch, target in list(conn.channels.items()):
+                if target[0] is s or (
+                    s.stream is not None and target[0] is s.stream and s.mode == "record"
+                ):
+                    del conn.channels[ch]
+        s.state = "closed"
+
+    # ------------------------------------------------------------------ UDP
+    def udp_datagram(self, kind: int, data: bytes, addr: tuple[str, int]) -> None:
+        """A datagram on the server's RTP or RTCP port."""
+        key = (addr[0], addr[1])
+        pub = self.udp_publishers.get(key)
+        if pub is not None and pub[2] == kind:
+            stream, index, _k, session = pub
+            if session.state != "recording":
+                return
+            if kind == RTP:
+                stream.on_rtp(index, data)
+            else:
+                stream.on_rtcp(index, data)
+            return
+        if kind == RTCP:
+            s = self.udp_reader_rtcp.get(key)
+            if s is not None:
+                s.touch()
+                return
+        self.stats_udp_foreign += 1
+
+    # ------------------------------------------------------------------ multicast
+    def multicast_group(self, stream: Stream) -> MulticastGroup:
+        """The stream's multicast group, allocated on first use."""
+        g = self.multicast.get(stream.path)
+        if g is None:
+            assert self.multicast_transport is not None
+            net = ipaddress.ip_network(self.cfg.rtsp.multicast_range, strict=False)
+            used = {x.group for x in self.multicast.values()}
+            size = net.num_addresses
+            start = 1 if size > 2 else 0
+            for i in range(start, size):
+                addr = str(net[i])
+                if addr not in used:
+                    break
+            else:
+                raise Reply(453, "multicast address range exhausted")
+            g = MulticastGroup(
+                stream, addr, self.cfg.rtsp.multicast_port_base, self.multicast_transport
+            )
+            self.multicast[stream.path] = g
+        return g
+
+    def multicast_join(self, s: RtspSession) -> None:
+        """Add a playing session to its stream's group; the group reads the stream once."""
+        assert s.stream is not None
+        g = self.multicast_group(s.stream)
+        if not g.members:
+            g.stream.add_reader(g)
+        g.members.add(s)
+
+    def multicast_leave(self, s: RtspSession) -> None:
+        """Remove a session from its group; the last one out stops the group."""
+        g = self.multicast.get(s.path)
+        if g is None:
+            return
+        g.members.discard(s)
+        if not g.members:
+            g.stream.remove_reader(g)
+            del self.multicast[s.path]
+
+    # ------------------------------------------------------------------ housekeeping
+    def tick(self, now: float) -> None:
+        """Enforce the connection and session timeouts (called once a second)."""
+        lim = self.limits
+        for c in list(self.connections):
+            if c.record_deadline and now > c.record_deadline:
+                log.warning(
+                    "rtsp: %s did not RECORD within %gs; closing", c.peer_ip, lim.publish_timeout
+                )
+                c.close()
+                continue
+            active = any(s.state in ("playing", "recording") for s in c.sessions)
+            if not active and c.mode != "http-post" and now - c.last_rx > lim.idle_timeout:
+                log.info("rtsp: closing idle connection from %s", c.peer_ip)
+                c.close()
+        for s in list(self.sessions.values()):
+            udp = any(t.lower != "TCP" for t in s.transports.values())
+            if s.mode == "play" and udp and now - s.last_seen > lim.session_timeout:
+                log.info("rtsp: session %s timed out", s.id)
+                self.close_session(s, "session timeout")

@@ -1,0 +1,313 @@
+"""Test helpers: run onvifcam as a real process, drive real ffmpeg/GStreamer peers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+GST_LAUNCH = "gst-launch-1.0"
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProc:
+    """An ``onvifcam serve`` process with its chosen ports and captured log."""
+
+    config: str = ""
+    extra_args: list[str] = field(default_factory=list)
+    netns: str = ""
+    proc: subprocess.Popen[str] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    log_path: str = ""
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProc:
+        """Start the server and wait for its ready line."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="onvifcam-test-")
+        cfg_path = Path(self._tmp.name) / "config.toml"
+        state = Path(self._tmp.name) / "state"
+        text = self.config
+        if "[server]" not in text:
+            text = '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\n' + text
+        if "rtp_port" not in text:
+            text += "\n[rtsp]\nrtp_port = 0\n" if "[rtsp]" not in text else ""
+        cfg_path.write_text(text)
+        self.log_path = str(Path(self._tmp.name) / "server.log")
+        cmd = [
+            sys.executable,
+            "-m",
+            "onvifcam",
+            "serve",
+            "--config",
+            str(cfg_path),
+            "--state-dir",
+            str(state),
+            "--log-level",
+            "debug",
+            *self.extra_args,
+        ]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        logf = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=logf,
+            text=True,
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._logf = logf
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("onvifcam ready"):
+                for tok in line.split()[2:]:
+                    k, v = tok.split("=", 1)
+                    self.ports[k] = int(v) if v.isdigit() else v  # type: ignore[assignment]
+                return self
+        self.stop(check=False)
+        raise RuntimeError(f"server did not become ready: {line!r}\n{self.log()[-3000:]}")
+
+    @property
+    def rtsp_port(self) -> int:
+        return int(self.ports["rtsp_port"])
+
+    def url(self, path: str, host: str = "127.0.0.1", user: str = "") -> str:
+        auth = f"{user}@" if user else ""
+        return f"rtsp://{auth}{host}:{self.rtsp_port}/{path}"
+
+    def log(self) -> str:
+        """The server's log so far."""
+        with contextlib.suppress(OSError):
+            return Path(self.log_path).read_text()
+        return ""
+
+    def stop(self, check: bool = True) -> int | None:
+        """SIGTERM, wait, and (check) assert a clean exit without tracebacks."""
+        rc = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    rc = self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    rc = self.proc.wait(5)
+            else:
+                rc = self.proc.returncode
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self._logf.close()
+        text = self.log()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        if check:
+            assert rc == 0, f"server exited with {rc}\n{text[-3000:]}"
+            assert "Traceback" not in text, text[-5000:]
+        return rc
+
+
+def ffmpeg_push(
+    url: str,
+    *,
+    frames: int = 100,
+    fps: int = 25,
+    size: str = "320x240",
+    gop: int = 1000,
+    audio: bool = True,
+    transport: str = "tcp",
+    realtime: bool = True,
+    codec: str = "libx264",
+    extra: list[str] | None = None,
+) -> subprocess.Popen[str]:
+    """ffmpeg pushing a test pattern (H.264 + AAC) with ANNOUNCE/RECORD."""
+    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning"]
+    if realtime:
+        cmd.append("-re")
+    cmd += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    cmd += ["-frames:v", str(frames), "-c:v", codec, "-pix_fmt", "yuv420p"]
+    if codec == "libx264":
+        cmd += ["-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0"]
+    cmd += ["-g", str(gop)]
+    if audio:
+        cmd += ["-c:a", "aac", "-b:a", "64k", "-shortest"]
+    cmd += extra or []
+    cmd += ["-f", "rtsp", "-rtsp_transport", transport, url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_online(url: str, timeout: float = 15.0, transport: str = "tcp") -> None:
+    """Wait until DESCRIBE on url succeeds (the publisher is RECORDing)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        r = subprocess.run(
+            [
+                FFPROBE,
+                "-v",
+                "error",
+                "-rtsp_transport",
+                transport,
+                "-timeout",
+                "2000000",
+                "-show_entries",
+                "stream=codec_name",
+                "-of",
+                "json",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        if r.returncode == 0 and json.loads(r.stdout).get("streams"):
+            return
+        last = r.stderr
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never came online: {last}")
+
+
+@dataclass
+class ReadResult:
+    """What an ffmpeg reader decoded."""
+
+    returncode: int
+    video_frames: int
+    audio_frames: int
+    stderr: str
+
+
+def ffmpeg_read(
+    url: str,
+    *,
+    transport: str = "tcp",
+    io_timeout: float = 4.0,
+    netns: str = "",
+    extra: list[str] | None = None,
+    max_seconds: float = 60.0,
+) -> ReadResult:
+    """Decode a stream with ffmpeg until it stalls for io_timeout; count frames per type."""
+    cmd = [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-rtsp_transport",
+        transport,
+        "-timeout",
+        str(int(io_timeout * 1e6)),
+        *(extra or []),
+        "-i",
+        url,
+        "-map",
+        "0",
+        "-f",
+        "null",
+        "-",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+    ]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds)
+    return _read_result(r.returncode, r.stdout, r.stderr)
+
+
+def ffmpeg_read_async(
+    url: str, *, transport: str = "tcp", io_timeout: float = 4.0, netns: str = ""
+) -> tuple[subprocess.Popen[str], threading.Thread, list]:
+    """Start an ffmpeg reader in the background; join the thread, then read box[0]."""
+    cmd = [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-rtsp_transport",
+        transport,
+        "-timeout",
+        str(int(io_timeout * 1e6)),
+        "-i",
+        url,
+        "-map",
+        "0",
+        "-f",
+        "null",
+        "-",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+    ]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    box: list[ReadResult] = []
+
+    def run() -> None:
+        out, err = p.communicate(timeout=120)
+        box.append(_read_result(p.returncode, out, err))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return p, t, box
+
+
+def _read_result(rc: int, out: str, err: str) -> ReadResult:
+    # -f null with -map 0 prints per-output-stream counts only at the end on stderr at
+    # higher log levels; the progress "frame=" is video frames.
+    frames = [int(m) for m in re.findall(r"^frame=(\d+)$", out, re.M)]
+    video = frames[-1] if frames else 0
+    return ReadResult(rc, video, 0, err)
+
+
+def gst_available() -> bool:
+    """True when gst-launch-1.0 is installed."""
+    return subprocess.run(["which", GST_LAUNCH], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Terminate a peer process when the block ends."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
