@@ -47,7 +47,7 @@ class StreamBusy(StreamError):
     """Another publisher already owns the path."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, 423)
+        super().__init__(message, 409)
 
 
 class Publisher(Protocol):

@@ -143,7 +143,7 @@ class RtspConnection(asyncio.Protocol):
         except ParseError as exc:
             self.server.stats_malformed += 1
             log.warning("rtsp: malformed request from %s: %s", self.peer_ip, exc)
-            self.send(response(exc.status, None, reason=None))
+            self.send(response(exc.status, exc.cseq))
             self.close()
             return
         for ev in events:
