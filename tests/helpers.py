@@ -146,9 +146,12 @@ def ffmpeg_push(
     realtime: bool = True,
     codec: str = "libx264",
     extra: list[str] | None = None,
+    netns: str = "",
 ) -> subprocess.Popen[str]:
     """ffmpeg pushing a test pattern (H.264 + AAC) with ANNOUNCE/RECORD."""
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
     if realtime:
         cmd.append("-re")
     cmd += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}"]
@@ -165,13 +168,15 @@ def ffmpeg_push(
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_online(url: str, timeout: float = 15.0, transport: str = "tcp") -> None:
+def wait_online(url: str, timeout: float = 15.0, transport: str = "tcp", netns: str = "") -> None:
     """Wait until DESCRIBE on url succeeds (the publisher is RECORDing)."""
     deadline = time.monotonic() + timeout
     last = ""
+    pre = ["ip", "netns", "exec", netns] if netns else []
     while time.monotonic() < deadline:
         r = subprocess.run(
             [
+                *pre,
                 FFPROBE,
                 "-v",
                 "error",
@@ -311,3 +316,54 @@ def running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def probe(url: str, transport: str = "tcp") -> list[dict]:
+    """ffprobe's stream list (codec, size, sample rate) for a live URL."""
+    r = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-timeout",
+            "4000000",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height,sample_rate,channels",
+            "-of",
+            "json",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["streams"]
+
+
+def rtsp_exchange(port: int, data: bytes, host: str = "127.0.0.1", wait: float = 3.0) -> bytes:
+    """Send raw bytes to the RTSP port and return what comes back until close or ``wait``."""
+    with socket.create_connection((host, port), timeout=wait) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if b"\r\n\r\n" in out and b"Content-Length" not in out:
+                break
+        return out
+
+
+def status_of(reply: bytes) -> int:
+    """The status code of the first RTSP/HTTP response in ``reply``."""
+    m = re.match(rb"(?:RTSP|HTTP)/\d\.\d (\d{3})", reply)
+    assert m, reply[:200]
+    return int(m.group(1))

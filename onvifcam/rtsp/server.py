@@ -37,7 +37,8 @@ from onvifcam.rtsp.session import MulticastGroup, RtspSession, TrackTransport
 log = logging.getLogger(__name__)
 
 PUBLIC = (
-    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, PAUSE, RECORD, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, PAUSE, RECORD, TEARDOWN, "
+    "GET_PARAMETER, SET_PARAMETER"
 )
 _TRACK_NUM = re.compile(r"(?:trackID|streamid|stream|track)=(\d+)$", re.IGNORECASE)
 

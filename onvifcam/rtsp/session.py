@@ -143,9 +143,16 @@ class TcpReader:
             start = key
         if transport.get_write_buffer_size() > self.limit:
             self.dropped += batch.count(start)
-            self.waiting_key = self.session.stream is not None and (
-                self.session.stream.key_track >= 0
-            )
+            if not self.waiting_key:
+                log.info(
+                    "rtsp: reader %s of %s is behind (%d bytes queued); dropping to the next"
+                    " keyframe",
+                    self.session.description,
+                    self.session.path,
+                    transport.get_write_buffer_size(),
+                )
+            stream = self.session.stream
+            self.waiting_key = stream is not None and stream.key_track >= 0
             self.session.server.stats_reader_drops += 1
             return
         self.waiting_key = False

@@ -1,0 +1,355 @@
+"""The RTSP relay against real peers: ffmpeg, GStreamer and aiortsp push and read."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import (
+    GST_LAUNCH,
+    ServerProc,
+    ffmpeg_push,
+    ffmpeg_read,
+    ffmpeg_read_async,
+    probe,
+    rtsp_exchange,
+    running,
+    status_of,
+    wait_online,
+)
+from tests.netns import can_make_netns, lan
+
+pytestmark = pytest.mark.interop
+
+
+def _read_all(server: ServerProc, path: str, transports: list[str], frames: int) -> None:
+    """Push `frames` frames over TCP and read them with one ffmpeg reader per transport."""
+    url = server.url(path)
+    with running(ffmpeg_push(url, frames=frames)) as pub:
+        wait_online(url)
+        readers = [ffmpeg_read_async(url, transport=t) for t in transports]
+        for _p, thread, _box in readers:
+            thread.join(90)
+        assert pub.wait(60) == 0, pub.stderr.read() if pub.stderr else ""
+    for t, (_p, _thread, box) in zip(transports, readers, strict=True):
+        res = box[0]
+        # A big GOP (keyint 1000) means the GOP cache holds everything since the first IDR,
+        # so every reader decodes exactly what was pushed, however late it joined.
+        assert res.video_frames == frames, (t, res)
+
+
+def test_push_tcp_read_tcp_udp_http_tunnel(server: ServerProc) -> None:
+    _read_all(server, "relay/tcp", ["tcp", "udp", "http"], frames=100)
+
+
+def test_push_udp_read_tcp(server: ServerProc) -> None:
+    url = server.url("relay/udp")
+    with running(ffmpeg_push(url, frames=75, transport="udp")) as pub:
+        wait_online(url)
+        res = ffmpeg_read(url, transport="tcp")
+        assert pub.wait(60) == 0
+    assert res.video_frames == 75, res
+
+
+def test_describe_reports_codecs_and_size(server: ServerProc) -> None:
+    url = server.url("relay/probe")
+    with running(ffmpeg_push(url, frames=125, size="640x360")):
+        wait_online(url)
+        streams = probe(url)
+    kinds = {s["codec_type"]: s for s in streams}
+    assert kinds["video"]["codec_name"] == "h264"
+    assert (kinds["video"]["width"], kinds["video"]["height"]) == (640, 360)
+    assert kinds["audio"]["codec_name"] == "aac"
+    assert kinds["audio"]["sample_rate"] == "48000"
+
+
+def test_gstreamer_push_ffmpeg_read(server: ServerProc) -> None:
+    url = server.url("relay/gst")
+    cmd = [
+        GST_LAUNCH, "-q", "videotestsrc", "num-buffers=90", "is-live=true", "!",
+        "video/x-raw,format=I420,width=320,height=240,framerate=30/1", "!",
+        "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=1000", "!",
+        "video/x-h264,profile=baseline", "!", "rtspclientsink", f"location={url}",
+        "protocols=tcp",
+    ]  # fmt: skip
+    with running(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)) as gst:
+        wait_online(url)
+        res = ffmpeg_read(url, io_timeout=3.0)
+        gst.wait(30)
+    assert res.video_frames == 90, res
+
+
+def test_ffmpeg_push_gstreamer_read(server: ServerProc) -> None:
+    url = server.url("relay/gstread")
+    with running(ffmpeg_push(url, frames=150, gop=25)):
+        wait_online(url)
+        cmd = [
+            GST_LAUNCH, "-q", "rtspsrc", f"location={url}", "protocols=tcp", "!",
+            "rtph264depay", "!", "avdec_h264", "!", "identity", "eos-after=40", "!",
+            "fakesink", "sync=false",
+        ]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    # identity ends the pipeline after 40 decoded frames; exit 0 means they were decoded.
+    assert r.returncode == 0, r.stderr
+
+
+def test_aiortsp_reads_continuous_rtp_across_publisher_restart(server: ServerProc) -> None:
+    from aiortsp.rtsp.reader import RTSPReader
+
+    url = server.url("relay/restart")
+    packets: list[tuple[int, int, int]] = []
+
+    async def read() -> None:
+        async with RTSPReader(url.replace("rtsp://", "rtspt://"), timeout=5) as reader:
+            async for pkt in reader.iter_packets():
+                packets.append((pkt.seq, pkt.ts, pkt.ssrc))
+
+    async def scenario() -> None:
+        first = ffmpeg_push(url, frames=50, audio=False)
+        await asyncio.to_thread(wait_online, url)
+        task = asyncio.create_task(read())
+        await asyncio.to_thread(first.wait, 30)
+        count_first = len(packets)
+        second = ffmpeg_push(url, frames=50, audio=False)
+        await asyncio.to_thread(second.wait, 30)
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert count_first > 0
+        assert len(packets) > count_first, "no packets after the publisher came back"
+
+    asyncio.run(scenario())
+    assert len({ssrc for _s, _t, ssrc in packets}) == 1, "SSRC changed"
+    for (s1, t1, _), (s2, t2, _) in itertools.pairwise(packets):
+        assert (s2 - s1) & 0xFFFF == 1, f"sequence jumped {s1} -> {s2}"
+        assert (t2 - t1) & 0xFFFFFFFF < 90000 * 10, f"timestamp jumped back {t1} -> {t2}"
+
+
+def test_reader_keeps_decoding_across_publisher_restart(server: ServerProc) -> None:
+    url = server.url("relay/restart2")
+    first = ffmpeg_push(url, frames=50)
+    with running(first):
+        wait_online(url)
+        _p, thread, box = ffmpeg_read_async(url, io_timeout=5.0)
+        assert first.wait(30) == 0
+    with running(ffmpeg_push(url, frames=50)) as second:
+        assert second.wait(30) == 0
+    thread.join(60)
+    res = box[0]
+    assert res.video_frames == 100, res
+
+
+def test_second_publisher_rejected_first_untouched(server: ServerProc) -> None:
+    url = server.url("relay/busy")
+    with running(ffmpeg_push(url, frames=100)) as first:
+        wait_online(url)
+        _p, thread, box = ffmpeg_read_async(url)
+        second = ffmpeg_push(url, frames=50)
+        assert second.wait(30) != 0
+        err = second.stderr.read() if second.stderr else ""
+        assert "409" in err, err
+        assert first.wait(60) == 0
+        thread.join(60)
+    assert box[0].video_frames == 100, box[0]
+
+
+def test_describe_unknown_path_is_404(server: ServerProc) -> None:
+    reply = rtsp_exchange(
+        server.rtsp_port,
+        b"DESCRIBE rtsp://127.0.0.1/nobody/here RTSP/1.0\r\nCSeq: 7\r\n\r\n",
+    )
+    assert status_of(reply) == 404
+    assert b"CSeq: 7" in reply
+
+
+def test_unsupported_transport_gets_461(server: ServerProc) -> None:
+    url = server.url("relay/461")
+    with running(ffmpeg_push(url, frames=250, realtime=True)):
+        wait_online(url)
+        reply = rtsp_exchange(
+            server.rtsp_port,
+            f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\n"
+            "Transport: RTP/SAVP/UDP;unicast;destination=127.0.0.1\r\n\r\n".encode(),
+        )
+    assert status_of(reply) == 461, reply
+
+
+def test_garbage_and_half_open_connections_do_not_disturb_a_live_stream(
+    server: ServerProc,
+) -> None:
+    url = server.url("relay/garbage")
+    port = server.rtsp_port
+    with running(ffmpeg_push(url, frames=100)) as pub:
+        wait_online(url)
+        _p, thread, box = ffmpeg_read_async(url)
+        replies = [
+            rtsp_exchange(port, b"\x16\x03\x01\x02\x00garbage-tls-hello\r\n\r\n"),
+            rtsp_exchange(port, b"PLAY rtsp://x/ RTSP/9.9\r\nCSeq: 1\r\n\r\n"),
+            rtsp_exchange(port, b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n" + b"X: y\r\n" * 200 + b"\r\n"),
+            rtsp_exchange(
+                port,
+                b"ANNOUNCE rtsp://127.0.0.1/relay/garbage2 RTSP/1.0\r\nCSeq: 1\r\n"
+                b"Content-Type: application/sdp\r\nContent-Length: 19\r\n\r\n"
+                b"v=0\r\nm=garbage!!!\r\n",
+            ),
+        ]
+        assert [status_of(r) for r in replies] == [400, 505, 431, 400]
+        half_open = []
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"OPTIONS rtsp://127.0.0.1/ RTSP/1.0\r\nCSeq: 1\r\n")  # never finished
+            half_open.append(s)
+        # interleaved data before any session, and a frame header announcing more than it sends
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.sendall(b"$\x00\x05\x00abc")
+        half_open.append(raw)
+        assert pub.wait(60) == 0
+        thread.join(60)
+        for s in half_open:
+            s.close()
+    assert box[0].video_frames == 100, box[0]
+
+
+# --------------------------------------------------------------------------- strict server
+STRICT_CONFIG = """
+[server]
+host = "127.0.0.1"
+rtsp_port = 0
+[rtsp]
+rtp_port = 0
+[limits]
+publish_timeout = 1.0
+idle_timeout = 2.0
+media_timeout = 2.0
+reader_queue_bytes = 32768
+[paths."secure"]
+publish_user = "pub"
+publish_password = "pubpass"
+read_user = "viewer"
+read_password = "viewpass"
+[paths."closed"]
+publish = false
+"""
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[ServerProc]:
+    srv = ServerProc(config=STRICT_CONFIG).start()
+    yield srv
+    srv.stop()
+
+
+def test_auth_publish_and_read(strict: ServerProc) -> None:
+    plain = strict.url("secure")
+    bad = ffmpeg_push(strict.url("secure", user="pub:wrong"), frames=25)
+    assert bad.wait(30) != 0
+    assert "401" in (bad.stderr.read() if bad.stderr else "")
+    with running(ffmpeg_push(strict.url("secure", user="pub:pubpass"), frames=150)):
+        wait_online(strict.url("secure", user="viewer:viewpass"))
+        denied = ffmpeg_read(plain, io_timeout=2.0)
+        assert denied.returncode != 0 and "401" in denied.stderr, denied
+        wrong = ffmpeg_read(strict.url("secure", user="viewer:nope"), io_timeout=2.0)
+        assert wrong.returncode != 0, wrong
+        challenge = rtsp_exchange(
+            strict.rtsp_port, f"DESCRIBE {plain} RTSP/1.0\r\nCSeq: 3\r\n\r\n".encode()
+        )
+        assert status_of(challenge) == 401
+        assert b'WWW-Authenticate: Digest realm="onvifcam"' in challenge
+        ok = ffmpeg_read(strict.url("secure", user="viewer:viewpass"), io_timeout=3.0)
+    assert ok.video_frames > 0, ok
+
+
+def test_publish_to_forbidden_path_is_403(strict: ServerProc) -> None:
+    p = ffmpeg_push(strict.url("closed"), frames=25)
+    assert p.wait(30) != 0
+    assert "403" in (p.stderr.read() if p.stderr else "")
+
+
+def test_announce_without_record_is_closed(strict: ServerProc) -> None:
+    sdp = (
+        b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\n"
+        b"m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", strict.rtsp_port), timeout=10) as s:
+        s.sendall(
+            b"ANNOUNCE rtsp://127.0.0.1/stalled RTSP/1.0\r\nCSeq: 1\r\n"
+            b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n" % len(sdp) + sdp
+        )
+        assert status_of(s.recv(4096)) == 200
+        # publish_timeout = 1 s: the server closes the connection (recv returns b"")
+        assert s.recv(4096) == b""
+
+
+def test_idle_connection_is_closed(strict: ServerProc) -> None:
+    with socket.create_connection(("127.0.0.1", strict.rtsp_port), timeout=10) as s:
+        assert s.recv(4096) == b""
+
+
+def test_silent_publisher_dropped_reader_stays(strict: ServerProc) -> None:
+    url = strict.url("quiet")
+    # SIGSTOP keeps the publisher's TCP connection open while it sends nothing.
+    with running(ffmpeg_push(url, frames=1000)) as pub:
+        wait_online(url)
+        _p, thread, box = ffmpeg_read_async(url, io_timeout=8.0)
+        time.sleep(1.0)
+        pub.send_signal(19)  # SIGSTOP
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "left (no media" not in strict.log():
+            time.sleep(0.2)
+        assert "left (no media for 2 s)" in strict.log()
+        pub.send_signal(18)  # SIGCONT
+    with running(ffmpeg_push(url, frames=50)) as again:
+        assert again.wait(30) == 0
+    thread.join(60)
+    # the reader was not closed with the publisher: it also got the second publisher's frames
+    assert box[0].video_frames >= 50 + 25, box[0]
+
+
+def test_slow_reader_drops_without_hurting_others(strict: ServerProc) -> None:
+    url = strict.url("slowpoke")
+    cbr = ["-b:v", "8M", "-maxrate", "8M", "-bufsize", "1M", "-x264-params", "nal-hrd=cbr"]
+    with running(ffmpeg_push(url, frames=150, size="640x360", extra=cbr)) as pub:
+        wait_online(url)
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", strict.rtsp_port))
+        stuck.sendall(
+            f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\n"
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n".encode()
+        )
+        reply = stuck.recv(4096).decode()
+        session = reply.split("Session: ")[1].split(";")[0]
+        stuck.sendall(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n".encode())
+        _p, thread, box = ffmpeg_read_async(url)
+        assert pub.wait(60) == 0
+        thread.join(60)
+        stuck.close()
+    assert box[0].video_frames == 150, box[0]
+    assert "is behind" in strict.log()
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not can_make_netns(), reason="needs root and iproute2 for namespaces")
+def test_multicast_reader_on_another_host() -> None:
+    with lan("mc") as net:
+        srv = ServerProc(
+            config='[server]\nhost = "0.0.0.0"\nrtsp_port = 0\n[rtsp]\nrtp_port = 0\n',
+            netns=net.server,
+        ).start()
+        try:
+            local = srv.url("mc/cam")
+            with running(ffmpeg_push(local, frames=75, netns=net.server)) as pub:
+                wait_online(local, netns=net.server)
+                remote = srv.url("mc/cam", host=net.server_ip)
+                res = ffmpeg_read(remote, transport="udp_multicast", netns=net.client)
+                assert pub.wait(60) == 0
+        finally:
+            srv.stop()
+    assert res.video_frames == 75, res
