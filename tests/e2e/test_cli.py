@@ -1,0 +1,69 @@
+"""The `onvifcam` command as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from onvifcam import __version__
+from tests.helpers import ROOT, ServerProc, rtsp_exchange, status_of
+
+
+def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "onvifcam", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=str(ROOT),
+    )  # fmt: skip
+
+
+def test_version() -> None:
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"onvifcam {__version__}"
+
+
+def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[server]\nrtsp_port = 'eighty'\n")
+    r = run("serve", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "configuration error" in r.stderr and "rtsp_port" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    srv = ServerProc().start()
+    try:
+        r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(srv.rtsp_port))
+        assert r.returncode == 1 and "cannot start" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        srv.stop()
+
+
+def test_port_zero_ready_line_and_clean_sigint() -> None:
+    # No config file at all: built-in defaults with flags, as in the README.
+    p = subprocess.Popen(
+        [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
+         "--rtmp-port", "0", "--http-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("onvifcam ready "), line
+        ports = dict(tok.split("=", 1) for tok in line.split()[2:])
+        port = int(ports["rtsp_port"])
+        assert port > 0
+        reply = rtsp_exchange(port, b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+        assert status_of(reply) == 200 and b"ANNOUNCE" in reply
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=15)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
