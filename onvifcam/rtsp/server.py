@@ -433,6 +433,8 @@ class RtspConnection(asyncio.Protocol):
             raise Reply(404, f"no stream is published at '{stream.path}'")
         if s is not None and s.stream is not None and s.stream is not stream:
             raise Reply(459, "one session cannot read two streams")
+        if s is None and len(stream.readers) >= self.server.limits.max_readers_per_stream:
+            raise Reply(453, f"stream '{stream.path}' has its maximum number of readers")
         idx = self._play_track(stream, control)
         server = self.server
         cfg = server.cfg.rtsp
