@@ -49,7 +49,10 @@ class ServerProc:
         state = Path(self._tmp.name) / "state"
         text = self.config
         if "[server]" not in text:
-            text = '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\n' + text
+            text = (
+                '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nrtmps_port = 0\n'
+                "http_port = 0\n" + text
+            )
         if "rtp_port" not in text:
             text += "\n[rtsp]\nrtp_port = 0\n" if "[rtsp]" not in text else ""
         cfg_path.write_text(text)
@@ -91,8 +94,9 @@ class ServerProc:
                     k, v = tok.split("=", 1)
                     self.ports[k] = int(v) if v.isdigit() else v  # type: ignore[assignment]
                 return self
+        text = self.log()
         self.stop(check=False)
-        raise RuntimeError(f"server did not become ready: {line!r}\n{self.log()[-3000:]}")
+        raise RuntimeError(f"server did not become ready: {line!r}\n{text[-3000:]}")
 
     @property
     def rtsp_port(self) -> int:

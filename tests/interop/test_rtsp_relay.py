@@ -353,3 +353,84 @@ def test_multicast_reader_on_another_host() -> None:
         finally:
             srv.stop()
     assert res.video_frames == 75, res
+
+
+def _interleaved_frames(sock: socket.socket, seconds: float) -> list[tuple[int, bytes]]:
+    """Read RTSP interleaved frames from a playing socket for a while."""
+    sock.settimeout(0.5)
+    buf = b""
+    frames: list[tuple[int, bytes]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+        while len(buf) >= 4 and buf[0:1] == b"$":
+            n = int.from_bytes(buf[2:4], "big")
+            if len(buf) < 4 + n:
+                break
+            frames.append((buf[1], buf[4 : 4 + n]))
+            buf = buf[4 + n :]
+    return frames
+
+
+def _play_tcp(port: int, url: str) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(
+        f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\n"
+        "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n".encode()
+    )
+    reply = s.recv(4096).decode()
+    assert status_of(reply.encode()) == 200, reply
+    session = reply.split("Session: ")[1].split(";")[0].strip()
+    s.sendall(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert status_of(head) == 200 and b"RTP-Info: url=" in head, head
+    return s
+
+
+def test_rtcp_sender_reports_reach_readers(server: ServerProc) -> None:
+    from onvifcam.media import rtcp
+
+    url = server.url("relay/sr")
+    with running(ffmpeg_push(url, frames=250, audio=False)):
+        wait_online(url)
+        sock = _play_tcp(server.rtsp_port, url)
+        frames = _interleaved_frames(sock, 7.0)
+        sock.close()
+    rtp_ssrcs = {int.from_bytes(d[8:12], "big") for ch, d in frames if ch == 0}
+    reports = [
+        p for ch, d in frames if ch == 1 for p in rtcp.parse_compound(d)
+        if isinstance(p, rtcp.SenderReport)
+    ]  # fmt: skip
+    assert len(rtp_ssrcs) == 1
+    assert reports, "no RTCP sender report within 7 s"
+    assert {r.ssrc for r in reports} == rtp_ssrcs
+    last_ts = int.from_bytes([d for ch, d in frames if ch == 0][-1][4:8], "big")
+    assert abs(((reports[-1].rtp_timestamp - last_ts + 2**31) % 2**32) - 2**31) < 90000 * 8
+
+
+def test_connection_cap_and_per_ip_rate_limit() -> None:
+    srv = ServerProc(
+        config="[limits]\nmax_connections = 3\nnew_connections_per_ip_per_s = 0.5\n"
+        "new_connections_burst = 5\n"
+    ).start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", srv.rtsp_port)) for _ in range(3)]
+        time.sleep(0.3)  # let the server accept them before the fourth arrives
+        assert status_of(rtsp_exchange(srv.rtsp_port, b"OPTIONS * RTSP/1.0\r\n\r\n")) == 503
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        # the bucket (burst 5) is now empty: the next new connection is refused too
+        assert status_of(rtsp_exchange(srv.rtsp_port, b"OPTIONS * RTSP/1.0\r\n\r\n")) == 503
+        assert "too many connections (max 3)" in srv.log()
+        assert "too many new connections from 127.0.0.1" in srv.log()
+    finally:
+        srv.stop()
