@@ -471,9 +471,8 @@ class RtspConnection(asyncio.Protocol):
         if s is None:
             s = server.new_session(self, "play", stream.path)
             s.stream = stream
-            s.base_url = (
-                self._url(req)[: -len(control) or None].rstrip("/") if control else (self._url(req))
-            )
+            url = self._url(req)
+            s.base_url = url[: len(url) - len(control)].rstrip("/") if control else url
         if s.state == "playing":
             raise Reply(455, "SETUP while playing")
         if s.transports and any(
