@@ -215,6 +215,17 @@ class ReadResult:
     stderr: str
 
 
+def _reader_cmd(
+    url: str, transport: str, io_timeout: float, netns: str, extra: list[str] | None
+) -> list[str]:
+    """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout."""
+    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
+           "-rtsp_transport", transport, "-timeout", str(int(io_timeout * 1e6)), *(extra or []),
+           "-i", url, "-map", "0", "-f", "null", "-",
+           "-progress", "pipe:1", "-stats_period", "0.5"]  # fmt: skip
+    return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+
+
 def ffmpeg_read(
     url: str,
     *,
@@ -224,32 +235,8 @@ def ffmpeg_read(
     extra: list[str] | None = None,
     max_seconds: float = 60.0,
 ) -> ReadResult:
-    """Decode a stream with ffmpeg until it stalls for io_timeout; count frames per type."""
-    cmd = [
-        FFMPEG,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-rtsp_transport",
-        transport,
-        "-timeout",
-        str(int(io_timeout * 1e6)),
-        *(extra or []),
-        "-i",
-        url,
-        "-map",
-        "0",
-        "-f",
-        "null",
-        "-",
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "0.5",
-    ]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
+    """Decode a stream with ffmpeg until it stalls for io_timeout; count the video frames."""
+    cmd = _reader_cmd(url, transport, io_timeout, netns, extra)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds)
     return _read_result(r.returncode, r.stdout, r.stderr)
 
@@ -258,30 +245,7 @@ def ffmpeg_read_async(
     url: str, *, transport: str = "tcp", io_timeout: float = 4.0, netns: str = ""
 ) -> tuple[subprocess.Popen[str], threading.Thread, list]:
     """Start an ffmpeg reader in the background; join the thread, then read box[0]."""
-    cmd = [
-        FFMPEG,
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-rtsp_transport",
-        transport,
-        "-timeout",
-        str(int(io_timeout * 1e6)),
-        "-i",
-        url,
-        "-map",
-        "0",
-        "-f",
-        "null",
-        "-",
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "0.5",
-    ]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
+    cmd = _reader_cmd(url, transport, io_timeout, netns, None)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     box: list[ReadResult] = []
 
