@@ -15,6 +15,7 @@ from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class App:
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         self.components: list[Component] = []
+        self.components.append(WebServer(self))
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()

@@ -68,6 +68,10 @@ class RtmpConfig:
     tls_pkcs12: str = ""
     tls_pkcs12_password: str = ""
     chunk_size: int = 4096
+    # Packetise RTMP media for RTSP only while the stream has readers (keyframes always).
+    lazy_packetize: bool = True
+    # While a stream has no readers, read its publisher's socket at most every N ms.
+    idle_read_interval_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,33 @@ class OnvifConfig:
     clock_skew: float = 300.0
     max_body: int = 262144
     snapshot_offline: str = "placeholder"
+    username: str = ""
+    password: str = ""
+    address_port: int = 80
+    max_cameras: int = 1024
+    max_users: int = 32
+    max_profiles: int = 16
+    max_nonces: int = 10000
+    snapshot_quality: int = 85
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """[discovery]: WS-Discovery responder and mDNS/DNS-SD advertiser."""
+
+    enabled: bool = True
+    port: int = 3702
+    interfaces: tuple[str, ...] = ()  # names or IPv4 addresses; empty: follow [server] host
+    ipv6: bool = True
+    ttl: int = 1
+    max_delay: float = 0.5  # APP_MAX_DELAY: random wait before ProbeMatch and Hello
+    multicast_repeat: int = 1  # SOAP-over-UDP retransmissions of Hello/Bye
+    unicast_repeat: int = 0  # retransmissions of ProbeMatch/ResolveMatch (clients drown)
+    probes_per_source_per_s: float = 2.0
+    probe_burst: int = 8
+    send_rate: int = 4000  # datagrams per second, all cameras together
+    max_datagram: int = 16384
+    mdns: bool = True
 
 
 @dataclass(frozen=True)
@@ -153,6 +184,7 @@ class Config:
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     onvif: OnvifConfig = field(default_factory=OnvifConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
@@ -182,6 +214,7 @@ _PORT_KEYS = {
     "multicast_port_base",
     "port_range_start",
     "port_range_end",
+    "port",
 }
 
 
@@ -257,14 +290,54 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
     if cfg.onvif.port_range_start > cfg.onvif.port_range_end:
         raise ConfigError(f"{where}: [onvif] port_range_start is after port_range_end")
+    if not 0 <= cfg.onvif.address_port <= 65535:
+        raise ConfigError(f"{where}: [onvif] address_port {cfg.onvif.address_port} is not a port")
+    if cfg.onvif.snapshot_offline not in ("placeholder", "503"):
+        raise ConfigError(f"{where}: [onvif] snapshot_offline must be 'placeholder' or '503'")
+    if not 1 <= cfg.onvif.snapshot_quality <= 100:
+        raise ConfigError(f"{where}: [onvif] snapshot_quality must be 1..100")
+    if cfg.onvif.password and not cfg.onvif.username:
+        raise ConfigError(f"{where}: [onvif] password without username")
+    d = cfg.discovery
+    if not 1 <= d.ttl <= 255:
+        raise ConfigError(f"{where}: [discovery] ttl must be 1..255")
+    if d.max_delay > 5.0:
+        raise ConfigError(f"{where}: [discovery] max_delay must be at most 5 seconds")
+    if d.multicast_repeat > 4 or d.unicast_repeat > 4:
+        raise ConfigError(f"{where}: [discovery] repeats must be 0..4")
+    if d.probes_per_source_per_s <= 0 or d.probe_burst < 1 or d.send_rate < 1:
+        raise ConfigError(
+            f"{where}: [discovery] probes_per_source_per_s, probe_burst and send_rate "
+            "must be positive"
+        )
+    if not 512 <= d.max_datagram <= 65507:
+        raise ConfigError(f"{where}: [discovery] max_datagram must be 512..65507")
     seen: set[str] = set()
+    endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
+        if cam.onvif_port:
+            where_bound = (cam.address or cfg.server.host, cam.onvif_port)
+            if where_bound in endpoints:
+                raise ConfigError(
+                    f"{where}: cameras[{i}].onvif_port: {where_bound[0]}:{cam.onvif_port} is "
+                    f"already used by cameras[{endpoints[where_bound]}]"
+                )
+            if cam.onvif_port == cfg.server.http_port and not cam.address:
+                raise ConfigError(
+                    f"{where}: cameras[{i}].onvif_port: {cam.onvif_port} is the [server] "
+                    "http_port; give the camera another port or its own address"
+                )
+            endpoints[where_bound] = i
         if not cam.path:
             raise ConfigError(f"{where}: cameras[{i}]: 'path' is required")
         key = cam.name or cam.path
         if key in seen:
             raise ConfigError(f"{where}: cameras[{i}]: duplicate camera name {key!r}")
         seen.add(key)
+        if cam.password and not cam.username:
+            raise ConfigError(f"{where}: cameras[{i}]: password without username")
+        if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
+            raise ConfigError(f"{where}: cameras[{i}]: sub_path is the same as path")
         if cam.address:
             try:
                 ipaddress.ip_address(cam.address)
@@ -280,6 +353,7 @@ _SECTIONS: dict[str, type] = {
     "rtmp": RtmpConfig,
     "limits": LimitsConfig,
     "onvif": OnvifConfig,
+    "discovery": DiscoveryConfig,
     "defaults": PathConfig,
 }
 

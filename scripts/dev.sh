@@ -34,7 +34,7 @@ venv() {
 
 TEST_APT=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav iproute2 openssl)
+  gstreamer1.0-libav iproute2 openssl nodejs)
 BENCH_APT=(python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 nginx-light
   libnginx-mod-rtmp)
 
@@ -48,6 +48,10 @@ case "$cmd" in
   test)
     apt_install "${TEST_APT[@]}"
     venv "test,fast"
+    # the npm `onvif` client for tests/interop/test_onvif_node.py (pinned by the lockfile);
+    # NodeSource's nodejs ships npm itself and conflicts with Debian's npm package
+    command -v npm >/dev/null || apt_install npm
+    npm ci --prefix tests/interop/node --no-audit --no-fund >&2
     .venv/bin/ruff check onvifcam tests scripts
     .venv/bin/ruff format --check onvifcam tests scripts
     # pytest exits 5 when it collected no tests: that is a failure here too.

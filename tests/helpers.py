@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -21,6 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 GST_LAUNCH = "gst-launch-1.0"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, so no server is orphaned."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -53,6 +60,8 @@ class ServerProc:
                 '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nrtmps_port = 0\n'
                 "http_port = 0\n" + text
             )
+        if "[onvif]" not in text:
+            text += "\n[onvif]\nport_range_start = 0\nport_range_end = 0\n"
         if "rtp_port" not in text:
             text += "\n[rtsp]\nrtp_port = 0\n" if "[rtsp]" not in text else ""
         cfg_path.write_text(text)
@@ -75,6 +84,7 @@ class ServerProc:
         logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             cmd,
+            preexec_fn=_die_with_parent,
             stdout=subprocess.PIPE,
             stderr=logf,
             text=True,

@@ -1,0 +1,737 @@
+"""ONVIF Media service (ver10 media/wsdl): profiles and configurations of the live stream.
+
+Profiles describe the stream as it is: codec and resolution from the SPS, frame rate and
+bitrate as measured at ingest, GOP length from the keyframe count; before a first publish
+they show the configured or last-seen values. The publisher is the encoder, so a
+SetVideoEncoderConfiguration can keep the codec and resolution only (anything else is
+ter:ConfigModify); names, quality, rate limits, GOP, multicast and session timeout are
+stored and reported back while the stream is offline.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lxml import etree
+
+from onvifcam.cameras import (
+    AEC,
+    ASC,
+    ASRC,
+    VEC_MAIN,
+    VEC_SUB,
+    VSC,
+    VSRC,
+    AudioView,
+    Camera,
+    CameraError,
+    ProfileState,
+    VideoView,
+)
+from onvifcam.onvif.device import media_capabilities_trt
+from onvifcam.onvif.soap import (
+    ACTUATE,
+    NS_TRT,
+    PRE_AUTH,
+    READ_MEDIA,
+    TRT,
+    TT,
+    Context,
+    Fault,
+    OperationTable,
+    boolean,
+    child,
+    invalid_arg,
+    require,
+    text_of,
+    xbool,
+)
+
+ops = OperationTable()
+
+_AUDIO_MEDIA1 = {
+    "MPEG4-GENERIC": "AAC",
+    "MP4A-LATM": "AAC",
+    "PCMU": "G711",
+    "PCMA": "G711",
+    "G726-32": "G726",
+    "G726-24": "G726",
+    "G726-16": "G726",
+    "G726-40": "G726",
+}
+
+
+# --------------------------------------------------------------------------- model helpers
+
+
+def enc_settings(cam: Camera, token: str) -> dict[str, Any]:
+    """Client-set values of a video/audio encoder configuration."""
+    return cam.encoder_settings(token)
+
+
+def video_of(cam: Camera, vec: str) -> VideoView:
+    """The video behind an encoder configuration."""
+    return cam.video(cam.which(vec))
+
+
+def reported_rates(cam: Camera, vec: str) -> tuple[float, int, int]:
+    """(fps, kbit/s, GOP length): measured while live, else client-set, else last seen."""
+    v = video_of(cam, vec)
+    s = enc_settings(cam, vec)
+    if v.online:
+        return v.fps, v.bitrate_kbps, v.gov_length
+    return (
+        float(s.get("fps", v.fps)),
+        int(s.get("bitrate", v.bitrate_kbps)),
+        int(s.get("gov", v.gov_length)),
+    )
+
+
+def has_audio(cam: Camera) -> bool:
+    """True when the main stream has (or last had) an audio track."""
+    return cam.audio("main") is not None
+
+
+def check_token(token: str | None, valid: list[str], subcode: str = "ter:NoConfig") -> str:
+    """A configuration token that must be one of ``valid``."""
+    if token is None or token not in valid:
+        raise invalid_arg(subcode, f"no configuration with token {token!r}")
+    return token
+
+
+def video_encoder_tokens(cam: Camera, media1: bool) -> list[str]:
+    """Encoder configurations Media1 can describe (H.264 only) or all of them (Media2)."""
+    return [t for t in cam.video_encoders() if not media1 or video_of(cam, t).codec == "H264"]
+
+
+def profile_or_fault(cam: Camera, token: str | None) -> ProfileState:
+    """The profile ``token``; ter:NoProfile when missing."""
+    if not token:
+        raise invalid_arg("ter:NoProfile", "missing ProfileToken")
+    try:
+        return cam.profile(token)
+    except CameraError:
+        raise invalid_arg("ter:NoProfile", f"no profile with token {token!r}") from None
+
+
+def multicast_el(cam: Camera, token: str) -> etree._Element:
+    """tt:Multicast of an encoder configuration."""
+    m = enc_settings(cam, token).get("multicast", {})
+    return TT.Multicast(
+        TT.Address(TT.Type("IPv4"), TT.IPv4Address(m.get("address", "0.0.0.0"))),
+        TT.Port(str(m.get("port", 0))),
+        TT.TTL(str(m.get("ttl", cam.app_cfg.rtsp.multicast_ttl))),
+        TT.AutoStart("false"),
+    )
+
+
+def session_timeout(cam: Camera, token: str) -> str:
+    """xs:duration of the RTSP session timeout."""
+    return str(
+        enc_settings(cam, token).get(
+            "session_timeout", f"PT{int(cam.app_cfg.limits.session_timeout)}S"
+        )
+    )
+
+
+# --------------------------------------------------------------------------- elements
+
+
+def vsc_el(cam: Camera, tag: str = "VideoSourceConfiguration", ns: Any = TT) -> etree._Element:
+    """A tt:VideoSourceConfiguration element (under any tag/namespace)."""
+    v = cam.video("main")
+    name = enc_settings(cam, VSC).get("name", "VideoSourceConfig")
+    return getattr(ns, tag)(
+        TT.Name(name),
+        TT.UseCount(str(cam.use_count("vsc", VSC))),
+        TT.SourceToken(VSRC),
+        TT.Bounds(x="0", y="0", width=str(v.width), height=str(v.height)),
+        token=VSC,
+    )
+
+
+def vec_el(
+    cam: Camera, token: str, ctx: Context, tag: str = "VideoEncoderConfiguration", ns: Any = TT
+) -> etree._Element:
+    """A Media1 tt:VideoEncoderConfiguration (H.264)."""
+    v = video_of(cam, token)
+    s = enc_settings(cam, token)
+    fps, kbps, gov = reported_rates(cam, token)
+    return getattr(ns, tag)(
+        TT.Name(s.get("name", "MainStream" if token == VEC_MAIN else "SubStream")),
+        TT.UseCount(str(cam.use_count("vec", token))),
+        TT.Encoding(v.codec),
+        TT.Resolution(TT.Width(str(v.width)), TT.Height(str(v.height))),
+        TT.Quality(_num(s.get("quality", 80))),
+        TT.RateControl(
+            TT.FrameRateLimit(str(max(1, round(fps)))),
+            TT.EncodingInterval(str(s.get("interval", 1))),
+            TT.BitrateLimit(str(kbps)),
+        ),
+        TT.H264(TT.GovLength(str(gov)), TT.H264Profile(_h264_profile(v.profile))),
+        multicast_el(cam, token),
+        TT.SessionTimeout(session_timeout(cam, token)),
+        token=token,
+        GuaranteedFrameRate="false",
+    )
+
+
+def _h264_profile(name: str) -> str:
+    return name if name in ("Baseline", "Main", "Extended", "High") else "High"
+
+
+def _num(value: float | int) -> str:
+    f = float(value)
+    return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+def asc_el(cam: Camera, tag: str = "AudioSourceConfiguration", ns: Any = TT) -> etree._Element:
+    """A tt:AudioSourceConfiguration."""
+    return getattr(ns, tag)(
+        TT.Name(enc_settings(cam, ASC).get("name", "AudioSourceConfig")),
+        TT.UseCount(str(cam.use_count("asc", ASC))),
+        TT.SourceToken(ASRC),
+        token=ASC,
+    )
+
+
+def media1_audio_encoding(a: AudioView) -> str | None:
+    """The Media1 AudioEncoding for an RTP encoding name (None when Media1 has none)."""
+    return _AUDIO_MEDIA1.get(a.codec.upper())
+
+
+def aec_el(
+    cam: Camera, ctx: Context, tag: str = "AudioEncoderConfiguration", ns: Any = TT
+) -> etree._Element | None:
+    """A Media1 tt:AudioEncoderConfiguration, or None when Media1 cannot name the codec."""
+    a = cam.audio("main")
+    if a is None:
+        return None
+    enc = media1_audio_encoding(a)
+    if enc is None:
+        return None
+    return getattr(ns, tag)(
+        TT.Name(enc_settings(cam, AEC).get("name", "AudioEncoder")),
+        TT.UseCount(str(cam.use_count("aec", AEC))),
+        TT.Encoding(enc),
+        TT.Bitrate(str(a.bitrate_kbps)),
+        TT.SampleRate(str(a.sample_rate // 1000 or 1)),
+        multicast_el(cam, AEC),
+        TT.SessionTimeout(session_timeout(cam, AEC)),
+        token=AEC,
+    )
+
+
+def profile_el(cam: Camera, p: ProfileState, ctx: Context, tag: str = "Profiles") -> etree._Element:
+    """A Media1 trt:Profiles / trt:Profile element."""
+    el = getattr(TRT, tag)(TT.Name(p.name), token=p.token, fixed=xbool(p.fixed))
+    if p.vsc:
+        el.append(vsc_el(cam))
+    audio = has_audio(cam)
+    if p.asc and audio:
+        el.append(asc_el(cam))
+    if p.vec and p.vec in video_encoder_tokens(cam, media1=True):
+        el.append(vec_el(cam, p.vec, ctx))
+    if p.aec and audio:
+        a = aec_el(cam, ctx)
+        if a is not None:
+            el.append(a)
+    return el
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@ops.op(NS_TRT, "GetServiceCapabilities", PRE_AUTH)
+def get_service_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
+    """Media service capabilities (snapshots, streaming)."""
+    return TRT.GetServiceCapabilitiesResponse(media_capabilities_trt(ctx))
+
+
+@ops.op(NS_TRT, "GetProfiles", READ_MEDIA)
+def get_profiles(ctx: Context, req: etree._Element) -> etree._Element:
+    """Every profile with its configurations."""
+    cam = ctx.camera
+    return TRT.GetProfilesResponse(*[profile_el(cam, p, ctx) for p in cam.profiles])
+
+
+@ops.op(NS_TRT, "GetProfile", READ_MEDIA)
+def get_profile(ctx: Context, req: etree._Element) -> etree._Element:
+    """One profile."""
+    p = profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetProfileResponse(profile_el(ctx.camera, p, ctx, "Profile"))
+
+
+@ops.op(NS_TRT, "CreateProfile", ACTUATE)
+def create_profile(ctx: Context, req: etree._Element) -> etree._Element:
+    """An empty, deletable profile (persisted)."""
+    name = require(req, "Name")
+    p = ctx.camera.create_profile(name, text_of(req, "Token"))
+    return TRT.CreateProfileResponse(profile_el(ctx.camera, p, ctx, "Profile"))
+
+
+@ops.op(NS_TRT, "DeleteProfile", ACTUATE)
+def delete_profile(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a non-fixed profile."""
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    cam.delete_profile(p.token)
+    return TRT.DeleteProfileResponse()
+
+
+def _attach(
+    ctx: Context, req: etree._Element, attr: str, valid: list[str], resp: str
+) -> etree._Element:
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    token = check_token(text_of(req, "ConfigurationToken"), valid)
+    cam.update_profile(p.token, **{attr: token})
+    return getattr(TRT, resp)()
+
+
+def _detach(ctx: Context, req: etree._Element, attr: str, resp: str) -> etree._Element:
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    cam.update_profile(p.token, **{attr: None})
+    return getattr(TRT, resp)()
+
+
+def _audio_tokens(cam: Camera, token: str) -> list[str]:
+    return [token] if has_audio(cam) else []
+
+
+@ops.op(NS_TRT, "AddVideoSourceConfiguration", ACTUATE)
+def add_vsc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attach the video source configuration to a profile."""
+    return _attach(ctx, req, "vsc", [VSC], "AddVideoSourceConfigurationResponse")
+
+
+@ops.op(NS_TRT, "RemoveVideoSourceConfiguration", ACTUATE)
+def remove_vsc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Detach the video source configuration."""
+    return _detach(ctx, req, "vsc", "RemoveVideoSourceConfigurationResponse")
+
+
+@ops.op(NS_TRT, "AddVideoEncoderConfiguration", ACTUATE)
+def add_vec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attach a video encoder configuration (main or sub stream) to a profile."""
+    return _attach(ctx, req, "vec", [VEC_MAIN, VEC_SUB], "AddVideoEncoderConfigurationResponse")
+
+
+@ops.op(NS_TRT, "RemoveVideoEncoderConfiguration", ACTUATE)
+def remove_vec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Detach the video encoder configuration."""
+    return _detach(ctx, req, "vec", "RemoveVideoEncoderConfigurationResponse")
+
+
+@ops.op(NS_TRT, "AddAudioSourceConfiguration", ACTUATE)
+def add_asc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attach the audio source configuration (streams with audio)."""
+    return _attach(
+        ctx, req, "asc", _audio_tokens(ctx.camera, ASC), "AddAudioSourceConfigurationResponse"
+    )
+
+
+@ops.op(NS_TRT, "RemoveAudioSourceConfiguration", ACTUATE)
+def remove_asc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Detach the audio source configuration."""
+    return _detach(ctx, req, "asc", "RemoveAudioSourceConfigurationResponse")
+
+
+@ops.op(NS_TRT, "AddAudioEncoderConfiguration", ACTUATE)
+def add_aec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attach the audio encoder configuration (streams with audio)."""
+    return _attach(
+        ctx, req, "aec", _audio_tokens(ctx.camera, AEC), "AddAudioEncoderConfigurationResponse"
+    )
+
+
+@ops.op(NS_TRT, "RemoveAudioEncoderConfiguration", ACTUATE)
+def remove_aec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Detach the audio encoder configuration."""
+    return _detach(ctx, req, "aec", "RemoveAudioEncoderConfigurationResponse")
+
+
+@ops.op(NS_TRT, "GetVideoSources", READ_MEDIA)
+def get_video_sources(ctx: Context, req: etree._Element) -> etree._Element:
+    """The one video source: the main stream's resolution and frame rate."""
+    v = ctx.camera.video("main")
+    return TRT.GetVideoSourcesResponse(
+        TRT.VideoSources(
+            TT.Framerate(_num(round(v.fps, 2))),
+            TT.Resolution(TT.Width(str(v.width)), TT.Height(str(v.height))),
+            token=VSRC,
+        )
+    )
+
+
+@ops.op(NS_TRT, "GetVideoSourceConfigurations", READ_MEDIA)
+def get_vscs(ctx: Context, req: etree._Element) -> etree._Element:
+    """All video source configurations."""
+    return TRT.GetVideoSourceConfigurationsResponse(vsc_el(ctx.camera, "Configurations", TRT))
+
+
+@ops.op(NS_TRT, "GetVideoSourceConfiguration", READ_MEDIA)
+def get_vsc(ctx: Context, req: etree._Element) -> etree._Element:
+    """One video source configuration."""
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    return TRT.GetVideoSourceConfigurationResponse(vsc_el(ctx.camera, "Configuration", TRT))
+
+
+@ops.op(NS_TRT, "GetCompatibleVideoSourceConfigurations", READ_MEDIA)
+def get_compatible_vscs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Video source configurations a profile can take."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetCompatibleVideoSourceConfigurationsResponse(
+        vsc_el(ctx.camera, "Configurations", TRT)
+    )
+
+
+@ops.op(NS_TRT, "GetVideoSourceConfigurationOptions", READ_MEDIA)
+def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The bounds are fixed to the stream's picture."""
+    v = ctx.camera.video("main")
+    _check_optional_tokens(ctx.camera, req, [VSC])
+
+    def rng(lo: int, hi: int) -> list[etree._Element]:
+        return [TT.Min(str(lo)), TT.Max(str(hi))]
+
+    return TRT.GetVideoSourceConfigurationOptionsResponse(
+        TRT.Options(
+            TT.BoundsRange(
+                TT.XRange(*rng(0, 0)),
+                TT.YRange(*rng(0, 0)),
+                TT.WidthRange(*rng(v.width, v.width)),
+                TT.HeightRange(*rng(v.height, v.height)),
+            ),
+            TT.VideoSourceTokensAvailable(VSRC),
+            MaximumNumberOfProfiles=str(ctx.camera.app_cfg.onvif.max_profiles),
+        )
+    )
+
+
+def _check_optional_tokens(cam: Camera, req: etree._Element, valid: list[str]) -> None:
+    tok = text_of(req, "ConfigurationToken")
+    if tok is not None:
+        check_token(tok, valid)
+    prof = text_of(req, "ProfileToken")
+    if prof is not None:
+        profile_or_fault(cam, prof)
+
+
+@ops.op(NS_TRT, "GetVideoEncoderConfigurations", READ_MEDIA)
+def get_vecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """All H.264 video encoder configurations (Media1 cannot describe H.265)."""
+    cam = ctx.camera
+    return TRT.GetVideoEncoderConfigurationsResponse(
+        *[vec_el(cam, t, ctx, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
+    )
+
+
+@ops.op(NS_TRT, "GetVideoEncoderConfiguration", READ_MEDIA)
+def get_vec(ctx: Context, req: etree._Element) -> etree._Element:
+    """One video encoder configuration."""
+    cam = ctx.camera
+    tok = check_token(text_of(req, "ConfigurationToken"), video_encoder_tokens(cam, True))
+    return TRT.GetVideoEncoderConfigurationResponse(vec_el(cam, tok, ctx, "Configuration", TRT))
+
+
+@ops.op(NS_TRT, "GetCompatibleVideoEncoderConfigurations", READ_MEDIA)
+def get_compatible_vecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Encoder configurations a profile can take (main and sub)."""
+    cam = ctx.camera
+    profile_or_fault(cam, text_of(req, "ProfileToken"))
+    return TRT.GetCompatibleVideoEncoderConfigurationsResponse(
+        *[vec_el(cam, t, ctx, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
+    )
+
+
+def _encoder_for_options(cam: Camera, req: etree._Element, media1: bool) -> list[str]:
+    tok = text_of(req, "ConfigurationToken")
+    valid = video_encoder_tokens(cam, media1)
+    if tok is not None:
+        return [check_token(tok, valid)]
+    prof = text_of(req, "ProfileToken")
+    if prof is not None:
+        p = profile_or_fault(cam, prof)
+        if p.vec in valid:
+            return [p.vec]  # type: ignore[list-item]
+    return valid
+
+
+@ops.op(NS_TRT, "GetVideoEncoderConfigurationOptions", READ_MEDIA)
+def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """What SetVideoEncoderConfiguration accepts: the stream's own codec and resolution."""
+    cam = ctx.camera
+    toks = _encoder_for_options(cam, req, True)
+    views = [video_of(cam, t) for t in toks] or [cam.video("main")]
+    fps_max = max(60, *[round(v.fps) for v in views])
+    gov_max = max(300, *[v.gov_length for v in views])
+    resolutions = []
+    for v in views:
+        if (v.width, v.height) not in resolutions:
+            resolutions.append((v.width, v.height))
+    profiles = sorted({_h264_profile(v.profile) for v in views})
+    return TRT.GetVideoEncoderConfigurationOptionsResponse(
+        TRT.Options(
+            TT.QualityRange(TT.Min("0"), TT.Max("100")),
+            TT.H264(
+                *[
+                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
+                    for w, h in resolutions
+                ],
+                TT.GovLengthRange(TT.Min("1"), TT.Max(str(gov_max))),
+                TT.FrameRateRange(TT.Min("1"), TT.Max(str(fps_max))),
+                TT.EncodingIntervalRange(TT.Min("1"), TT.Max("1")),
+                *[TT.H264ProfilesSupported(p) for p in profiles],
+            ),
+            GuaranteedFrameRateSupported="false",
+        )
+    )
+
+
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, Any]:
+    """Multicast settings from a tt:Multicast element."""
+    if el is None:
+        return old
+    addr_el = child(el, "Address")
+    addr = text_of(addr_el, "IPv4Address", "0.0.0.0") if addr_el is not None else "0.0.0.0"
+    if not _IPV4.fullmatch(addr or ""):
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad multicast address {addr!r}")
+    try:
+        port = int(text_of(el, "Port", "0") or 0)
+        ttl = int(text_of(el, "TTL", "1") or 1)
+    except ValueError:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "bad multicast port/TTL") from None
+    if not (0 <= port <= 65535 and 0 <= ttl <= 255):
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "multicast port/TTL out of range")
+    return {
+        "address": addr,
+        "port": port,
+        "ttl": ttl,
+        "autostart": boolean(text_of(el, "AutoStart")),
+    }
+
+
+def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height: int) -> None:
+    """The publisher encodes: codec and resolution cannot change."""
+    v = video_of(cam, token)
+    if codec.upper() != v.codec:
+        raise Fault(
+            ("ter:InvalidArgVal", "ter:ConfigModify"),
+            f"the stream is {v.codec}; the publisher decides the codec, not {codec}",
+        )
+    if (width, height) != (v.width, v.height):
+        raise Fault(
+            ("ter:InvalidArgVal", "ter:ConfigModify"),
+            f"the stream is {v.width}x{v.height}; the publisher decides the resolution",
+        )
+
+
+def _int(text: str | None, what: str) -> int:
+    try:
+        return int(float(text or ""))
+    except ValueError:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad {what} {text!r}") from None
+
+
+@ops.op(NS_TRT, "SetVideoEncoderConfiguration", ACTUATE)
+def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store names, quality, rate limits, GOP, multicast and timeout (codec/size are fixed)."""
+    cam = ctx.camera
+    conf = child(req, "Configuration")
+    if conf is None:
+        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
+    token = check_token(conf.get("token"), video_encoder_tokens(cam, True))
+    res = child(conf, "Resolution")
+    check_encoder_change(
+        cam,
+        token,
+        require(conf, "Encoding"),
+        _int(text_of(res, "Width"), "Width"),
+        _int(text_of(res, "Height"), "Height"),
+    )
+    s = enc_settings(cam, token)
+    s["name"] = require(conf, "Name")[:64]
+    quality = float(require(conf, "Quality"))
+    if not 0 <= quality <= 100:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "Quality must be 0..100")
+    s["quality"] = quality
+    rc = child(conf, "RateControl")
+    if rc is not None:
+        s["fps"] = max(1, _int(text_of(rc, "FrameRateLimit"), "FrameRateLimit"))
+        s["interval"] = 1
+        s["bitrate"] = max(1, _int(text_of(rc, "BitrateLimit"), "BitrateLimit"))
+    h264 = child(conf, "H264")
+    if h264 is not None:
+        s["gov"] = max(1, _int(text_of(h264, "GovLength"), "GovLength"))
+    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    st = text_of(conf, "SessionTimeout")
+    if st:
+        if not re.fullmatch(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+", st):
+            raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad SessionTimeout {st!r}")
+        s["session_timeout"] = st
+    cam.set_encoder_settings(token, s)
+    return TRT.SetVideoEncoderConfigurationResponse()
+
+
+@ops.op(NS_TRT, "GetGuaranteedNumberOfVideoEncoderInstances", READ_MEDIA)
+def get_guaranteed(ctx: Context, req: etree._Element) -> etree._Element:
+    """Readers share the stream: the relay guarantees many instances."""
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    return TRT.GetGuaranteedNumberOfVideoEncoderInstancesResponse(
+        TRT.TotalNumber("16"), TRT.H264("16")
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@ops.op(NS_TRT, "GetAudioSources", READ_MEDIA)
+def get_audio_sources(ctx: Context, req: etree._Element) -> etree._Element:
+    """The audio source when the stream has audio."""
+    a = ctx.camera.audio("main")
+    if a is None:
+        return TRT.GetAudioSourcesResponse()
+    return TRT.GetAudioSourcesResponse(TRT.AudioSources(TT.Channels(str(a.channels)), token=ASRC))
+
+
+@ops.op(NS_TRT, "GetAudioSourceConfigurations", READ_MEDIA)
+def get_ascs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio source configurations (none without audio)."""
+    cam = ctx.camera
+    if not has_audio(cam):
+        return TRT.GetAudioSourceConfigurationsResponse()
+    return TRT.GetAudioSourceConfigurationsResponse(asc_el(cam, "Configurations", TRT))
+
+
+@ops.op(NS_TRT, "GetAudioSourceConfiguration", READ_MEDIA)
+def get_asc(ctx: Context, req: etree._Element) -> etree._Element:
+    """One audio source configuration."""
+    cam = ctx.camera
+    check_token(text_of(req, "ConfigurationToken"), _audio_tokens(cam, ASC))
+    return TRT.GetAudioSourceConfigurationResponse(asc_el(cam, "Configuration", TRT))
+
+
+@ops.op(NS_TRT, "GetCompatibleAudioSourceConfigurations", READ_MEDIA)
+def get_compatible_ascs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio source configurations a profile can take."""
+    cam = ctx.camera
+    profile_or_fault(cam, text_of(req, "ProfileToken"))
+    if not has_audio(cam):
+        return TRT.GetCompatibleAudioSourceConfigurationsResponse()
+    return TRT.GetCompatibleAudioSourceConfigurationsResponse(asc_el(cam, "Configurations", TRT))
+
+
+@ops.op(NS_TRT, "GetAudioSourceConfigurationOptions", READ_MEDIA)
+def get_asc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The one audio input."""
+    cam = ctx.camera
+    _check_optional_tokens(cam, req, _audio_tokens(cam, ASC))
+    if not has_audio(cam):
+        raise Fault(("ter:ActionNotSupported", "ter:AudioNotSupported"), "no audio", "Receiver")
+    return TRT.GetAudioSourceConfigurationOptionsResponse(
+        TRT.Options(TT.InputTokensAvailable(ASRC))
+    )
+
+
+def _aecs(ctx: Context, tag: str) -> list[etree._Element]:
+    a = aec_el(ctx.camera, ctx, tag, TRT)
+    return [a] if a is not None else []
+
+
+@ops.op(NS_TRT, "GetAudioEncoderConfigurations", READ_MEDIA)
+def get_aecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio encoder configurations (AAC/G.711/G.726 only in Media1)."""
+    return TRT.GetAudioEncoderConfigurationsResponse(*_aecs(ctx, "Configurations"))
+
+
+@ops.op(NS_TRT, "GetAudioEncoderConfiguration", READ_MEDIA)
+def get_aec(ctx: Context, req: etree._Element) -> etree._Element:
+    """One audio encoder configuration."""
+    found = _aecs(ctx, "Configuration")
+    check_token(text_of(req, "ConfigurationToken"), [AEC] if found else [])
+    return TRT.GetAudioEncoderConfigurationResponse(*found)
+
+
+@ops.op(NS_TRT, "GetCompatibleAudioEncoderConfigurations", READ_MEDIA)
+def get_compatible_aecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio encoder configurations a profile can take."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetCompatibleAudioEncoderConfigurationsResponse(*_aecs(ctx, "Configurations"))
+
+
+@ops.op(NS_TRT, "GetAudioEncoderConfigurationOptions", READ_MEDIA)
+def get_aec_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The stream's own audio encoding."""
+    cam = ctx.camera
+    _check_optional_tokens(cam, req, [AEC])
+    a = cam.audio("main")
+    opts = TRT.Options()
+    if a is not None and media1_audio_encoding(a):
+        opts.append(
+            TT.Options(
+                TT.Encoding(media1_audio_encoding(a)),
+                TT.BitrateList(TT.Items(str(a.bitrate_kbps))),
+                TT.SampleRateList(TT.Items(str(a.sample_rate // 1000 or 1))),
+            )
+        )
+    return TRT.GetAudioEncoderConfigurationOptionsResponse(opts)
+
+
+# --------------------------------------------------------------------------- URIs
+
+
+def _media_uri(uri: str) -> etree._Element:
+    return TRT.MediaUri(
+        TT.Uri(uri),
+        TT.InvalidAfterConnect("false"),
+        TT.InvalidAfterReboot("false"),
+        TT.Timeout("PT0S"),
+    )
+
+
+@ops.op(NS_TRT, "GetStreamUri", READ_MEDIA)
+def get_stream_uri(ctx: Context, req: etree._Element) -> etree._Element:
+    """rtsp:// URI of the profile's stream (http:// for RTSP-over-HTTP)."""
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    setup = child(req, "StreamSetup")
+    stream = text_of(setup, "Stream", "RTP-Unicast")
+    transport = child(setup, "Transport")
+    proto = text_of(transport, "Protocol", "RTSP")
+    if stream not in ("RTP-Unicast", "RTP-Multicast"):
+        raise invalid_arg("ter:InvalidStreamSetup", f"unknown Stream {stream!r}")
+    if proto not in ("UDP", "TCP", "RTSP", "HTTP"):
+        raise invalid_arg("ter:InvalidStreamSetup", f"unknown transport Protocol {proto!r}")
+    if stream == "RTP-Multicast" and not ctx.multicast:
+        raise invalid_arg("ter:InvalidStreamSetup", "multicast is disabled")
+    scheme = "http" if proto == "HTTP" else "rtsp"
+    return TRT.GetStreamUriResponse(_media_uri(ctx.stream_uri(cam.stream_path(p.vec), scheme)))
+
+
+@ops.op(NS_TRT, "GetSnapshotUri", READ_MEDIA)
+def get_snapshot_uri(ctx: Context, req: etree._Element) -> etree._Element:
+    """HTTP URI of a JPEG of the profile's stream (latest keyframe)."""
+    p = profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetSnapshotUriResponse(_media_uri(ctx.snapshot_uri(p.token)))
+
+
+@ops.op(NS_TRT, "SetSynchronizationPoint", READ_MEDIA)
+def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Element:
+    """New readers start on the cached keyframe already, so there is nothing to do."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.SetSynchronizationPointResponse()
+
+
+@ops.op(NS_TRT, "GetOSDs", READ_MEDIA)
+def get_osds(ctx: Context, req: etree._Element) -> etree._Element:
+    """No on-screen display: the relay never touches the picture."""
+    tok = text_of(req, "ConfigurationToken")
+    if tok is not None:
+        check_token(tok, [VSC])
+    return TRT.GetOSDsResponse()

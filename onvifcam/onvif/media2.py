@@ -1,0 +1,359 @@
+"""ONVIF Media2 service (ver20 media/wsdl): the same profiles as Media1, H.265 included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from onvifcam.cameras import AEC, ASC, VEC_MAIN, VEC_SUB, VSC, Camera, ProfileState
+from onvifcam.onvif.device import media2_capabilities_tr2
+from onvifcam.onvif.media import (
+    asc_el,
+    check_encoder_change,
+    check_token,
+    enc_settings,
+    has_audio,
+    multicast_el,
+    profile_or_fault,
+    read_multicast,
+    reported_rates,
+    video_encoder_tokens,
+    video_of,
+    vsc_el,
+)
+from onvifcam.onvif.soap import (
+    ACTUATE,
+    NS_TR2,
+    PRE_AUTH,
+    READ_MEDIA,
+    TR2,
+    TT,
+    Context,
+    Fault,
+    OperationTable,
+    child,
+    children,
+    invalid_arg,
+    require,
+    text_of,
+    xbool,
+)
+
+ops = OperationTable()
+
+_TYPES = {
+    "VideoSource": "vsc",
+    "VideoEncoder": "vec",
+    "AudioSource": "asc",
+    "AudioEncoder": "aec",
+}
+_AUDIO_MEDIA2 = {"MPEG4-GENERIC": "MP4A-LATM", "MP4A-LATM": "MP4A-LATM"}
+
+
+def _valid_tokens(cam: Camera, attr: str) -> list[str]:
+    if attr == "vsc":
+        return [VSC]
+    if attr == "vec":
+        return [VEC_MAIN, VEC_SUB]
+    if attr == "asc":
+        return [ASC] if has_audio(cam) else []
+    return [AEC] if has_audio(cam) else []
+
+
+def vec2_el(cam: Camera, token: str, tag: str = "VideoEncoder", ns: Any = TR2) -> etree._Element:
+    """A tt:VideoEncoder2Configuration (H.264 or H.265)."""
+    v = video_of(cam, token)
+    s = enc_settings(cam, token)
+    fps, kbps, gov = reported_rates(cam, token)
+    q = float(s.get("quality", 80))
+    return getattr(ns, tag)(
+        TT.Name(s.get("name", "MainStream" if token == VEC_MAIN else "SubStream")),
+        TT.UseCount(str(cam.use_count("vec", token))),
+        TT.Encoding(v.codec),
+        TT.Resolution(TT.Width(str(v.width)), TT.Height(str(v.height))),
+        TT.RateControl(
+            TT.FrameRateLimit(f"{fps:g}"),
+            TT.BitrateLimit(str(kbps)),
+            ConstantBitRate="false",
+        ),
+        multicast_el(cam, token),
+        TT.Quality(f"{q:g}"),
+        token=token,
+        GovLength=str(gov),
+        Profile=v.profile,
+    )
+
+
+def aec2_el(cam: Camera, tag: str = "AudioEncoder", ns: Any = TR2) -> etree._Element | None:
+    """A tt:AudioEncoder2Configuration (RTP encoding names as Media2 spells them)."""
+    a = cam.audio("main")
+    if a is None:
+        return None
+    return getattr(ns, tag)(
+        TT.Name(enc_settings(cam, AEC).get("name", "AudioEncoder")),
+        TT.UseCount(str(cam.use_count("aec", AEC))),
+        TT.Encoding(_AUDIO_MEDIA2.get(a.codec, a.codec)),
+        multicast_el(cam, AEC),
+        TT.Bitrate(str(a.bitrate_kbps)),
+        TT.SampleRate(str(a.sample_rate)),
+        token=AEC,
+    )
+
+
+def profile2_el(cam: Camera, p: ProfileState, types: set[str]) -> etree._Element:
+    """A tr2:Profiles element with the requested configuration types."""
+    el = TR2.Profiles(TR2.Name(p.name), token=p.token, fixed=xbool(p.fixed))
+    if not types:
+        return el
+    every = "All" in types
+    conf = TR2.Configurations()
+    audio = has_audio(cam)
+    if p.vsc and (every or "VideoSource" in types):
+        conf.append(vsc_el(cam, "VideoSource", TR2))
+    if p.asc and audio and (every or "AudioSource" in types):
+        conf.append(asc_el(cam, "AudioSource", TR2))
+    if p.vec and (every or "VideoEncoder" in types):
+        conf.append(vec2_el(cam, p.vec))
+    if p.aec and audio and (every or "AudioEncoder" in types):
+        a = aec2_el(cam)
+        if a is not None:
+            conf.append(a)
+    el.append(conf)
+    return el
+
+
+@ops.op(NS_TR2, "GetServiceCapabilities", PRE_AUTH)
+def get_service_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
+    """Media2 capabilities."""
+    return TR2.GetServiceCapabilitiesResponse(media2_capabilities_tr2(ctx))
+
+
+@ops.op(NS_TR2, "GetProfiles", READ_MEDIA)
+def get_profiles(ctx: Context, req: etree._Element) -> etree._Element:
+    """Profiles (one when Token is given) with the configuration types asked for."""
+    cam = ctx.camera
+    types = {(e.text or "").strip() for e in children(req, "Type")}
+    token = text_of(req, "Token")
+    profiles = [profile_or_fault(cam, token)] if token else cam.profiles
+    return TR2.GetProfilesResponse(*[profile2_el(cam, p, types) for p in profiles])
+
+
+def _refs(req: etree._Element) -> list[tuple[str, str | None]]:
+    out = []
+    for c in children(req, "Configuration"):
+        kind = require(c, "Type")
+        out.append((kind, text_of(c, "Token")))
+    return out
+
+
+def _apply_refs(cam: Camera, token: str, refs: list[tuple[str, str | None]]) -> None:
+    changes: dict[str, str | None] = {}
+    for kind, tok in refs:
+        attr = _TYPES.get(kind)
+        if attr is None:
+            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
+        valid = _valid_tokens(cam, attr)
+        changes[attr] = check_token(tok or (valid[0] if valid else None), valid)
+    if changes:
+        cam.update_profile(token, **changes)
+
+
+@ops.op(NS_TR2, "CreateProfile", ACTUATE)
+def create_profile(ctx: Context, req: etree._Element) -> etree._Element:
+    """A new deletable profile, optionally with configurations."""
+    cam = ctx.camera
+    refs = _refs(req)
+    for kind, _tok in refs:
+        if kind not in _TYPES:
+            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
+    p = cam.create_profile(require(req, "Name"), None)
+    try:
+        _apply_refs(cam, p.token, refs)
+    except Fault:
+        cam.delete_profile(p.token)
+        raise
+    return TR2.CreateProfileResponse(TR2.Token(p.token))
+
+
+@ops.op(NS_TR2, "DeleteProfile", ACTUATE)
+def delete_profile(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a non-fixed profile."""
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "Token"))
+    cam.delete_profile(p.token)
+    return TR2.DeleteProfileResponse()
+
+
+@ops.op(NS_TR2, "AddConfiguration", ACTUATE)
+def add_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attach configurations to a profile (and rename it when Name is given)."""
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    _apply_refs(cam, p.token, _refs(req))
+    name = text_of(req, "Name")
+    if name:
+        cam.rename_profile(p.token, name)
+    return TR2.AddConfigurationResponse()
+
+
+@ops.op(NS_TR2, "RemoveConfiguration", ACTUATE)
+def remove_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """Detach configurations from a profile."""
+    cam = ctx.camera
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    changes: dict[str, str | None] = {}
+    for kind, _tok in _refs(req):
+        attr = _TYPES.get(kind)
+        if attr is None:
+            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
+        changes[attr] = None
+    cam.update_profile(p.token, **changes)
+    return TR2.RemoveConfigurationResponse()
+
+
+def _selected(cam: Camera, req: etree._Element, attr: str, valid: list[str]) -> list[str]:
+    tok = text_of(req, "ConfigurationToken")
+    if tok is not None:
+        return [check_token(tok, valid)]
+    prof = text_of(req, "ProfileToken")
+    if prof is not None:
+        p = profile_or_fault(cam, prof)
+        t = getattr(p, attr)
+        return [t] if t in valid else []
+    return valid
+
+
+@ops.op(NS_TR2, "GetVideoSourceConfigurations", READ_MEDIA)
+def get_vscs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Video source configurations."""
+    cam = ctx.camera
+    sel = _selected(cam, req, "vsc", [VSC])
+    return TR2.GetVideoSourceConfigurationsResponse(
+        *[vsc_el(cam, "Configurations", TR2) for _ in sel]
+    )
+
+
+@ops.op(NS_TR2, "GetVideoEncoderConfigurations", READ_MEDIA)
+def get_vecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Video encoder configurations (H.264 and H.265)."""
+    cam = ctx.camera
+    sel = _selected(cam, req, "vec", video_encoder_tokens(cam, False))
+    return TR2.GetVideoEncoderConfigurationsResponse(
+        *[vec2_el(cam, t, "Configurations") for t in sel]
+    )
+
+
+@ops.op(NS_TR2, "GetVideoEncoderConfigurationOptions", READ_MEDIA)
+def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """Per encoder: its stream's codec, resolution and profile."""
+    cam = ctx.camera
+    sel = _selected(cam, req, "vec", video_encoder_tokens(cam, False)) or [VEC_MAIN]
+    out = TR2.GetVideoEncoderConfigurationOptionsResponse()
+    for t in sel:
+        v = video_of(cam, t)
+        fps, _kbps, gov = reported_rates(cam, t)
+        out.append(
+            TR2.Options(
+                TT.Encoding(v.codec),
+                TT.QualityRange(TT.Min("0"), TT.Max("100")),
+                TT.ResolutionsAvailable(TT.Width(str(v.width)), TT.Height(str(v.height))),
+                TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, v.bitrate_kbps)))),
+                GovLengthRange=f"1 {max(300, gov)}",
+                FrameRatesSupported=f"{fps:g}",
+                ProfilesSupported=v.profile,
+                ConstantBitRateSupported="false",
+                GuaranteedFrameRateSupported="false",
+            )
+        )
+    return out
+
+
+@ops.op(NS_TR2, "SetVideoEncoderConfiguration", ACTUATE)
+def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store names, quality, rate limits, GOP and multicast (codec/size are the stream's)."""
+    cam = ctx.camera
+    conf = child(req, "Configuration")
+    if conf is None:
+        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
+    token = check_token(conf.get("token"), video_encoder_tokens(cam, False))
+    res = child(conf, "Resolution")
+    try:
+        w = int(text_of(res, "Width") or 0)
+        h = int(text_of(res, "Height") or 0)
+        quality = float(require(conf, "Quality"))
+    except ValueError:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "bad number") from None
+    check_encoder_change(cam, token, require(conf, "Encoding"), w, h)
+    s = enc_settings(cam, token)
+    s["name"] = require(conf, "Name")[:64]
+    if not 0 <= quality <= 100:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "Quality must be 0..100")
+    s["quality"] = quality
+    rc = child(conf, "RateControl")
+    try:
+        if rc is not None:
+            s["fps"] = max(1.0, float(text_of(rc, "FrameRateLimit") or 1))
+            s["bitrate"] = max(1, int(text_of(rc, "BitrateLimit") or 1))
+        if conf.get("GovLength"):
+            s["gov"] = max(1, int(conf.get("GovLength", "1")))
+    except ValueError:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "bad rate control") from None
+    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    cam.set_encoder_settings(token, s)
+    return TR2.SetVideoEncoderConfigurationResponse()
+
+
+@ops.op(NS_TR2, "GetAudioSourceConfigurations", READ_MEDIA)
+def get_ascs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio source configurations (none without audio)."""
+    cam = ctx.camera
+    sel = _selected(cam, req, "asc", _valid_tokens(cam, "asc"))
+    return TR2.GetAudioSourceConfigurationsResponse(
+        *[asc_el(cam, "Configurations", TR2) for _ in sel]
+    )
+
+
+@ops.op(NS_TR2, "GetAudioEncoderConfigurations", READ_MEDIA)
+def get_aecs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Audio encoder configurations (none without audio)."""
+    cam = ctx.camera
+    sel = _selected(cam, req, "aec", _valid_tokens(cam, "aec"))
+    els = [aec2_el(cam, "Configurations") for _ in sel]
+    return TR2.GetAudioEncoderConfigurationsResponse(*[e for e in els if e is not None])
+
+
+_PROTOCOLS = {
+    "RtspUnicast": "rtsp",
+    "RtspMulticast": "rtsp",
+    "RTSP": "rtsp",
+    "RtspOverHttp": "http",
+}
+
+
+@ops.op(NS_TR2, "GetStreamUri", READ_MEDIA)
+def get_stream_uri(ctx: Context, req: etree._Element) -> etree._Element:
+    """RtspUnicast, RtspMulticast, RTSP (interleaved TCP) or RtspOverHttp."""
+    cam = ctx.camera
+    proto = require(req, "Protocol")
+    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+    scheme = _PROTOCOLS.get(proto)
+    if scheme is None:
+        raise invalid_arg("ter:InvalidStreamSetup", f"unsupported Protocol {proto!r}")
+    if proto == "RtspMulticast" and not ctx.multicast:
+        raise invalid_arg("ter:InvalidStreamSetup", "multicast is disabled")
+    return TR2.GetStreamUriResponse(TR2.Uri(ctx.stream_uri(cam.stream_path(p.vec), scheme)))
+
+
+@ops.op(NS_TR2, "GetSnapshotUri", READ_MEDIA)
+def get_snapshot_uri(ctx: Context, req: etree._Element) -> etree._Element:
+    """HTTP URI of a JPEG of the profile's stream."""
+    p = profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TR2.GetSnapshotUriResponse(TR2.Uri(ctx.snapshot_uri(p.token)))
+
+
+@ops.op(NS_TR2, "SetSynchronizationPoint", READ_MEDIA)
+def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Element:
+    """Readers already start on the cached keyframe."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TR2.SetSynchronizationPointResponse()

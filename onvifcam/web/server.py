@@ -1,0 +1,429 @@
+"""The HTTP side: ONVIF SOAP endpoints and snapshots for every camera, plus /api/cameras.
+
+One aiohttp runner serves several sockets:
+
+- the main port (``[server] http_port``): ``/onvif/NAME/device_service`` (media_service,
+  media2_service, snapshot) for every camera, and ``/api/cameras``;
+- one socket per camera on its own address and/or port, answering at
+  ``/onvif/device_service`` (the path many NVRs assume) and the sibling services.
+
+Which camera a request is for comes from the socket it arrived on (camera sockets) or the
+name in the path (main port). XAddrs and URIs carry the camera's own address, else the
+``advertise`` setting, else the address the request arrived on - never 0.0.0.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+import typing
+from collections.abc import Callable
+from urllib.parse import quote
+
+from aiohttp import web
+
+from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
+from onvifcam.onvif import device, media, media2
+from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
+from onvifcam.onvif.soap import (
+    CONTENT_TYPE,
+    POLICY,
+    READ_MEDIA,
+    Context,
+    Dispatcher,
+    Fault,
+    OperationTable,
+    fault_body,
+)
+from onvifcam.state import StateStore
+from onvifcam.web.api import cameras_json
+
+if typing.TYPE_CHECKING:
+    from onvifcam.app import App
+
+log = logging.getLogger(__name__)
+
+SERVICES = {
+    "device_service": "device",
+    "media_service": "media",
+    "media2_service": "media2",
+}
+_WILDCARD = ("", "0.0.0.0", "::")
+
+
+def operation_table() -> OperationTable:
+    """Every SOAP operation of every service."""
+    table = OperationTable()
+    for mod in (device, media, media2):
+        table.merge(mod.ops)
+    return table
+
+
+def _url_host(host: str) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]"
+    except ValueError:
+        pass
+    return host
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(256)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class WebServer:
+    """The app component serving ONVIF and snapshots over HTTP."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.cfg = app.cfg
+        self.store = StateStore(self.cfg.server.state_dir)
+        self.cameras = CameraRegistry(self.cfg, self.store, app.registry)
+        self.dispatcher = Dispatcher(
+            operation_table(),
+            clock_skew=self.cfg.onvif.clock_skew,
+            max_nonces=self.cfg.onvif.max_nonces,
+        )
+        self.snapshots = SnapshotService(self.cfg.onvif.snapshot_quality)
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._sites: dict[str, list[web.SockSite]] = {}
+        self._by_sock: dict[tuple[str, int], Camera] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_port: dict[str, int] = {}
+        self._started = False
+        self.cameras.on_added.append(self._camera_added)
+        if self.cfg.onvif.enabled:
+            app.registry.listeners.append(self.cameras.stream_changed)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Bind the main port and every camera's endpoint."""
+        if not self.cfg.onvif.enabled:
+            return
+        aio = web.Application(client_max_size=self.cfg.onvif.max_body)
+        aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
+        aio.router.add_get("/api/cameras", self._api_cameras)
+        self._runner = web.AppRunner(aio, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        s = self.cfg.server
+        sock = _bind(s.host, s.http_port)
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self._sites["*main*"] = [site]
+        self.cameras.load()  # configured cameras, auto cameras seen before, live paths
+        for cam in list(self.cameras.cameras.values()):
+            await self._start_camera(cam)
+        self._started = True
+
+    async def stop(self) -> None:
+        """Close every socket and the snapshot workers."""
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._sites.clear()
+        self._by_sock.clear()
+        self.snapshots.close()
+
+    def tick(self, now: float) -> None:
+        """Remember measured rates for the profiles of offline cameras."""
+        self.cameras.tick()
+
+    def ready_info(self) -> dict[str, str]:
+        """The main HTTP port for the ready line."""
+        return {"http_port": str(self.port)} if self.cfg.onvif.enabled else {}
+
+    # ------------------------------------------------------------------ camera endpoints
+    def _camera_added(self, cam: Camera) -> None:
+        cam.on_reboot = self._schedule_reboot
+        if not cam.auth_required:
+            why = "auth = false" if not cam.cfg.auth else "no ONVIF user is configured"
+            log.warning(
+                "onvif: camera %r has authentication OFF (%s): anyone who reaches it can "
+                "change it; set username/password in [[cameras]] or [onvif]",
+                cam.name,
+                why,
+            )
+        if self._started and cam.key not in self._sites:
+            self._spawn(self._start_camera(cam))
+
+    def _spawn(self, coro: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _port_candidates(self, cam: Camera) -> list[int]:
+        o = self.cfg.onvif
+        preferred = cam.preferred_port
+        if cam.cfg.onvif_port or (cam.address and not cam.auto):
+            return [preferred]
+        if o.port_range_start == 0:
+            return [0]
+        used = {p for (_h, p) in self._by_sock}
+        out = []
+        if o.port_range_start <= preferred <= o.port_range_end:
+            out.append(preferred)
+        taken = {int(c.doc.get("port") or 0) for c in self.cameras.cameras.values() if c is not cam}
+        for p in range(o.port_range_start, o.port_range_end + 1):
+            if p not in used and p not in taken and p not in out:
+                out.append(p)
+            if len(out) > 64:
+                break
+        return out
+
+    async def _start_camera(self, cam: Camera) -> None:
+        if self._runner is None or cam.key in self._sites:
+            return
+        self._sites[cam.key] = []  # reserved while binding
+        host = cam.address or self.cfg.server.host
+        candidates = self._port_candidates(cam)
+        last = self._last_port.get(cam.key)
+        if last and candidates[:1] != [last]:
+            candidates.insert(0, last)  # a rebooted camera keeps its port
+        for port in candidates:
+            try:
+                sock = _bind(host, port)
+            except OSError as exc:
+                if cam.cfg.onvif_port or (cam.address and not cam.auto):
+                    log.error(
+                        "onvif: camera %r cannot listen on %s:%d (%s); it is still reachable "
+                        "at /onvif/%s/device_service on the main port",
+                        cam.name,
+                        host,
+                        port,
+                        exc.strerror,
+                        cam.slug,
+                    )
+                    del self._sites[cam.key]
+                    return
+                continue
+            bound = sock.getsockname()[:2]
+            site = web.SockSite(self._runner, sock)
+            await site.start()
+            self._sites[cam.key] = [site]
+            self._by_sock[(bound[0], bound[1])] = cam
+            cam.bound = [(bound[0], bound[1])]
+            self._last_port[cam.key] = bound[1]
+            cam.remember_port(bound[1])
+            log.info(
+                "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
+                cam.name,
+                cam.path,
+                _url_host(bound[0]),
+                bound[1],
+            )
+            return
+        del self._sites[cam.key]
+        log.error("onvif: no free port in the range for camera %r", cam.name)
+
+    async def _stop_camera(self, cam: Camera) -> None:
+        for site in self._sites.pop(cam.key, []):
+            await site.stop()
+        for k in [k for k, c in self._by_sock.items() if c is cam]:
+            del self._by_sock[k]
+        cam.bound = []
+
+    def _schedule_reboot(self, cam: Camera) -> None:
+        async def reboot() -> None:
+            await asyncio.sleep(1.0)
+            log.info("onvif: camera %r reboots", cam.name)
+            await self._stop_camera(cam)
+            self.dispatcher.reset(cam)
+            await self._start_camera(cam)
+
+        self._spawn(reboot())
+
+    # ------------------------------------------------------------------ routing
+    def _resolve(self, request: web.Request) -> tuple[Camera | None, str, str]:
+        """(camera, URL prefix for its services, service or "snapshot") of a request."""
+        tail = request.match_info.get("tail", "")
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        local = (sock[0], sock[1]) if sock else ("", 0)
+        cam = self._by_sock.get(local)
+        if cam is None:
+            for (h, p), c in self._by_sock.items():
+                if p == local[1] and h in _WILDCARD:
+                    cam = c
+                    break
+        if cam is not None:
+            return cam, "/onvif", tail
+        name, _, service = tail.rpartition("/")
+        if not name:
+            cams = list(self.cameras.cameras.values())
+            return (cams[0] if len(cams) == 1 else None), "/onvif", service
+        found = self.cameras.find(name)
+        prefix = f"/onvif/{quote(found.slug)}" if found else ""
+        return found, prefix, service
+
+    def _host(self, cam: Camera, request: web.Request) -> str:
+        if cam.address:
+            return cam.address
+        if self.cfg.server.advertise:
+            return self.cfg.server.advertise
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        ip = sock[0] if sock else ""
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        if ip and ip not in _WILDCARD:
+            return ip
+        return (request.host or "127.0.0.1").rsplit(":", 1)[0].strip("[]")
+
+    def _rtsp_host(self, host: str) -> str:
+        rtsp_host = self.cfg.server.host
+        if rtsp_host in _WILDCARD or rtsp_host == host:
+            return host
+        return self.cfg.server.advertise or rtsp_host
+
+    def _context(
+        self, cam: Camera, request: web.Request, prefix: str
+    ) -> Callable[[User | None, str], Context]:
+        host = self._host(cam, request)
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sock[1] if sock else self.port
+        base = f"http://{_url_host(host)}:{port}{prefix}"
+        rtsp_host = _url_host(self._rtsp_host(host))
+        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
+
+        def stream_uri(path: str, scheme: str) -> str:
+            return f"{scheme}://{rtsp_host}:{rtsp_port}/{quote(path, safe='/')}"
+
+        def snapshot_uri(profile: str) -> str:
+            return f"{base}/snapshot?profile={quote(profile)}"
+
+        def make(user: User | None, soap_ns: str) -> Context:
+            return Context(
+                camera=cam,
+                user=user,
+                soap_ns=soap_ns,
+                xaddr=lambda service: f"{base}/{service}_service",
+                stream_uri=stream_uri,
+                snapshot_uri=snapshot_uri,
+                host=host,
+                http_port=port,
+                rtsp_port=rtsp_port,
+                multicast=self.cfg.rtsp.multicast,
+            )
+
+        return make
+
+    # ------------------------------------------------------------------ handlers
+    async def _onvif(self, request: web.Request) -> web.StreamResponse:
+        cam, prefix, service = self._resolve(request)
+        if cam is None:
+            return self._fault(Fault("ter:InvalidArgVal", "no such camera", status=404))
+        if service == "snapshot":
+            if request.method not in ("GET", "HEAD"):
+                return web.Response(status=405, headers={"Allow": "GET, HEAD"})
+            return await self._snapshot(cam, request)
+        if request.method != "POST":
+            return self._fault(
+                Fault("ter:InvalidArgVal", "ONVIF services take SOAP over HTTP POST", status=405)
+            )
+        if service not in SERVICES and service != "events_service":
+            return self._fault(Fault("ter:InvalidArgVal", f"no service {service!r}", status=404))
+        if (request.content_length or 0) > self.cfg.onvif.max_body:
+            return self._fault(Fault("ter:InvalidArgVal", "request body too large", status=413))
+        try:
+            data = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._fault(Fault("ter:InvalidArgVal", "request body too large", status=413))
+        resp = self.dispatcher.dispatch(
+            data,
+            self._context(cam, request, prefix),
+            cam,
+            authorization=request.headers.get("Authorization"),
+            method=request.method,
+            uri=request.path_qs,
+        )
+        headers = dict(resp.headers[:1])
+        out = web.Response(body=resp.body, status=resp.status, headers=headers)
+        for k, v in resp.headers[1:]:
+            out.headers.add(k, v)
+        return out
+
+    def _fault(self, f: Fault) -> web.Response:
+        return web.Response(
+            body=fault_body(f), status=f.status, headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    def _snapshot_auth(self, cam: Camera, request: web.Request) -> web.Response | None:
+        if not cam.auth_required:
+            return None
+        authz = request.headers.get("Authorization")
+        user = (
+            self.dispatcher.check_http(cam, authz, request.method, request.path_qs)
+            if authz
+            else None
+        )
+        if user is not None and READ_MEDIA in POLICY.get(user.level, frozenset()):
+            return None
+        resp = web.Response(status=401, text="401 Unauthorized: snapshot needs credentials\n")
+        for k, v in self.dispatcher.digest.challenge_headers():
+            resp.headers.add(k, v)
+        return resp
+
+    async def _snapshot(self, cam: Camera, request: web.Request) -> web.StreamResponse:
+        denied = self._snapshot_auth(cam, request)
+        if denied is not None:
+            return denied
+        token = request.query.get("profile", MAIN_PROFILE)
+        try:
+            profile = cam.profile(token)
+        except ValueError:
+            return web.Response(status=404, text=f"no profile {token!r}\n")
+        which = cam.which(profile.vec)
+        stream = cam.stream(which)
+        reason = "CAMERA OFFLINE"
+        if stream is not None and stream.online:
+            decodes = self.snapshots.decodes
+            try:
+                data = await self.snapshots.jpeg(stream)
+            except SnapshotError as exc:
+                log.info("onvif %s: snapshot unavailable: %s", cam.name, exc)
+                reason = "WAITING FOR KEYFRAME"
+            else:
+                fresh = self.snapshots.decodes != decodes
+                return web.Response(
+                    body=data,
+                    content_type="image/jpeg",
+                    headers={
+                        "Cache-Control": "no-store",
+                        "X-Snapshot": "live" if fresh else "live-cached",
+                    },
+                )
+        if self.cfg.onvif.snapshot_offline == "503":
+            return web.Response(
+                status=503,
+                text=f"503 {reason.lower()}: no picture to show\n",
+                headers={"Retry-After": "5"},
+            )
+        v = cam.video(which)
+        data = await self.snapshots.placeholder(v.width, v.height, f"{reason}\n{cam.name}")
+        return web.Response(
+            body=data,
+            content_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Snapshot": "placeholder"},
+        )
+
+    async def _api_cameras(self, request: web.Request) -> web.Response:
+        return web.json_response(cameras_json(self.cameras, time.time()))

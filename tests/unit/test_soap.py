@@ -1,0 +1,423 @@
+"""SOAP envelope parsing, faults, WS-Security UsernameToken and dispatch/auth (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from onvifcam.cameras import OPERATOR, USER, CameraRegistry, User
+from onvifcam.config import from_dict
+from onvifcam.media.stream import StreamRegistry
+from onvifcam.onvif import soap
+from onvifcam.onvif.soap import Context, Dispatcher, Fault, NonceCache
+from onvifcam.rtsp.auth import digest_response, parse_auth_header
+from onvifcam.state import StateStore
+from onvifcam.web.server import operation_table
+from tests.onvif_schema import (
+    WSSE,
+    WSU,
+    created_now,
+    envelope,
+    fault_subcodes,
+    security_header,
+    validate,
+)
+
+DEVICE = 'xmlns="http://www.onvif.org/ver10/device/wsdl"'
+MEDIA = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_finds_action_and_header() -> None:
+    req = soap.parse(envelope(f"<GetProfiles {MEDIA}/>", security_header("a", "b")))
+    assert req.action == "{http://www.onvif.org/ver10/media/wsdl}GetProfiles"
+    assert req.header is not None
+    assert req.soap_ns == soap.ENV12
+
+
+def test_parse_soap11() -> None:
+    data = (
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+        b'<GetHostname xmlns="http://www.onvif.org/ver10/device/wsdl"/></e:Body></e:Envelope>'
+    )
+    assert soap.parse(data).soap_ns == soap.ENV11
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"", "empty"),
+        (b"<s:Envelope", "malformed"),
+        (b"<a/>", "not a SOAP Envelope"),
+        (b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"/>', "no Body"),
+        (
+            b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>',
+            "Body is empty",
+        ),
+    ],
+)
+def test_parse_rejects_malformed(data: bytes, why: str) -> None:
+    with pytest.raises(Fault) as exc:
+        soap.parse(data)
+    assert exc.value.code == "Sender"
+    assert exc.value.status == 400
+    assert why in exc.value.reason
+
+
+def test_xxe_is_refused_and_never_resolved(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET")
+    data = (
+        f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+        f"<SetHostname {DEVICE}><Name>&xxe;</Name></SetHostname></s:Body></s:Envelope>"
+    ).encode()
+    with pytest.raises(Fault) as exc:
+        soap.parse(data)
+    assert "DTD" in exc.value.reason
+    assert "TOPSECRET" not in exc.value.reason
+
+
+def test_billion_laughs_is_refused() -> None:
+    data = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+        b"<x>&b;</x></s:Body></s:Envelope>"
+    )
+    with pytest.raises(Fault):
+        soap.parse(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_parse_only_ever_raises_fault(data: bytes) -> None:
+    try:
+        soap.parse(data)
+    except Fault:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_text_inside_envelope(text: str) -> None:
+    body = "".join(ch for ch in text if ch.isprintable())
+    data = envelope(f"<GetScopes {DEVICE}>{body}</GetScopes>")
+    try:
+        soap.parse(data)
+    except Fault:
+        pass
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_fault_envelope_is_schema_valid_and_declares_ter() -> None:
+    f = Fault(("ter:InvalidArgVal", "ter:NoProfile"), "no profile 'x'")
+    body = soap.fault_body(f)
+    root = validate(body)
+    assert root.nsmap["ter"] == soap.NS_TER
+    assert fault_subcodes(body) == ["ter:InvalidArgVal", "ter:NoProfile"]
+    assert b'xml:lang="en"' in body
+
+
+def test_fault_soap11() -> None:
+    body = soap.fault_body(Fault("ter:ActionNotSupported", "x", "Receiver"), soap.ENV11)
+    root = etree.fromstring(body)
+    assert root.findtext(".//faultcode") == "s:Server"
+
+
+# --------------------------------------------------------------------------- WS-Security
+
+
+def _token(header: str) -> soap.UsernameToken:
+    req = soap.parse(envelope(f"<GetProfiles {MEDIA}/>", header))
+    tok = soap.find_username_token(req.header)
+    assert tok is not None
+    return tok
+
+
+USERS = [User("admin", "secret"), User("viewer", "pw", USER)]
+
+
+def _verify(header: str, cache: NonceCache | None = None, skew: float = 300.0) -> User:
+    return soap.verify_username_token(
+        _token(header), USERS, time.time(), skew, NonceCache(100, 600) if cache is None else cache
+    )
+
+
+def test_password_digest_accepted() -> None:
+    assert _verify(security_header("admin", "secret")).name == "admin"
+
+
+def test_password_text_accepted() -> None:
+    assert _verify(security_header("viewer", "pw", digest=False)).level == USER
+
+
+@pytest.mark.parametrize("millis", [True, False])
+def test_created_with_or_without_milliseconds(millis: bool) -> None:
+    _verify(security_header("admin", "secret", created=created_now(millis=millis)))
+
+
+def test_created_with_offset_and_long_fraction() -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone(dt.timedelta(hours=2)))
+    t = now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123+02:00"  # 9 fraction digits
+    assert soap.parse_created(t) == pytest.approx(time.time(), abs=2)
+    _verify(security_header("admin", "secret", created=t))
+
+
+def test_wrong_password_refused() -> None:
+    with pytest.raises(Fault) as exc:
+        _verify(security_header("admin", "nope"))
+    assert exc.value.subcodes == ("ter:NotAuthorized",)
+
+
+def test_unknown_user_refused() -> None:
+    with pytest.raises(Fault):
+        _verify(security_header("mallory", "secret"))
+
+
+def test_replayed_nonce_refused() -> None:
+    cache = NonceCache(100, 600)
+    header = security_header("admin", "secret", nonce=os.urandom(16))
+    _verify(header, cache)
+    with pytest.raises(Fault) as exc:
+        _verify(header, cache)
+    assert "replayed" in str(exc.value)
+
+
+@pytest.mark.parametrize("offset", [-301, 301, -3600])
+def test_stale_or_future_created_refused(offset: float) -> None:
+    with pytest.raises(Fault) as exc:
+        _verify(security_header("admin", "secret", created=created_now(offset)))
+    assert "clock-skew" in str(exc.value)
+
+
+def test_created_inside_skew_window_accepted() -> None:
+    _verify(security_header("admin", "secret", created=created_now(-250)))
+
+
+def test_digest_without_nonce_refused() -> None:
+    created = created_now()
+    pw = base64.b64encode(hashlib.sha1(created.encode() + b"secret").digest()).decode()
+    header = (
+        f'<Security xmlns="{WSSE}"><UsernameToken><Username>admin</Username>'
+        f'<Password Type="#PasswordDigest">{pw}</Password>'
+        f'<Created xmlns="{WSU}">{created}</Created></UsernameToken></Security>'
+    )
+    with pytest.raises(Fault):
+        _verify(header)
+
+
+def test_security_header_in_default_namespace() -> None:
+    """The npm onvif client uses default namespaces instead of wsse:/wsu: prefixes."""
+    nonce = os.urandom(16)
+    created = created_now()
+    pw = base64.b64encode(hashlib.sha1(nonce + created.encode() + b"secret").digest()).decode()
+    header = (
+        f'<Security s:mustUnderstand="false" xmlns="{WSSE}"><UsernameToken>'
+        "<Username>admin</Username>"
+        '<Password Type="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-'
+        f'token-profile-1.0#PasswordDigest">{pw}</Password>'
+        f"<Nonce>{base64.b64encode(nonce).decode()}</Nonce>"
+        f'<Created xmlns="{WSU}">{created}</Created></UsernameToken></Security>'
+    )
+    assert _verify(header).name == "admin"
+
+
+def test_nonce_cache_is_bounded_and_expires() -> None:
+    cache = NonceCache(3, ttl=10)
+    for i in range(5):
+        assert not cache.seen(bytes([i]), now=100.0)
+    assert len(cache) == 3
+    assert cache.evicted == 2
+    assert cache.seen(bytes([4]), now=101.0)
+    assert not cache.seen(b"new", now=200.0)  # everything older expired
+    assert len(cache) == 1
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[CameraRegistry, Dispatcher]:
+    cfg = from_dict(
+        {
+            "server": {"state_dir": str(tmp_path)},
+            "cameras": [
+                {"name": "Lobby", "path": "lobby", "username": "admin", "password": "secret"},
+                {"name": "Open", "path": "open", "auth": False},
+            ],
+        }
+    )
+    streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=10)
+    reg = CameraRegistry(cfg, StateStore(tmp_path), streams)
+    reg.load()
+    lobby = reg.cameras["Lobby"]
+    lobby.create_users([User("op", "oppw", OPERATOR), User("viewer", "viewpw", USER)])
+    return reg, Dispatcher(operation_table(), clock_skew=300)
+
+
+def _ctx(cam: object) -> object:
+    def make(user: User | None, soap_ns: str) -> Context:
+        return Context(
+            camera=cam,  # type: ignore[arg-type]
+            user=user,
+            soap_ns=soap_ns,
+            xaddr=lambda s: f"http://127.0.0.1:8080/onvif/{s}_service",
+            stream_uri=lambda p, scheme: f"{scheme}://127.0.0.1:8554/{p}",
+            snapshot_uri=lambda t: f"http://127.0.0.1:8080/onvif/snapshot?profile={t}",
+        )
+
+    return make
+
+
+def _call(
+    world: tuple[CameraRegistry, Dispatcher],
+    body: str,
+    header: str = "",
+    camera: str = "Lobby",
+    **kw: str,
+) -> soap.Response:
+    reg, disp = world
+    cam = reg.cameras[camera]
+    resp = disp.dispatch(envelope(body, header), _ctx(cam), cam, **kw)  # type: ignore[arg-type]
+    validate(resp.body)
+    return resp
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<tds:GetSystemDateAndTime/>",
+        "<tds:GetCapabilities><tds:Category>All</tds:Category></tds:GetCapabilities>",
+        "<tds:GetServices><tds:IncludeCapability>true</tds:IncludeCapability></tds:GetServices>",
+        "<tds:GetServices><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>",
+        "<tds:GetServiceCapabilities/>",
+        "<tds:GetWsdlUrl/>",
+        "<tds:GetHostname/>",
+        "<tds:GetEndpointReference/>",
+        "<trt:GetServiceCapabilities/>",
+        "<tr2:GetServiceCapabilities/>",
+    ],
+)
+def test_pre_auth_operations_need_no_credentials(
+    world: tuple[CameraRegistry, Dispatcher], body: str
+) -> None:
+    resp = _call(world, body)
+    assert resp.status == 200, resp.body
+
+
+def test_protected_operation_without_credentials_gets_digest_challenge(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    resp = _call(world, f"<GetProfiles {MEDIA}/>")
+    assert resp.status == 401
+    assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+    assert any(k == "WWW-Authenticate" and v.startswith("Digest ") for k, v in resp.headers)
+
+
+def test_wrong_wsse_password_is_400_not_authorized(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", security_header("admin", "wrong"))
+    assert resp.status == 400
+    assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+    assert b"wrong" not in resp.body  # the reason does not leak which part failed
+
+
+def test_http_digest_accepted(world: tuple[CameraRegistry, Dispatcher]) -> None:
+    _reg, disp = world
+    challenge = next(v for _k, v in disp.digest.challenge_headers() if v.startswith("Digest"))
+    _scheme, params = parse_auth_header(challenge)
+    uri = "/onvif/media_service"
+    authz = digest_response("POST", uri, "admin", "secret", params)
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", authorization=authz, uri=uri)
+    assert resp.status == 200
+    bad = digest_response("POST", uri, "admin", "nope", params)
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", authorization=bad, uri=uri)
+    assert resp.status == 401
+
+
+def test_unknown_operation_is_action_not_supported(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    resp = _call(world, f"<FlyToTheMoon {DEVICE}/>")
+    assert resp.status == 500
+    assert fault_subcodes(resp.body) == ["ter:ActionNotSupported"]
+    root = validate(resp.body)
+    assert root.find(f".//{{{soap.ENV12}}}Value").text == "s:Receiver"
+
+
+def test_malformed_xml_is_sender_fault_400(world: tuple[CameraRegistry, Dispatcher]) -> None:
+    reg, disp = world
+    cam = reg.cameras["Lobby"]
+    resp = disp.dispatch(b"<s:Envelope><oops", _ctx(cam), cam)  # type: ignore[arg-type]
+    assert resp.status == 400
+    validate(resp.body)
+    assert fault_subcodes(resp.body) == ["ter:WellFormed"]
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "body", "ok"),
+    [
+        ("viewer", "viewpw", f"<GetProfiles {MEDIA}/>", True),
+        ("viewer", "viewpw", f"<SetHostname {DEVICE}><Name>x1</Name></SetHostname>", False),
+        ("viewer", "viewpw", f"<CreateProfile {MEDIA}><Name>n</Name></CreateProfile>", False),
+        ("viewer", "viewpw", f"<GetUsers {DEVICE}/>", False),
+        ("op", "oppw", f"<CreateProfile {MEDIA}><Name>n</Name></CreateProfile>", True),
+        ("op", "oppw", f"<SetHostname {DEVICE}><Name>x1</Name></SetHostname>", False),
+        ("op", "oppw", f"<SystemReboot {DEVICE}/>", False),
+        ("admin", "secret", f"<SetHostname {DEVICE}><Name>x1</Name></SetHostname>", True),
+        ("admin", "secret", f"<GetUsers {DEVICE}/>", True),
+    ],
+)
+def test_user_levels(
+    world: tuple[CameraRegistry, Dispatcher], user: str, password: str, body: str, ok: bool
+) -> None:
+    resp = _call(world, body, security_header(user, password))
+    if ok:
+        assert resp.status == 200, resp.body
+    else:
+        assert resp.status == 400
+        assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+
+
+def test_auth_off_camera_answers_everything(world: tuple[CameraRegistry, Dispatcher]) -> None:
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", camera="Open")
+    assert resp.status == 200
+
+
+def test_synology_unauthenticated_create_profile_gets_a_fault(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    resp = _call(world, f"<CreateProfile {MEDIA}><Name>syno</Name></CreateProfile>")
+    assert resp.status == 401
+    assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+
+
+def test_any_content_type_and_soap11_answered_in_kind(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    reg, disp = world
+    cam = reg.cameras["Lobby"]
+    data = (
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+        b'<GetHostname xmlns="http://www.onvif.org/ver10/device/wsdl"/></e:Body></e:Envelope>'
+    )
+    resp = disp.dispatch(data, _ctx(cam), cam)  # type: ignore[arg-type]
+    assert resp.status == 200
+    assert dict(resp.headers)["Content-Type"].startswith("text/xml")
+    assert b"http://schemas.xmlsoap.org/soap/envelope/" in resp.body
