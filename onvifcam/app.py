@@ -12,6 +12,7 @@ from typing import Protocol
 
 from onvifcam import __version__
 from onvifcam.config import Config
+from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtsp.server import RtspServer
@@ -51,6 +52,9 @@ class App:
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         self.components: list[Component] = []
         self.components.append(WebServer(self))
+        web = next((c for c in self.components if hasattr(c, "cameras")), None)
+        if web is not None and cfg.discovery.enabled and cfg.onvif.enabled:
+            self.components.append(DiscoveryService(self, web))  # type: ignore[arg-type]
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()

@@ -36,6 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--advertise", metavar="ADDR", help="address put in URLs given to clients")
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    d = sub.add_parser("discover", help="find ONVIF devices with a WS-Discovery Probe")
+    d.add_argument("--interface", "-i", default="", help="interface name or local IPv4 address")
+    d.add_argument("--address", default="", help="send a directed Probe to this host instead")
+    d.add_argument("--port", type=_port, default=3702, help="WS-Discovery port (default 3702)")
+    d.add_argument("--timeout", "-t", type=float, default=3.0, help="seconds to wait (default 3)")
+    d.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        choices=["nvt", "device", "any"],
+        help="Probe types, repeatable (default: nvt and device, one Probe each)",
+    )
+    d.add_argument("--scope", dest="scopes", action="append", default=[], help="scope filter")
+    d.add_argument("--match-by", default="", help="scope matching rule URI (default RFC 3986)")
+    d.add_argument("--ipv6", action="store_true", help="probe FF02::C (needs --interface)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
@@ -44,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in (None, "serve"):
         return _serve(args)
+    if args.command == "discover":
+        return _discover(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -71,6 +89,30 @@ def _serve(args: argparse.Namespace) -> int:
     from onvifcam.app import run
 
     return run(cfg)
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from onvifcam.discovery import client
+
+    if args.timeout <= 0:
+        print("onvifcam: --timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        result = client.probe(
+            interface=args.interface,
+            address=args.address,
+            port=args.port,
+            timeout=args.timeout,
+            type_sets=[client.TYPE_CHOICES[t] for t in (args.types or ["nvt", "device"])],
+            scopes=args.scopes,
+            match_by=args.match_by,
+            ipv6=args.ipv6,
+        )
+    except OSError as exc:
+        print(f"onvifcam: discover: {exc}", file=sys.stderr)
+        return 1
+    print(client.to_json(result) if args.json else client.format_table(result.devices))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,756 @@
+"""The WS-Discovery responder component: UDP sockets on the event loop, nothing else.
+
+Sockets (all non-blocking, read with ``loop.add_reader`` + ``recvmsg`` so the destination
+address of every datagram is known from IP_PKTINFO):
+
+- ``mc4``: bound to 239.255.255.250:3702 and joined on the chosen interfaces only
+  (IP_MULTICAST_ALL off), so it receives multicast Probes/Resolves and nothing else;
+- ``uc4``: bound to the ``[server] host`` at the same port: directed (unicast) Probes, and
+  the socket replies and announcements of cameras without an address of their own leave from
+  (with the address the Probe came in on as the source);
+- one socket per camera address, bound to that address and port: directed Probes to the
+  camera, and the camera's ProbeMatches, Hello and Bye, so they come from its own IP;
+- ``udp6``: [::]:3702 joined to FF02::C on the chosen interfaces, when IPv6 is there.
+
+Every datagram goes through a heap ordered by due time and a global token bucket
+(``send_rate``), so a Probe answered by a thousand cameras spreads over the random
+APP_MAX_DELAY window without overflowing socket buffers. The camera registry has no change
+notifications: ``tick`` polls it and the sans-I/O :class:`Responder` turns the difference
+into Hello and Bye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import heapq
+import ipaddress
+import itertools
+import json
+import logging
+import socket
+import struct
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import ifaddr
+
+from onvifcam.discovery import netif
+from onvifcam.discovery.mdns import MdnsAdvertiser, MdnsCamera
+from onvifcam.discovery.wsdiscovery import (
+    MULTICAST_V4,
+    MULTICAST_V6,
+    ONVIF_TYPES,
+    Reply,
+    Responder,
+    Target,
+    retransmit_offsets,
+)
+from onvifcam.state import atomic_write
+
+if typing.TYPE_CHECKING:
+    from onvifcam.app import App
+    from onvifcam.cameras import Camera, CameraRegistry
+
+log = logging.getLogger(__name__)
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+SO_RCVBUF_SIZE = 1 << 20
+SETTLE = 2.0  # seconds an unbound new camera waits for its endpoint before its Hello
+RESCAN = 30.0  # seconds between interface rescans
+SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
+_ANC = socket.CMSG_SPACE(32)
+
+
+class WebLike(typing.Protocol):
+    """What discovery needs from the ONVIF web component."""
+
+    cameras: CameraRegistry
+    port: int
+
+
+@dataclass
+class _Out:
+    sock: socket.socket
+    reply: Reply | None
+    data: bytes | None
+    dest: tuple[Any, ...]
+    mcast_if: bytes | int | None = None
+    src: str = ""
+    tries: int = 0
+
+    def payload(self) -> bytes:
+        if self.data is None:
+            self.data = self.reply.data if self.reply is not None else b""
+        return self.data
+
+
+def _family(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def _set(sock: socket.socket, level: int, opt: int, value: int | bytes) -> bool:
+    try:
+        sock.setsockopt(level, opt, value)
+    except OSError:
+        return False
+    return True
+
+
+def _udp(family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _set(sock, socket.SOL_SOCKET, socket.SO_RCVBUF, SO_RCVBUF_SIZE)
+    sock.setblocking(False)
+    return sock
+
+
+class DiscoveryService:
+    """App component: WS-Discovery for every camera of the registry, plus mDNS."""
+
+    def __init__(self, app: App, web: WebLike) -> None:
+        self.app = app
+        self.web = web
+        self.cfg = app.cfg
+        self.dcfg = app.cfg.discovery
+        self.core = Responder(
+            instance_id=int(time.time()),
+            max_delay=self.dcfg.max_delay,
+            rate=self.dcfg.probes_per_source_per_s,
+            burst=self.dcfg.probe_burst,
+            unicast_repeat=self.dcfg.unicast_repeat,
+            max_datagram=self.dcfg.max_datagram,
+        )
+        self.stats = self.core.stats
+        self.port = 0
+        self.ifaces: list[netif.Iface] = []
+        self.mdns: MdnsAdvertiser | None = None
+        self._uc4: socket.socket | None = None
+        self._uc4_wildcard = False
+        self._mc4: socket.socket | None = None
+        self._udp6: socket.socket | None = None
+        self._cam_socks: dict[str, socket.socket] = {}
+        self._cam_failed: set[str] = set()
+        self._readers: list[socket.socket] = []
+        self._heap: list[tuple[float, int, _Out]] = []
+        self._seq = itertools.count()
+        self._wake: asyncio.Event | None = None
+        self._idle = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._tokens = 0.0
+        self._last_refill = 0.0
+        self._first_seen: dict[str, float] = {}
+        self._unbound_since: dict[str, float] = {}
+        self._mdns_last: dict[str, MdnsCamera] = {}
+        self._last_sync = -1e9
+        self._last_rescan = 0.0
+        self._versions_path = Path(self.cfg.server.state_dir) / "discovery.json"
+        self._saved_versions: dict[str, tuple[str, int]] = {}
+        self._mdns_addrs: list[str] = []
+        self._avoid: list[str] = []  # camera addresses: never an interface's own address
+        self._running = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open the sockets, announce every discoverable camera, start mDNS."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._load_versions()
+        self._avoid = self._cam_addrs()
+        self.ifaces = netif.choose(self.dcfg.interfaces, self.cfg.server.host, self._avoid)
+        try:
+            self._open_v4()
+        except OSError as exc:
+            log.error(
+                "discovery: cannot listen on udp/%d (%s); WS-Discovery is off",
+                self.dcfg.port,
+                exc.strerror or exc,
+            )
+            self._close_sockets()
+        else:
+            self._open_v6()
+            self._running = True
+            self._tokens = float(self._burst)
+            self._last_refill = loop.time()
+            self._sender = loop.create_task(self._send_loop(), name="onvifcam-discovery-send")
+            names = ", ".join(f"{i.name} ({i.address() or 'no IPv4'})" for i in self.ifaces)
+            log.info(
+                "discovery: WS-Discovery on udp/%d%s, interfaces: %s",
+                self.port,
+                " and IPv6" if self._udp6 else "",
+                names or "none",
+            )
+        await self._start_mdns()
+        self._sync(loop.time())
+
+    async def stop(self) -> None:
+        """Say Bye for every announced camera, withdraw mDNS, close the sockets."""
+        if self._running:
+            for t in list(self.core.targets.values()):
+                self._announce(t, hello=False)
+            self.core.targets = {}
+            await self._drain(3.0)
+        self._running = False
+        if self.mdns is not None:
+            await self.mdns.stop()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        self._close_sockets()
+        self._save_versions()
+        s = self.stats
+        if s["received"]:
+            log.info(
+                "discovery: %d datagrams in, %d probes, %d matches sent, %d hello, %d bye; "
+                "ignored %d malformed, %d oversized, %d foreign, %d rate-limited",
+                s["received"],
+                s["probe"],
+                s["probe_match"],
+                s["hello_sent"],
+                s["bye_sent"],
+                s["malformed"],
+                s["oversized"],
+                s["foreign"],
+                s["rate_limited"],
+            )
+
+    def tick(self, now: float) -> None:
+        """Poll the registry (Hello/Bye on changes), rescan interfaces, persist versions."""
+        loop_now = asyncio.get_running_loop().time()
+        if self._running and loop_now - self._last_rescan > RESCAN:
+            self._rescan(loop_now)
+        self._sync(loop_now)
+        if self._saved_versions != self.core.versions:
+            self._save_versions()
+
+    def ready_info(self) -> dict[str, str]:
+        """The discovery port for the ready line."""
+        return {"discovery_port": str(self.port)} if self._running else {}
+
+    @property
+    def _burst(self) -> int:
+        return max(16, self.dcfg.send_rate // 50)
+
+    # ------------------------------------------------------------------ sockets
+    def _open_v4(self) -> None:
+        host = self.cfg.server.host
+        uc_host = host if _family(host) == socket.AF_INET and host not in netif.WILDCARD else ""
+        uc = _udp(socket.AF_INET)
+        self._uc4 = uc
+        _set(uc, socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        uc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.dcfg.ttl)
+        uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        uc.bind((uc_host, self.dcfg.port))
+        self.port = uc.getsockname()[1]
+        self._uc4_wildcard = not uc_host
+        mc = _udp(socket.AF_INET)
+        self._mc4 = mc
+        _set(mc, socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        mc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        mc.bind((MULTICAST_V4, self.port))
+        for i in self.ifaces:
+            self._join4(i)
+        self._reader(uc, "uc4")
+        self._reader(mc, "mc4")
+
+    def _join4(self, i: netif.Iface, leave: bool = False) -> None:
+        if self._mc4 is None:
+            return
+        mreq = struct.pack("4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), i.index)
+        opt = socket.IP_DROP_MEMBERSHIP if leave else socket.IP_ADD_MEMBERSHIP
+        try:
+            self._mc4.setsockopt(socket.IPPROTO_IP, opt, mreq)
+        except OSError as exc:
+            if not leave:
+                log.warning("discovery: cannot join %s on %s: %s", MULTICAST_V4, i.name, exc)
+
+    def _open_v6(self) -> None:
+        if not (self.dcfg.ipv6 and socket.has_ipv6 and self.cfg.server.host in netif.WILDCARD):
+            return
+        try:
+            s = _udp(socket.AF_INET6)
+        except OSError:
+            return
+        try:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _set(s, socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.dcfg.ttl)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+            s.bind(("::", self.port))
+        except OSError as exc:
+            log.debug("discovery: no IPv6 (%s)", exc)
+            s.close()
+            return
+        self._udp6 = s
+        for i in self.ifaces:
+            self._join6(i)
+        self._reader(s, "udp6")
+
+    def _join6(self, i: netif.Iface, leave: bool = False) -> None:
+        if self._udp6 is None or not i.ipv6:
+            return
+        mreq = socket.inet_pton(socket.AF_INET6, MULTICAST_V6) + struct.pack("@I", i.index)
+        opt = socket.IPV6_LEAVE_GROUP if leave else socket.IPV6_JOIN_GROUP
+        with contextlib.suppress(OSError):
+            self._udp6.setsockopt(socket.IPPROTO_IPV6, opt, mreq)
+
+    def _reader(self, sock: socket.socket, kind: str) -> None:
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable, sock, kind)
+        self._readers.append(sock)
+
+    def _cam_socket(self, addr: str) -> socket.socket | None:
+        s = self._cam_socks.get(addr)
+        if s is not None or addr in self._cam_failed or not self._running:
+            return s
+        fam = _family(addr)
+        try:
+            s = _udp(fam)
+        except OSError:
+            self._cam_failed.add(addr)
+            return None
+        try:
+            try:
+                s.bind((addr, self.port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                s.bind((addr, 0))
+            if fam == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.dcfg.ttl)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            else:
+                idx = self._index_of(addr)
+                if idx:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.dcfg.ttl)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        except OSError as exc:
+            s.close()
+            self._cam_failed.add(addr)
+            log.error(
+                "discovery: cannot send from camera address %s (%s); its replies leave from "
+                "the server's address instead",
+                addr,
+                exc.strerror or exc,
+            )
+            return None
+        self._cam_socks[addr] = s
+        self._reader(s, "cam")
+        return s
+
+    def _index_of(self, addr: str) -> int:
+        want = ipaddress.ip_address(addr)
+        for a in ifaddr.get_adapters():
+            for ip in a.ips:
+                text = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
+                with contextlib.suppress(ValueError):
+                    if ipaddress.ip_address(text) == want:
+                        return int(a.index or 0)
+        return 0
+
+    def _close_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for s in self._readers:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(s.fileno())
+        self._readers.clear()
+        socks = [self._uc4, self._mc4, self._udp6, *self._cam_socks.values()]
+        for s in socks:
+            if s is not None:
+                s.close()
+        self._uc4 = self._mc4 = self._udp6 = None
+        self._cam_socks.clear()
+
+    def _rescan(self, now: float) -> None:
+        self._last_rescan = now
+        new = netif.choose(self.dcfg.interfaces, self.cfg.server.host, self._avoid)
+        if new == self.ifaces:
+            return
+        old = self.ifaces
+        for i in old:
+            if i not in new:
+                self._join4(i, leave=True)
+                self._join6(i, leave=True)
+        for i in new:
+            if i not in old:
+                self._join4(i)
+                self._join6(i)
+        self.ifaces = new
+        log.info("discovery: interfaces now %s", ", ".join(i.name for i in new) or "none")
+
+    # ------------------------------------------------------------------ receiving
+    def _on_readable(self, sock: socket.socket, kind: str) -> None:
+        for _ in range(64):
+            try:
+                data, anc, flags, src = sock.recvmsg(self.dcfg.max_datagram + 1, _ANC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats["recv_error"] += 1
+                log.debug("discovery: receive failed: %s", exc)
+                return
+            if flags & socket.MSG_TRUNC:
+                self.stats["received"] += 1
+                self.stats["oversized"] += 1
+                continue
+            local, dest, ifindex = _pktinfo(anc)
+            if kind == "cam" and not local:
+                local = sock.getsockname()[0]
+            multicast = kind in ("mc4",) or dest.lower().startswith("ff")
+            try:
+                self._handle(data, src, local, multicast, ifindex, kind)
+            except Exception:
+                self.stats["internal_error"] += 1
+                log.exception("discovery: handling a datagram from %s failed", src[0])
+
+    def _handle(
+        self,
+        data: bytes,
+        src: tuple[Any, ...],
+        local: str,
+        multicast: bool,
+        ifindex: int,
+        kind: str,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._last_sync > SYNC_MAX_AGE:
+            self._sync(now)
+        host = local
+        if kind == "udp6":
+            iface = next((i for i in self.ifaces if i.index == ifindex), None)
+            host = iface.address(self._avoid) if iface and iface.ipv4 else ""
+        replies = self.core.receive(data, src, local, multicast, now, host=host)
+        for r in replies:
+            self._schedule_reply(r, now, kind == "udp6")
+
+    def _schedule_reply(self, r: Reply, now: float, v6: bool) -> None:
+        sock: socket.socket | None = None
+        src = ""
+        if v6:
+            sock = self._udp6
+        else:
+            if (
+                r.target is not None
+                and r.target.address
+                and _family(r.target.address) == (socket.AF_INET)
+            ):
+                sock = self._cam_socket(r.target.address)
+            if sock is None:
+                sock, src = self._uc4, r.local
+        if sock is None:
+            return
+        due = now + r.delay
+        out = _Out(sock, r, None, r.dest, None, src)
+        self._push(due, out)
+        for off in retransmit_offsets(r.repeat, self.core.rng):
+            self._push(due + off, out)
+
+    # ------------------------------------------------------------------ announcing
+    def _announce(self, t: Target, hello: bool) -> None:
+        """Queue a Hello (after the random delay) or a Bye for ``t`` on every link."""
+        loop_now = asyncio.get_running_loop().time()
+        delay = self.core.rng.uniform(0.0, self.dcfg.max_delay) if hello else 0.0
+        due = loop_now + delay
+        outs: list[_Out] = []
+        own = (
+            self._cam_socket(t.address)
+            if t.address and _family(t.address) == socket.AF_INET
+            else None
+        )
+        if own is not None:
+            data = self.core.hello(t, t.address) if hello else self.core.bye(t)
+            outs.append(_Out(own, None, data, (MULTICAST_V4, self.port)))
+        elif self._uc4 is not None:
+            for i in self.ifaces:
+                addr = i.address(self._avoid)
+                if not addr:
+                    continue
+                data = self.core.hello(t, addr) if hello else self.core.bye(t)
+                outs.append(
+                    _Out(self._uc4, None, data, (MULTICAST_V4, self.port), socket.inet_aton(addr))
+                )
+        if self._udp6 is not None:
+            for i in self.ifaces:
+                if not i.ipv6:
+                    continue
+                addr = t.host or i.address(self._avoid)
+                data = self.core.hello(t, addr) if hello else self.core.bye(t)
+                outs.append(
+                    _Out(self._udp6, None, data, (MULTICAST_V6, self.port, 0, i.index), i.index)
+                )
+        offsets = retransmit_offsets(self.dcfg.multicast_repeat, self.core.rng)
+        for out in outs:
+            self._push(due, out)
+            for off in offsets:
+                self._push(due + off, out)
+        if outs:
+            log.debug(
+                "discovery: %s %s (MetadataVersion %d)",
+                "hello" if hello else "bye",
+                t.key,
+                self.core.metadata_version(t.epr),
+            )
+
+    # ------------------------------------------------------------------ sending
+    def _push(self, due: float, out: _Out) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), out))
+        self._idle.clear()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        rate = float(self.dcfg.send_rate)
+        sent = 0
+        while True:
+            if not self._heap:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = loop.time()
+            due = self._heap[0][0]
+            if due > now:
+                self._wake.clear()
+                handle = loop.call_later(due - now, self._wake.set)
+                await self._wake.wait()
+                handle.cancel()
+                continue
+            self._tokens = min(float(self._burst), self._tokens + (now - self._last_refill) * rate)
+            self._last_refill = now
+            if self._tokens < 1.0:
+                await asyncio.sleep((1.0 - self._tokens) / rate)
+                continue
+            _, _, out = heapq.heappop(self._heap)
+            self._tokens -= 1.0
+            try:
+                done = self._send(out)
+            except Exception:
+                log.exception("discovery: sending to %s failed", out.dest[0])
+                done = True
+            if not done:
+                out.tries += 1
+                if out.tries < 50:
+                    self._push(now + 0.002 * out.tries, out)
+                else:
+                    self.stats["send_dropped"] += 1
+            sent += 1
+            if sent % 32 == 0:
+                await asyncio.sleep(0)
+
+    def _send(self, out: _Out) -> bool:
+        """One datagram; False when the kernel says try again later."""
+        sock = out.sock
+        if sock.fileno() < 0:
+            return True
+        try:
+            data = out.payload()
+            if out.mcast_if is not None:
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, out.mcast_if)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, out.mcast_if)
+            if out.src and sock is self._uc4 and self._uc4_wildcard:
+                pkt = struct.pack("@I4s4s", 0, socket.inet_aton(out.src), bytes(4))
+                sock.sendmsg([data], [(socket.IPPROTO_IP, IP_PKTINFO, pkt)], 0, out.dest)
+            else:
+                sock.sendto(data, out.dest)
+        except (BlockingIOError, InterruptedError):
+            self.stats["send_retry"] += 1
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EADDRNOTAVAIL):
+                # EADDRNOTAVAIL: an address still in duplicate address detection
+                self.stats["send_retry"] += 1
+                return False
+            self.stats["send_error"] += 1
+            log.debug("discovery: send to %s failed: %s", out.dest[0], exc)
+            return True
+        self.stats["sent"] += 1
+        return True
+
+    async def _drain(self, limit: float) -> None:
+        """Wait until everything queued is sent (at most ``limit`` seconds)."""
+        if self._sender is None or not self._heap:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._idle.wait()
+
+    # ------------------------------------------------------------------ the registry
+    def _cam_addrs(self) -> list[str]:
+        reg = self.web.cameras
+        return [c.address for c in reg.cameras.values() if c.address]
+
+    def _target(self, cam: Camera) -> Target:
+        scopes = tuple(dict.fromkeys([*cam.fixed_scopes, *cam.config_scopes, *cam.added_scopes]))
+        if cam.bound:
+            bhost, port = cam.bound[0]
+            path = "/onvif/device_service"
+        else:
+            bhost, port = self.cfg.server.host, self.web.port
+            path = f"/onvif/{quote(cam.slug)}/device_service"
+        host = cam.address or self.cfg.server.advertise
+        if not host and bhost not in netif.WILDCARD:
+            host = bhost
+        return Target(
+            key=cam.key,
+            epr=f"urn:uuid:{cam.uuid}",
+            types=ONVIF_TYPES,
+            scopes=scopes,
+            xaddr=f"http://{{host}}:{port}{path}",
+            host=host,
+            address=cam.address,
+            generation=cam.reboots,
+        )
+
+    def _sync(self, now: float) -> None:
+        """Diff the registry against what was announced: Hello, Bye, mDNS updates."""
+        self._last_sync = now
+        self._avoid = self._cam_addrs()
+        targets: list[Target] = []
+        mdns: list[MdnsCamera] = []
+        for cam in list(self.web.cameras.cameras.values()):
+            first = self._first_seen.setdefault(cam.key, now)
+            if cam.discovery_mode != "Discoverable":
+                continue
+            if not cam.bound:
+                since = self._unbound_since.setdefault(cam.key, now)
+                if now - first < SETTLE:
+                    continue  # a new camera whose endpoint is still starting
+                old = self.core.targets.get(cam.key)
+                if old is not None and now - since < SETTLE:
+                    targets.append(old)  # a reboot in progress: keep what was announced
+                    if cam.key in self._mdns_last:
+                        mdns.append(self._mdns_last[cam.key])
+                    continue
+            else:
+                self._unbound_since.pop(cam.key, None)
+            t = self._target(cam)
+            targets.append(t)
+            if self.mdns is not None and not (_is_ip(cam.address) and _loopback(cam.address)):
+                m = self._mdns_last[cam.key] = self._mdns_camera(cam, t)
+                mdns.append(m)
+        if self._running:
+            hello, bye = self.core.update(targets)
+            for t in bye:
+                self._announce(t, hello=False)
+            for t in hello:
+                self._announce(t, hello=True)
+        if self.mdns is not None:
+            self.mdns.update(mdns)
+
+    # ------------------------------------------------------------------ mDNS
+    async def _start_mdns(self) -> None:
+        if not self.dcfg.mdns:
+            return
+        addrs = [i.address(self._avoid) for i in self.ifaces if not i.loopback]
+        addrs = [a for a in addrs if a]
+        if not addrs:
+            log.info("mdns: off (no non-loopback interface to advertise on)")
+            return
+        self._mdns_addrs = addrs
+        try:
+            adv = MdnsAdvertiser(addrs)
+            await adv.start()
+        except OSError as exc:
+            log.error("mdns: cannot start (%s); cameras are not advertised over mDNS", exc)
+            return
+        self.mdns = adv
+
+    def _mdns_camera(self, cam: Camera, t: Target) -> MdnsCamera:
+        if cam.address:
+            addrs: tuple[str, ...] = (cam.address,)
+        elif _is_ip(t.host) and not ipaddress.ip_address(t.host).is_loopback:
+            addrs = (t.host,)
+        else:
+            addrs = tuple(self._mdns_addrs)
+        port = cam.bound[0][1] if cam.bound else self.web.port
+        path = "/onvif/device_service" if cam.bound else f"/onvif/{quote(cam.slug)}/device_service"
+        return MdnsCamera(
+            key=cam.key,
+            name=cam.name,
+            hostname=cam.hostname,
+            addresses=addrs,
+            rtsp_port=cam.cfg.rtsp_port or self.app.rtsp.port,
+            rtsp_path=cam.path,
+            http_port=port,
+            http_path=path,
+            txt=(
+                ("uuid", cam.uuid),
+                ("mac", cam.mac),
+                ("manufacturer", cam.manufacturer),
+                ("model", cam.model),
+                ("hardware", cam.hardware),
+            ),
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def _load_versions(self) -> None:
+        try:
+            raw = json.loads(self._versions_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("discovery: cannot read %s (%s)", self._versions_path, exc)
+            return
+        versions = {}
+        if isinstance(raw, dict):
+            for epr, v in raw.get("versions", {}).items():
+                if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int):
+                    versions[str(epr)] = (str(v[0]), int(v[1]))
+        self.core.versions = versions
+        self._saved_versions = dict(versions)
+
+    def _save_versions(self) -> None:
+        versions = dict(self.core.versions)
+        if versions == self._saved_versions:
+            return
+        data = json.dumps({"versions": {k: list(v) for k, v in versions.items()}}, indent=1)
+        try:
+            atomic_write(self._versions_path, data.encode())
+        except OSError as exc:
+            log.warning("discovery: cannot write %s (%s)", self._versions_path, exc)
+            return
+        self._saved_versions = versions
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _loopback(addr: str) -> bool:
+    return ipaddress.ip_address(addr).is_loopback
+
+
+def _pktinfo(anc: list[tuple[int, int, bytes]]) -> tuple[str, str, int]:
+    """(local address, destination address, interface index) from IP(V6)_PKTINFO."""
+    for level, kind, data in anc:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            idx, spec_dst, dst = struct.unpack_from("@I4s4s", data)
+            return socket.inet_ntoa(spec_dst), socket.inet_ntoa(dst), idx
+        if level == socket.IPPROTO_IPV6 and len(data) >= 20:
+            addr = socket.inet_ntop(socket.AF_INET6, data[:16])
+            (idx,) = struct.unpack_from("@I", data, 16)
+            return addr, addr, idx
+    return "", "", 0

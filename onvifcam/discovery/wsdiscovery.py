@@ -1,0 +1,869 @@
+"""WS-Discovery 1.0 (2005/04) over SOAP-over-UDP, as ONVIF Core uses it: sans-I/O.
+
+Three layers, none of which touches a socket:
+
+- :func:`parse` turns any datagram into a message object or an :class:`Ignored` verdict
+  (malformed, oversized, foreign); it never raises.
+- ``build_*`` functions write Probe, ProbeMatches, Resolve, ResolveMatches, Hello, Bye and
+  the MatchingRuleNotSupported fault with lxml's ElementMaker.
+- :class:`Responder` holds the decisions of the target side: which targets match a Probe or
+  a Resolve, duplicate suppression by MessageID, a per-source token bucket (so a spoofed
+  Probe cannot turn the server into an amplifier), the random APP_MAX_DELAY back-off, the
+  AppSequence counters, and the MetadataVersion bookkeeping that produces Hello and Bye when
+  the set of targets changes.
+
+The asyncio layer (:mod:`onvifcam.discovery.responder`) only moves the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import re
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from urllib.parse import unquote
+
+from lxml import etree
+from lxml.builder import ElementMaker
+
+# --------------------------------------------------------------------------- constants
+NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+NS_WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+NS_WSA10 = "http://www.w3.org/2005/08/addressing"  # read too: some devices answer with it
+NS_WSD = "http://schemas.xmlsoap.org/ws/2005/04/discovery"
+NS_DN = "http://www.onvif.org/ver10/network/wsdl"
+NS_TDS = "http://www.onvif.org/ver10/device/wsdl"
+
+ACTION_PROBE = NS_WSD + "/Probe"
+ACTION_PROBE_MATCHES = NS_WSD + "/ProbeMatches"
+ACTION_RESOLVE = NS_WSD + "/Resolve"
+ACTION_RESOLVE_MATCHES = NS_WSD + "/ResolveMatches"
+ACTION_HELLO = NS_WSD + "/Hello"
+ACTION_BYE = NS_WSD + "/Bye"
+ACTION_FAULT = NS_WSA + "/fault"
+TO_DISCOVERY = "urn:schemas-xmlsoap-org:ws:2005:04:discovery"
+TO_ANONYMOUS = NS_WSA + "/role/anonymous"
+
+MATCH_RFC3986 = NS_WSD + "/rfc3986"
+MATCH_RFC2396 = NS_WSD + "/rfc2396"  # the 2005/04 name of the same rule
+MATCH_UUID = NS_WSD + "/uuid"
+MATCH_LDAP = NS_WSD + "/ldap"
+MATCH_STRCMP0 = NS_WSD + "/strcmp0"
+SUPPORTED_RULES = (MATCH_RFC3986, MATCH_RFC2396, MATCH_STRCMP0, MATCH_UUID)
+
+MULTICAST_V4 = "239.255.255.250"
+MULTICAST_V6 = "ff02::c"
+PORT = 3702
+APP_MAX_DELAY = 0.5  # WS-Discovery appendix I, seconds
+UDP_MIN_DELAY, UDP_MAX_DELAY, UDP_UPPER_DELAY = 0.05, 0.25, 0.5  # SOAP-over-UDP, seconds
+MAX_DATAGRAM = 16384
+MAX_ITEMS = 64  # types or scopes in one message
+
+NSMAP = {"s": NS_SOAP12, "a": NS_WSA, "d": NS_WSD, "dn": NS_DN, "tds": NS_TDS}
+_NSMAP11 = {**NSMAP, "s": NS_SOAP11}
+_KNOWN_PREFIX = {NS_DN: "dn", NS_TDS: "tds", NS_WSD: "d", NS_WSA: "a"}
+A = ElementMaker(namespace=NS_WSA, nsmap=NSMAP)
+D = ElementMaker(namespace=NS_WSD, nsmap=NSMAP)
+_S12 = ElementMaker(namespace=NS_SOAP12, nsmap=NSMAP)
+_S11 = ElementMaker(namespace=NS_SOAP11, nsmap=_NSMAP11)
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+)
+
+
+# --------------------------------------------------------------------------- messages
+@dataclass(frozen=True, order=True)
+class QName:
+    """An XML qualified name; ``ns`` is None when a Probe used an undeclared prefix."""
+
+    ns: str | None
+    local: str
+
+    def __str__(self) -> str:
+        return f"{{{self.ns}}}{self.local}" if self.ns else self.local
+
+
+NVT = QName(NS_DN, "NetworkVideoTransmitter")
+DEVICE = QName(NS_TDS, "Device")
+ONVIF_TYPES = (NVT, DEVICE)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The WS-Addressing and AppSequence headers of a message."""
+
+    action: str = ""
+    message_id: str = ""
+    relates_to: str = ""
+    to: str = ""
+    instance_id: int = 0
+    message_number: int = 0
+    soap_ns: str = NS_SOAP12
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a target tells about itself in Hello, ProbeMatch and ResolveMatch."""
+
+    epr: str
+    types: tuple[QName, ...] = ()
+    scopes: tuple[str, ...] = ()
+    xaddrs: tuple[str, ...] = ()
+    metadata_version: int = 0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A Probe: every type and every scope must match."""
+
+    header: Header
+    types: tuple[QName, ...] = ()
+    scopes: tuple[str, ...] = ()
+    match_by: str = MATCH_RFC3986
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """A Resolve for one endpoint reference."""
+
+    header: Header
+    epr: str
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A target announcing itself."""
+
+    header: Header
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class Bye:
+    """A target leaving."""
+
+    header: Header
+    epr: str
+
+
+@dataclass(frozen=True)
+class ProbeMatches:
+    """The answer to a Probe (ours carry exactly one match)."""
+
+    header: Header
+    matches: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class ResolveMatches:
+    """The answer to a Resolve."""
+
+    header: Header
+    matches: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class SoapFault:
+    """A SOAP fault, e.g. MatchingRuleNotSupported."""
+
+    header: Header
+    subcode: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A datagram that is not a usable WS-Discovery message; ``reason`` names the counter."""
+
+    reason: str  # malformed | oversized | foreign
+    detail: str = ""
+
+
+Message = Probe | Resolve | Hello | Bye | ProbeMatches | ResolveMatches | SoapFault
+
+
+# --------------------------------------------------------------------------- parsing
+class _Bad(Exception):
+    """Internal: the datagram is XML but not a valid message of its kind."""
+
+
+def _text(el: etree._Element | None) -> str:
+    if el is None:
+        return ""
+    return "".join(el.itertext()).strip()
+
+
+def _find(el: etree._Element, ns: str, local: str) -> etree._Element | None:
+    for c in el:
+        if isinstance(c.tag, str) and c.tag == f"{{{ns}}}{local}":
+            return c
+    return None
+
+
+def _wsa(el: etree._Element, local: str) -> etree._Element | None:
+    found = _find(el, NS_WSA, local)
+    return found if found is not None else _find(el, NS_WSA10, local)
+
+
+def _uint(value: str | None, default: int = 0) -> int:
+    if value is None or not value.strip().isdigit():
+        return default
+    return min(int(value.strip()), 2**32 - 1)
+
+
+def _items(el: etree._Element | None) -> list[str]:
+    if el is None:
+        return []
+    items = _text(el).split()
+    if len(items) > MAX_ITEMS:
+        raise _Bad(f"more than {MAX_ITEMS} items in {etree.QName(el).localname}")
+    return items
+
+
+def _qnames(el: etree._Element | None) -> tuple[QName, ...]:
+    out = []
+    for item in _items(el):
+        prefix, sep, local = item.rpartition(":")
+        if not local:
+            raise _Bad(f"bad QName {item[:64]!r}")
+        ns = el.nsmap.get(prefix) if (sep and el is not None) else None
+        out.append(QName(ns, local))
+    return tuple(out)
+
+
+def _epr(el: etree._Element) -> str:
+    ref = _wsa(el, "EndpointReference")
+    addr = _text(_wsa(ref, "Address")) if ref is not None else ""
+    if not addr:
+        raise _Bad("missing EndpointReference/Address")
+    return addr
+
+
+def _endpoint(el: etree._Element) -> Endpoint:
+    return Endpoint(
+        epr=_epr(el),
+        types=_qnames(_find(el, NS_WSD, "Types")),
+        scopes=tuple(_items(_find(el, NS_WSD, "Scopes"))),
+        xaddrs=tuple(_items(_find(el, NS_WSD, "XAddrs"))),
+        metadata_version=_uint(_text(_find(el, NS_WSD, "MetadataVersion"))),
+    )
+
+
+def _header(env: etree._Element, soap_ns: str) -> Header:
+    h = _find(env, soap_ns, "Header")
+    if h is None:
+        return Header(soap_ns=soap_ns)
+    seq = _find(h, NS_WSD, "AppSequence")
+    return Header(
+        action=_text(_wsa(h, "Action")),
+        message_id=_text(_wsa(h, "MessageID")),
+        relates_to=_text(_wsa(h, "RelatesTo")),
+        to=_text(_wsa(h, "To")),
+        instance_id=_uint(seq.get("InstanceId") if seq is not None else None),
+        message_number=_uint(seq.get("MessageNumber") if seq is not None else None),
+        soap_ns=soap_ns,
+    )
+
+
+def _message(data: bytes) -> Message | Ignored:
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        return Ignored("malformed", "DTDs are not allowed in SOAP")
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        return Ignored("malformed", str(exc)[:120])
+    if root.getroottree().docinfo.doctype:
+        return Ignored("malformed", "DTDs are not allowed in SOAP")
+    soap_ns = etree.QName(root).namespace if isinstance(root.tag, str) else None
+    if soap_ns not in (NS_SOAP12, NS_SOAP11) or etree.QName(root).localname != "Envelope":
+        return Ignored("foreign", "not a SOAP envelope")
+    header = _header(root, soap_ns)
+    body = _find(root, soap_ns, "Body")
+    first = next((c for c in body if isinstance(c.tag, str)), None) if body is not None else None
+    if first is None:
+        return Ignored("foreign", "empty SOAP body")
+    q = etree.QName(first)
+    if q.namespace == soap_ns and q.localname == "Fault":
+        sub = first.find(f".//{{{soap_ns}}}Subcode/{{{soap_ns}}}Value")
+        return SoapFault(header, _text(sub), _text(first.find(f".//{{{soap_ns}}}Text")))
+    if q.namespace != NS_WSD:
+        return Ignored("foreign", f"body element {q.text[:120]}")
+    try:
+        return _wsd_message(header, q.localname, first)
+    except _Bad as exc:
+        return Ignored("malformed", str(exc))
+
+
+def _wsd_message(header: Header, kind: str, el: etree._Element) -> Message | Ignored:
+    if kind in ("Probe", "Resolve") and not header.message_id:
+        raise _Bad(f"{kind} without wsa:MessageID")
+    if kind == "Probe":
+        scopes_el = _find(el, NS_WSD, "Scopes")
+        match_by = (scopes_el.get("MatchBy") or "").strip() if scopes_el is not None else ""
+        return Probe(
+            header,
+            _qnames(_find(el, NS_WSD, "Types")),
+            tuple(_items(scopes_el)),
+            match_by or MATCH_RFC3986,
+        )
+    if kind == "Resolve":
+        return Resolve(header, _epr(el))
+    if kind == "Hello":
+        return Hello(header, _endpoint(el))
+    if kind == "Bye":
+        return Bye(header, _epr(el))
+    if kind in ("ProbeMatches", "ResolveMatches"):
+        name = kind[:-2]
+        matches = tuple(_endpoint(m) for m in el if m.tag == f"{{{NS_WSD}}}{name}")
+        if len(matches) > MAX_ITEMS:
+            raise _Bad(f"more than {MAX_ITEMS} matches")
+        cls = ProbeMatches if kind == "ProbeMatches" else ResolveMatches
+        return cls(header, matches)
+    return Ignored("foreign", f"WS-Discovery {kind[:64]}")
+
+
+def parse(data: bytes, max_size: int = MAX_DATAGRAM) -> Message | Ignored:
+    """Parse one datagram. Never raises: anything unusable comes back as :class:`Ignored`."""
+    if len(data) > max_size:
+        return Ignored("oversized", f"{len(data)} bytes")
+    if not data.strip():
+        return Ignored("malformed", "empty datagram")
+    try:
+        return _message(bytes(data))
+    except Exception as exc:  # defensive: the contract is "never raises"
+        return Ignored("malformed", f"{type(exc).__name__}: {str(exc)[:100]}")
+
+
+# --------------------------------------------------------------------------- matching
+_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*):(?://(?P<auth>[^/?#]*))?(?P<path>[^?#]*)")
+
+
+def _split_uri(uri: str) -> tuple[str, str | None, tuple[str, ...]] | None:
+    """(scheme, authority, path segments) canonicalised for the RFC 3986 rule, or None."""
+    m = _URI.match(uri)
+    if m is None:
+        return None
+    path = m.group("path")
+    raw = path.split("/")
+    if path.startswith("/"):
+        raw = raw[1:]
+    segs = [unquote(s) for s in raw]
+    while segs and segs[-1] == "":  # "a/b/" is "a/b"
+        segs.pop()
+    if any(s in (".", "..") for s in segs):
+        return None
+    auth = m.group("auth")
+    return (
+        m.group("scheme").lower(),
+        (unquote(auth).lower() if auth is not None else None),
+        tuple(segs),
+    )
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    v = value.strip().lower()
+    for prefix in ("urn:uuid:", "uuid:"):
+        if v.startswith(prefix):
+            v = v[len(prefix) :]
+            break
+    try:
+        return uuid.UUID(v)
+    except ValueError:
+        return None
+
+
+def scope_matches(probe_scope: str, target_scope: str, rule: str = MATCH_RFC3986) -> bool:
+    """Whether ``probe_scope`` (S1) matches ``target_scope`` (S2) under ``rule``.
+
+    RFC 3986 rule (WS-Discovery 2005/04 section 5.1): the schemes and authorities are equal
+    ignoring case, S1's path segments are a segment-wise prefix of S2's compared with case,
+    after percent-decoding; "." and ".." segments never match; query and fragment are not
+    compared. ``strcmp0`` is plain string equality, ``uuid`` compares UUID values.
+    """
+    if rule in (MATCH_RFC3986, MATCH_RFC2396, ""):
+        s1, s2 = _split_uri(probe_scope), _split_uri(target_scope)
+        if s1 is None or s2 is None or s1[0] != s2[0] or s1[1] != s2[1]:
+            return False
+        return s2[2][: len(s1[2])] == s1[2]
+    if rule == MATCH_STRCMP0:
+        return probe_scope == target_scope
+    if rule == MATCH_UUID:
+        u1, u2 = _uuid(probe_scope), _uuid(target_scope)
+        return u1 is not None and u1 == u2
+    return False
+
+
+def types_match(wanted: Iterable[QName], offered: Iterable[QName]) -> bool:
+    """Every wanted type is offered; an unresolved prefix matches on the local name."""
+    have = list(offered)
+    for w in wanted:
+        if not any(w.local == o.local and (w.ns is None or w.ns == o.ns) for o in have):
+            return False
+    return True
+
+
+def probe_matches(probe: Probe, types: Iterable[QName], scopes: Iterable[str]) -> bool:
+    """Whether a target with these types and scopes answers ``probe``."""
+    if not types_match(probe.types, types):
+        return False
+    offered = list(scopes)
+    return all(any(scope_matches(s, o, probe.match_by) for o in offered) for s in probe.scopes)
+
+
+# --------------------------------------------------------------------------- building
+def new_message_id() -> str:
+    """A fresh urn:uuid message id."""
+    return uuid.uuid4().urn
+
+
+def _quote_uri(uri: str) -> str:
+    return uri.replace(" ", "%20")
+
+
+def _types_text(types: Iterable[QName], nsmap: dict[str, str]) -> str:
+    out = []
+    for t in types:
+        if t.ns is None:
+            out.append(t.local)
+            continue
+        prefix = _KNOWN_PREFIX.get(t.ns)
+        if prefix is None:
+            prefix = next((p for p, ns in nsmap.items() if ns == t.ns), None)
+            if prefix is None:
+                prefix = f"t{len(nsmap)}"
+                nsmap[prefix] = t.ns
+        out.append(f"{prefix}:{t.local}")
+    return " ".join(out)
+
+
+def _envelope(
+    header: Header, body: etree._Element, extra_ns: dict[str, str] | None = None
+) -> bytes:
+    if extra_ns:
+        base = _NSMAP11 if header.soap_ns == NS_SOAP11 else NSMAP
+        S = ElementMaker(namespace=header.soap_ns, nsmap={**base, **extra_ns})
+    else:
+        S = _S11 if header.soap_ns == NS_SOAP11 else _S12
+    parts = [A.MessageID(header.message_id or new_message_id())]
+    if header.relates_to:
+        parts.append(A.RelatesTo(header.relates_to))
+    parts.append(A.To(header.to or TO_ANONYMOUS))
+    parts.append(A.Action(header.action))
+    if header.instance_id:
+        parts.append(
+            D.AppSequence(
+                InstanceId=str(header.instance_id), MessageNumber=str(header.message_number)
+            )
+        )
+    env = S.Envelope(S.Header(*parts), S.Body(body))
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+def _endpoint_children(ep: Endpoint, nsmap: dict[str, str], xaddrs: bool = True) -> list:
+    out = [A.EndpointReference(A.Address(ep.epr))]
+    if ep.types:
+        out.append(D.Types(_types_text(ep.types, nsmap)))
+    if ep.scopes:
+        out.append(D.Scopes(" ".join(_quote_uri(s) for s in ep.scopes)))
+    if xaddrs and ep.xaddrs:
+        out.append(D.XAddrs(" ".join(ep.xaddrs)))
+    out.append(D.MetadataVersion(str(ep.metadata_version)))
+    return out
+
+
+def build_probe(
+    types: Iterable[QName] = (NVT,),
+    scopes: Iterable[str] = (),
+    match_by: str = "",
+    message_id: str = "",
+) -> bytes:
+    """A Probe (to the multicast group or one host)."""
+    extra: dict[str, str] = {}
+    types_text = _types_text(types, extra)
+    children = []
+    if types_text:
+        children.append(D.Types(types_text))
+    sc = " ".join(_quote_uri(s) for s in scopes)
+    if sc:
+        children.append(D.Scopes(sc, MatchBy=match_by) if match_by else D.Scopes(sc))
+    header = Header(ACTION_PROBE, message_id or new_message_id(), to=TO_DISCOVERY)
+    return _envelope(header, D.Probe(*children), extra)
+
+
+def build_resolve(epr: str, message_id: str = "") -> bytes:
+    """A Resolve for ``epr``."""
+    header = Header(ACTION_RESOLVE, message_id or new_message_id(), to=TO_DISCOVERY)
+    return _envelope(header, D.Resolve(A.EndpointReference(A.Address(epr))))
+
+
+def build_probe_matches(header: Header, matches: Iterable[Endpoint]) -> bytes:
+    """ProbeMatches (header: RelatesTo the Probe, AppSequence of the target)."""
+    extra: dict[str, str] = {}
+    body = D.ProbeMatches(*[D.ProbeMatch(*_endpoint_children(m, extra)) for m in matches])
+    return _envelope(header, body, extra)
+
+
+def build_resolve_matches(header: Header, matches: Iterable[Endpoint]) -> bytes:
+    """ResolveMatches."""
+    extra: dict[str, str] = {}
+    body = D.ResolveMatches(*[D.ResolveMatch(*_endpoint_children(m, extra)) for m in matches])
+    return _envelope(header, body, extra)
+
+
+def build_hello(header: Header, endpoint: Endpoint) -> bytes:
+    """Hello."""
+    extra: dict[str, str] = {}
+    return _envelope(header, D.Hello(*_endpoint_children(endpoint, extra)), extra)
+
+
+def build_bye(header: Header, epr: str) -> bytes:
+    """Bye (the endpoint reference only)."""
+    return _envelope(header, D.Bye(A.EndpointReference(A.Address(epr))))
+
+
+def build_fault(header: Header, subcode: str, reason: str, detail: Iterable[str] = ()) -> bytes:
+    """A SOAP 1.2 fault such as d:MatchingRuleNotSupported (Sender)."""
+    soap = header.soap_ns
+    S = ElementMaker(namespace=soap, nsmap=NSMAP if soap == NS_SOAP12 else _NSMAP11)
+    rules = " ".join(detail)
+    fault = S.Fault(
+        S.Code(S.Value("s:Sender"), S.Subcode(S.Value(subcode))),
+        S.Reason(S.Text(reason, {"{http://www.w3.org/XML/1998/namespace}lang": "en"})),
+    )
+    if rules:
+        fault.append(S.Detail(D.SupportedMatchingRules(rules)))
+    return _envelope(header, fault)
+
+
+def retransmit_offsets(repeat: int, rng: random.Random) -> list[float]:
+    """SOAP-over-UDP retransmission schedule: offsets (s) of the ``repeat`` extra copies."""
+    out: list[float] = []
+    t = rng.uniform(UDP_MIN_DELAY, UDP_MAX_DELAY)
+    at = 0.0
+    for _ in range(repeat):
+        at += t
+        out.append(at)
+        t = min(2 * t, UDP_UPPER_DELAY)
+    return out
+
+
+# --------------------------------------------------------------------------- the target side
+@dataclass(frozen=True)
+class Target:
+    """One discoverable device (a camera) as the responder sees it.
+
+    ``xaddr`` is a template with ``{host}`` where the address the client reaches goes;
+    ``host`` fills it when known (the camera's own address or an advertised one), else the
+    responder uses the address the Probe arrived on. ``address`` is the camera's own
+    address: its replies and announcements leave from it. ``generation`` changes when the
+    device restarts (a Hello without a MetadataVersion change).
+    """
+
+    key: str
+    epr: str
+    types: tuple[QName, ...] = ONVIF_TYPES
+    scopes: tuple[str, ...] = ()
+    xaddr: str = ""
+    host: str = ""
+    address: str = ""
+    generation: int = 0
+
+    def xaddrs(self, host: str) -> tuple[str, ...]:
+        """The XAddrs seen by a client that reached us on ``host``."""
+        h = self.host or host
+        if not h or not self.xaddr:
+            return ()
+        if ":" in h and not h.startswith("["):
+            h = f"[{h}]"
+        return (self.xaddr.replace("{host}", h),)
+
+    @property
+    def fingerprint(self) -> str:
+        """What MetadataVersion tracks: types, scopes and XAddrs."""
+        text = "\n".join(
+            [" ".join(map(str, self.types)), " ".join(self.scopes), self.xaddr, self.host]
+        )
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Reply:
+    """A datagram the I/O layer should send ``delay`` seconds from now, ``repeat`` extra times.
+
+    The bytes are built on first use (:attr:`data`), so a Probe answered by a thousand
+    targets costs its XML work spread over the send window, not in one burst.
+    """
+
+    target: Target | None
+    build: Callable[[], bytes]
+    dest: tuple[str, int]
+    delay: float = 0.0
+    local: str = ""  # the local address the request arrived on (source hint)
+    repeat: int = 0
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The datagram."""
+        if self._data is None:
+            self._data = self.build()
+        return self._data
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    last: float
+
+
+@dataclass
+class _Seq:
+    instance_id: int
+    number: int = 0
+
+
+@dataclass
+class Responder:
+    """The decisions of the target side of WS-Discovery, for any number of targets."""
+
+    instance_id: int
+    max_delay: float = APP_MAX_DELAY
+    rate: float = 2.0  # Probe/Resolve per second per source address
+    burst: int = 8
+    unicast_repeat: int = 0
+    max_datagram: int = MAX_DATAGRAM
+    max_sources: int = 4096
+    max_seen: int = 2048
+    rng: random.Random = field(default_factory=random.Random)
+    targets: dict[str, Target] = field(default_factory=dict)
+    versions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    stats: Counter[str] = field(default_factory=Counter)
+    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _buckets: OrderedDict[str, _Bucket] = field(default_factory=OrderedDict)
+    _seq: dict[str, _Seq] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ state changes
+    def update(self, targets: Iterable[Target]) -> tuple[list[Target], list[Target]]:
+        """Replace the discoverable set; returns (targets to Hello, targets to Bye).
+
+        A new target, a target whose types/scopes/XAddrs changed (MetadataVersion + 1) and
+        a target whose generation changed get a Hello; a target that is gone gets a Bye.
+        """
+        new = {t.key: t for t in targets}
+        hello: list[Target] = []
+        bye = [t for k, t in self.targets.items() if k not in new or new[k].epr != t.epr]
+        for k, t in new.items():
+            old = self.targets.get(k)
+            fp = t.fingerprint
+            prev = self.versions.get(t.epr)
+            if prev is None:
+                self.versions[t.epr] = (fp, 1)
+            elif prev[0] != fp:
+                self.versions[t.epr] = (fp, prev[1] + 1)
+            if old is None or old.epr != t.epr or prev is None or prev[0] != fp:
+                hello.append(t)
+            elif old.generation != t.generation:
+                self._seq[t.epr] = _Seq(self.instance_id + t.generation)
+                hello.append(t)
+        self.targets = new
+        return hello, bye
+
+    def metadata_version(self, epr: str) -> int:
+        """The current MetadataVersion of ``epr`` (0 when unknown)."""
+        v = self.versions.get(epr)
+        return v[1] if v else 0
+
+    def endpoint(self, t: Target, host: str) -> Endpoint:
+        """The Endpoint of ``t`` as seen from ``host``."""
+        return Endpoint(t.epr, t.types, t.scopes, t.xaddrs(host), self.metadata_version(t.epr))
+
+    def _header(self, t: Target, action: str, relates_to: str = "", to: str = "") -> Header:
+        seq = self._seq.get(t.epr)
+        if seq is None:
+            seq = self._seq[t.epr] = _Seq(self.instance_id + t.generation)
+        seq.number += 1
+        return Header(
+            action,
+            new_message_id(),
+            relates_to,
+            to or TO_ANONYMOUS,
+            seq.instance_id,
+            seq.number,
+        )
+
+    def hello(self, t: Target, host: str) -> bytes:
+        """A Hello for ``t`` announcing XAddrs for ``host``."""
+        self.stats["hello_sent"] += 1
+        return build_hello(self._header(t, ACTION_HELLO, to=TO_DISCOVERY), self.endpoint(t, host))
+
+    def bye(self, t: Target) -> bytes:
+        """A Bye for ``t``."""
+        self.stats["bye_sent"] += 1
+        return build_bye(self._header(t, ACTION_BYE, to=TO_DISCOVERY), t.epr)
+
+    # ------------------------------------------------------------------ requests
+    def _allow(self, source: str, now: float) -> bool:
+        b = self._buckets.get(source)
+        if b is None:
+            b = self._buckets[source] = _Bucket(float(self.burst), now)
+            while len(self._buckets) > self.max_sources:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(source)
+            b.tokens = min(float(self.burst), b.tokens + (now - b.last) * self.rate)
+            b.last = now
+        if b.tokens < 1.0:
+            return False
+        b.tokens -= 1.0
+        return True
+
+    def _duplicate(self, message_id: str) -> bool:
+        if message_id in self._seen:
+            return True
+        self._seen[message_id] = None
+        while len(self._seen) > self.max_seen:
+            self._seen.popitem(last=False)
+        return False
+
+    def receive(
+        self,
+        data: bytes,
+        source: tuple[str, int],
+        local: str,
+        multicast: bool,
+        now: float,
+        *,
+        host: str = "",
+    ) -> list[Reply]:
+        """Handle one datagram from ``source`` that arrived on local address ``local``.
+
+        ``multicast`` says it was sent to the group (the replies then wait a random delay of
+        up to APP_MAX_DELAY each); a directed Probe to a camera's own address is answered by
+        the targets with that address only, one to any other local address by the targets
+        without an address of their own. ``host`` is what goes into XAddrs for targets
+        without a fixed host (default: ``local``).
+        """
+        self.stats["received"] += 1
+        msg = parse(data, self.max_datagram)
+        if isinstance(msg, Ignored):
+            self.stats[msg.reason] += 1
+            return []
+        if not isinstance(msg, Probe | Resolve):
+            self.stats["seen_" + type(msg).__name__.lower()] += 1
+            return []
+        if source[1] == 0 or source[1] < 1024:
+            self.stats["bad_source_port"] += 1
+            return []
+        if self._duplicate(msg.header.message_id):
+            self.stats["duplicate"] += 1
+            return []
+        if not self._allow(source[0], now):
+            self.stats["rate_limited"] += 1
+            return []
+        if multicast:
+            # a camera on a loopback address cannot answer a client on the link
+            loop = _is_loopback(source[0])
+            candidates = [
+                t
+                for t in self.targets.values()
+                if loop or not t.address or not _is_loopback(t.address)
+            ]
+        else:
+            own = [t for t in self.targets.values() if t.address and t.address == local]
+            candidates = own or [t for t in self.targets.values() if not t.address]
+        host = host or local
+        if isinstance(msg, Probe):
+            self.stats["probe"] += 1
+            return self._answer_probe(msg, candidates, source, local, host, multicast)
+        self.stats["resolve"] += 1
+        return self._answer_resolve(msg, candidates, source, local, host, multicast)
+
+    def _delay(self, multicast: bool) -> float:
+        return self.rng.uniform(0.0, self.max_delay) if multicast else 0.0
+
+    def _answer_probe(
+        self,
+        probe: Probe,
+        candidates: list[Target],
+        source: tuple[str, int],
+        local: str,
+        host: str,
+        multicast: bool,
+    ) -> list[Reply]:
+        if probe.match_by not in SUPPORTED_RULES:
+            self.stats["unsupported_rule"] += 1
+            if not candidates:
+                return []
+            header = Header(
+                ACTION_FAULT,
+                new_message_id(),
+                probe.header.message_id,
+                TO_ANONYMOUS,
+                soap_ns=probe.header.soap_ns,
+            )
+            data = build_fault(
+                header,
+                "d:MatchingRuleNotSupported",
+                "the matching rule is not supported",
+                (MATCH_RFC3986, MATCH_STRCMP0, MATCH_UUID),
+            )
+            return [Reply(None, lambda: data, source, self._delay(multicast), local)]
+        out = []
+        for t in candidates:
+            if not probe_matches(probe, t.types, t.scopes):
+                continue
+            header = self._header(t, ACTION_PROBE_MATCHES, probe.header.message_id)
+            header = _with_soap(header, probe.header.soap_ns)
+            build = partial(build_probe_matches, header, [self.endpoint(t, host)])
+            out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
+        self.stats["probe_match"] += len(out)
+        return out
+
+    def _answer_resolve(
+        self,
+        resolve: Resolve,
+        candidates: list[Target],
+        source: tuple[str, int],
+        local: str,
+        host: str,
+        multicast: bool,
+    ) -> list[Reply]:
+        want = _uuid(resolve.epr)
+        out = []
+        for t in candidates:
+            same = (want is not None and want == _uuid(t.epr)) or resolve.epr == t.epr
+            if not same:
+                continue
+            header = self._header(t, ACTION_RESOLVE_MATCHES, resolve.header.message_id)
+            header = _with_soap(header, resolve.header.soap_ns)
+            build = partial(build_resolve_matches, header, [self.endpoint(t, host)])
+            out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
+        self.stats["resolve_match"] += len(out)
+        return out
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_soap(h: Header, soap_ns: str) -> Header:
+    if soap_ns == h.soap_ns:
+        return h
+    return Header(
+        h.action, h.message_id, h.relates_to, h.to, h.instance_id, h.message_number, soap_ns
+    )
