@@ -225,11 +225,16 @@ class WebServer:
             cam.bound = [(bound[0], bound[1])]
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
+            shown = (
+                self.cfg.server.advertise
+                or (_url_host(bound[0]) if bound[0] not in _WILDCARD else "")
+                or "ANY-ADDRESS"
+            )
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
                 cam.name,
                 cam.path,
-                _url_host(bound[0]),
+                shown,
                 bound[1],
             )
             return
