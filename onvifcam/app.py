@@ -15,6 +15,7 @@ from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
+from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
 from onvifcam.web.server import WebServer
 
@@ -55,6 +56,8 @@ class App:
         web = next((c for c in self.components if hasattr(c, "cameras")), None)
         if web is not None and cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(DiscoveryService(self, web))  # type: ignore[arg-type]
+        if cfg.rtmp.enabled:
+            self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()

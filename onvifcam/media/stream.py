@@ -385,6 +385,13 @@ class Stream:
         if b1 & 0x80 or keyfn is None:
             self._complete(track)
 
+    def note_input(self, nbytes: int, frames: int) -> None:
+        """Count media a publisher received but holds back from RTP (lazy packetising), so
+        rates and the media timeout see it; negative values undo it once it is sent."""
+        self.stats.bytes_in += nbytes
+        self.stats.frames_in += frames
+        self._last_input = time.monotonic()
+
     def _start_track(self, track: Track, seq: int, ts: int, now: float) -> None:
         if track.started:
             gap = max(now - track.last_time, 0.0)

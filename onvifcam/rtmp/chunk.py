@@ -1,0 +1,432 @@
+"""The RTMP chunk stream (Adobe RTMP spec section 5.3), sans-I/O.
+
+:class:`ChunkParser` turns received bytes into whole :class:`Message` objects: chunk
+header types 0-3, 1/2/3-byte basic headers, extended timestamps (also on type-3 chunks,
+which most encoders repeat and some omit: both are accepted), Set Chunk Size and Abort
+applied at once. :class:`ChunkWriter` frames messages into chunks.
+
+The parser is the ingest hot path: it works on the received ``bytes`` with
+``struct.unpack_from`` and keeps chunk bodies as memoryview slices until a message is
+complete, so each payload byte is copied once; only a header split across two reads is
+carried over to the next call.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    "ABORT",
+    "ACK",
+    "AMF0_COMMAND",
+    "AMF0_DATA",
+    "AMF3_COMMAND",
+    "AMF3_DATA",
+    "AUDIO",
+    "SET_CHUNK_SIZE",
+    "SET_PEER_BANDWIDTH",
+    "USER_CONTROL",
+    "VIDEO",
+    "WINDOW_ACK_SIZE",
+    "ChunkError",
+    "ChunkParser",
+    "ChunkWriter",
+    "Message",
+    "abort",
+    "ack",
+    "set_chunk_size",
+    "set_peer_bandwidth",
+    "user_control",
+    "window_ack_size",
+]
+
+# message type ids
+SET_CHUNK_SIZE = 1
+ABORT = 2
+ACK = 3
+USER_CONTROL = 4
+WINDOW_ACK_SIZE = 5
+SET_PEER_BANDWIDTH = 6
+AUDIO = 8
+VIDEO = 9
+AMF3_DATA = 15
+AMF3_SHARED_OBJECT = 16
+AMF3_COMMAND = 17
+AMF0_DATA = 18
+AMF0_SHARED_OBJECT = 19
+AMF0_COMMAND = 20
+AGGREGATE = 22
+
+# user control events
+STREAM_BEGIN = 0
+STREAM_EOF = 1
+STREAM_DRY = 2
+SET_BUFFER_LENGTH = 3
+STREAM_IS_RECORDED = 4
+PING_REQUEST = 6
+PING_RESPONSE = 7
+
+DEFAULT_CHUNK_SIZE = 128
+MAX_CHUNK_SIZE = 0xFFFFFF  # no message is longer, so larger chunk sizes mean the same
+MAX_MESSAGE_SIZE = 0xFFFFFF
+MAX_CHUNK_STREAMS = 256
+
+_U32 = struct.Struct("!I")
+_U32LE = struct.Struct("<I")
+_U16 = struct.Struct("!H")
+
+
+class ChunkError(ValueError):
+    """A chunk stream that cannot be parsed; the connection must be closed."""
+
+
+class Message(NamedTuple):
+    """One reassembled RTMP message."""
+
+    type_id: int
+    timestamp: int  # absolute, milliseconds, 32-bit
+    stream_id: int
+    csid: int
+    payload: bytes
+
+
+def _new_message(fields: tuple[int, int, int, int, bytes]) -> Message:
+    return tuple.__new__(Message, fields)  # skips NamedTuple's Python-level __new__
+
+
+class _Stream:
+    """Per chunk stream id state: the last header and the message being assembled."""
+
+    __slots__ = ("delta", "ext", "length", "parts", "received", "stream_id", "timestamp", "type_id")
+
+    def __init__(self) -> None:
+        self.timestamp = 0
+        self.delta = 0  # the last timestamp field (delta; for type 0 the absolute value)
+        self.length = 0
+        self.type_id = 0
+        self.stream_id = 0
+        self.ext = -1  # the last extended timestamp value, -1 when the header had none
+        self.parts: list[memoryview] = []
+        self.received = 0
+
+
+class ChunkParser:
+    """Reassembles RTMP messages from the chunk stream.
+
+    ``feed(data)`` returns the messages completed by ``data``. Set Chunk Size and Abort
+    take effect immediately (they are returned too). Raises :class:`ChunkError` on a
+    stream that cannot be parsed: a continuation header on an unknown chunk stream, a
+    zero chunk size, a message over ``max_message_size``, too many chunk streams, or more
+    than ``max_buffered`` bytes held in incomplete messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        max_chunk_streams: int = MAX_CHUNK_STREAMS,
+        max_buffered: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.chunk_size = DEFAULT_CHUNK_SIZE
+        self.max_message_size = max_message_size
+        self.max_chunk_streams = max_chunk_streams
+        self.max_buffered = max_buffered
+        self.bytes_received = 0
+        self.aborted = 0
+        self._streams: dict[int, _Stream] = {}
+        self._rest = b""
+        self._cur: _Stream | None = None  # stream whose chunk body is partly received
+        self._cur_csid = 0
+        self._left = 0  # bytes of that chunk body still to come
+        self._buffered = 0
+
+    def _complete(self, st: _Stream, csid: int, out: list[Message]) -> None:
+        parts = st.parts
+        payload = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        self._buffered -= st.received
+        st.parts = []
+        st.received = 0
+        type_id = st.type_id
+        out.append(_new_message((type_id, st.timestamp, st.stream_id, csid, payload)))
+        if type_id <= ABORT:
+            self._control(type_id, payload)
+
+    def _control(self, type_id: int, payload: bytes) -> None:
+        if len(payload) < 4:
+            raise ChunkError(f"protocol control message {type_id} shorter than 4 bytes")
+        value = _U32.unpack_from(payload, 0)[0] & 0x7FFFFFFF
+        if type_id == SET_CHUNK_SIZE:
+            if value == 0:
+                raise ChunkError("Set Chunk Size of 0")
+            self.chunk_size = min(value, MAX_CHUNK_SIZE)
+        else:  # ABORT
+            st = self._streams.get(value)
+            if st is not None and st.received:
+                self._buffered -= st.received
+                st.parts = []
+                st.received = 0
+                self.aborted += 1
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Parse received bytes; return the messages they complete."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        self.bytes_received += len(data)
+        out: list[Message] = []
+        if self._rest:
+            data = self._rest + data
+            self._rest = b""
+        n = len(data)
+        mv = memoryview(data)
+        pos = 0
+        if self._left:
+            st = self._cur
+            assert st is not None
+            take = self._left if self._left <= n else n
+            st.parts.append(mv[:take])
+            st.received += take
+            self._buffered += take
+            self._left -= take
+            pos = take
+            if not self._left and st.received >= st.length:
+                self._complete(st, self._cur_csid, out)
+        streams = self._streams
+        u32 = _U32.unpack_from
+        new = tuple.__new__  # Message(...) without NamedTuple's Python-level __new__
+        while pos < n:
+            b = data[pos]
+            fmt = b >> 6
+            csid = b & 0x3F
+            hpos = pos + 1
+            if csid < 2:
+                if csid == 0:
+                    if hpos + 1 > n:
+                        break
+                    csid = 64 + data[hpos]
+                    hpos += 1
+                else:
+                    if hpos + 2 > n:
+                        break
+                    csid = 64 + data[hpos] + (data[hpos + 1] << 8)
+                    hpos += 2
+            st = streams.get(csid)
+            if st is None:
+                if fmt != 0:
+                    raise ChunkError(
+                        f"chunk type {fmt} on chunk stream {csid} without a preceding header"
+                    )
+                if len(streams) >= self.max_chunk_streams:
+                    raise ChunkError(f"more than {self.max_chunk_streams} chunk streams")
+                st = streams[csid] = _Stream()
+            if fmt == 0:
+                end = hpos + 11
+                if end > n:
+                    break
+                ts = u32(data, hpos - 1)[0] & 0xFFFFFF
+                length = u32(data, hpos + 2)[0] & 0xFFFFFF
+                type_id = data[hpos + 6]
+                msid = _U32LE.unpack_from(data, hpos + 7)[0]
+                if ts == 0xFFFFFF:
+                    if end + 4 > n:
+                        break
+                    ts = u32(data, end)[0]
+                    end += 4
+                    ext = ts
+                else:
+                    ext = -1
+                if st.received:
+                    self._drop_partial(st)
+                st.timestamp = ts
+                st.delta = ts
+                st.ext = ext
+                st.length = length
+                st.type_id = type_id
+                st.stream_id = msid
+            elif fmt == 1:
+                end = hpos + 7
+                if end > n:
+                    break
+                delta = u32(data, hpos - 1)[0] & 0xFFFFFF
+                length = u32(data, hpos + 2)[0] & 0xFFFFFF
+                type_id = data[hpos + 6]
+                if delta == 0xFFFFFF:
+                    if end + 4 > n:
+                        break
+                    delta = u32(data, end)[0]
+                    end += 4
+                    ext = delta
+                else:
+                    ext = -1
+                if st.received:
+                    self._drop_partial(st)
+                st.timestamp = (st.timestamp + delta) & 0xFFFFFFFF
+                st.delta = delta
+                st.ext = ext
+                st.length = length
+                st.type_id = type_id
+            elif fmt == 2:
+                end = hpos + 3
+                if end > n:
+                    break
+                delta = u32(data, hpos - 1)[0] & 0xFFFFFF
+                if delta == 0xFFFFFF:
+                    if end + 4 > n:
+                        break
+                    delta = u32(data, end)[0]
+                    end += 4
+                    ext = delta
+                else:
+                    ext = -1
+                if st.received:
+                    self._drop_partial(st)
+                st.timestamp = (st.timestamp + delta) & 0xFFFFFFFF
+                st.delta = delta
+                st.ext = ext
+            else:
+                end = hpos
+                if st.ext >= 0:
+                    # The extended timestamp is repeated on type-3 chunks by most encoders
+                    # and omitted on continuations by some: take it when it matches.
+                    if end + 4 > n:
+                        break
+                    if not st.received or u32(data, end)[0] == st.ext:
+                        end += 4
+                if not st.received:
+                    st.timestamp = (st.timestamp + st.delta) & 0xFFFFFFFF
+            length = st.length
+            if not st.received:
+                if length > self.max_message_size:
+                    raise ChunkError(
+                        f"message of {length} bytes on chunk stream {csid} exceeds the limit"
+                        f" of {self.max_message_size}"
+                    )
+                if length == 0:
+                    pos = end
+                    self._complete(st, csid, out)
+                    continue
+            want = length - st.received
+            if want > self.chunk_size:
+                want = self.chunk_size
+            avail = n - end
+            if avail >= want and want == length:
+                # The whole message in one chunk (audio, commands): no parts, one copy.
+                pos = end + want
+                type_id = st.type_id
+                out.append(new(Message, (type_id, st.timestamp, st.stream_id, csid, data[end:pos])))
+                if type_id <= ABORT:
+                    self._control(type_id, data[end:pos])
+                continue
+            if avail >= want:
+                st.parts.append(mv[end : end + want])
+                st.received += want
+                self._buffered += want
+                pos = end + want
+                if st.received >= length:
+                    self._complete(st, csid, out)
+            else:
+                if avail:
+                    st.parts.append(mv[end:n])
+                    st.received += avail
+                    self._buffered += avail
+                self._cur = st
+                self._cur_csid = csid
+                self._left = want - avail
+                pos = n
+            if self._buffered > self.max_buffered:
+                raise ChunkError(f"more than {self.max_buffered} bytes held in incomplete messages")
+        if pos < n:
+            self._rest = data[pos:]
+        return out
+
+    def _drop_partial(self, st: _Stream) -> None:
+        """A new header on a chunk stream whose message is incomplete: drop the partial."""
+        self._buffered -= st.received
+        st.parts = []
+        st.received = 0
+        self.aborted += 1
+
+
+class ChunkWriter:
+    """Frames messages into chunks of ``chunk_size`` (type 0 first, then type 3)."""
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.chunk_size = chunk_size
+
+    @staticmethod
+    def _basic(fmt: int, csid: int) -> bytes:
+        if 2 <= csid <= 63:
+            return bytes(((fmt << 6) | csid,))
+        if 64 <= csid <= 319:
+            return bytes((fmt << 6, csid - 64))
+        if 64 <= csid <= 65599:
+            v = csid - 64
+            return bytes(((fmt << 6) | 1, v & 0xFF, v >> 8))
+        raise ValueError(f"chunk stream id {csid} out of range")
+
+    def message(
+        self,
+        csid: int,
+        type_id: int,
+        timestamp: int,
+        stream_id: int,
+        payload: bytes | bytearray | memoryview,
+    ) -> bytes:
+        """The chunks of one message."""
+        length = len(payload)
+        if length > MAX_MESSAGE_SIZE:
+            raise ValueError(f"message of {length} bytes is too long for RTMP")
+        timestamp &= 0xFFFFFFFF
+        ext = timestamp >= 0xFFFFFF
+        ts_field = 0xFFFFFF if ext else timestamp
+        header = (
+            self._basic(0, csid)
+            + _U32.pack(ts_field)[1:]
+            + _U32.pack(length)[1:]
+            + bytes((type_id,))
+            + _U32LE.pack(stream_id)
+        )
+        ext_bytes = _U32.pack(timestamp) if ext else b""
+        size = self.chunk_size
+        if length <= size:
+            return b"".join((header, ext_bytes, payload))
+        cont = self._basic(3, csid) + ext_bytes
+        view = memoryview(payload)
+        parts: list[bytes | memoryview] = [header, ext_bytes, view[:size]]
+        for off in range(size, length, size):
+            parts.append(cont)
+            parts.append(view[off : off + size])
+        return b"".join(parts)
+
+
+def set_chunk_size(size: int) -> bytes:
+    """Payload of a Set Chunk Size message."""
+    return _U32.pack(size & 0x7FFFFFFF)
+
+
+def abort(csid: int) -> bytes:
+    """Payload of an Abort message."""
+    return _U32.pack(csid)
+
+
+def ack(sequence: int) -> bytes:
+    """Payload of an Acknowledgement (bytes received so far, 32-bit)."""
+    return _U32.pack(sequence & 0xFFFFFFFF)
+
+
+def window_ack_size(size: int) -> bytes:
+    """Payload of a Window Acknowledgement Size message."""
+    return _U32.pack(size)
+
+
+def set_peer_bandwidth(size: int, limit_type: int = 2) -> bytes:
+    """Payload of a Set Peer Bandwidth message (limit type 0 hard, 1 soft, 2 dynamic)."""
+    return _U32.pack(size) + bytes((limit_type,))
+
+
+def user_control(event: int, value: int, extra: int | None = None) -> bytes:
+    """Payload of a User Control message (event type, 32-bit value, optional second)."""
+    out = _U16.pack(event) + _U32.pack(value)
+    if extra is not None:
+        out += _U32.pack(extra)
+    return out

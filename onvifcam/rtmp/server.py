@@ -1,0 +1,748 @@
+"""The asyncio RTMP/RTMPS ingest server: publishers push FLV into the shared streams.
+
+Only this module touches sockets for RTMP. The handshake (:mod:`.handshake`), chunk
+stream (:mod:`.chunk`), AMF0 (:mod:`.amf0`) and FLV-to-RTP conversion (:mod:`.flv`) are
+sans-I/O. Publishing follows the RTSP policies: the path is ``APP/NAME``, a path has one
+publisher (the next one gets ``NetStream.Publish.BadName``, or replaces it when the
+path's ``on_conflict`` is ``replace``), publish credentials and stream keys come from the
+query of the stream name, the app or the tcUrl (``?key=``, ``?user=&pass=``) or from
+``user:pass@`` in the tcUrl, and connections count against the limiter shared with RTSP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import ssl
+import tempfile
+import time
+import typing
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from onvifcam.config import Config
+from onvifcam.limits import ConnectionLimiter
+from onvifcam.media.sdp import SdpError, SessionDescription
+from onvifcam.media.stream import Stream, StreamBusy, StreamError, StreamRegistry
+from onvifcam.rtmp import amf0, chunk
+from onvifcam.rtmp.chunk import ChunkError, ChunkParser, ChunkWriter, Message
+from onvifcam.rtmp.flv import FlvIngest
+from onvifcam.rtmp.handshake import HandshakeError, ServerHandshake
+
+log = logging.getLogger(__name__)
+
+WINDOW_ACK_SIZE = 5_000_000
+PEER_BANDWIDTH = 5_000_000
+CSID_CONTROL = 2
+CSID_COMMAND = 3
+CSID_STATUS = 5
+FMS_VERSION = "FMS/3,5,7,7009"
+MAX_STREAMS_PER_CONNECTION = 16
+
+
+def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"level": level, "code": code, "description": description, **extra}
+
+
+class PublishRefused(Exception):
+    """A publish request the server refuses, with the onStatus code to send."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def split_query(text: str) -> tuple[str, dict[str, str]]:
+    """``"cam1?key=x&user=u"`` -> ("cam1", {"key": "x", "user": "u"})."""
+    base, _, query = text.partition("?")
+    return base, dict(parse_qsl(query, keep_blank_values=True))
+
+
+class RtmpConnection(asyncio.Protocol):
+    """One RTMP(S) connection; it is the :class:`Publisher` of the stream it feeds."""
+
+    def __init__(self, server: RtmpServer, scheme: str) -> None:
+        self.server = server
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.peer = ("?", 0)
+        self.description = f"{scheme}://?"
+        self.handshake: ServerHandshake | None = ServerHandshake()
+        self.parser = ChunkParser(max_message_size=server.max_message_size)
+        self.writer = ChunkWriter()
+        self.admitted = False
+        self.closed = False
+        now = time.monotonic()
+        self.connected_at = now
+        self.last_rx = now
+        self.last_video = now
+        self.publish_requested_at = 0.0
+        self.app = ""
+        self.tc_url = ""
+        self.connect_params: dict[str, str] = {}
+        self.streams_created = 0
+        self.publish_stream_id = -1
+        self.path = ""
+        self.stream: Stream | None = None
+        self.ingest: FlvIngest | None = None
+        self.claimed = False
+        self.peer_window = 0
+        self.last_ack = 0
+        self.paused = False
+        self.metadata: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = typing.cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}"
+        reason = self.server.limiter.admit(self.peer[0])
+        if reason is not None:
+            log.warning("rtmp: refused connection from %s: %s", self.peer[0], reason)
+            self.closed = True
+            transport.abort()
+            return
+        self.admitted = True
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.server.limiter.release()
+        self.server.connections.discard(self)
+        self._unpublish("connection closed")
+        self.closed = True
+
+    def close(self, reason: str = "") -> None:
+        """Close the connection (after what was written is flushed)."""
+        if reason:
+            log.info("rtmp: closing %s: %s", self.description, reason)
+        self.closed = True
+        self.ingest = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def kick(self, reason: str) -> None:
+        """Publisher protocol: the stream dropped us (replaced, media timeout, shutdown)."""
+        self.stream = None
+        self._release_claim()
+        if not self.closed and self.publish_stream_id >= 0:
+            self._on_status(
+                self.publish_stream_id,
+                _status("status", "NetStream.Unpublish.Success", f"publishing stopped: {reason}"),
+            )
+        self.close(reason)
+
+    def _unpublish(self, reason: str) -> None:
+        stream = self.stream
+        self.stream = None
+        self.ingest = None
+        if stream is not None:
+            stream.unpublish(self, reason)
+        self._release_claim()
+
+    def _release_claim(self) -> None:
+        if self.claimed:
+            self.claimed = False
+            if self.server.claims.get(self.path) is self:
+                del self.server.claims[self.path]
+
+    # ------------------------------------------------------------------ output
+    def send(self, csid: int, type_id: int, stream_id: int, payload: bytes, ts: int = 0) -> None:
+        """Write one message."""
+        tx = self.transport
+        if tx is not None and not tx.is_closing():
+            tx.write(self.writer.message(csid, type_id, ts, stream_id, payload))
+
+    def _command(self, stream_id: int, *values: Any, csid: int = CSID_COMMAND) -> None:
+        self.send(csid, chunk.AMF0_COMMAND, stream_id, amf0.encode(*values))
+
+    def _on_status(self, stream_id: int, info: dict[str, Any]) -> None:
+        self._command(stream_id, "onStatus", 0, None, info, csid=CSID_STATUS)
+
+    # ------------------------------------------------------------------ input
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        self.last_rx = now
+        if self.handshake is not None:
+            try:
+                reply, data = self.handshake.feed(data)
+            except HandshakeError as exc:
+                self.server.stats_malformed += 1
+                log.warning("rtmp: bad handshake from %s: %s", self.peer[0], exc)
+                self.close()
+                return
+            if reply:
+                tx = self.transport
+                if tx is not None:
+                    tx.write(reply)
+            if not self.handshake.done:
+                return
+            log.debug(
+                "rtmp: %s handshake from %s",
+                "digest" if self.handshake.digest else "simple",
+                self.description,
+            )
+            self.handshake = None
+            if not data:
+                return
+        try:
+            messages = self.parser.feed(data)
+        except ChunkError as exc:
+            self.server.stats_malformed += 1
+            log.warning("rtmp: malformed chunk stream from %s: %s", self.description, exc)
+            self.close()
+            return
+        try:
+            # One publish per connection, so media is taken whatever message stream id it
+            # names (some encoders use 0).
+            for m in messages:
+                t = m[0]
+                if t == 9:
+                    ingest = self.ingest
+                    if ingest is not None:
+                        self.last_video = now
+                        ingest.video_message(m[1], m[4])
+                elif t == 8:
+                    ingest = self.ingest
+                    if ingest is not None:
+                        ingest.audio_message(m[1], m[4])
+                else:
+                    self._other(m)
+                if self.closed:
+                    return
+        except PublishRefused as exc:
+            self._refuse(exc)
+            return
+        except Exception:
+            log.exception("rtmp: internal error on %s; closing it", self.description)
+            self.close()
+            return
+        if self.peer_window:
+            received = self.parser.bytes_received
+            if received - self.last_ack >= self.peer_window:
+                self.last_ack = received
+                self.send(CSID_CONTROL, chunk.ACK, 0, chunk.ack(received))
+        stream = self.stream
+        if stream is not None and not stream.readers and not self.paused:
+            interval = self.server.idle_read_interval
+            tx = self.transport
+            if interval and tx is not None:
+                # Nobody reads this stream: let the socket fill for a moment so one read
+                # takes several messages (a large share of the CPU cost is per read).
+                self.paused = True
+                tx.pause_reading()
+                asyncio.get_running_loop().call_later(interval, self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        tx = self.transport
+        if not self.closed and tx is not None and not tx.is_closing():
+            tx.resume_reading()
+
+    def _other(self, m: Message) -> None:
+        t = m.type_id
+        if t == chunk.AMF0_COMMAND or t == chunk.AMF3_COMMAND:
+            payload = m.payload
+            if t == chunk.AMF3_COMMAND and payload[:1] == b"\x00":
+                payload = payload[1:]
+            try:
+                values = amf0.decode(payload)
+            except amf0.AmfError as exc:
+                self.server.stats_malformed += 1
+                log.warning("rtmp: bad AMF0 command from %s: %s", self.description, exc)
+                self.close()
+                return
+            self._invoke(m, values)
+        elif t == chunk.AMF0_DATA or t == chunk.AMF3_DATA:
+            payload = m.payload
+            if t == chunk.AMF3_DATA and payload[:1] == b"\x00":
+                payload = payload[1:]
+            try:
+                values = amf0.decode(payload)
+            except amf0.AmfError as exc:
+                self.server.stats_malformed += 1
+                log.warning("rtmp: bad AMF0 data from %s: %s", self.description, exc)
+                return
+            self._data(values)
+        elif t == chunk.WINDOW_ACK_SIZE:
+            if len(m.payload) >= 4:
+                self.peer_window = int.from_bytes(m.payload[:4], "big")
+        elif t == chunk.USER_CONTROL:
+            p = m.payload
+            if len(p) >= 6 and int.from_bytes(p[:2], "big") == chunk.PING_REQUEST:
+                self.send(
+                    CSID_CONTROL,
+                    chunk.USER_CONTROL,
+                    0,
+                    chunk.user_control(chunk.PING_RESPONSE, int.from_bytes(p[2:6], "big")),
+                )
+        elif t == chunk.AGGREGATE:
+            self._aggregate(m)
+        # Set Chunk Size and Abort are applied by the parser; Ack and Set Peer Bandwidth
+        # need nothing from an ingest server.
+
+    def _aggregate(self, m: Message) -> None:
+        """An aggregate message: FLV-style tags whose timestamps are relative to the first."""
+        data = m.payload
+        ingest = self.ingest
+        if ingest is None:
+            return
+        pos = 0
+        base: int | None = None
+        while pos + 11 <= len(data):
+            t = data[pos]
+            size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+            ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | (data[pos + 7] << 24)
+            body = data[pos + 11 : pos + 11 + size]
+            if len(body) < size:
+                break
+            if base is None:
+                base = ts
+            when = (m.timestamp + ts - base) & 0xFFFFFFFF
+            if t == chunk.VIDEO:
+                self.last_video = time.monotonic()
+                ingest.video_message(when, body)
+            elif t == chunk.AUDIO:
+                ingest.audio_message(when, body)
+            pos += 11 + size + 4
+
+    def _data(self, values: list[Any]) -> None:
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+            meta = {
+                k: v
+                for k, v in values[1].items()
+                if isinstance(v, str | int | float | bool) and len(k) <= 64
+            }
+            if meta == self.metadata:
+                return  # some encoders repeat it
+            self.metadata = meta
+            if self.ingest is not None:
+                self.ingest.set_metadata(meta)
+            log.info(
+                "rtmp: %s metadata: %s",
+                self.description,
+                ", ".join(
+                    f"{k}={meta[k]!r}"
+                    for k in (
+                        "width",
+                        "height",
+                        "framerate",
+                        "videodatarate",
+                        "audiodatarate",
+                        "encoder",
+                    )
+                    if k in meta
+                ),
+            )
+
+    # ------------------------------------------------------------------ commands
+    def _invoke(self, m: Message, values: list[Any]) -> None:
+        if not values or not isinstance(values[0], str):
+            self.server.stats_malformed += 1
+            log.warning("rtmp: command without a name from %s", self.description)
+            self.close()
+            return
+        name = values[0]
+        txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
+        args = values[2:]
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            log.debug("rtmp: %s sent unknown command %r", self.description, name)
+            if txn:
+                self._command(
+                    m.stream_id,
+                    "_error",
+                    txn,
+                    None,
+                    _status("error", "NetConnection.Call.Failed", f"unknown command {name!r}"),
+                )
+            return
+        handler(self, m, txn, args)
+
+    def c_connect(self, m: Message, txn: float, args: list[Any]) -> None:
+        obj = args[0] if args and isinstance(args[0], dict) else {}
+        app = obj.get("app")
+        tc_url = obj.get("tcUrl")
+        self.app, self.connect_params = split_query(app if isinstance(app, str) else "")
+        self.app = self.app.strip("/")
+        self.tc_url = tc_url if isinstance(tc_url, str) else ""
+        if self.tc_url:
+            try:
+                url = urlsplit(self.tc_url)
+                for k, v in parse_qsl(url.query, keep_blank_values=True):
+                    self.connect_params.setdefault(k, v)
+                if url.username is not None:
+                    self.connect_params.setdefault("user", unquote(url.username))
+                if url.password is not None:
+                    self.connect_params.setdefault("pass", unquote(url.password))
+            except ValueError:
+                pass
+        self.send(CSID_CONTROL, chunk.WINDOW_ACK_SIZE, 0, chunk.window_ack_size(WINDOW_ACK_SIZE))
+        self.send(
+            CSID_CONTROL,
+            chunk.SET_PEER_BANDWIDTH,
+            0,
+            chunk.set_peer_bandwidth(PEER_BANDWIDTH, 2),
+        )
+        size = self.server.out_chunk_size
+        self.send(CSID_CONTROL, chunk.SET_CHUNK_SIZE, 0, chunk.set_chunk_size(size))
+        self.writer.chunk_size = size
+        self._command(
+            0,
+            "_result",
+            txn,
+            {"fmsVer": FMS_VERSION, "capabilities": 31.0, "mode": 1.0},
+            _status(
+                "status",
+                "NetConnection.Connect.Success",
+                "Connection succeeded.",
+                objectEncoding=0.0,
+                data=amf0.EcmaArray(version="3,5,7,7009"),
+            ),
+        )
+
+    def c_release_stream(self, m: Message, txn: float, args: list[Any]) -> None:
+        if txn:
+            self._command(0, "_result", txn, None, amf0.UNDEFINED)
+
+    def c_fc_publish(self, m: Message, txn: float, args: list[Any]) -> None:
+        if txn:
+            self._command(0, "_result", txn, None, amf0.UNDEFINED)
+
+    def c_create_stream(self, m: Message, txn: float, args: list[Any]) -> None:
+        if self.streams_created >= MAX_STREAMS_PER_CONNECTION:
+            self._command(
+                0,
+                "_error",
+                txn,
+                None,
+                _status("error", "NetConnection.Call.Failed", "too many streams"),
+            )
+            return
+        self.streams_created += 1
+        self._command(0, "_result", txn, None, float(self.streams_created))
+
+    def c_publish(self, m: Message, txn: float, args: list[Any]) -> None:
+        raw_name = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        stream_id = m.stream_id
+        if self.ingest is not None or self.stream is not None:
+            raise PublishRefused("NetStream.Publish.BadName", "this connection already publishes")
+        self.publish_stream_id = stream_id
+        name, params = split_query(raw_name)
+        merged = {**self.connect_params, **params}
+        name = name.strip("/")
+        if not name:
+            raise PublishRefused("NetStream.Publish.BadName", "publish without a stream name")
+        path = StreamRegistry.normalize(f"{self.app}/{name}" if self.app else name)
+        self.path = path
+        self.server.authorize(self, path, merged)
+        self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}/{path}"
+        self.claimed = True
+        self.publish_requested_at = time.monotonic()
+        ingest = FlvIngest(self._on_publish, self._drop_packet, name=f"rtmp {path}")
+        if self.metadata:
+            ingest.set_metadata(self.metadata)
+        self.ingest = ingest
+        self.send(
+            CSID_CONTROL,
+            chunk.USER_CONTROL,
+            0,
+            chunk.user_control(chunk.STREAM_BEGIN, stream_id),
+        )
+        self._command(
+            stream_id,
+            "onFCPublish",
+            0,
+            None,
+            _status("status", "NetStream.Publish.Start", f"FCPublish to {path}"),
+            csid=CSID_STATUS,
+        )
+        self._on_status(
+            stream_id,
+            _status("status", "NetStream.Publish.Start", f"{path} is now published", details=path),
+        )
+        log.info("rtmp: %s publishes to %s", self.peer[0], path)
+
+    @staticmethod
+    def _drop_packet(track: int, packet: bytes) -> None:
+        """on_packet before the stream exists (never called: publish comes first)."""
+
+    def _on_publish(self, sdp_text: str) -> None:
+        """FlvIngest callback: the media is known; attach to (or re-announce) the stream."""
+        try:
+            session = SessionDescription.parse(sdp_text)
+        except SdpError as exc:  # pragma: no cover - we generate the SDP
+            raise PublishRefused("NetStream.Publish.BadName", f"bad media: {exc}") from None
+        policy = self.server.cfg.path_policy(self.path)
+        try:
+            stream = self.server.registry.get_or_create(self.path)
+            stream.publish(self, session, replace=policy.on_conflict == "replace")
+        except StreamBusy as exc:
+            raise PublishRefused("NetStream.Publish.BadName", str(exc)) from None
+        except StreamError as exc:
+            raise PublishRefused("NetStream.Publish.Failed", str(exc)) from None
+        self.stream = stream
+        ingest = self.ingest
+        if ingest is not None:
+            ingest.on_packet = stream.on_rtp
+            if self.server.cfg.rtmp.lazy_packetize:
+                ingest.needed = stream.readers.__len__
+                ingest.on_count = stream.note_input
+
+    def _refuse(self, exc: PublishRefused) -> None:
+        log.warning("rtmp: refused %s: %s (%s)", self.description, exc.reason, exc.code)
+        self.server.stats_refused += 1
+        sid = self.publish_stream_id if self.publish_stream_id >= 0 else 1
+        self._on_status(sid, _status("error", exc.code, exc.reason))
+        self._unpublish(exc.reason)
+        self.close()
+
+    def c_unpublish(self, m: Message, txn: float, args: list[Any]) -> None:
+        if self.ingest is not None or self.stream is not None:
+            self._unpublish("the publisher stopped")
+            self._on_status(
+                self.publish_stream_id,
+                _status("status", "NetStream.Unpublish.Success", f"{self.path} is unpublished"),
+            )
+        if txn:
+            self._command(0, "_result", txn, None, amf0.UNDEFINED)
+
+    def c_delete_stream(self, m: Message, txn: float, args: list[Any]) -> None:
+        sid = args[1] if len(args) > 1 and isinstance(args[1], float) else float(m.stream_id)
+        if int(sid) == self.publish_stream_id and (self.ingest or self.stream):
+            self._unpublish("the publisher deleted its stream")
+
+    def c_play(self, m: Message, txn: float, args: list[Any]) -> None:
+        self._on_status(
+            m.stream_id or 1,
+            _status(
+                "error",
+                "NetStream.Play.Failed",
+                "this server only ingests over RTMP; read the stream over RTSP",
+            ),
+        )
+
+    def c_ignore(self, m: Message, txn: float, args: list[Any]) -> None:
+        """Commands that need no answer (receiveAudio, _result of our own calls, ...)."""
+
+
+_COMMANDS: dict[str, typing.Callable[[RtmpConnection, Message, float, list[Any]], None]] = {
+    "connect": RtmpConnection.c_connect,
+    "releaseStream": RtmpConnection.c_release_stream,
+    "FCPublish": RtmpConnection.c_fc_publish,
+    "createStream": RtmpConnection.c_create_stream,
+    "publish": RtmpConnection.c_publish,
+    "FCUnpublish": RtmpConnection.c_unpublish,
+    "deleteStream": RtmpConnection.c_delete_stream,
+    "closeStream": RtmpConnection.c_delete_stream,
+    "play": RtmpConnection.c_play,
+    "play2": RtmpConnection.c_play,
+    "_result": RtmpConnection.c_ignore,
+    "_error": RtmpConnection.c_ignore,
+    "onStatus": RtmpConnection.c_ignore,
+    "receiveAudio": RtmpConnection.c_ignore,
+    "receiveVideo": RtmpConnection.c_ignore,
+    "_checkbw": RtmpConnection.c_release_stream,
+    "getStreamLength": RtmpConnection.c_release_stream,
+}
+
+
+def _load_tls(cfg: Config) -> ssl.SSLContext | None:
+    r = cfg.rtmp
+    if not (r.tls_cert or r.tls_pkcs12):
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if r.tls_pkcs12:
+        try:
+            from cryptography.hazmat.primitives.serialization import (
+                Encoding,
+                NoEncryption,
+                PrivateFormat,
+                pkcs12,
+            )
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise OSError("[rtmp] tls_pkcs12 needs the 'cryptography' package") from exc
+        try:
+            with open(r.tls_pkcs12, "rb") as f:
+                key, cert, extra = pkcs12.load_key_and_certificates(
+                    f.read(), r.tls_pkcs12_password.encode() or None
+                )
+        except (OSError, ValueError) as exc:
+            raise OSError(f"[rtmp] tls_pkcs12 {r.tls_pkcs12}: {exc}") from None
+        if key is None or cert is None:
+            raise OSError(f"[rtmp] tls_pkcs12 {r.tls_pkcs12}: no key or certificate inside")
+        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        pem += cert.public_bytes(Encoding.PEM)
+        for c in extra or []:
+            pem += c.public_bytes(Encoding.PEM)
+        fd, name = tempfile.mkstemp(prefix="onvifcam-tls-", suffix=".pem")
+        try:
+            os.write(fd, pem)
+            os.close(fd)
+            ctx.load_cert_chain(name)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        return ctx
+    try:
+        ctx.load_cert_chain(r.tls_cert, r.tls_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise OSError(f"[rtmp] cannot load tls_cert/tls_key: {exc}") from None
+    return ctx
+
+
+class RtmpServer:
+    """The RTMP and RTMPS listeners, their connections and the publish policy."""
+
+    def __init__(self, cfg: Config, registry: StreamRegistry, limiter: ConnectionLimiter) -> None:
+        self.cfg = cfg
+        self.limits = cfg.limits
+        self.registry = registry
+        self.limiter = limiter
+        self.connections: set[RtmpConnection] = set()
+        self.claims: dict[str, RtmpConnection] = {}
+        self.out_chunk_size = max(128, min(cfg.rtmp.chunk_size, 65536))
+        self.max_message_size = chunk.MAX_MESSAGE_SIZE
+        self.idle_read_interval = max(0, cfg.rtmp.idle_read_interval_ms) / 1000
+        self.port = 0
+        self.tls_port = 0
+        self._servers: list[asyncio.base_events.Server] = []
+        self.stats_malformed = 0
+        self.stats_refused = 0
+        self.stats_auth_failures = 0
+
+    # ------------------------------------------------------------------ component
+    async def start(self) -> None:
+        """Bind the RTMP listener, and the RTMPS one when a certificate is configured."""
+        loop = asyncio.get_running_loop()
+        host = self.cfg.server.host
+        tls = _load_tls(self.cfg)
+        srv = await loop.create_server(
+            lambda: RtmpConnection(self, "rtmp"),
+            host,
+            self.cfg.server.rtmp_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self._servers.append(srv)
+        self.port = srv.sockets[0].getsockname()[1]
+        if tls is not None:
+            srv = await loop.create_server(
+                lambda: RtmpConnection(self, "rtmps"),
+                host,
+                self.cfg.server.rtmps_port,
+                ssl=tls,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append(srv)
+            self.tls_port = srv.sockets[0].getsockname()[1]
+        log.info(
+            "rtmp: listening on %s:%d%s",
+            host,
+            self.port,
+            f" (rtmps on {self.tls_port})" if self.tls_port else "",
+        )
+
+    async def stop(self) -> None:
+        """Close the listeners and every connection."""
+        for s in self._servers:
+            s.close()
+        for c in list(self.connections):
+            c._unpublish("server shutting down")
+            c.close()
+        for s in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        self._servers.clear()
+
+    def ready_info(self) -> dict[str, str]:
+        """rtmp_port (and rtmps_port) for the ready line."""
+        info = {"rtmp_port": str(self.port)}
+        if self.tls_port:
+            info["rtmps_port"] = str(self.tls_port)
+        return info
+
+    def tick(self, now: float) -> None:
+        """Enforce the handshake, publish, video and receive timeouts."""
+        lim = self.limits
+        for c in list(self.connections):
+            if c.closed:
+                continue
+            age = now - c.connected_at
+            if c.handshake is not None and age > lim.handshake_timeout:
+                c.close(f"no RTMP handshake within {lim.handshake_timeout:g} s")
+            elif not c.publish_requested_at and age > lim.publish_timeout:
+                c.close(f"no publish within {lim.publish_timeout:g} s")
+            elif now - c.last_rx > lim.idle_timeout:
+                c.close(f"nothing received for {lim.idle_timeout:g} s")
+            elif c.ingest is not None and c.stream is None:
+                if now - c.publish_requested_at > lim.media_timeout:
+                    c._unpublish("no usable media")
+                    c.close(f"no decodable video or audio within {lim.media_timeout:g} s")
+            elif (
+                c.stream is not None
+                and c.ingest is not None
+                and c.ingest.video is not None
+                and now - c.last_video > lim.media_timeout
+            ):
+                reason = f"no video for {lim.media_timeout:g} s"
+                c._unpublish(reason)
+                c.close(reason)
+
+    # ------------------------------------------------------------------ policy
+    def authorize(self, conn: RtmpConnection, path: str, params: dict[str, str]) -> None:
+        """Apply the path policy to a publish request; raises PublishRefused."""
+        cfg = self.cfg
+        if not cfg.path_allowed(path):
+            raise PublishRefused(
+                "NetStream.Publish.Denied", f"publishing to '{path}' is not allowed"
+            )
+        policy = cfg.path_policy(path)
+        if policy.publish_user:
+            user = params.get("user", params.get("username", ""))
+            password = params.get("pass", params.get("password", ""))
+            ok = hmac.compare_digest(user.encode(), policy.publish_user.encode())
+            ok = hmac.compare_digest(password.encode(), policy.publish_password.encode()) and ok
+            if not ok:
+                self.stats_auth_failures += 1
+                raise PublishRefused(
+                    "NetStream.Publish.Denied", f"wrong or missing credentials for '{path}'"
+                )
+        if policy.publish_key:
+            key = params.get("key", "")
+            if not hmac.compare_digest(key.encode(), policy.publish_key.encode()):
+                self.stats_auth_failures += 1
+                raise PublishRefused(
+                    "NetStream.Publish.Denied", f"wrong or missing stream key for '{path}'"
+                )
+        replace = policy.on_conflict == "replace"
+        holder = self.claims.get(path)
+        stream = self.registry.get(path)
+        if not replace:
+            if holder is not None and holder is not conn and not holder.closed:
+                raise PublishRefused(
+                    "NetStream.Publish.BadName",
+                    f"path '{path}' already has a publisher ({holder.description})",
+                )
+            if stream is not None and stream.online and stream.publisher is not conn:
+                desc = getattr(stream.publisher, "description", "another publisher")
+                raise PublishRefused(
+                    "NetStream.Publish.BadName", f"path '{path}' already has a publisher ({desc})"
+                )
+        elif holder is not None and holder is not conn and holder.stream is None:
+            holder.kick(f"replaced by {conn.description}")  # not on the stream yet
+        self.claims[path] = conn
