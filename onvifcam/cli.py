@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     s.add_argument("--rtsp-port", type=_port, metavar="N", help="RTSP port (default 8554)")
     s.add_argument("--rtmp-port", type=_port, metavar="N", help="RTMP port (default 1935)")
+    s.add_argument("--rtmps-port", type=_port, metavar="N", help="RTMPS port (default 1936)")
     s.add_argument("--http-port", type=_port, metavar="N", help="HTTP port (default 8080)")
     s.add_argument("--advertise", metavar="ADDR", help="address put in URLs given to clients")
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
@@ -73,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=getattr(args, "host", None),
             rtsp_port=getattr(args, "rtsp_port", None),
             rtmp_port=getattr(args, "rtmp_port", None),
+            rtmps_port=getattr(args, "rtmps_port", None),
             http_port=getattr(args, "http_port", None),
             advertise=getattr(args, "advertise", None),
             state_dir=getattr(args, "state_dir", None),
