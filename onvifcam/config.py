@@ -119,6 +119,7 @@ class CameraConfig:
     onvif_port: int = 0
     address: str = ""
     rtsp_port: int = 0
+    rtsp_listen: bool = False
     username: str = ""
     password: str = ""
     auth: bool = True

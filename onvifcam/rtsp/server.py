@@ -641,6 +641,7 @@ class RtspServer:
         self.rtcp_port = 0
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
+        self._extra: list[asyncio.base_events.Server] = []
         self.stats_malformed = 0
         self.stats_unknown_frames = 0
         self.stats_udp_foreign = 0
@@ -675,6 +676,15 @@ class RtspServer:
             sock.setblocking(False)
             tx, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
             self.multicast_transport = tx
+
+    async def listen(self, host: str, port: int) -> asyncio.base_events.Server:
+        """Serve RTSP on one more address (a camera's own IP); close it with ``.close()``."""
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(
+            lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        self._extra.append(srv)
+        return srv
 
     async def _bind_udp(self, host: str) -> None:
         loop = asyncio.get_running_loop()
@@ -711,8 +721,9 @@ class RtspServer:
 
     async def stop(self) -> None:
         """Close every session and connection, then the listeners."""
-        if self._server is not None:
-            self._server.close()
+        for srv in [self._server, *self._extra]:
+            if srv is not None:
+                srv.close()
         for s in list(self.sessions.values()):
             self.close_session(s, "server shutting down")
         for c in list(self.connections):

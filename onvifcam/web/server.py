@@ -106,6 +106,7 @@ class WebServer:
         self._by_sock: dict[tuple[str, int], Camera] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
+        self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
         self.cameras.on_added.append(self._camera_added)
         if self.cfg.onvif.enabled:
@@ -225,6 +226,7 @@ class WebServer:
             cam.bound = [(bound[0], bound[1])]
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
+            await self._start_rtsp(cam)
             shown = (
                 self.cfg.server.advertise
                 or (_url_host(bound[0]) if bound[0] not in _WILDCARD else "")
@@ -241,7 +243,29 @@ class WebServer:
         del self._sites[cam.key]
         log.error("onvif: no free port in the range for camera %r", cam.name)
 
+    async def _start_rtsp(self, cam: Camera) -> None:
+        """With ``rtsp_listen``, serve RTSP on the camera's own address too."""
+        if not (cam.address and cam.cfg.rtsp_listen) or cam.key in self._rtsp:
+            return
+        port = cam.cfg.rtsp_port or self.app.rtsp.port
+        try:
+            self._rtsp[cam.key] = await self.app.rtsp.listen(cam.address, port)
+        except OSError as exc:
+            log.error(
+                "onvif: camera %r cannot serve RTSP on %s:%d (%s); its stream URIs name the "
+                "main RTSP address",
+                cam.name,
+                cam.address,
+                port,
+                exc.strerror,
+            )
+            return
+        log.info("onvif: camera %r serves RTSP at rtsp://%s:%d/", cam.name, cam.address, port)
+
     async def _stop_camera(self, cam: Camera) -> None:
+        rtsp = self._rtsp.pop(cam.key, None)
+        if rtsp is not None:
+            rtsp.close()
         for site in self._sites.pop(cam.key, []):
             await site.stop()
         for k in [k for k, c in self._by_sock.items() if c is cam]:
@@ -306,7 +330,7 @@ class WebServer:
         sock = request.transport.get_extra_info("sockname") if request.transport else None
         port = sock[1] if sock else self.port
         base = f"http://{_url_host(host)}:{port}{prefix}"
-        rtsp_host = _url_host(self._rtsp_host(host))
+        rtsp_host = _url_host(cam.address if cam.key in self._rtsp else self._rtsp_host(host))
         rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
 
         def stream_uri(path: str, scheme: str) -> str:

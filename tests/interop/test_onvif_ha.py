@@ -26,7 +26,16 @@ from onvif.client import ONVIFService
 from onvif.exceptions import ONVIFError
 from onvif.zeep_aiohttp import AIOHTTPTransport
 
-from tests.helpers import FFPROBE, ServerProc, ffmpeg_push, running, wait_online
+from tests.helpers import (
+    FFPROBE,
+    ServerProc,
+    ffmpeg_push,
+    probe,
+    rtsp_exchange,
+    running,
+    status_of,
+    wait_online,
+)
 from tests.onvif_schema import (
     created_now,
     envelope,
@@ -71,6 +80,7 @@ password = "secret"
 name = "Dock"
 path = "dock"
 address = "127.0.0.2"
+rtsp_listen = true
 """
 
 SEEN: list[bytes] = []
@@ -286,9 +296,16 @@ def test_camera_on_its_own_address(srv: ServerProc) -> None:
         ),
     )
     validate(body)
-    # the RTSP server listens on 127.0.0.1 only, so the URI names that address
-    assert f"rtsp://127.0.0.1:{srv.rtsp_port}/dock".encode() in body
+    # rtsp_listen: the RTSP server also listens on the camera's own address, and the URI
+    # names it, so an NVR sees one device per IP for ONVIF and RTSP alike
+    assert f"rtsp://127.0.0.2:{srv.rtsp_port}/dock".encode() in body
     assert "authentication OFF" in srv.log()
+    reply = rtsp_exchange(srv.rtsp_port, b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n", "127.0.0.2")
+    assert status_of(reply) == 200
+    assert [s["codec_type"] for s in probe(f"rtsp://127.0.0.2:{srv.rtsp_port}/lobby")] == [
+        "video",
+        "audio",
+    ]
 
 
 def test_offline_camera_snapshot_is_a_placeholder(srv: ServerProc) -> None:
