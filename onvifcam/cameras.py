@@ -125,6 +125,18 @@ def _norm_codec(codec: str) -> str:
     return "H265" if c in ("H265", "HEVC") else c
 
 
+def _check_password(name: str, password: str) -> None:
+    if not password:
+        raise CameraError("ter:PasswordTooWeak", f"user {name!r} needs a password")
+    if len(password) > 64:
+        raise CameraError("ter:PasswordTooLong", "passwords are at most 64 characters")
+
+
+def _check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise CameraError("ter:AnonymousNotAllowed", f"user level {level!r}")
+
+
 def _mac_from(seed: str) -> str:
     digest = hashlib.sha256(seed.encode()).digest()
     first = (digest[0] & 0xFC) | 0x02  # locally administered, unicast
@@ -301,12 +313,8 @@ class Camera:
         for u in new:
             if not u.name or len(u.name) > 64:
                 raise CameraError("ter:UsernameTooLong", "user names are 1 to 64 characters")
-            if not u.password:
-                raise CameraError("ter:PasswordTooWeak", f"user {u.name!r} needs a password")
-            if len(u.password) > 64:
-                raise CameraError("ter:PasswordTooLong", "passwords are at most 64 characters")
-            if u.level not in LEVELS:
-                raise CameraError("ter:AnonymousNotAllowed", f"user level {u.level!r}")
+            _check_password(u.name, u.password)
+            _check_level(u.level)
         self.doc.setdefault("users", []).extend(
             {"name": u.name, "password": u.password, "level": u.level} for u in new
         )
@@ -331,14 +339,13 @@ class Camera:
             raise CameraError("ter:UsernameMissing", f"no user {name!r}")
         if u.fixed:
             raise CameraError("ter:FixedUser", f"user {name!r} comes from the configuration")
-        if level not in LEVELS:
-            raise CameraError("ter:AnonymousNotAllowed", f"user level {level!r}")
+        _check_level(level)
+        if password is not None:
+            _check_password(name, password)
         for d in self.doc.get("users", []):
             if d["name"] == name:
                 d["level"] = level
                 if password is not None:
-                    if not password:
-                        raise CameraError("ter:PasswordTooWeak", "empty password")
                     d["password"] = password
         self.save()
 
@@ -595,8 +602,8 @@ class Camera:
         self.doc["profiles"] = [p.to_json() for p in profiles]
         self.save()
 
-    def create_profile(self, name: str, token: str | None) -> ProfileState:
-        """CreateProfile: an empty, deletable profile."""
+    def create_profile(self, name: str, token: str | None, **configs: str | None) -> ProfileState:
+        """CreateProfile: a deletable profile, empty or with ``configs`` (vsc, vec, asc, aec)."""
         profiles = self.profiles
         if len(profiles) >= self.app_cfg.onvif.max_profiles:
             raise CameraError(
@@ -610,7 +617,7 @@ class Camera:
             raise CameraError("ter:InvalidArgVal", f"invalid profile token {token[:64]!r}")
         if any(p.token == token for p in profiles):
             raise CameraError("ter:ProfileExists", f"profile {token!r} exists")
-        p = ProfileState(token, name[:64] or token)
+        p = ProfileState(token, name[:64] or token, **configs)
         profiles.append(p)
         self._store_profiles(profiles)
         return p
@@ -623,7 +630,7 @@ class Camera:
         self._store_profiles([x for x in self.profiles if x.token != token])
 
     def update_profile(self, token: str, **changes: str | None) -> ProfileState:
-        """Attach or detach configurations (vsc, vec, asc, aec) of a profile."""
+        """Attach or detach configurations (vsc, vec, asc, aec) of a profile, or rename it."""
         profiles = self.profiles
         for p in profiles:
             if p.token == token:
@@ -632,15 +639,6 @@ class Camera:
                 self._store_profiles(profiles)
                 return p
         raise CameraError("ter:NoProfile", f"no profile with token {token!r}")
-
-    def rename_profile(self, token: str, name: str) -> None:
-        """Media2 Name on AddConfiguration."""
-        self.update_profile(token)
-        profiles = self.profiles
-        for p in profiles:
-            if p.token == token:
-                p.name = name[:64]
-        self._store_profiles(profiles)
 
     def video_encoders(self) -> list[str]:
         """Video encoder configuration tokens."""
@@ -731,11 +729,15 @@ class CameraRegistry:
         for other in self.cameras.values():
             if other.slug == cam.slug:
                 cam.slug = f"{cam.slug}-{hashlib.sha1(cam.key.encode()).hexdigest()[:6]}"
-            if other.uuid == cam.uuid or other.mac == cam.mac:  # copied state files
+            # copied state files: regenerate the stored identity (a configured mac or serial
+            # is the operator's choice; a clash there would regenerate the EPR on every start)
+            if other.uuid == cam.uuid or other.doc["mac"] == cam.doc["mac"]:
                 cam.doc.pop("uuid", None)
                 cam.doc.pop("mac", None)
                 cam.doc.pop("serial", None)
                 cam._ensure_identity()
+            if other.mac == cam.mac:
+                log.warning("onvif: cameras %r and %r have the same MAC", other.name, cam.name)
         self.cameras[cam.key] = cam
         for fn in self.on_added:
             fn(cam)

@@ -73,7 +73,7 @@ def _build(tmp: Path) -> tuple[etree.XMLSchema, frozenset[str]]:
     for ns, loc in imports.items():
         full = loc if loc.startswith("/") else str(tmp / loc)
         etree.SubElement(master, f"{{{XS}}}import", namespace=ns, schemaLocation=full)
-    doc = etree.fromstring(etree.tostring(master), base_url=str(tmp / "master.xsd"))
+    doc = etree.fromstring(etree.tostring(master), parser, base_url=str(tmp / "master.xsd"))
     for _attempt in range(100):
         try:
             return etree.XMLSchema(doc), frozenset(names)

@@ -10,6 +10,7 @@ stored and reported back while the stream is offline.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -25,7 +26,6 @@ from onvifcam.cameras import (
     VSRC,
     AudioView,
     Camera,
-    CameraError,
     ProfileState,
     VideoView,
 )
@@ -106,13 +106,44 @@ def video_encoder_tokens(cam: Camera, media1: bool) -> list[str]:
 
 
 def profile_or_fault(cam: Camera, token: str | None) -> ProfileState:
-    """The profile ``token``; ter:NoProfile when missing."""
+    """The profile ``token``; ter:NoProfile when missing or unknown."""
     if not token:
         raise invalid_arg("ter:NoProfile", "missing ProfileToken")
-    try:
-        return cam.profile(token)
-    except CameraError:
-        raise invalid_arg("ter:NoProfile", f"no profile with token {token!r}") from None
+    return cam.profile(token)  # CameraError ter:NoProfile becomes the same fault
+
+
+# Configuration types (Media2 names) and the ProfileState attribute holding each.
+CONFIG_TYPES = {
+    "VideoSource": "vsc",
+    "VideoEncoder": "vec",
+    "AudioSource": "asc",
+    "AudioEncoder": "aec",
+}
+
+
+def valid_tokens(cam: Camera, attr: str) -> list[str]:
+    """Configuration tokens a profile's ``attr`` (vsc, vec, asc, aec) can hold."""
+    if attr == "vsc":
+        return [VSC]
+    if attr == "vec":
+        return [VEC_MAIN, VEC_SUB]
+    if not has_audio(cam):
+        return []
+    return [ASC] if attr == "asc" else [AEC]
+
+
+def selected_tokens(cam: Camera, req: etree._Element, attr: str, valid: list[str]) -> list[str]:
+    """The configurations a request names: its ConfigurationToken, else its ProfileToken's
+    ``attr`` (none when that is not one of ``valid``), else all of ``valid``. Faults on an
+    unknown configuration token or profile, whichever the request gives."""
+    tok = text_of(req, "ConfigurationToken")
+    chosen = [check_token(tok, valid)] if tok is not None else valid
+    prof = text_of(req, "ProfileToken")
+    if prof is not None:
+        t = getattr(profile_or_fault(cam, prof), attr)
+        if tok is None:
+            chosen = [t] if t in valid else []
+    return chosen
 
 
 def multicast_el(cam: Camera, token: str) -> etree._Element:
@@ -152,7 +183,7 @@ def vsc_el(cam: Camera, tag: str = "VideoSourceConfiguration", ns: Any = TT) -> 
 
 
 def vec_el(
-    cam: Camera, token: str, ctx: Context, tag: str = "VideoEncoderConfiguration", ns: Any = TT
+    cam: Camera, token: str, tag: str = "VideoEncoderConfiguration", ns: Any = TT
 ) -> etree._Element:
     """A Media1 tt:VideoEncoderConfiguration (H.264)."""
     v = video_of(cam, token)
@@ -202,7 +233,7 @@ def media1_audio_encoding(a: AudioView) -> str | None:
 
 
 def aec_el(
-    cam: Camera, ctx: Context, tag: str = "AudioEncoderConfiguration", ns: Any = TT
+    cam: Camera, tag: str = "AudioEncoderConfiguration", ns: Any = TT
 ) -> etree._Element | None:
     """A Media1 tt:AudioEncoderConfiguration, or None when Media1 cannot name the codec."""
     a = cam.audio("main")
@@ -223,7 +254,7 @@ def aec_el(
     )
 
 
-def profile_el(cam: Camera, p: ProfileState, ctx: Context, tag: str = "Profiles") -> etree._Element:
+def profile_el(cam: Camera, p: ProfileState, tag: str = "Profiles") -> etree._Element:
     """A Media1 trt:Profiles / trt:Profile element."""
     el = getattr(TRT, tag)(TT.Name(p.name), token=p.token, fixed=xbool(p.fixed))
     if p.vsc:
@@ -232,9 +263,9 @@ def profile_el(cam: Camera, p: ProfileState, ctx: Context, tag: str = "Profiles"
     if p.asc and audio:
         el.append(asc_el(cam))
     if p.vec and p.vec in video_encoder_tokens(cam, media1=True):
-        el.append(vec_el(cam, p.vec, ctx))
+        el.append(vec_el(cam, p.vec))
     if p.aec and audio:
-        a = aec_el(cam, ctx)
+        a = aec_el(cam)
         if a is not None:
             el.append(a)
     return el
@@ -253,14 +284,14 @@ def get_service_capabilities(ctx: Context, req: etree._Element) -> etree._Elemen
 def get_profiles(ctx: Context, req: etree._Element) -> etree._Element:
     """Every profile with its configurations."""
     cam = ctx.camera
-    return TRT.GetProfilesResponse(*[profile_el(cam, p, ctx) for p in cam.profiles])
+    return TRT.GetProfilesResponse(*[profile_el(cam, p) for p in cam.profiles])
 
 
 @ops.op(NS_TRT, "GetProfile", READ_MEDIA)
 def get_profile(ctx: Context, req: etree._Element) -> etree._Element:
     """One profile."""
     p = profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
-    return TRT.GetProfileResponse(profile_el(ctx.camera, p, ctx, "Profile"))
+    return TRT.GetProfileResponse(profile_el(ctx.camera, p, "Profile"))
 
 
 @ops.op(NS_TRT, "CreateProfile", ACTUATE)
@@ -268,7 +299,7 @@ def create_profile(ctx: Context, req: etree._Element) -> etree._Element:
     """An empty, deletable profile (persisted)."""
     name = require(req, "Name")
     p = ctx.camera.create_profile(name, text_of(req, "Token"))
-    return TRT.CreateProfileResponse(profile_el(ctx.camera, p, ctx, "Profile"))
+    return TRT.CreateProfileResponse(profile_el(ctx.camera, p, "Profile"))
 
 
 @ops.op(NS_TRT, "DeleteProfile", ACTUATE)
@@ -280,77 +311,28 @@ def delete_profile(ctx: Context, req: etree._Element) -> etree._Element:
     return TRT.DeleteProfileResponse()
 
 
-def _attach(
-    ctx: Context, req: etree._Element, attr: str, valid: list[str], resp: str
-) -> etree._Element:
-    cam = ctx.camera
-    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
-    token = check_token(text_of(req, "ConfigurationToken"), valid)
-    cam.update_profile(p.token, **{attr: token})
-    return getattr(TRT, resp)()
+def _add_remove_ops(kind: str, attr: str) -> None:
+    """Register Add<kind>Configuration and Remove<kind>Configuration for ``attr``."""
+
+    def add(ctx: Context, req: etree._Element) -> etree._Element:
+        cam = ctx.camera
+        p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+        token = check_token(text_of(req, "ConfigurationToken"), valid_tokens(cam, attr))
+        cam.update_profile(p.token, **{attr: token})
+        return getattr(TRT, f"Add{kind}ConfigurationResponse")()
+
+    def remove(ctx: Context, req: etree._Element) -> etree._Element:
+        cam = ctx.camera
+        p = profile_or_fault(cam, text_of(req, "ProfileToken"))
+        cam.update_profile(p.token, **{attr: None})
+        return getattr(TRT, f"Remove{kind}ConfigurationResponse")()
+
+    ops.op(NS_TRT, f"Add{kind}Configuration", ACTUATE)(add)
+    ops.op(NS_TRT, f"Remove{kind}Configuration", ACTUATE)(remove)
 
 
-def _detach(ctx: Context, req: etree._Element, attr: str, resp: str) -> etree._Element:
-    cam = ctx.camera
-    p = profile_or_fault(cam, text_of(req, "ProfileToken"))
-    cam.update_profile(p.token, **{attr: None})
-    return getattr(TRT, resp)()
-
-
-def _audio_tokens(cam: Camera, token: str) -> list[str]:
-    return [token] if has_audio(cam) else []
-
-
-@ops.op(NS_TRT, "AddVideoSourceConfiguration", ACTUATE)
-def add_vsc(ctx: Context, req: etree._Element) -> etree._Element:
-    """Attach the video source configuration to a profile."""
-    return _attach(ctx, req, "vsc", [VSC], "AddVideoSourceConfigurationResponse")
-
-
-@ops.op(NS_TRT, "RemoveVideoSourceConfiguration", ACTUATE)
-def remove_vsc(ctx: Context, req: etree._Element) -> etree._Element:
-    """Detach the video source configuration."""
-    return _detach(ctx, req, "vsc", "RemoveVideoSourceConfigurationResponse")
-
-
-@ops.op(NS_TRT, "AddVideoEncoderConfiguration", ACTUATE)
-def add_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Attach a video encoder configuration (main or sub stream) to a profile."""
-    return _attach(ctx, req, "vec", [VEC_MAIN, VEC_SUB], "AddVideoEncoderConfigurationResponse")
-
-
-@ops.op(NS_TRT, "RemoveVideoEncoderConfiguration", ACTUATE)
-def remove_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Detach the video encoder configuration."""
-    return _detach(ctx, req, "vec", "RemoveVideoEncoderConfigurationResponse")
-
-
-@ops.op(NS_TRT, "AddAudioSourceConfiguration", ACTUATE)
-def add_asc(ctx: Context, req: etree._Element) -> etree._Element:
-    """Attach the audio source configuration (streams with audio)."""
-    return _attach(
-        ctx, req, "asc", _audio_tokens(ctx.camera, ASC), "AddAudioSourceConfigurationResponse"
-    )
-
-
-@ops.op(NS_TRT, "RemoveAudioSourceConfiguration", ACTUATE)
-def remove_asc(ctx: Context, req: etree._Element) -> etree._Element:
-    """Detach the audio source configuration."""
-    return _detach(ctx, req, "asc", "RemoveAudioSourceConfigurationResponse")
-
-
-@ops.op(NS_TRT, "AddAudioEncoderConfiguration", ACTUATE)
-def add_aec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Attach the audio encoder configuration (streams with audio)."""
-    return _attach(
-        ctx, req, "aec", _audio_tokens(ctx.camera, AEC), "AddAudioEncoderConfigurationResponse"
-    )
-
-
-@ops.op(NS_TRT, "RemoveAudioEncoderConfiguration", ACTUATE)
-def remove_aec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Detach the audio encoder configuration."""
-    return _detach(ctx, req, "aec", "RemoveAudioEncoderConfigurationResponse")
+for _kind, _attr in CONFIG_TYPES.items():
+    _add_remove_ops(_kind, _attr)
 
 
 @ops.op(NS_TRT, "GetVideoSources", READ_MEDIA)
@@ -392,7 +374,7 @@ def get_compatible_vscs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
     """The bounds are fixed to the stream's picture."""
     v = ctx.camera.video("main")
-    _check_optional_tokens(ctx.camera, req, [VSC])
+    selected_tokens(ctx.camera, req, "vsc", [VSC])
 
     def rng(lo: int, hi: int) -> list[etree._Element]:
         return [TT.Min(str(lo)), TT.Max(str(hi))]
@@ -411,21 +393,12 @@ def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
     )
 
 
-def _check_optional_tokens(cam: Camera, req: etree._Element, valid: list[str]) -> None:
-    tok = text_of(req, "ConfigurationToken")
-    if tok is not None:
-        check_token(tok, valid)
-    prof = text_of(req, "ProfileToken")
-    if prof is not None:
-        profile_or_fault(cam, prof)
-
-
 @ops.op(NS_TRT, "GetVideoEncoderConfigurations", READ_MEDIA)
 def get_vecs(ctx: Context, req: etree._Element) -> etree._Element:
     """All H.264 video encoder configurations (Media1 cannot describe H.265)."""
     cam = ctx.camera
     return TRT.GetVideoEncoderConfigurationsResponse(
-        *[vec_el(cam, t, ctx, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
+        *[vec_el(cam, t, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
     )
 
 
@@ -434,7 +407,7 @@ def get_vec(ctx: Context, req: etree._Element) -> etree._Element:
     """One video encoder configuration."""
     cam = ctx.camera
     tok = check_token(text_of(req, "ConfigurationToken"), video_encoder_tokens(cam, True))
-    return TRT.GetVideoEncoderConfigurationResponse(vec_el(cam, tok, ctx, "Configuration", TRT))
+    return TRT.GetVideoEncoderConfigurationResponse(vec_el(cam, tok, "Configuration", TRT))
 
 
 @ops.op(NS_TRT, "GetCompatibleVideoEncoderConfigurations", READ_MEDIA)
@@ -443,28 +416,16 @@ def get_compatible_vecs(ctx: Context, req: etree._Element) -> etree._Element:
     cam = ctx.camera
     profile_or_fault(cam, text_of(req, "ProfileToken"))
     return TRT.GetCompatibleVideoEncoderConfigurationsResponse(
-        *[vec_el(cam, t, ctx, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
+        *[vec_el(cam, t, "Configurations", TRT) for t in video_encoder_tokens(cam, True)]
     )
-
-
-def _encoder_for_options(cam: Camera, req: etree._Element, media1: bool) -> list[str]:
-    tok = text_of(req, "ConfigurationToken")
-    valid = video_encoder_tokens(cam, media1)
-    if tok is not None:
-        return [check_token(tok, valid)]
-    prof = text_of(req, "ProfileToken")
-    if prof is not None:
-        p = profile_or_fault(cam, prof)
-        if p.vec in valid:
-            return [p.vec]  # type: ignore[list-item]
-    return valid
 
 
 @ops.op(NS_TRT, "GetVideoEncoderConfigurationOptions", READ_MEDIA)
 def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     """What SetVideoEncoderConfiguration accepts: the stream's own codec and resolution."""
     cam = ctx.camera
-    toks = _encoder_for_options(cam, req, True)
+    valid = video_encoder_tokens(cam, True)
+    toks = selected_tokens(cam, req, "vec", valid) or valid
     views = [video_of(cam, t) for t in toks] or [cam.video("main")]
     fps_max = max(60, *[round(v.fps) for v in views])
     gov_max = max(300, *[v.gov_length for v in views])
@@ -532,44 +493,64 @@ def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height
         )
 
 
-def _int(text: str | None, what: str) -> int:
+def number(text: str | None, what: str) -> float:
+    """A finite number from a request; ter:ConfigModify when it is not one (INF and NaN
+    are valid xs:float, but stored they would break every later response)."""
     try:
-        return int(float(text or ""))
+        value = float(text or "")
     except ValueError:
-        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad {what} {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad {what} {text!r}")
+    return value
+
+
+def integer(text: str | None, what: str) -> int:
+    """An integer from a request (decimals truncated); ter:ConfigModify when it is not one."""
+    return int(number(text, what))
+
+
+def read_encoder_config(
+    cam: Camera, req: etree._Element, media1: bool
+) -> tuple[str, etree._Element, dict[str, Any]]:
+    """The Configuration of a (Media1 or Media2) SetVideoEncoderConfiguration: its token,
+    the element, and the encoder's stored settings with the new name, quality and multicast.
+    Codec and resolution must stay the stream's own (ter:ConfigModify)."""
+    conf = child(req, "Configuration")
+    if conf is None:
+        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
+    token = check_token(conf.get("token"), video_encoder_tokens(cam, media1))
+    res = child(conf, "Resolution")
+    check_encoder_change(
+        cam,
+        token,
+        require(conf, "Encoding"),
+        integer(text_of(res, "Width"), "Width"),
+        integer(text_of(res, "Height"), "Height"),
+    )
+    s = enc_settings(cam, token)
+    s["name"] = require(conf, "Name")[:64]
+    quality = number(require(conf, "Quality"), "Quality")
+    if not 0 <= quality <= 100:
+        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "Quality must be 0..100")
+    s["quality"] = quality
+    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    return token, conf, s
 
 
 @ops.op(NS_TRT, "SetVideoEncoderConfiguration", ACTUATE)
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     """Store names, quality, rate limits, GOP, multicast and timeout (codec/size are fixed)."""
     cam = ctx.camera
-    conf = child(req, "Configuration")
-    if conf is None:
-        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
-    token = check_token(conf.get("token"), video_encoder_tokens(cam, True))
-    res = child(conf, "Resolution")
-    check_encoder_change(
-        cam,
-        token,
-        require(conf, "Encoding"),
-        _int(text_of(res, "Width"), "Width"),
-        _int(text_of(res, "Height"), "Height"),
-    )
-    s = enc_settings(cam, token)
-    s["name"] = require(conf, "Name")[:64]
-    quality = float(require(conf, "Quality"))
-    if not 0 <= quality <= 100:
-        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "Quality must be 0..100")
-    s["quality"] = quality
+    token, conf, s = read_encoder_config(cam, req, media1=True)
     rc = child(conf, "RateControl")
     if rc is not None:
-        s["fps"] = max(1, _int(text_of(rc, "FrameRateLimit"), "FrameRateLimit"))
+        s["fps"] = max(1, integer(text_of(rc, "FrameRateLimit"), "FrameRateLimit"))
         s["interval"] = 1
-        s["bitrate"] = max(1, _int(text_of(rc, "BitrateLimit"), "BitrateLimit"))
+        s["bitrate"] = max(1, integer(text_of(rc, "BitrateLimit"), "BitrateLimit"))
     h264 = child(conf, "H264")
     if h264 is not None:
-        s["gov"] = max(1, _int(text_of(h264, "GovLength"), "GovLength"))
-    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+        s["gov"] = max(1, integer(text_of(h264, "GovLength"), "GovLength"))
     st = text_of(conf, "SessionTimeout")
     if st:
         if not re.fullmatch(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+", st):
@@ -613,7 +594,7 @@ def get_ascs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_asc(ctx: Context, req: etree._Element) -> etree._Element:
     """One audio source configuration."""
     cam = ctx.camera
-    check_token(text_of(req, "ConfigurationToken"), _audio_tokens(cam, ASC))
+    check_token(text_of(req, "ConfigurationToken"), valid_tokens(cam, "asc"))
     return TRT.GetAudioSourceConfigurationResponse(asc_el(cam, "Configuration", TRT))
 
 
@@ -631,7 +612,7 @@ def get_compatible_ascs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_asc_options(ctx: Context, req: etree._Element) -> etree._Element:
     """The one audio input."""
     cam = ctx.camera
-    _check_optional_tokens(cam, req, _audio_tokens(cam, ASC))
+    selected_tokens(cam, req, "asc", valid_tokens(cam, "asc"))
     if not has_audio(cam):
         raise Fault(("ter:ActionNotSupported", "ter:AudioNotSupported"), "no audio", "Receiver")
     return TRT.GetAudioSourceConfigurationOptionsResponse(
@@ -640,7 +621,7 @@ def get_asc_options(ctx: Context, req: etree._Element) -> etree._Element:
 
 
 def _aecs(ctx: Context, tag: str) -> list[etree._Element]:
-    a = aec_el(ctx.camera, ctx, tag, TRT)
+    a = aec_el(ctx.camera, tag, TRT)
     return [a] if a is not None else []
 
 
@@ -669,7 +650,7 @@ def get_compatible_aecs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_aec_options(ctx: Context, req: etree._Element) -> etree._Element:
     """The stream's own audio encoding."""
     cam = ctx.camera
-    _check_optional_tokens(cam, req, [AEC])
+    selected_tokens(cam, req, "aec", [AEC])
     a = cam.audio("main")
     opts = TRT.Options()
     if a is not None and media1_audio_encoding(a):

@@ -6,18 +6,22 @@ from typing import Any
 
 from lxml import etree
 
-from onvifcam.cameras import AEC, ASC, VEC_MAIN, VEC_SUB, VSC, Camera, ProfileState
+from onvifcam.cameras import AEC, VEC_MAIN, VSC, Camera, ProfileState
 from onvifcam.onvif.device import media2_capabilities_tr2
 from onvifcam.onvif.media import (
+    CONFIG_TYPES,
     asc_el,
-    check_encoder_change,
     check_token,
     enc_settings,
     has_audio,
+    integer,
     multicast_el,
+    number,
     profile_or_fault,
-    read_multicast,
+    read_encoder_config,
     reported_rates,
+    selected_tokens,
+    valid_tokens,
     video_encoder_tokens,
     video_of,
     vsc_el,
@@ -30,7 +34,6 @@ from onvifcam.onvif.soap import (
     TR2,
     TT,
     Context,
-    Fault,
     OperationTable,
     child,
     children,
@@ -42,23 +45,7 @@ from onvifcam.onvif.soap import (
 
 ops = OperationTable()
 
-_TYPES = {
-    "VideoSource": "vsc",
-    "VideoEncoder": "vec",
-    "AudioSource": "asc",
-    "AudioEncoder": "aec",
-}
 _AUDIO_MEDIA2 = {"MPEG4-GENERIC": "MP4A-LATM", "MP4A-LATM": "MP4A-LATM"}
-
-
-def _valid_tokens(cam: Camera, attr: str) -> list[str]:
-    if attr == "vsc":
-        return [VSC]
-    if attr == "vec":
-        return [VEC_MAIN, VEC_SUB]
-    if attr == "asc":
-        return [ASC] if has_audio(cam) else []
-    return [AEC] if has_audio(cam) else []
 
 
 def vec2_el(cam: Camera, token: str, tag: str = "VideoEncoder", ns: Any = TR2) -> etree._Element:
@@ -147,32 +134,29 @@ def _refs(req: etree._Element) -> list[tuple[str, str | None]]:
     return out
 
 
-def _apply_refs(cam: Camera, token: str, refs: list[tuple[str, str | None]]) -> None:
+def _attr(kind: str) -> str:
+    attr = CONFIG_TYPES.get(kind)
+    if attr is None:
+        raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
+    return attr
+
+
+def _changes(cam: Camera, refs: list[tuple[str, str | None]]) -> dict[str, str | None]:
+    """The profile attributes that configuration references set (checked, nothing stored)."""
     changes: dict[str, str | None] = {}
     for kind, tok in refs:
-        attr = _TYPES.get(kind)
-        if attr is None:
-            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
-        valid = _valid_tokens(cam, attr)
+        attr = _attr(kind)
+        valid = valid_tokens(cam, attr)
         changes[attr] = check_token(tok or (valid[0] if valid else None), valid)
-    if changes:
-        cam.update_profile(token, **changes)
+    return changes
 
 
 @ops.op(NS_TR2, "CreateProfile", ACTUATE)
 def create_profile(ctx: Context, req: etree._Element) -> etree._Element:
     """A new deletable profile, optionally with configurations."""
     cam = ctx.camera
-    refs = _refs(req)
-    for kind, _tok in refs:
-        if kind not in _TYPES:
-            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
-    p = cam.create_profile(require(req, "Name"), None)
-    try:
-        _apply_refs(cam, p.token, refs)
-    except Fault:
-        cam.delete_profile(p.token)
-        raise
+    changes = _changes(cam, _refs(req))
+    p = cam.create_profile(require(req, "Name"), None, **changes)
     return TR2.CreateProfileResponse(TR2.Token(p.token))
 
 
@@ -190,10 +174,12 @@ def add_configuration(ctx: Context, req: etree._Element) -> etree._Element:
     """Attach configurations to a profile (and rename it when Name is given)."""
     cam = ctx.camera
     p = profile_or_fault(cam, text_of(req, "ProfileToken"))
-    _apply_refs(cam, p.token, _refs(req))
+    changes = _changes(cam, _refs(req))
     name = text_of(req, "Name")
     if name:
-        cam.rename_profile(p.token, name)
+        changes["name"] = name[:64]
+    if changes:
+        cam.update_profile(p.token, **changes)
     return TR2.AddConfigurationResponse()
 
 
@@ -202,33 +188,17 @@ def remove_configuration(ctx: Context, req: etree._Element) -> etree._Element:
     """Detach configurations from a profile."""
     cam = ctx.camera
     p = profile_or_fault(cam, text_of(req, "ProfileToken"))
-    changes: dict[str, str | None] = {}
-    for kind, _tok in _refs(req):
-        attr = _TYPES.get(kind)
-        if attr is None:
-            raise invalid_arg("ter:NoConfig", f"configuration type {kind!r} is not supported")
-        changes[attr] = None
-    cam.update_profile(p.token, **changes)
+    changes: dict[str, str | None] = {_attr(kind): None for kind, _tok in _refs(req)}
+    if changes:
+        cam.update_profile(p.token, **changes)
     return TR2.RemoveConfigurationResponse()
-
-
-def _selected(cam: Camera, req: etree._Element, attr: str, valid: list[str]) -> list[str]:
-    tok = text_of(req, "ConfigurationToken")
-    if tok is not None:
-        return [check_token(tok, valid)]
-    prof = text_of(req, "ProfileToken")
-    if prof is not None:
-        p = profile_or_fault(cam, prof)
-        t = getattr(p, attr)
-        return [t] if t in valid else []
-    return valid
 
 
 @ops.op(NS_TR2, "GetVideoSourceConfigurations", READ_MEDIA)
 def get_vscs(ctx: Context, req: etree._Element) -> etree._Element:
     """Video source configurations."""
     cam = ctx.camera
-    sel = _selected(cam, req, "vsc", [VSC])
+    sel = selected_tokens(cam, req, "vsc", [VSC])
     return TR2.GetVideoSourceConfigurationsResponse(
         *[vsc_el(cam, "Configurations", TR2) for _ in sel]
     )
@@ -238,7 +208,7 @@ def get_vscs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_vecs(ctx: Context, req: etree._Element) -> etree._Element:
     """Video encoder configurations (H.264 and H.265)."""
     cam = ctx.camera
-    sel = _selected(cam, req, "vec", video_encoder_tokens(cam, False))
+    sel = selected_tokens(cam, req, "vec", video_encoder_tokens(cam, False))
     return TR2.GetVideoEncoderConfigurationsResponse(
         *[vec2_el(cam, t, "Configurations") for t in sel]
     )
@@ -248,7 +218,7 @@ def get_vecs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     """Per encoder: its stream's codec, resolution and profile."""
     cam = ctx.camera
-    sel = _selected(cam, req, "vec", video_encoder_tokens(cam, False)) or [VEC_MAIN]
+    sel = selected_tokens(cam, req, "vec", video_encoder_tokens(cam, False)) or [VEC_MAIN]
     out = TR2.GetVideoEncoderConfigurationOptionsResponse()
     for t in sel:
         v = video_of(cam, t)
@@ -273,33 +243,14 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     """Store names, quality, rate limits, GOP and multicast (codec/size are the stream's)."""
     cam = ctx.camera
-    conf = child(req, "Configuration")
-    if conf is None:
-        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
-    token = check_token(conf.get("token"), video_encoder_tokens(cam, False))
-    res = child(conf, "Resolution")
-    try:
-        w = int(text_of(res, "Width") or 0)
-        h = int(text_of(res, "Height") or 0)
-        quality = float(require(conf, "Quality"))
-    except ValueError:
-        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "bad number") from None
-    check_encoder_change(cam, token, require(conf, "Encoding"), w, h)
-    s = enc_settings(cam, token)
-    s["name"] = require(conf, "Name")[:64]
-    if not 0 <= quality <= 100:
-        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "Quality must be 0..100")
-    s["quality"] = quality
+    token, conf, s = read_encoder_config(cam, req, media1=False)
     rc = child(conf, "RateControl")
-    try:
-        if rc is not None:
-            s["fps"] = max(1.0, float(text_of(rc, "FrameRateLimit") or 1))
-            s["bitrate"] = max(1, int(text_of(rc, "BitrateLimit") or 1))
-        if conf.get("GovLength"):
-            s["gov"] = max(1, int(conf.get("GovLength", "1")))
-    except ValueError:
-        raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), "bad rate control") from None
-    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    if rc is not None:
+        s["fps"] = max(1.0, number(text_of(rc, "FrameRateLimit") or "1", "FrameRateLimit"))
+        s["bitrate"] = max(1, integer(text_of(rc, "BitrateLimit") or "1", "BitrateLimit"))
+    gov = conf.get("GovLength")
+    if gov:
+        s["gov"] = max(1, integer(gov, "GovLength"))
     cam.set_encoder_settings(token, s)
     return TR2.SetVideoEncoderConfigurationResponse()
 
@@ -308,7 +259,7 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
 def get_ascs(ctx: Context, req: etree._Element) -> etree._Element:
     """Audio source configurations (none without audio)."""
     cam = ctx.camera
-    sel = _selected(cam, req, "asc", _valid_tokens(cam, "asc"))
+    sel = selected_tokens(cam, req, "asc", valid_tokens(cam, "asc"))
     return TR2.GetAudioSourceConfigurationsResponse(
         *[asc_el(cam, "Configurations", TR2) for _ in sel]
     )
@@ -318,7 +269,7 @@ def get_ascs(ctx: Context, req: etree._Element) -> etree._Element:
 def get_aecs(ctx: Context, req: etree._Element) -> etree._Element:
     """Audio encoder configurations (none without audio)."""
     cam = ctx.camera
-    sel = _selected(cam, req, "aec", _valid_tokens(cam, "aec"))
+    sel = selected_tokens(cam, req, "aec", valid_tokens(cam, "aec"))
     els = [aec2_el(cam, "Configurations") for _ in sel]
     return TR2.GetAudioEncoderConfigurationsResponse(*[e for e in els if e is not None])
 

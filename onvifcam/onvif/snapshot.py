@@ -18,7 +18,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
-from onvifcam.media import rtp
+from onvifcam.media import h264, h265, rtp
 from onvifcam.media.stream import Stream
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ def _annexb_keyframe(codec: str, packets: list[bytes], fmtp: dict[str, str]) -> 
             continue
         payloads.append(p[h.payload_start : h.payload_end])
     if codec == "H264":
-        from onvifcam.media import h264
-
         nals = h264.depacketize(payloads)
         types = {n[0] & 0x1F for n in nals if n}
         if not {7, 8} <= types:
@@ -53,8 +51,6 @@ def _annexb_keyframe(codec: str, packets: list[bytes], fmtp: dict[str, str]) -> 
                 pass
         return h264.to_annexb(nals)
     if codec in ("H265", "HEVC"):
-        from onvifcam.media import h265
-
         nals = h265.depacketize(payloads)
         types = {(n[0] >> 1) & 0x3F for n in nals if len(n) > 1}
         if not {32, 33, 34} <= types:
@@ -62,15 +58,8 @@ def _annexb_keyframe(codec: str, packets: list[bytes], fmtp: dict[str, str]) -> 
                 nals = h265.parse_sprop(fmtp) + nals
             except ValueError:
                 pass
-        return h264_annexb(nals)
+        return h264.to_annexb(nals)  # Annex-B framing is the same for H.265
     raise SnapshotError(f"snapshots of {codec} streams are not supported")
-
-
-def h264_annexb(nals: list[bytes]) -> bytes:
-    """Annex-B framing (same for H.264 and H.265)."""
-    from onvifcam.media import h264
-
-    return h264.to_annexb(nals)
 
 
 def _qscale(quality: int) -> int:
@@ -107,7 +96,10 @@ def decode_to_jpeg(codec: str, annexb: bytes, quality: int) -> bytes:
         raise SnapshotError(f"cannot decode the keyframe: {exc}") from None
     if not frames:
         raise SnapshotError("the keyframe decoded to no picture")
-    return encode_jpeg(frames[0], quality)
+    try:
+        return encode_jpeg(frames[0], quality)
+    except av.error.FFmpegError as exc:
+        raise SnapshotError(f"cannot encode the picture as JPEG: {exc}") from None
 
 
 # --------------------------------------------------------------------------- placeholder
@@ -240,14 +232,18 @@ class SnapshotService:
             self._pool, decode_to_jpeg, track.codec.upper(), annexb, self.quality
         )
         self._inflight[stream.path] = (key, fut)
-        try:
-            data = await asyncio.shield(fut)
-        finally:
-            if self._inflight.get(stream.path, (b"", None))[1] is fut:
-                del self._inflight[stream.path]
-        self.decodes += 1
-        self._cache[stream.path] = (key, data)
-        return data
+        path = stream.path
+
+        def finished(f: asyncio.Future[bytes]) -> None:
+            # Runs even when every requester went away, so a GOP is still decoded only once.
+            if self._inflight.get(path, (b"", None))[1] is f:
+                del self._inflight[path]
+            if not f.cancelled() and f.exception() is None:
+                self.decodes += 1
+                self._cache[path] = (key, f.result())
+
+        fut.add_done_callback(finished)
+        return await asyncio.shield(fut)
 
     async def placeholder(self, width: int, height: int, text: str) -> bytes:
         """The offline picture (cached per size and text)."""

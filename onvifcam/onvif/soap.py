@@ -25,8 +25,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from lxml import etree
 from lxml.builder import ElementMaker
@@ -101,6 +100,12 @@ CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 _DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 CONTENT_TYPE11 = "text/xml; charset=utf-8"
 
+
+def content_type(soap_ns: str) -> str:
+    """The response Content-Type for a SOAP version (answered in kind)."""
+    return CONTENT_TYPE if soap_ns == ENV12 else CONTENT_TYPE11
+
+
 _PARSER = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
@@ -121,6 +126,7 @@ _PARENT = {
     "ter:AnonymousNotAllowed": "ter:OperationProhibited",
     "ter:FixedScope": "ter:OperationProhibited",
     "ter:ScopeOverwrite": "ter:OperationProhibited",
+    "ter:DeletionOfFixedProfile": "ter:Action",
 }
 
 
@@ -148,7 +154,8 @@ class Fault(Exception):
         parent = _PARENT.get(exc.subcode) or (
             "ter:InvalidArgVal" if exc.code == "Sender" else "ter:Action"
         )
-        return cls((parent, exc.subcode), str(exc), exc.code)
+        subcodes = (parent,) if parent == exc.subcode else (parent, exc.subcode)
+        return cls(subcodes, str(exc), exc.code)
 
 
 def not_authorized(reason: str = "Sender not authorized", challenge: bool = False) -> Fault:
@@ -413,7 +420,6 @@ class Context:
     http_port: int = 80
     rtsp_port: int = 554
     multicast: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[[Context, etree._Element], etree._Element]
@@ -523,11 +529,10 @@ class Dispatcher:
             except CameraError as exc:
                 raise Fault.from_camera(exc) from None
             body = serialize(result, soap_ns)
-            ctype = CONTENT_TYPE if soap_ns == ENV12 else CONTENT_TYPE11
             return Response(
                 200,
                 body,
-                [("Content-Type", ctype)],
+                [("Content-Type", content_type(soap_ns))],
                 action,
                 user.name if user else "",
             )
@@ -538,7 +543,7 @@ class Dispatcher:
                 log.info("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
             elif f.code == "Sender":
                 log.info("onvif %s: %s: %s", camera.name, _short(action) or "request", f.reason)
-            headers = [("Content-Type", CONTENT_TYPE if soap_ns == ENV12 else CONTENT_TYPE11)]
+            headers = [("Content-Type", content_type(soap_ns))]
             if f.challenge:
                 headers += self.digest.challenge_headers()
             reason = "Sender not authorized" if "ter:NotAuthorized" in f.subcodes else f.reason
@@ -548,7 +553,8 @@ class Dispatcher:
             self.faults += 1
             log.exception("onvif %s: internal error in %s", camera.name, _short(action))
             f = Fault("ter:Action", "internal error", "Receiver", 500)
-            return Response(500, fault_body(f, soap_ns), [("Content-Type", CONTENT_TYPE)], action)
+            headers = [("Content-Type", content_type(soap_ns))]
+            return Response(500, fault_body(f, soap_ns), headers, action)
 
     def _authenticate(
         self,

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
+from onvifcam.media.stream import Stream
 from onvifcam.onvif import device, media, media2
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
 from onvifcam.onvif.soap import (
@@ -111,6 +112,7 @@ class WebServer:
         self.cameras.on_added.append(self._camera_added)
         if self.cfg.onvif.enabled:
             app.registry.listeners.append(self.cameras.stream_changed)
+            app.registry.listeners.append(self._stream_changed)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -149,6 +151,11 @@ class WebServer:
     def tick(self, now: float) -> None:
         """Remember measured rates for the profiles of offline cameras."""
         self.cameras.tick()
+
+    def _stream_changed(self, stream: Stream, what: str) -> None:
+        # A stream's cached JPEG can never be served again once its publisher left.
+        if what == "unpublish":
+            self.snapshots.forget(stream.path)
 
     def ready_info(self) -> dict[str, str]:
         """The main HTTP port for the ready line."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -106,6 +107,13 @@ def validate_every_zeep_response() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def srv() -> Iterator[ServerProc]:
     """One server with two configured cameras and ffmpeg publishing main and sub streams."""
+    with lobby_server() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def lobby_server() -> Iterator[ServerProc]:
+    """A CONFIG server with ffmpeg publishing the Lobby camera's main and sub streams."""
     server = ServerProc(config=CONFIG).start()
     pubs = [
         ffmpeg_push(server.url("lobby"), frames=1_000_000, size="640x360", gop=25),

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProc, ffmpeg_push, running, wait_online
-from tests.interop.test_onvif_ha import CONFIG, api, ffprobe
+from tests.helpers import ServerProc
+from tests.interop.test_onvif_ha import api, ffprobe, lobby_server
 from tests.onvif_schema import validate
 
 pytestmark = pytest.mark.interop
@@ -37,20 +37,8 @@ def node() -> str:
 @pytest.fixture(scope="module")
 def srv() -> Iterator[ServerProc]:
     """A server with the Lobby camera and ffmpeg publishing its main and sub streams."""
-    server = ServerProc(config=CONFIG).start()
-    pubs = [
-        ffmpeg_push(server.url("lobby"), frames=1_000_000, size="640x360", gop=25),
-        ffmpeg_push(server.url("lobby/sub"), frames=1_000_000, size="320x180", gop=25, audio=False),
-    ]
-    try:
-        wait_online(server.url("lobby"))
-        wait_online(server.url("lobby/sub"))
+    with lobby_server() as server:
         yield server
-    finally:
-        for p in pubs:
-            with running(p):
-                pass
-        server.stop()
 
 
 def run_client(node: str, port: int, user: str, password: str) -> tuple[int, dict[str, Any]]:

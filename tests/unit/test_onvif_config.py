@@ -86,3 +86,25 @@ def test_registry_names_slugs_and_lookup(tmp_path: Path) -> None:
     assert reg.claimed("front")
     assert len({a.uuid, b.uuid}) == 2 and len({a.mac, b.mac}) == 2
     assert int(a.mac.split(":")[0], 16) & 0x03 == 0x02  # locally administered unicast
+
+
+def test_configured_mac_clash_keeps_identities_across_restarts(tmp_path: Path) -> None:
+    mac = "02:00:00:00:00:01"
+    cfg = from_dict(
+        {
+            "cameras": [
+                {"name": "a", "path": "a", "mac": mac},
+                {"name": "b", "path": "b", "mac": mac},
+            ]
+        }
+    )
+
+    def load() -> CameraRegistry:
+        streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=10)
+        reg = CameraRegistry(cfg, StateStore(tmp_path), streams)
+        reg.load()
+        return reg
+
+    first = {k: c.uuid for k, c in load().cameras.items()}
+    assert len(set(first.values())) == 2
+    assert {k: c.uuid for k, c in load().cameras.items()} == first

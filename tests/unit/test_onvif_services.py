@@ -641,3 +641,123 @@ def test_h265_snapshot_and_media2_profile(tmp_path: Path) -> None:
     body = call((reg, streams, disp), f"<GetProfiles {TR2}><Type>All</Type></GetProfiles>")
     assert b"<tt:Encoding>H265</tt:Encoding>" in body
     assert b"<tt:Width>320</tt:Width>" in body
+
+
+# --------------------------------------------------------------------------- fault details
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _set_vec(W, H).replace("<tt:Quality>55</tt:Quality>", "<tt:Quality>high</tt:Quality>"),
+        _set_vec(W, H).replace(">12</tt:FrameRateLimit>", ">1e999</tt:FrameRateLimit>"),
+        MEDIA2_OPS[-1].replace(">25</tt:FrameRateLimit>", ">INF</tt:FrameRateLimit>"),
+    ],
+    ids=["media1-quality", "media1-fps-overflow", "media2-fps-inf"],
+)
+def test_bad_encoder_numbers_are_config_modify_and_not_stored(world: Any, body: str) -> None:
+    assert fault_subcodes(call(world, body, ok=False)) == ["ter:InvalidArgVal", "ter:ConfigModify"]
+    assert world[0].cameras["Lobby"].encoder_settings("VideoEncoder_1") == {}
+    call(world, f"<GetProfiles {TRT}/>")
+
+
+@pytest.mark.parametrize(
+    ("body", "subcodes"),
+    [
+        (
+            f"<DeleteProfile {TRT}><ProfileToken>Profile_1</ProfileToken></DeleteProfile>",
+            ["ter:Action", "ter:DeletionOfFixedProfile"],
+        ),
+        (
+            f"<SetDiscoveryMode {TDS}><DiscoveryMode>Hidden</DiscoveryMode></SetDiscoveryMode>",
+            ["ter:InvalidArgVal"],
+        ),
+        (
+            f"<CreateProfile {TRT}><Name>a</Name><Token>bad token!</Token></CreateProfile>",
+            ["ter:InvalidArgVal"],
+        ),
+    ],
+    ids=["fixed-profile", "discovery-mode", "profile-token"],
+)
+def test_camera_faults_carry_onvif_subcodes(world: Any, body: str, subcodes: list[str]) -> None:
+    assert fault_subcodes(call(world, body, ok=False)) == subcodes
+
+
+def test_refused_set_user_changes_nothing(world: Any) -> None:
+    call(world, DEVICE_OPS[15])  # CreateUsers bob, Operator
+    for password in (" ", "x" * 65):  # blank (stripped to empty) and too long
+        body = DEVICE_OPS[16].replace(
+            "<tt:Password>pw2</tt:Password>", f"<tt:Password>{password}</tt:Password>"
+        )
+        assert "ter:OperationProhibited" in fault_subcodes(call(world, body, ok=False))
+    cam = world[0].cameras["Lobby"]
+    assert cam.user("bob") == User("bob", "pw1", "Operator")
+    cam.save()  # nothing half-applied waits in memory either
+    assert (
+        make_world(Path(cam.store.dir).parent)[0].cameras["Lobby"].user("bob").level == "Operator"
+    )
+
+
+def test_media2_profile_changes_are_one_state_write_each(world: Any) -> None:
+    store = world[0].cameras["Lobby"].store
+    before = store.writes
+    body = call(
+        world,
+        f"<CreateProfile {TR2}><Name>p</Name><Configuration><Type>VideoSource</Type>"
+        "</Configuration><Configuration><Type>VideoEncoder</Type></Configuration></CreateProfile>",
+    ).decode()
+    token = body.split("<tr2:Token>")[1].split("</tr2:Token>")[0]
+    call(
+        world,
+        f"<AddConfiguration {TR2}><ProfileToken>{token}</ProfileToken><Name>renamed</Name>"
+        "<Configuration><Type>AudioSource</Type></Configuration></AddConfiguration>",
+    )
+    assert store.writes == before + 2
+    p = world[0].cameras["Lobby"].profile(token)
+    assert (p.name, p.vsc, p.vec, p.asc) == (
+        "renamed",
+        "VideoSourceConfig_1",
+        "VideoEncoder_1",
+        "AudioSourceConfig_1",
+    )
+    # a refused reference leaves no half-made profile behind
+    call(
+        world,
+        f"<CreateProfile {TR2}><Name>q</Name><Configuration><Type>VideoEncoder</Type>"
+        "<Token>nope</Token></Configuration></CreateProfile>",
+        ok=False,
+    )
+    assert store.writes == before + 2
+    assert len(world[0].cameras["Lobby"].profiles) == 3
+
+
+def test_a_cancelled_snapshot_request_does_not_waste_its_decode(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onvifcam.onvif import snapshot
+
+    calls = []
+    real = snapshot.decode_to_jpeg
+
+    def counting(*args: Any) -> bytes:
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(snapshot, "decode_to_jpeg", counting)
+    stream = world[1].get("lobby")
+    svc = SnapshotService()
+
+    async def go() -> bytes:
+        first = asyncio.create_task(svc.jpeg(stream))
+        await asyncio.sleep(0)  # the decode is in the worker now
+        first.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await svc.jpeg(stream)
+
+    try:
+        data = asyncio.run(go())
+    finally:
+        svc.close()
+    assert _decode(data) == (W, H)
+    assert calls == ["H264"] and svc.decodes == 1

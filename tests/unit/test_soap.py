@@ -421,3 +421,24 @@ def test_any_content_type_and_soap11_answered_in_kind(
     assert resp.status == 200
     assert dict(resp.headers)["Content-Type"].startswith("text/xml")
     assert b"http://schemas.xmlsoap.org/soap/envelope/" in resp.body
+
+
+def test_internal_error_is_a_fault_in_the_request_soap_version(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    reg, _disp = world
+    cam = reg.cameras["Open"]
+    table = soap.OperationTable()
+
+    @table.op(soap.NS_TDS, "GetHostname", soap.PRE_AUTH)
+    def broken(ctx: Context, req: etree._Element) -> etree._Element:
+        raise RuntimeError("handler bug")
+
+    data = (
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+        b'<GetHostname xmlns="http://www.onvif.org/ver10/device/wsdl"/></e:Body></e:Envelope>'
+    )
+    resp = Dispatcher(table).dispatch(data, _ctx(cam), cam)  # type: ignore[arg-type]
+    assert resp.status == 500
+    assert dict(resp.headers)["Content-Type"].startswith("text/xml")
+    assert etree.fromstring(resp.body).findtext(".//faultcode") == "s:Server"
