@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench_common import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,11 +59,6 @@ def _config(n: int, unicast_repeat: int) -> str:
     return text
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rcvbuf_errors(ns: str) -> int:
     out = subprocess.run(
         ["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], capture_output=True, text=True
@@ -83,7 +79,7 @@ def bench(n: int, runs: int, wait: float, unicast_repeat: int) -> list[Run]:
             time.sleep(3.0)  # let the start-up Hello burst pass
             for _ in range(runs):
                 drops = _rcvbuf_errors(net.client)
-                cpu = _cpu(srv.proc.pid)
+                cpu = cpu_seconds(srv.proc.pid)
                 cmd = [sys.executable, "-m", "onvifcam", "discover", "--json", "--type", "nvt"]
                 cmd += ["--interface", net.client_ip, "--timeout", str(wait)]
                 r = subprocess.run(
@@ -93,6 +89,8 @@ def bench(n: int, runs: int, wait: float, unicast_repeat: int) -> list[Run]:
                     cwd=str(ROOT),
                     timeout=120,
                 )
+                if r.returncode != 0:
+                    raise RuntimeError(f"onvifcam discover failed: {r.stderr[-2000:]}")
                 res = json.loads(r.stdout)
                 time.sleep(0.5)
                 out.append(
@@ -101,7 +99,7 @@ def bench(n: int, runs: int, wait: float, unicast_repeat: int) -> list[Run]:
                         last=res["last_match_s"],
                         datagrams=res["datagrams"],
                         rcvbuf_drops=_rcvbuf_errors(net.client) - drops,
-                        server_cpu=_cpu(srv.proc.pid) - cpu,
+                        server_cpu=cpu_seconds(srv.proc.pid) - cpu,
                     )
                 )
         finally:

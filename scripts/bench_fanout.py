@@ -49,12 +49,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_common import cpu_seconds, pin_and_use_uvloop, rtsp_record, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onvifcam.media import h264, rtp  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CACHE = Path("/tmp/onvifcam-bench-fanout")
 GST_PYTHON = "/usr/bin/python3"
 SERVER_CPU = 0
@@ -72,13 +73,6 @@ PROCS: list[subprocess.Popen[bytes]] = []
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def free_udp_ports(n: int) -> list[int]:
@@ -125,30 +119,23 @@ def pct(values: list[float], q: float) -> float:
 
 def start_proc(cmd: list[str], out: Path, err: Path, cwd: Path, env: dict[str, str] | None = None):
     """Start a process in its own process group; stdout and stderr go to files."""
-    p = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=open(out, "wb"),
-        stderr=open(err, "wb"),
-        cwd=str(cwd),
-        env=env,
-        start_new_session=True,
-    )
+    with open(out, "wb") as o, open(err, "wb") as e:
+        p = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=o,
+            stderr=e,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,
+        )
     PROCS.append(p)
     return p
 
 
 def stop_proc(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Signal a process group we started, wait, then kill it."""
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+    stop_process(p, sig)
     with contextlib.suppress(ValueError):
         PROCS.remove(p)
 
@@ -339,33 +326,7 @@ class TcpPublisher(Publisher):
     @classmethod
     async def connect(cls, port: int, path: str, sdp: str) -> TcpPublisher:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        url = f"rtsp://127.0.0.1:{port}/{path}"
-        session = ""
-        cseq = 0
-
-        async def request(method: str, uri: str, headers: list[str], body: bytes = b"") -> None:
-            nonlocal session, cseq
-            cseq += 1
-            lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {cseq}", *headers]
-            if session:
-                lines.append(f"Session: {session}")
-            if body:
-                lines.append(f"Content-Length: {len(body)}")
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-            head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            if " 200 " not in head.split("\r\n", 1)[0]:
-                raise RuntimeError(f"{method} {uri}: {head.splitlines()[0]}")
-            m = re.search(r"^Session:\s*([^;\r\n]+)", head, re.M | re.I)
-            if m:
-                session = m.group(1).strip()
-
-        await request("ANNOUNCE", url, ["Content-Type: application/sdp"], sdp.encode())
-        await request(
-            "SETUP",
-            f"{url}/trackID=0",
-            ["Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record"],
-        )
-        await request("RECORD", url, ["Range: npt=0.000-"])
+        await rtsp_record(reader, writer, f"rtsp://127.0.0.1:{port}/{path}", sdp)
         return cls(reader, writer)
 
     def send(self, g: int, packets: list[bytes], framed: bytes) -> None:
@@ -968,11 +929,7 @@ def main() -> int:
         ap.error("at most 1000 readers / cameras")
     if os.cpu_count() and os.cpu_count() < 2:  # type: ignore[operator]
         ap.error("needs 2 CPUs (server on CPU 0, load generator on CPU 1)")
-    os.sched_setaffinity(0, {LOAD_CPU})
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    pin_and_use_uvloop(LOAD_CPU)
     started = time.monotonic()
     why_no_peer = "--no-peer" if args.no_peer else peer_available()
     servers = ([] if args.no_onvifcam else ["onvifcam"]) + ([] if why_no_peer else ["gst"])

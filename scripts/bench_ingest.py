@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import heapq
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_common import cpu_times, free_port, pin_and_use_uvloop, rtsp_record, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -42,22 +42,8 @@ from onvifcam.rtmp import flv  # noqa: E402
 from onvifcam.rtmp.chunk import ChunkWriter  # noqa: E402
 from onvifcam.rtmp.client import RtmpPublisher  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 ACK_WINDOW = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """(utime, stime) of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def encode_fixture(path: Path, seconds: int) -> None:
@@ -156,36 +142,7 @@ async def rtmp_connect(port: int, name: str, media: Media) -> Conn:
 
 async def rtsp_connect(port: int, name: str, media: Media) -> Conn:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    url = f"rtsp://127.0.0.1:{port}/{name}"
-    session = ""
-
-    async def request(method: str, uri: str, headers: list[str], body: bytes = b"") -> str:
-        nonlocal session
-        cseq = request.cseq = getattr(request, "cseq", 0) + 1  # type: ignore[attr-defined]
-        lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {cseq}", *headers]
-        if session:
-            lines.append(f"Session: {session}")
-        if body:
-            lines.append(f"Content-Length: {len(body)}")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        if " 200 " not in head.split("\r\n", 1)[0]:
-            raise RuntimeError(f"{method} failed: {head.splitlines()[0]}")
-        m = re.search(r"^Session:\s*([^;\r\n]+)", head, re.M | re.I)
-        if m:
-            session = m.group(1).strip()
-        return head
-
-    sdp = media.sdp.encode()
-    await request("ANNOUNCE", url, ["Content-Type: application/sdp"], sdp)
-    ntracks = sdp.count(b"m=")
-    for i in range(ntracks):
-        await request(
-            "SETUP",
-            f"{url}/trackID={i}",
-            [f"Transport: RTP/AVP/TCP;unicast;interleaved={2 * i}-{2 * i + 1};mode=record"],
-        )
-    await request("RECORD", url, ["Range: npt=0.000-"])
+    await rtsp_record(reader, writer, f"rtsp://127.0.0.1:{port}/{name}", media.sdp)
     return Conn(name, writer)
 
 
@@ -314,12 +271,7 @@ def onvifcam_server(tmp: Path, cpu: int, rtmp_extra: str = ""):
         ports = dict(tok.split("=", 1) for tok in line.split()[2:])
         yield proc.pid, int(ports["rtmp_port"]), int(ports["rtsp_port"])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
         if proc.stdout is not None:
             proc.stdout.close()
         logf.close()
@@ -355,12 +307,7 @@ def nginx_server(tmp: Path, cpu: int):
             time.sleep(0.1)
         yield proc.pid, port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 # --------------------------------------------------------------------------- main
@@ -383,11 +330,7 @@ def main() -> int:
     counts = args.n or [10]
     if max(counts) > 900:
         ap.error("at most 900 publishers")
-    os.sched_setaffinity(0, {1})
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    pin_and_use_uvloop(1)
     with tempfile.TemporaryDirectory(prefix="onvifcam-bench-") as d:
         tmp = Path(d)
         seconds = int(args.warmup + args.window + 6)

@@ -20,7 +20,8 @@ apt_install() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "dev.sh: installing ${missing[*]}" >&2
     $SUDO apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    # through env: sudo resets the environment, so a plain VAR=... prefix would not reach apt
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       "${missing[@]}" >&2
   fi
 }

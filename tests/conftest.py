@@ -10,15 +10,12 @@ import pytest
 from tests.helpers import ServerProc
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Interop tests need real peers; fail loudly (not skip) when they are missing."""
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
-    if missing:
-        for item in items:
-            if "interop" in item.keywords:
-                item.add_marker(
-                    pytest.mark.xfail(reason=f"missing {missing}", run=False, strict=True)
-                )
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Interop tests need real peers; fail loudly (not skip, not xfail) when they are missing."""
+    if "interop" in item.keywords:
+        missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+        if missing:
+            pytest.fail(f"missing {missing}: interop tests need real peers", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,19 +281,24 @@ def gst_available() -> bool:
     return subprocess.run(["which", GST_LAUNCH], capture_output=True).returncode == 0
 
 
+def stop_process(proc: subprocess.Popen[str], timeout: float = 5.0) -> None:
+    """SIGTERM a process we started, then SIGKILL it if it is still there after ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @contextlib.contextmanager
 def running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
     """Terminate a peer process when the block ends."""
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
 
 
 def probe(url: str, transport: str = "tcp") -> list[dict]:
@@ -345,3 +350,117 @@ def status_of(reply: bytes) -> int:
     m = re.match(rb"(?:RTSP|HTTP)/\d\.\d (\d{3})", reply)
     assert m, reply[:200]
     return int(m.group(1))
+
+
+# --------------------------------------------------------------------------- namespaces
+# Clients that run in a network namespace of tests.netns.lan (root only).
+
+# Records every Hello and Bye heard on the WS-Discovery group as JSON lines; the first line
+# ({"kind": "ready"}) says the group is joined. argv[1]: the interface (address) to join on.
+HELLO_LISTENER = (
+    "import json, sys\n"
+    "from onvifcam.discovery.client import listen\n"
+    "def emit(d): print(json.dumps(d), flush=True)\n"
+    "listen(600, interface=sys.argv[1], callback=lambda h: emit(h.__dict__),\n"
+    "       ready=lambda: emit({'kind': 'ready', 'epr': ''}))\n"
+)
+
+
+def in_netns(ns: str, code: str, timeout: float = 60) -> str:
+    """Run python ``code`` in namespace ``ns``; its stdout (it must exit with status 0)."""
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def start_in_netns(ns: str, code: str, out: Path, *args: str) -> subprocess.Popen[str]:
+    """Start python ``code`` in namespace ``ns`` in the background, stdout to ``out``."""
+    with open(out, "w") as f:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", code, *args],
+            stdout=f,
+            stderr=subprocess.DEVNULL,
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a file with one per line."""
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def wait_lines(path: Path, pred: Callable[[dict], bool], limit: float = 15.0) -> list[dict]:
+    """Poll ``path`` (JSON lines) up to ``limit`` seconds for lines matching ``pred``."""
+    deadline = time.monotonic() + limit
+    hits: list[dict] = []
+    while time.monotonic() < deadline:
+        hits = [x for x in json_lines(path) if pred(x)]
+        if hits:
+            break
+        time.sleep(0.2)
+    return hits
+
+
+def discover_json(ns: str, interface: str, *args: str) -> dict:
+    """``onvifcam discover --json --interface IF ARGS...`` in namespace ``ns``."""
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "onvifcam", "discover", "--json"]
+    r = subprocess.run(
+        [*cmd, "--interface", interface, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout)
+
+
+def api_cameras(ns: str, host: str, port: int) -> dict[str, dict]:
+    """GET /api/cameras from namespace ``ns``: camera name -> entry."""
+    code = (
+        "import urllib.request,sys\n"
+        f"sys.stdout.write(urllib.request.urlopen('http://{host}:{port}/api/cameras', "
+        "timeout=10).read().decode())\n"
+    )
+    return {c["name"]: c for c in json.loads(in_netns(ns, code))["cameras"]}
+
+
+def soap_in_netns(ns: str, url: str, body: str) -> str:
+    """POST a SOAP 1.2 request (``tds:`` declared) from namespace ``ns``; the response text."""
+    envelope = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+        'xmlns:tds="http://www.onvif.org/ver10/device/wsdl"><s:Body>'
+        f"{body}</s:Body></s:Envelope>"
+    )
+    code = (
+        "import urllib.request,sys\n"
+        f"req = urllib.request.Request({url!r}, data={envelope!r}.encode(), "
+        "headers={'Content-Type': 'application/soap+xml'})\n"
+        "sys.stdout.write(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+    )
+    return in_netns(ns, code)
+
+
+def wsdiscovery_search(ns: str, scopes: list[str], timeout: float = 3) -> dict[str, dict]:
+    """python-ws-discovery (what Home Assistant uses) in namespace ``ns``: EPR -> service."""
+    code = (
+        "import json\n"
+        "from wsdiscovery import Scope\n"
+        "from wsdiscovery.discovery import ThreadedWSDiscovery\n"
+        "wsd = ThreadedWSDiscovery()\n"
+        "wsd.start()\n"
+        "try:\n"
+        f"    svcs = wsd.searchServices(scopes=[Scope(s) for s in {scopes!r}], timeout={timeout})\n"
+        "finally:\n"
+        "    wsd.stop()\n"
+        "print(json.dumps([{'epr': s.getEPR(), 'xaddrs': s.getXAddrs(),\n"
+        "    'scopes': [x.getValue() for x in s.getScopes()]} for s in svcs]))\n"
+    )
+    return {d["epr"]: d for d in json.loads(in_netns(ns, code).splitlines()[-1])}

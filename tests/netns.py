@@ -54,7 +54,6 @@ def lan(tag: str) -> Iterator[Lan]:
         yield Lan(a, b, ips[0], ips[1])
     finally:
         for ns in made:
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
             pids = subprocess.run(
                 ["ip", "netns", "pids", ns], capture_output=True, text=True
             ).stdout.split()

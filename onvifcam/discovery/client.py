@@ -105,23 +105,28 @@ class ProbeResult:
 def _socket(v6: bool, iface: netif.Iface | None, ttl: int) -> socket.socket:
     fam = socket.AF_INET6 if v6 else socket.AF_INET
     sock = socket.socket(fam, socket.SOCK_DGRAM)
-    for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE when allowed, else SO_RCVBUF
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-            break
-        except OSError:
-            continue
-    if v6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-        if iface is not None:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
-        sock.bind(("::", 0))
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-        addr = iface.address() if iface is not None else ""
-        if addr:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
-        sock.bind((addr, 0))
+    try:
+        for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE when allowed, else SO_RCVBUF
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                break
+            except OSError:
+                continue
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+            if iface is not None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+            sock.bind(("::", 0))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            addr = iface.address() if iface is not None else ""
+            if addr:
+                mif = socket.inet_aton(addr)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mif)
+            sock.bind((addr, 0))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -291,22 +296,26 @@ def listen(
     interface: str = "",
     port: int = PORT,
     callback: Callable[[Heard], None] | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> list[Heard]:
     """Join the group on ``interface`` for ``duration`` seconds and record Hello and Bye.
 
-    ``callback`` sees each one as it arrives (for a listener running in another process).
+    ``callback`` sees each one as it arrives (for a listener running in another process);
+    ``ready`` is called once the group is joined.
     """
     iface = _iface(interface)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     out: list[Heard] = []
     seen: set[str] = set()
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((MULTICAST_V4, port))
         index = iface.index if iface is not None else 0
         mreq = struct.pack("4s4si", socket.inet_aton(MULTICAST_V4), bytes(4), index)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        if ready is not None:
+            ready()
         start = time.monotonic()
         while (left := start + duration - time.monotonic()) > 0:
             ready, _, _ = select.select([sock], [], [], left)

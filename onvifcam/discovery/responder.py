@@ -49,6 +49,7 @@ from onvifcam.discovery.wsdiscovery import (
     Reply,
     Responder,
     Target,
+    is_loopback,
     retransmit_offsets,
 )
 from onvifcam.state import atomic_write
@@ -198,8 +199,10 @@ class DiscoveryService:
             for t in list(self.core.targets.values()):
                 self._announce(t, hello=False)
             self.core.targets = {}
+            # not running from here on: a Probe during the drain neither re-syncs the
+            # registry (which would queue a Hello after the Bye) nor gets an answer
+            self._running = False
             await self._drain(3.0)
-        self._running = False
         if self.mdns is not None:
             await self.mdns.stop()
         if self._sender is not None:
@@ -410,7 +413,7 @@ class DiscoveryService:
             local, dest, ifindex = _pktinfo(anc)
             if kind == "cam" and not local:
                 local = sock.getsockname()[0]
-            multicast = kind in ("mc4",) or dest.lower().startswith("ff")
+            multicast = kind == "mc4" or dest.lower().startswith("ff")
             try:
                 self._handle(data, src, local, multicast, ifindex, kind)
             except Exception:
@@ -644,7 +647,7 @@ class DiscoveryService:
                 self._unbound_since.pop(cam.key, None)
             t = self._target(cam)
             targets.append(t)
-            if self.mdns is not None and not (_is_ip(cam.address) and _loopback(cam.address)):
+            if self.mdns is not None and not is_loopback(cam.address):
                 m = self._mdns_last[cam.key] = self._mdns_camera(cam, t)
                 mdns.append(m)
         if self._running:
@@ -677,7 +680,7 @@ class DiscoveryService:
     def _mdns_camera(self, cam: Camera, t: Target) -> MdnsCamera:
         if cam.address:
             addrs: tuple[str, ...] = (cam.address,)
-        elif _is_ip(t.host) and not ipaddress.ip_address(t.host).is_loopback:
+        elif _is_ip(t.host) and not is_loopback(t.host):
             addrs = (t.host,)
         else:
             addrs = tuple(self._mdns_addrs)
@@ -737,10 +740,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _loopback(addr: str) -> bool:
-    return ipaddress.ip_address(addr).is_loopback
 
 
 def _pktinfo(anc: list[tuple[int, int, bytes]]) -> tuple[str, str, int]:

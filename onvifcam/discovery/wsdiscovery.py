@@ -449,7 +449,7 @@ def _types_text(types: Iterable[QName], nsmap: dict[str, str]) -> str:
 
 
 def _envelope(
-    header: Header, body: etree._Element, extra_ns: dict[str, str] | None = None
+    header: Header, body: etree._Element | None, extra_ns: dict[str, str] | None = None
 ) -> bytes:
     if extra_ns:
         base = _NSMAP11 if header.soap_ns == NS_SOAP11 else NSMAP
@@ -467,7 +467,7 @@ def _envelope(
                 InstanceId=str(header.instance_id), MessageNumber=str(header.message_number)
             )
         )
-    env = S.Envelope(S.Header(*parts), S.Body(body))
+    env = S.Envelope(S.Header(*parts), S.Body() if body is None else S.Body(body))
     return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
 
 
@@ -520,6 +520,28 @@ def build_resolve_matches(header: Header, matches: Iterable[Endpoint]) -> bytes:
     extra: dict[str, str] = {}
     body = D.ResolveMatches(*[D.ResolveMatch(*_endpoint_children(m, extra)) for m in matches])
     return _envelope(header, body, extra)
+
+
+_EMPTY_BODY = b"<s:Body/>"
+_BODY_END = b"</s:Body></s:Envelope>"
+
+
+def match_body(kind: str, endpoint: Endpoint) -> tuple[bytes, dict[str, str]]:
+    """``<d:{kind}es>`` with one ``<d:{kind}>`` (ProbeMatch or ResolveMatch) serialised as it
+    appears inside an envelope, plus the extra namespaces it uses: made once per target
+    state and wrapped in any number of envelopes by :func:`build_with_body`."""
+    extra: dict[str, str] = {}
+    el = D(kind + "es", D(kind, *_endpoint_children(endpoint, extra)))
+    data = _envelope(Header(message_id="-"), el, extra)
+    start = data.index(b"<s:Body>") + len(b"<s:Body>")
+    return data[start : -len(_BODY_END)], extra
+
+
+def build_with_body(header: Header, body: tuple[bytes, dict[str, str]]) -> bytes:
+    """The envelope for ``header`` around a body from :func:`match_body`."""
+    xml, extra = body
+    head = _envelope(header, None, extra).rpartition(_EMPTY_BODY)[0]
+    return b"".join((head, b"<s:Body>", xml, _BODY_END))
 
 
 def build_hello(header: Header, endpoint: Endpoint) -> bytes:
@@ -646,6 +668,7 @@ class Responder:
     max_datagram: int = MAX_DATAGRAM
     max_sources: int = 4096
     max_seen: int = 2048
+    max_bodies: int = 8192
     rng: random.Random = field(default_factory=random.Random)
     targets: dict[str, Target] = field(default_factory=dict)
     versions: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -653,6 +676,10 @@ class Responder:
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _buckets: OrderedDict[str, _Bucket] = field(default_factory=OrderedDict)
     _seq: dict[str, _Seq] = field(default_factory=dict)
+    # serialised match bodies by (kind, target, host, MetadataVersion); cleared on changes
+    _bodies: dict[tuple[str, Target, str, int], tuple[bytes, dict[str, str]]] = field(
+        default_factory=dict
+    )
 
     # ------------------------------------------------------------------ state changes
     def update(self, targets: Iterable[Target]) -> tuple[list[Target], list[Target]]:
@@ -678,6 +705,8 @@ class Responder:
                 self._seq[t.epr] = _Seq(self.instance_id + t.generation)
                 hello.append(t)
         self.targets = new
+        if hello or bye:
+            self._bodies.clear()
         return hello, bye
 
     def metadata_version(self, epr: str) -> int:
@@ -702,6 +731,17 @@ class Responder:
             seq.instance_id,
             seq.number,
         )
+
+    def _match(self, kind: str, header: Header, t: Target, host: str, version: int) -> bytes:
+        """A ProbeMatches/ResolveMatches datagram; its body is built once per target state."""
+        key = (kind, t, host, version)
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) >= self.max_bodies:
+                self._bodies.clear()
+            ep = Endpoint(t.epr, t.types, t.scopes, t.xaddrs(host), version)
+            body = self._bodies[key] = match_body(kind, ep)
+        return build_with_body(header, body)
 
     def hello(self, t: Target, host: str) -> bytes:
         """A Hello for ``t`` announcing XAddrs for ``host``."""
@@ -763,7 +803,7 @@ class Responder:
         if not isinstance(msg, Probe | Resolve):
             self.stats["seen_" + type(msg).__name__.lower()] += 1
             return []
-        if source[1] == 0 or source[1] < 1024:
+        if source[1] < 1024:
             self.stats["bad_source_port"] += 1
             return []
         if self._duplicate(msg.header.message_id):
@@ -774,11 +814,11 @@ class Responder:
             return []
         if multicast:
             # a camera on a loopback address cannot answer a client on the link
-            loop = _is_loopback(source[0])
+            loop = is_loopback(source[0])
             candidates = [
                 t
                 for t in self.targets.values()
-                if loop or not t.address or not _is_loopback(t.address)
+                if loop or not t.address or not is_loopback(t.address)
             ]
         else:
             own = [t for t in self.targets.values() if t.address and t.address == local]
@@ -826,7 +866,8 @@ class Responder:
                 continue
             header = self._header(t, ACTION_PROBE_MATCHES, probe.header.message_id)
             header = _with_soap(header, probe.header.soap_ns)
-            build = partial(build_probe_matches, header, [self.endpoint(t, host)])
+            version = self.metadata_version(t.epr)
+            build = partial(self._match, "ProbeMatch", header, t, host, version)
             out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
         self.stats["probe_match"] += len(out)
         return out
@@ -848,13 +889,15 @@ class Responder:
                 continue
             header = self._header(t, ACTION_RESOLVE_MATCHES, resolve.header.message_id)
             header = _with_soap(header, resolve.header.soap_ns)
-            build = partial(build_resolve_matches, header, [self.endpoint(t, host)])
+            version = self.metadata_version(t.epr)
+            build = partial(self._match, "ResolveMatch", header, t, host, version)
             out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
         self.stats["resolve_match"] += len(out)
         return out
 
 
-def _is_loopback(addr: str) -> bool:
+def is_loopback(addr: str) -> bool:
+    """Whether ``addr`` is a loopback IP address (False for anything that is not an IP)."""
     try:
         return ipaddress.ip_address(addr.split("%", 1)[0]).is_loopback
     except ValueError:

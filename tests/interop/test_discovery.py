@@ -9,9 +9,7 @@ stops the server and expects a Bye for every camera.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, ServerProc
+from tests.helpers import (
+    HELLO_LISTENER,
+    ROOT,
+    ServerProc,
+    api_cameras,
+    discover_json,
+    in_netns,
+    json_lines,
+    soap_in_netns,
+    start_in_netns,
+    stop_process,
+    wait_lines,
+    wsdiscovery_search,
+)
 from tests.netns import Lan, can_make_netns, lan
 
 pytestmark = [
@@ -57,8 +68,7 @@ class Site:
     stopped: bool = False
 
     def heard(self) -> list[dict]:
-        lines = self.heard_path.read_text().splitlines()
-        return [json.loads(x) for x in lines if x.strip()]
+        return json_lines(self.heard_path)
 
     def wait_heard(self, kind: str, eprs: set[str], limit: float = 15.0) -> set[str]:
         """Wait (up to ``limit`` s) until a ``kind`` arrived from every EPR; returns those seen."""
@@ -75,86 +85,33 @@ class Site:
         return "urn:uuid:" + self.cameras[name]["uuid"]
 
 
-def in_client(net: Lan, code: str, timeout: float = 60) -> str:
-    """Run python code in the client namespace and return its stdout."""
-    r = subprocess.run(
-        ["ip", "netns", "exec", net.client, sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(ROOT),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
-
-
 def discover(net: Lan, *args: str) -> dict:
     """``onvifcam discover --json`` in the client namespace."""
-    cmd = ["ip", "netns", "exec", net.client, sys.executable, "-m", "onvifcam", "discover"]
-    r = subprocess.run(
-        [*cmd, "--json", "--interface", net.client_ip, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout)
+    return discover_json(net.client, net.client_ip, *args)
 
 
 def soap(net: Lan, url: str, body: str) -> str:
     """POST a SOAP 1.2 request from the client namespace; returns the response text."""
-    envelope = (
-        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
-        'xmlns:tds="http://www.onvif.org/ver10/device/wsdl"><s:Body>'
-        f"{body}</s:Body></s:Envelope>"
-    )
-    code = (
-        "import urllib.request,sys\n"
-        f"req = urllib.request.Request({url!r}, data={envelope!r}.encode(), "
-        "headers={'Content-Type': 'application/soap+xml'})\n"
-        "sys.stdout.write(urllib.request.urlopen(req, timeout=10).read().decode())\n"
-    )
-    return in_client(net, code)
+    return soap_in_netns(net.client, url, body)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     heard = tmp_path_factory.mktemp("wsd") / "heard.jsonl"
     with lan("wd") as net:
-        listen = (
-            "import json\n"
-            "from onvifcam.discovery.client import listen\n"
-            f"listen(600, interface={net.client_ip!r}, "
-            "callback=lambda h: print(json.dumps(h.__dict__), flush=True))\n"
-        )
-        with open(heard, "w") as out:
-            listener = subprocess.Popen(
-                ["ip", "netns", "exec", net.client, sys.executable, "-c", listen],
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-                cwd=str(ROOT),
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        time.sleep(0.5)  # the listener joins the group before the first Hello
+        listener = start_in_netns(net.client, HELLO_LISTENER, heard, net.client_ip)
         server = ServerProc(_config(), netns=net.server)
         try:
+            # the listener joins the group before the first Hello
+            assert wait_lines(heard, lambda x: x["kind"] == "ready", 30)
             server.start(timeout=90)
-            port = server.ports["http_port"]
-            api = in_client(
-                net,
-                "import urllib.request,sys\n"
-                f"sys.stdout.write(urllib.request.urlopen('http://{net.server_ip}:{port}"
-                "/api/cameras', timeout=10).read().decode())\n",
-            )
-            cams = {c["name"]: c for c in json.loads(api)["cameras"]}
+            cams = api_cameras(net.client, net.server_ip, server.ports["http_port"])
             assert len(cams) == N
             s = Site(net, server, listener, heard, cams)
             yield s
         finally:
             server.stop(check=False)
-            listener.terminate()
-            listener.wait(10)
+            stop_process(listener)
 
 
 def all_eprs(site: Site) -> set[str]:
@@ -195,29 +152,11 @@ def test_xaddrs_answer_onvif(site: Site) -> None:
     assert cam["serial"] in reply
 
 
-def wsdiscovery_search(net: Lan, scopes: list[str], timeout: float = 3) -> dict[str, dict]:
-    """python-ws-discovery (what Home Assistant uses) in the client namespace."""
-    code = (
-        "import json\n"
-        "from wsdiscovery import Scope\n"
-        "from wsdiscovery.discovery import ThreadedWSDiscovery\n"
-        "wsd = ThreadedWSDiscovery()\n"
-        "wsd.start()\n"
-        "try:\n"
-        f"    svcs = wsd.searchServices(scopes=[Scope(s) for s in {scopes!r}], timeout={timeout})\n"
-        "finally:\n"
-        "    wsd.stop()\n"
-        "print(json.dumps([{'epr': s.getEPR(), 'xaddrs': s.getXAddrs(),\n"
-        "    'scopes': [x.getValue() for x in s.getScopes()]} for s in svcs]))\n"
-    )
-    return {d["epr"]: d for d in json.loads(in_client(net, code).splitlines()[-1])}
-
-
 def test_python_wsdiscovery_filters_among_256(site: Site) -> None:
     # ThreadedWSDiscovery reads about ten datagrams a second once its own Probe is out, so
     # no client of it can take 256 answers within its timeout; every camera is found by it
     # in test_discovery_identity. Here: the server-side scope filter at scale.
-    found = wsdiscovery_search(site.net, [STREAMING, "onvif://www.onvif.org/name/cam7"])
+    found = wsdiscovery_search(site.net.client, [STREAMING, "onvif://www.onvif.org/name/cam7"])
     assert set(found) == {site.epr("cam7")}
     d = found[site.epr("cam7")]
     assert d["xaddrs"] == [
@@ -271,7 +210,7 @@ def test_directed_probe_and_resolve(site: Site) -> None:
         f"d = resolve({epr!r}, interface={site.net.client_ip!r})\n"
         "print(json.dumps(d.to_json() if d else None))\n"
     )
-    d = json.loads(in_client(site.net, code))
+    d = json.loads(in_netns(site.net.client, code))
     assert d is not None and d["epr"] == epr
     assert d["xaddrs"] == [
         f"http://{site.net.server_ip}:{site.cameras['cam9']['port']}/onvif/device_service"
@@ -291,7 +230,7 @@ def test_garbage_is_ignored(site: Site) -> None:
         "    for data in junk:\n"
         "        s.sendto(data, dest)\n"
     )
-    in_client(net, code)
+    in_netns(net.client, code)
     out = discover(net, "--type", "nvt", "--timeout", "2")
     assert len(out["devices"]) == N
 
@@ -317,7 +256,7 @@ def test_non_discoverable_camera_is_silent(site: Site) -> None:
         "from onvifcam.discovery.client import resolve\n"
         f"print(resolve({quiet!r}, interface={site.net.client_ip!r}, timeout=1.0))\n"
     )
-    assert in_client(site.net, code).strip() == "None"
+    assert in_netns(site.net.client, code).strip() == "None"
     hellos_before = [h for h in site.heard() if h["kind"] == "hello" and h["epr"] == quiet]
     _set_mode(site, QUIET, "Discoverable")
     deadline = time.monotonic() + 10
@@ -335,6 +274,7 @@ def test_set_scopes_bumps_metadata_version(site: Site) -> None:
     name = "cam11"
     cam = site.cameras[name]
     url = f"http://{site.net.server_ip}:{cam['port']}/onvif/device_service"
+    site.wait_heard("hello", {site.epr(name)})  # its first Hello, when this test runs alone
     before = [h for h in site.heard() if h["kind"] == "hello" and h["epr"] == site.epr(name)]
     version = max(h["metadata_version"] for h in before)
     scope = "onvif://www.onvif.org/location/lab_bench_3"

@@ -8,8 +8,6 @@ address. Clients run in ``lan.client`` (the link) and in ``lan.server`` (the loo
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
@@ -19,8 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, ServerProc
-from tests.interop.test_discovery import STREAMING, in_client, soap, wsdiscovery_search
+from tests.helpers import (
+    HELLO_LISTENER,
+    ROOT,
+    ServerProc,
+    api_cameras,
+    discover_json,
+    json_lines,
+    soap_in_netns,
+    start_in_netns,
+    stop_process,
+    wait_lines,
+    wsdiscovery_search,
+)
 from tests.netns import Lan, can_make_netns, lan
 
 pytestmark = [
@@ -33,6 +42,7 @@ PLAIN = ["plain0", "plain1", "plain2", "plain3"]
 LOOPBACK = {"lo2": "127.0.0.2", "lo3": "127.0.0.3"}
 MACVLAN = ["mv1", "mv2"]
 QUIET = "plain3"
+STREAMING = "onvif://www.onvif.org/Profile/Streaming"
 
 # Registers a rival "plain0" HTTP service first (so the server must rename its own), then
 # browses both service types and prints every add/remove as a JSON line.
@@ -102,29 +112,16 @@ class Site:
         self.server = ServerProc(self.config, ["--state-dir", state], netns=self.net.server)
         self.server.start(timeout=60)
         port = self.server.ports["http_port"]
-        api = in_client(
-            self.net,
-            "import urllib.request,sys\n"
-            f"sys.stdout.write(urllib.request.urlopen('http://{self.net.server_ip}:{port}"
-            "/api/cameras', timeout=10).read().decode())\n",
-        )
-        self.cameras = {c["name"]: c for c in json.loads(api)["cameras"]}
+        self.cameras = api_cameras(self.net.client, self.net.server_ip, port)
 
     def epr(self, name: str) -> str:
         return "urn:uuid:" + self.cameras[name]["uuid"]
 
     def lines(self, path: Path) -> list[dict]:
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return json_lines(path)
 
     def wait_for(self, path: Path, pred: Callable[[dict], bool], limit: float = 15.0) -> list[dict]:
-        deadline = time.monotonic() + limit
-        hits: list[dict] = []
-        while time.monotonic() < deadline:
-            hits = [x for x in self.lines(path) if pred(x)]
-            if hits:
-                break
-            time.sleep(0.2)
-        return hits
+        return wait_lines(path, pred, limit)
 
 
 def _config(net: Lan) -> str:
@@ -152,29 +149,14 @@ def _camera_net(net: Lan, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=str(ROOT))
 
 
-def _background(net_ns: str, code: str, out: Path, *args: str) -> subprocess.Popen[str]:
-    with open(out, "w") as f:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", net_ns, sys.executable, "-c", code, *args],
-            stdout=f,
-            stderr=subprocess.DEVNULL,
-            cwd=str(ROOT),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
 def discover_in(ns: str, interface: str, *args: str) -> dict:
-    """``onvifcam discover --json`` in namespace ``ns``."""
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "onvifcam", "discover", "--json"]
-    r = subprocess.run(
-        [*cmd, "--interface", interface, "--type", "nvt", "--timeout", "1.5", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout)
+    """``onvifcam discover --json --type nvt`` in namespace ``ns``."""
+    return discover_json(ns, interface, "--type", "nvt", "--timeout", "1.5", *args)
+
+
+def soap(net: Lan, url: str, body: str) -> str:
+    """POST a SOAP 1.2 request from the client namespace; returns the response text."""
+    return soap_in_netns(net.client, url, body)
 
 
 @pytest.fixture(scope="module")
@@ -187,14 +169,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         try:
             r = _camera_net(net, "up", "--config", str(cfg), "--state-dir", str(tmp / "state"))
             assert r.returncode == 0, r.stderr
-            listen = (
-                "import json\n"
-                "from onvifcam.discovery.client import listen\n"
-                f"listen(600, interface={net.client_ip!r}, "
-                "callback=lambda h: print(json.dumps(h.__dict__), flush=True))\n"
-            )
-            s.procs.append(_background(net.client, listen, s.heard_path))
-            s.procs.append(_background(net.client, MDNS_WATCH, s.mdns_path, net.client_ip))
+            s.procs.append(start_in_netns(net.client, HELLO_LISTENER, s.heard_path, net.client_ip))
+            s.procs.append(start_in_netns(net.client, MDNS_WATCH, s.mdns_path, net.client_ip))
+            assert s.wait_for(s.heard_path, lambda x: x["kind"] == "ready")
             assert s.wait_for(s.mdns_path, lambda x: x["event"] == "ready")
             s.start()
             yield s
@@ -202,8 +179,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             if s.server is not None:
                 s.server.stop(check=False)
             for p in s.procs:
-                p.terminate()
-                p.wait(10)
+                stop_process(p)
             down = _camera_net(net, "down")
             assert down.returncode == 0, down.stderr
 
@@ -279,7 +255,7 @@ def test_mac_on_the_wire_matches_get_network_interfaces(site: Site) -> None:
 
 
 def test_python_wsdiscovery_finds_every_camera(site: Site) -> None:
-    found = wsdiscovery_search(site.net, [STREAMING])
+    found = wsdiscovery_search(site.net.client, [STREAMING])
     assert set(found) == {site.epr(n) for n in PLAIN + MACVLAN}
     for name in MACVLAN:
         assert found[site.epr(name)]["xaddrs"][0].startswith(f"http://{site.address(name)}:80/")

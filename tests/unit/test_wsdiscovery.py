@@ -340,6 +340,20 @@ def test_resolve() -> None:
     assert r.receive(w.build_resolve("urn:uuid:nobody"), SRC, "10.0.0.1", True, 0.0) == []
 
 
+def test_match_bodies_follow_target_changes() -> None:
+    r = responder(1)
+    first = matches(r.receive(w.build_probe(), SRC, "10.0.0.1", True, 0.0))
+    assert matches(r.receive(w.build_probe(), SRC, "10.0.0.1", True, 0.1)) == first
+    lab = f"{ONVIF}/location/lab"
+    r.update([target(0, scopes=(*SCOPES, lab))])
+    (ep,) = matches(r.receive(w.build_probe(), SRC, "10.0.0.1", True, 0.2))
+    assert lab in ep.scopes and ep.metadata_version == 2
+    (ep,) = matches(r.receive(w.build_probe(), SRC, "10.0.0.2", True, 0.3))
+    assert ep.xaddrs == ("http://10.0.0.2:8100/onvif/device_service",)
+    (ep,) = matches(r.receive(w.build_resolve(target(0).epr), SRC, "10.0.0.2", True, 0.4))
+    assert lab in ep.scopes and ep.xaddrs == ("http://10.0.0.2:8100/onvif/device_service",)
+
+
 def test_hello_bye_and_metadata_version() -> None:
     r = w.Responder(instance_id=1)
     hello, bye = r.update([target(0), target(1)])
