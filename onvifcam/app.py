@@ -51,11 +51,10 @@ class App:
             max_streams=lim.max_streams,
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
-        self.components: list[Component] = []
-        self.components.append(WebServer(self))
-        web = next((c for c in self.components if hasattr(c, "cameras")), None)
-        if web is not None and cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(DiscoveryService(self, web))  # type: ignore[arg-type]
+        web = WebServer(self)
+        self.components: list[Component] = [web]
+        if cfg.discovery.enabled and cfg.onvif.enabled:
+            self.components.append(DiscoveryService(self, web))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         self._tick_task: asyncio.Task[None] | None = None

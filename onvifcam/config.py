@@ -284,6 +284,11 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [rtsp] multicast_range: {exc}") from None
     if not net.is_multicast:
         raise ConfigError(f"{where}: [rtsp] multicast_range {net} is not a multicast range")
+    if cfg.rtsp.multicast_port_base > 65535 - 2 * 16:
+        raise ConfigError(
+            f"{where}: [rtsp] multicast_port_base {cfg.rtsp.multicast_port_base} leaves no room "
+            "for 16 tracks (two ports each) below 65536"
+        )
     for m in cfg.rtsp.auth_methods:
         if m not in ("digest", "basic"):
             raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")
@@ -373,9 +378,9 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
             )
             paths = {}
             for name, table in value.items():
-                merged = {**dataclasses.asdict(base), **(table if isinstance(table, dict) else {})}
                 if not isinstance(table, dict):
                     raise ConfigError(f"{source}: [paths.{name!r}] must be a table")
+                merged = {**dataclasses.asdict(base), **table}
                 paths[name.strip("/")] = _build(PathConfig, merged, f"{source}: [paths.{name!r}]")
             kwargs["paths"] = paths
         elif key == "cameras":

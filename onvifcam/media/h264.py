@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -383,20 +383,44 @@ def packetize(nals: Sequence[bytes | memoryview], mtu: int = 1400) -> list[bytes
     """
     if mtu < 3:
         raise H264Error(f"mtu {mtu} too small for FU-A")
+    return _packetize(nals, mtu, 1, _stap_a_header, _fu_a_header)
+
+
+def _stap_a_header(group: Sequence[bytes | memoryview]) -> bytes:
+    forbidden = 0
+    nri = 0
+    for n in group:
+        forbidden |= n[0] & 0x80
+        nri = max(nri, n[0] & 0x60)
+    return bytes((forbidden | nri | STAP_A,))
+
+
+def _fu_a_header(nal: bytes | memoryview) -> tuple[bytes, int]:
+    return bytes(((nal[0] & 0xE0) | FU_A,)), nal[0] & 0x1F
+
+
+def _packetize(
+    nals: Sequence[bytes | memoryview],
+    mtu: int,
+    hdr: int,
+    aggregate_header: Callable[[Sequence[bytes | memoryview]], bytes],
+    fu_header: Callable[[bytes | memoryview], tuple[bytes, int]],
+) -> list[bytes]:
+    """The packetiser RFC 6184 (H.264) and RFC 7798 (H.265) share.
+
+    ``hdr`` is the NAL unit header size (1 or 2 bytes); units shorter than it are skipped.
+    ``aggregate_header(group)`` is the payload header of a STAP-A / AP packet and
+    ``fu_header(nal)`` the payload header of a FU-A / FU packet plus the unit's type.
+    """
     out: list[bytes] = []
     group: list[bytes | memoryview] = []
-    group_size = 1  # STAP-A NAL header
+    group_size = hdr  # aggregation packet payload header
 
     def flush() -> None:
         if len(group) == 1:
             out.append(bytes(group[0]))
         elif group:
-            forbidden = 0
-            nri = 0
-            for n in group:
-                forbidden |= n[0] & 0x80
-                nri = max(nri, n[0] & 0x60)
-            parts: list[bytes | memoryview] = [bytes((forbidden | nri | STAP_A,))]
+            parts: list[bytes | memoryview] = [aggregate_header(group)]
             for n in group:
                 parts.append(len(n).to_bytes(2, "big"))
                 parts.append(n)
@@ -405,24 +429,23 @@ def packetize(nals: Sequence[bytes | memoryview], mtu: int = 1400) -> list[bytes
 
     for nal in nals:
         size = len(nal)
-        if size == 0:
+        if size < hdr:
             continue
         if size > mtu:
             flush()
-            group_size = 1
+            group_size = hdr
             view = memoryview(nal)
-            indicator = (nal[0] & 0xE0) | FU_A
-            nal_type = nal[0] & 0x1F
-            chunk = mtu - 2
-            pos = 1
+            prefix, nal_type = fu_header(nal)
+            chunk = mtu - hdr - 1
+            pos = hdr
             while pos < size:
                 end = min(pos + chunk, size)
-                fu_header = nal_type
-                if pos == 1:
-                    fu_header |= 0x80
+                fu = nal_type
+                if pos == hdr:
+                    fu |= 0x80
                 if end == size:
-                    fu_header |= 0x40
-                out.append(b"".join((bytes((indicator, fu_header)), view[pos:end])))
+                    fu |= 0x40
+                out.append(b"".join((prefix, bytes((fu,)), view[pos:end])))
                 pos = end
             continue
         if group and group_size + 2 + size <= mtu and size <= 0xFFFF:
@@ -431,7 +454,7 @@ def packetize(nals: Sequence[bytes | memoryview], mtu: int = 1400) -> list[bytes
         else:
             flush()
             group.append(nal)
-            group_size = 3 + size
+            group_size = hdr + 2 + size
     flush()
     return out
 
@@ -444,42 +467,71 @@ def depacketize(payloads: Iterable[bytes | memoryview | None]) -> list[bytes]:
     spans a loss is dropped; malformed aggregation packets lose their broken tail.
     Interleaved-mode types (STAP-B, MTAP, FU-B) are dropped. Never raises on bad data.
     """
+    return _depacketize(payloads, 1, _h264_type, 1, 23, STAP_A, FU_A, 0x1F, _fu_a_nal_header)
+
+
+def _h264_type(p: bytes | memoryview) -> int:
+    return p[0] & 0x1F
+
+
+def _fu_a_nal_header(p: bytes | memoryview, nal_type: int) -> bytes:
+    return bytes(((p[0] & 0xE0) | nal_type,))
+
+
+def _depacketize(
+    payloads: Iterable[bytes | memoryview | None],
+    hdr: int,
+    packet_type: Callable[[bytes | memoryview], int],
+    single_first: int,
+    single_last: int,
+    aggregate: int,
+    fragment: int,
+    type_mask: int,
+    nal_header: Callable[[bytes | memoryview, int], bytes],
+) -> list[bytes]:
+    """The depacketiser RFC 6184 (H.264) and RFC 7798 (H.265) share.
+
+    ``hdr`` is the payload header size; types ``single_first..single_last`` are single NAL
+    unit packets, ``aggregate`` is STAP-A / AP, ``fragment`` is FU-A / FU whose FU header
+    carries the unit type under ``type_mask``; ``nal_header(payload, type)`` rebuilds the
+    unit's header from a fragment's payload header. Other types are dropped.
+    """
     out: list[bytes] = []
     fu: bytearray | None = None
     fu_type = 0
     for p in payloads:
-        if not p:
+        if not p or len(p) < hdr:
             fu = None
             continue
-        t = p[0] & 0x1F
-        if t == FU_A:
-            if len(p) < 2:
+        t = packet_type(p)
+        if t == fragment:
+            if len(p) <= hdr:
                 fu = None
                 continue
-            h = p[1]
+            h = p[hdr]
             if h & 0x80:
-                fu_type = h & 0x1F
-                fu = bytearray(((p[0] & 0xE0) | fu_type,))
-                fu += p[2:]
-            elif fu is None or h & 0x1F != fu_type:
+                fu_type = h & type_mask
+                fu = bytearray(nal_header(p, fu_type))
+                fu += p[hdr + 1 :]
+            elif fu is None or h & type_mask != fu_type:
                 fu = None
                 continue
             else:
-                fu += p[2:]
+                fu += p[hdr + 1 :]
             if h & 0x40:
                 out.append(bytes(fu))
                 fu = None
             continue
         fu = None
-        if 1 <= t <= 23:
+        if single_first <= t <= single_last:
             out.append(bytes(p))
-        elif t == STAP_A:
-            pos = 1
+        elif t == aggregate:
+            pos = hdr
             n = len(p)
             while pos + 2 <= n:
                 size = (p[pos] << 8) | p[pos + 1]
                 pos += 2
-                if size == 0 or pos + size > n:
+                if size < hdr or pos + size > n:
                     break
                 out.append(bytes(p[pos : pos + size]))
                 pos += size

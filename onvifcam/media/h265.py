@@ -14,6 +14,8 @@ from onvifcam.media.h264 import (
     VideoInfo,
     _b64decode,
     _BitReader,
+    _depacketize,
+    _packetize,
     nals_from_avcc,
     split_annexb,
     to_annexb,
@@ -341,61 +343,26 @@ def packetize(nals: Sequence[bytes | memoryview], mtu: int = 1400) -> list[bytes
     """
     if mtu < 4:
         raise H265Error(f"mtu {mtu} too small for fragmentation units")
-    out: list[bytes] = []
-    group: list[bytes | memoryview] = []
-    group_size = 2  # AP PayloadHdr
+    return _packetize(nals, mtu, 2, _ap_header, _fu_header)
 
-    def flush() -> None:
-        if len(group) == 1:
-            out.append(bytes(group[0]))
-        elif group:
-            forbidden = 0
-            layer = 63
-            tid = 7
-            for n in group:
-                forbidden |= n[0] & 0x80
-                layer = min(layer, ((n[0] & 1) << 5) | (n[1] >> 3))
-                tid = min(tid, n[1] & 7)
-            parts: list[bytes | memoryview] = [
-                bytes((forbidden | (AP << 1) | (layer >> 5), ((layer & 0x1F) << 3) | tid))
-            ]
-            for n in group:
-                parts.append(len(n).to_bytes(2, "big"))
-                parts.append(n)
-            out.append(b"".join(parts))
-        group.clear()
 
-    for nal in nals:
-        size = len(nal)
-        if size < 2:
-            continue
-        if size > mtu:
-            flush()
-            group_size = 2
-            view = memoryview(nal)
-            b0, b1 = _single_header(nal, FU)
-            fu_type = nal_type(nal)
-            chunk = mtu - 3
-            pos = 2
-            while pos < size:
-                end = min(pos + chunk, size)
-                fu_header = fu_type
-                if pos == 2:
-                    fu_header |= 0x80
-                if end == size:
-                    fu_header |= 0x40
-                out.append(b"".join((bytes((b0, b1, fu_header)), view[pos:end])))
-                pos = end
-            continue
-        if group and group_size + 2 + size <= mtu and size <= 0xFFFF:
-            group.append(nal)
-            group_size += 2 + size
-        else:
-            flush()
-            group.append(nal)
-            group_size = 4 + size
-    flush()
-    return out
+def _ap_header(group: Sequence[bytes | memoryview]) -> bytes:
+    forbidden = 0
+    layer = 63
+    tid = 7
+    for n in group:
+        forbidden |= n[0] & 0x80
+        layer = min(layer, ((n[0] & 1) << 5) | (n[1] >> 3))
+        tid = min(tid, n[1] & 7)
+    return bytes((forbidden | (AP << 1) | (layer >> 5), ((layer & 0x1F) << 3) | tid))
+
+
+def _fu_header(nal: bytes | memoryview) -> tuple[bytes, int]:
+    return bytes(_single_header(nal, FU)), nal_type(nal)
+
+
+def _fu_nal_header(p: bytes | memoryview, fu_type: int) -> bytes:
+    return bytes(_single_header(p, fu_type))
 
 
 def depacketize(payloads: Iterable[bytes | memoryview | None]) -> list[bytes]:
@@ -405,46 +372,7 @@ def depacketize(payloads: Iterable[bytes | memoryview | None]) -> list[bytes]:
     payload marks a lost packet. Broken FU sequences and PACI packets are dropped;
     malformed APs lose their broken tail. Never raises on bad data.
     """
-    out: list[bytes] = []
-    fu: bytearray | None = None
-    fu_type = 0
-    for p in payloads:
-        if not p or len(p) < 2:
-            fu = None
-            continue
-        t = (p[0] >> 1) & 0x3F
-        if t == FU:
-            if len(p) < 3:
-                fu = None
-                continue
-            h = p[2]
-            if h & 0x80:
-                fu_type = h & 0x3F
-                fu = bytearray(_single_header(p, fu_type))
-                fu += p[3:]
-            elif fu is None or h & 0x3F != fu_type:
-                fu = None
-                continue
-            else:
-                fu += p[3:]
-            if h & 0x40:
-                out.append(bytes(fu))
-                fu = None
-            continue
-        fu = None
-        if t < AP:
-            out.append(bytes(p))
-        elif t == AP:
-            pos = 2
-            n = len(p)
-            while pos + 2 <= n:
-                size = (p[pos] << 8) | p[pos + 1]
-                pos += 2
-                if size < 2 or pos + size > n:
-                    break
-                out.append(bytes(p[pos : pos + size]))
-                pos += size
-    return out
+    return _depacketize(payloads, 2, nal_type, 0, AP - 1, AP, FU, 0x3F, _fu_nal_header)
 
 
 def payload_is_keyframe(payload: bytes | memoryview) -> bool:

@@ -103,11 +103,7 @@ class MediaDescription:
 
     def get(self, name: str) -> str | None:
         """Value of the first attribute called ``name`` (case-insensitive), else None."""
-        lname = name.lower()
-        for key, value in self.attributes:
-            if key.lower() == lname:
-                return value
-        return None
+        return _first(self.attributes, name)
 
     def get_all(self, name: str) -> list[str | None]:
         """Values of every attribute called ``name`` (case-insensitive)."""
@@ -188,6 +184,14 @@ class MediaDescription:
         return lines
 
 
+def _first(attributes: list[Attribute], name: str) -> str | None:
+    lname = name.lower()
+    for key, value in attributes:
+        if key.lower() == lname:
+            return value
+    return None
+
+
 def _attribute_line(attr: Attribute) -> str:
     name, value = attr
     return f"a={name}" if value is None else f"a={name}:{value}"
@@ -209,11 +213,7 @@ class SessionDescription:
 
     def get(self, name: str) -> str | None:
         """Value of the first session attribute called ``name`` (case-insensitive)."""
-        lname = name.lower()
-        for key, value in self.attributes:
-            if key.lower() == lname:
-                return value
-        return None
+        return _first(self.attributes, name)
 
     @property
     def control(self) -> str | None:

@@ -26,7 +26,6 @@ __all__ = [
     "TypedObject",
     "XmlDocument",
     "decode",
-    "decode_one",
     "encode",
 ]
 
@@ -313,11 +312,3 @@ def decode(data: bytes | bytearray | memoryview) -> list[Any]:
     while d.pos < n:
         out.append(d.value(0))
     return out
-
-
-def decode_one(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Any, int]:
-    """The AMF0 value at ``offset`` and the offset after it."""
-    d = _Decoder(data)
-    d.pos = offset
-    value = d.value(0)
-    return value, d.pos

@@ -75,6 +75,7 @@ MAX_CHUNK_STREAMS = 256
 _U32 = struct.Struct("!I")
 _U32LE = struct.Struct("<I")
 _U16 = struct.Struct("!H")
+_HEADER_SIZE = (11, 7, 3)  # message header bytes of chunk types 0, 1 and 2
 
 
 class ChunkError(ValueError):
@@ -219,69 +220,28 @@ class ChunkParser:
                 if len(streams) >= self.max_chunk_streams:
                     raise ChunkError(f"more than {self.max_chunk_streams} chunk streams")
                 st = streams[csid] = _Stream()
-            if fmt == 0:
-                end = hpos + 11
+            if fmt < 3:
+                # Types 0-2 start with a 3-byte timestamp (type 0) or delta (1, 2); type 0
+                # adds length, type id and stream id, type 1 length and type id.
+                end = hpos + _HEADER_SIZE[fmt]
                 if end > n:
                     break
                 ts = u32(data, hpos - 1)[0] & 0xFFFFFF
-                length = u32(data, hpos + 2)[0] & 0xFFFFFF
-                type_id = data[hpos + 6]
-                msid = _U32LE.unpack_from(data, hpos + 7)[0]
+                ext = -1
                 if ts == 0xFFFFFF:
                     if end + 4 > n:
                         break
-                    ts = u32(data, end)[0]
+                    ts = ext = u32(data, end)[0]
                     end += 4
-                    ext = ts
-                else:
-                    ext = -1
                 if st.received:
                     self._drop_partial(st)
-                st.timestamp = ts
+                if fmt < 2:
+                    st.length = u32(data, hpos + 2)[0] & 0xFFFFFF
+                    st.type_id = data[hpos + 6]
+                    if fmt == 0:
+                        st.stream_id = _U32LE.unpack_from(data, hpos + 7)[0]
+                st.timestamp = ts if fmt == 0 else (st.timestamp + ts) & 0xFFFFFFFF
                 st.delta = ts
-                st.ext = ext
-                st.length = length
-                st.type_id = type_id
-                st.stream_id = msid
-            elif fmt == 1:
-                end = hpos + 7
-                if end > n:
-                    break
-                delta = u32(data, hpos - 1)[0] & 0xFFFFFF
-                length = u32(data, hpos + 2)[0] & 0xFFFFFF
-                type_id = data[hpos + 6]
-                if delta == 0xFFFFFF:
-                    if end + 4 > n:
-                        break
-                    delta = u32(data, end)[0]
-                    end += 4
-                    ext = delta
-                else:
-                    ext = -1
-                if st.received:
-                    self._drop_partial(st)
-                st.timestamp = (st.timestamp + delta) & 0xFFFFFFFF
-                st.delta = delta
-                st.ext = ext
-                st.length = length
-                st.type_id = type_id
-            elif fmt == 2:
-                end = hpos + 3
-                if end > n:
-                    break
-                delta = u32(data, hpos - 1)[0] & 0xFFFFFF
-                if delta == 0xFFFFFF:
-                    if end + 4 > n:
-                        break
-                    delta = u32(data, end)[0]
-                    end += 4
-                    ext = delta
-                else:
-                    ext = -1
-                if st.received:
-                    self._drop_partial(st)
-                st.timestamp = (st.timestamp + delta) & 0xFFFFFFFF
-                st.delta = delta
                 st.ext = ext
             else:
                 end = hpos

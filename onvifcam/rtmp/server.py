@@ -251,28 +251,15 @@ class RtmpConnection(asyncio.Protocol):
     def _other(self, m: Message) -> None:
         t = m.type_id
         if t == chunk.AMF0_COMMAND or t == chunk.AMF3_COMMAND:
-            payload = m.payload
-            if t == chunk.AMF3_COMMAND and payload[:1] == b"\x00":
-                payload = payload[1:]
-            try:
-                values = amf0.decode(payload)
-            except amf0.AmfError as exc:
-                self.server.stats_malformed += 1
-                log.warning("rtmp: bad AMF0 command from %s: %s", self.description, exc)
+            values = self._amf_values(m, "command")
+            if values is None:
                 self.close()
                 return
             self._invoke(m, values)
         elif t == chunk.AMF0_DATA or t == chunk.AMF3_DATA:
-            payload = m.payload
-            if t == chunk.AMF3_DATA and payload[:1] == b"\x00":
-                payload = payload[1:]
-            try:
-                values = amf0.decode(payload)
-            except amf0.AmfError as exc:
-                self.server.stats_malformed += 1
-                log.warning("rtmp: bad AMF0 data from %s: %s", self.description, exc)
-                return
-            self._data(values)
+            values = self._amf_values(m, "data")
+            if values is not None:
+                self._data(values)
         elif t == chunk.WINDOW_ACK_SIZE:
             if len(m.payload) >= 4:
                 self.peer_window = int.from_bytes(m.payload[:4], "big")
@@ -289,6 +276,18 @@ class RtmpConnection(asyncio.Protocol):
             self._aggregate(m)
         # Set Chunk Size and Abort are applied by the parser; Ack and Set Peer Bandwidth
         # need nothing from an ingest server.
+
+    def _amf_values(self, m: Message, what: str) -> list[Any] | None:
+        """The AMF0 values of a command or data message; None (logged) when malformed."""
+        payload = m.payload
+        if m.type_id in (chunk.AMF3_COMMAND, chunk.AMF3_DATA) and payload[:1] == b"\x00":
+            payload = payload[1:]  # AMF3 message types that carry AMF0 values
+        try:
+            return amf0.decode(payload)
+        except amf0.AmfError as exc:
+            self.server.stats_malformed += 1
+            log.warning("rtmp: bad AMF0 %s from %s: %s", what, self.description, exc)
+            return None
 
     def _aggregate(self, m: Message) -> None:
         """An aggregate message: FLV-style tags whose timestamps are relative to the first."""
@@ -520,7 +519,8 @@ class RtmpConnection(asyncio.Protocol):
 
     def c_delete_stream(self, m: Message, txn: float, args: list[Any]) -> None:
         sid = args[1] if len(args) > 1 and isinstance(args[1], float) else float(m.stream_id)
-        if int(sid) == self.publish_stream_id and (self.ingest or self.stream):
+        # compared as a float: int() of a NaN or infinite AMF0 number would raise
+        if sid == self.publish_stream_id and (self.ingest or self.stream):
             self._unpublish("the publisher deleted its stream")
 
     def c_play(self, m: Message, txn: float, args: list[Any]) -> None:

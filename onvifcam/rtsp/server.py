@@ -41,6 +41,7 @@ PUBLIC = (
     "GET_PARAMETER, SET_PARAMETER"
 )
 _TRACK_NUM = re.compile(r"(?:trackID|streamid|stream|track)=(\d+)$", re.IGNORECASE)
+MAX_SESSIONS_PER_CONNECTION = 16
 
 
 class Reply(Exception):
@@ -106,6 +107,12 @@ class RtspConnection(asyncio.Protocol):
             self.server.close_session(s, "connection closed")
         if self._tunnel_cookie and self.server.tunnels.get(self._tunnel_cookie) is self:
             del self.server.tunnels[self._tunnel_cookie]
+        if self.tunnelled:
+            # The POST halves feeding this GET half are exempt from the idle timeout, so
+            # they go with it.
+            for c in list(self.server.connections):
+                if c._tunnel_target is self:
+                    c.close()
         self.mode = "closed"
 
     def close(self) -> None:
@@ -291,6 +298,12 @@ class RtspConnection(asyncio.Protocol):
             raise Reply(454, f"session {sid!r} not found")
         return s
 
+    def _check_session_room(self) -> None:
+        if len(self.sessions) >= MAX_SESSIONS_PER_CONNECTION:
+            raise Reply(
+                453, f"too many sessions on one connection (max {MAX_SESSIONS_PER_CONNECTION})"
+            )
+
     def _url(self, req: Request) -> str:
         return req.uri.split("?", 1)[0].rstrip("/")
 
@@ -340,8 +353,6 @@ class RtspConnection(asyncio.Protocol):
         except SdpError as exc:
             self.server.stats_malformed += 1
             raise Reply(400, f"bad SDP: {exc}") from None
-        if not sdp.media:
-            raise Reply(400, "the SDP has no media")
         existing = self.server.registry.get(path)
         if (
             existing is not None
@@ -349,6 +360,7 @@ class RtspConnection(asyncio.Protocol):
             and cfg.path_policy(path).on_conflict == "reject"
         ):
             raise Reply(409, f"path '{path}' already has a publisher")
+        self._check_session_room()
         s = self.server.new_session(self, "record", path)
         s.announced = sdp
         s.base_url = self._url(req)
@@ -433,8 +445,10 @@ class RtspConnection(asyncio.Protocol):
             raise Reply(404, f"no stream is published at '{stream.path}'")
         if s is not None and s.stream is not None and s.stream is not stream:
             raise Reply(459, "one session cannot read two streams")
-        if s is None and len(stream.readers) >= self.server.limits.max_readers_per_stream:
-            raise Reply(453, f"stream '{stream.path}' has its maximum number of readers")
+        if s is None:
+            self._check_session_room()
+            if len(stream.readers) >= self.server.limits.max_readers_per_stream:
+                raise Reply(453, f"stream '{stream.path}' has its maximum number of readers")
         idx = self._play_track(stream, control)
         server = self.server
         cfg = server.cfg.rtsp
@@ -757,6 +771,7 @@ class RtspServer:
                     del self.udp_publishers[key]
         else:
             s.stop_play()
+            self.multicast_leave(s)  # also frees a group set up but never played
             for key, val in list(self.udp_reader_rtcp.items()):
                 if val is s:
                     del self.udp_reader_rtcp[key]
@@ -822,7 +837,7 @@ class RtspServer:
         g.members.add(s)
 
     def multicast_leave(self, s: RtspSession) -> None:
-        """Remove a session from its group; the last one out stops the group."""
+        """Remove a session from its path's group; a group left without members stops."""
         g = self.multicast.get(s.path)
         if g is None:
             return

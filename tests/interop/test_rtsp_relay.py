@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import itertools
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from onvifcam.config import Config, RtspConfig
+from onvifcam.limits import ConnectionLimiter
+from onvifcam.media.sdp import SessionDescription
+from onvifcam.media.stream import StreamRegistry
+from onvifcam.rtsp.server import MAX_SESSIONS_PER_CONNECTION, RtspServer
 from tests.helpers import (
     GST_LAUNCH,
     ServerProc,
@@ -437,3 +444,101 @@ def test_connection_cap_and_per_ip_rate_limit() -> None:
         assert "too many new connections from 127.0.0.1" in srv.log()
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- in-process server state
+
+
+async def _in_process_server() -> RtspServer:
+    cfg = dataclasses.replace(Config(), rtsp=RtspConfig(udp=False))
+    registry = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15.0, max_streams=8)
+    rtsp = RtspServer(cfg, registry, ConnectionLimiter(64, 0.0, 64))
+    await rtsp.start("127.0.0.1", 0)
+
+    class _Pub:
+        description = "test publisher"
+
+        def kick(self, reason: str) -> None:
+            pass
+
+    sdp = "v=0\r\ns=t\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    registry.get_or_create("cam").publish(_Pub(), SessionDescription.parse(sdp))
+    return rtsp
+
+
+async def _ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str) -> bytes:
+    writer.write(request.encode())
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_multicast_group_of_a_session_that_never_plays_is_freed() -> None:
+    async def run() -> None:
+        rtsp = await _in_process_server()
+        try:
+            url = f"rtsp://127.0.0.1:{rtsp.port}/cam/trackID=0"
+            reader, writer = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            reply = await _ask(
+                reader,
+                writer,
+                f"SETUP {url} RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP;multicast\r\n\r\n",
+            )
+            assert status_of(reply) == 200
+            assert list(rtsp.multicast) == ["cam"]
+            writer.close()
+            await _until(lambda: not rtsp.sessions)
+            assert rtsp.multicast == {}
+        finally:
+            await rtsp.stop()
+
+    asyncio.run(run())
+
+
+def test_tunnel_post_half_closes_with_its_get_half() -> None:
+    async def run() -> None:
+        rtsp = await _in_process_server()
+        try:
+            get_r, get_w = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            head = await _ask(get_r, get_w, "GET /cam HTTP/1.0\r\nx-sessioncookie: c1\r\n\r\n")
+            assert status_of(head) == 200
+            post_r, post_w = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            post_w.write(b"POST /cam HTTP/1.0\r\nx-sessioncookie: c1\r\n\r\n")
+            options = base64.b64encode(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+            post_w.write(options)
+            assert status_of(await asyncio.wait_for(get_r.readuntil(b"\r\n\r\n"), 5)) == 200
+            get_w.close()
+            assert await asyncio.wait_for(post_r.read(), 5) == b""  # closed by the server
+            await _until(lambda: not rtsp.connections)
+        finally:
+            await rtsp.stop()
+
+    asyncio.run(run())
+
+
+def test_sessions_per_connection_are_capped() -> None:
+    async def run() -> None:
+        rtsp = await _in_process_server()
+        try:
+            url = f"rtsp://127.0.0.1:{rtsp.port}/cam/trackID=0"
+            reader, writer = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            setup = (
+                "SETUP {url} RTSP/1.0\r\nCSeq: {n}\r\n"
+                "Transport: RTP/AVP/TCP;interleaved=0-1\r\n\r\n"
+            )
+            for n in range(MAX_SESSIONS_PER_CONNECTION):
+                assert status_of(await _ask(reader, writer, setup.format(url=url, n=n))) == 200
+            assert status_of(await _ask(reader, writer, setup.format(url=url, n=99))) == 453
+            assert len(rtsp.sessions) == MAX_SESSIONS_PER_CONNECTION
+            writer.close()
+            await _until(lambda: not rtsp.sessions)
+        finally:
+            await rtsp.stop()
+
+    asyncio.run(run())

@@ -65,6 +65,7 @@ address = "127.0.0.2"
         ("[[cameras]]\nname = 'x'\n", "cameras[0]: 'path' is required"),
         ("[[cameras]]\npath = 'a'\naddress = 'nope'\n", "is not an IP address"),
         ("[bogus]\n", "unknown section or key 'bogus'"),
+        ("[rtsp]\nmulticast_port_base = 65530\n", "leaves no room for 16 tracks"),
         ("[server\n", "invalid TOML"),
     ],
 )

@@ -18,7 +18,16 @@ from cryptography.x509.oid import NameOID
 from onvifcam.config import Config, LimitsConfig, PathConfig, RtmpConfig
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
-from onvifcam.rtmp.server import PublishRefused, RtmpServer, _load_tls, split_query
+from onvifcam.rtmp import chunk
+from onvifcam.rtmp.chunk import Message
+from onvifcam.rtmp.flv import FlvIngest
+from onvifcam.rtmp.server import (
+    PublishRefused,
+    RtmpConnection,
+    RtmpServer,
+    _load_tls,
+    split_query,
+)
 
 
 def _cert(tmp: Path) -> tuple[Path, Path, Path]:
@@ -117,3 +126,14 @@ def test_policy_keys_credentials_and_conflicts() -> None:
     srv.authorize(a, "swap/cam", {})  # type: ignore[arg-type]
     srv.authorize(b, "swap/cam", {})  # type: ignore[arg-type]
     assert "replaced by" in a.kicked and srv.claims["swap/cam"] is b
+
+
+def test_delete_stream_with_a_nan_stream_id_is_ignored() -> None:
+    conn = RtmpConnection(_server(), "rtmp")
+    conn.publish_stream_id = 1
+    conn.ingest = FlvIngest(lambda _sdp: None, lambda _t, _p: None)
+    m = Message(chunk.AMF0_COMMAND, 0, 1, 3, b"")
+    conn.c_delete_stream(m, 0.0, [None, float("nan")])  # int(nan) would raise
+    assert conn.ingest is not None
+    conn.c_delete_stream(m, 0.0, [None, 1.0])
+    assert conn.ingest is None
