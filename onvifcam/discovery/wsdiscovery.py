@@ -31,6 +31,8 @@ from urllib.parse import unquote
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from onvifcam.onvif.soap import SAFE_PARSER
+
 # --------------------------------------------------------------------------- constants
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -72,15 +74,6 @@ A = ElementMaker(namespace=NS_WSA, nsmap=NSMAP)
 D = ElementMaker(namespace=NS_WSD, nsmap=NSMAP)
 _S12 = ElementMaker(namespace=NS_SOAP12, nsmap=NSMAP)
 _S11 = ElementMaker(namespace=NS_SOAP11, nsmap=_NSMAP11)
-
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-)
 
 
 # --------------------------------------------------------------------------- messages
@@ -281,7 +274,7 @@ def _message(data: bytes) -> Message | Ignored:
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         return Ignored("malformed", "DTDs are not allowed in SOAP")
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = etree.fromstring(data, SAFE_PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
         return Ignored("malformed", str(exc)[:120])
     if root.getroottree().docinfo.doctype:

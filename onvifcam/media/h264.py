@@ -315,24 +315,30 @@ def parse_sps(nal: bytes | memoryview) -> VideoInfo:
     fps: float | None = None
     r.section = "VUI"
     if r.u(1):  # vui_parameters_present_flag
-        if r.u(1):  # aspect_ratio_info_present_flag
-            if r.u(8) == 255:  # Extended_SAR
-                r.skip(32)
-        if r.u(1):  # overscan_info_present_flag
-            r.skip(1)
-        if r.u(1):  # video_signal_type_present_flag
-            r.skip(4)
-            if r.u(1):  # colour_description_present_flag
-                r.skip(24)
-        if r.u(1):  # chroma_loc_info_present_flag
-            r.ue()
-            r.ue()
+        skip_vui_prefix(r)
         if r.u(1):  # timing_info_present_flag
             num_units_in_tick = r.u(32)
             time_scale = r.u(32)
             if num_units_in_tick and time_scale:
                 fps = time_scale / (2 * num_units_in_tick)
     return VideoInfo("H264", width, height, fps, profile_idc, level_idc)
+
+
+def skip_vui_prefix(r: _BitReader) -> None:
+    """Skip the VUI fields H.264 and H.265 share, from aspect_ratio_info_present_flag up to
+    and including the chroma sample location."""
+    if r.u(1):  # aspect_ratio_info_present_flag
+        if r.u(8) == 255:  # Extended_SAR
+            r.skip(32)
+    if r.u(1):  # overscan_info_present_flag
+        r.skip(1)
+    if r.u(1):  # video_signal_type_present_flag
+        r.skip(4)
+        if r.u(1):  # colour_description_present_flag
+            r.skip(24)
+    if r.u(1):  # chroma_loc_info_present_flag
+        r.ue()
+        r.ue()
 
 
 def profile_level_id(sps: bytes | memoryview) -> str:

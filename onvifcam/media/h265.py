@@ -17,6 +17,7 @@ from onvifcam.media.h264 import (
     _depacketize,
     _packetize,
     nals_from_avcc,
+    skip_vui_prefix,
     split_annexb,
     to_annexb,
     unescape_rbsp,
@@ -279,18 +280,7 @@ def parse_sps(nal: bytes | memoryview) -> VideoInfo:
     fps: float | None = None
     r.section = "VUI"
     if r.u(1):  # vui_parameters_present_flag
-        if r.u(1):  # aspect_ratio_info_present_flag
-            if r.u(8) == 255:
-                r.skip(32)
-        if r.u(1):  # overscan_info_present_flag
-            r.skip(1)
-        if r.u(1):  # video_signal_type_present_flag
-            r.skip(4)
-            if r.u(1):  # colour_description_present_flag
-                r.skip(24)
-        if r.u(1):  # chroma_loc_info_present_flag
-            r.ue()
-            r.ue()
+        skip_vui_prefix(r)
         r.skip(3)  # neutral_chroma_indication, field_seq, frame_field_info_present
         if r.u(1):  # default_display_window_flag
             for _ in range(4):

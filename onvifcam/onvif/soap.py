@@ -106,7 +106,8 @@ def content_type(soap_ns: str) -> str:
     return CONTENT_TYPE if soap_ns == ENV12 else CONTENT_TYPE11
 
 
-_PARSER = etree.XMLParser(
+# Every XML we parse (SOAP bodies, WS-Discovery datagrams): no entities, DTDs or network.
+SAFE_PARSER = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
     huge_tree=False,
@@ -190,7 +191,7 @@ def parse(data: bytes) -> SoapRequest:
     if not data.strip():
         raise Fault("ter:WellFormed", "empty request body")
     try:
-        root = etree.fromstring(data, _PARSER)
+        root = etree.fromstring(data, SAFE_PARSER)
     except etree.XMLSyntaxError as exc:
         raise Fault("ter:WellFormed", f"malformed XML: {exc.msg}") from None
     except ValueError as exc:
