@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 from fractions import Fraction
-from functools import cache
+from functools import partial
 
 import av
 import numpy as np
@@ -15,51 +14,17 @@ from hypothesis import strategies as st
 
 from onvifcam.media import h264
 from onvifcam.media.h264 import H264Error, VideoInfo
+from tests.unit import videotools
+from tests.unit.videotools import BitWriter, escape
 
 # --------------------------------------------------------------------------- helpers
 
 
-@cache
-def encode(
-    width: int,
-    height: int,
-    frames: int = 12,
-    pix_fmt: str = "yuv420p",
-    rate: Fraction = Fraction(25),
-    params: str = "keyint=10",
-    noise: bool = False,
-    profile: str | None = None,
-) -> tuple[bytes, ...]:
-    """Encode frames with libx264; returns one Annex-B packet per access unit."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
-    ctx.time_base = 1 / rate
-    ctx.framerate = rate
-    options = {"x264-params": params}
-    if profile:
-        options["profile"] = profile
-    ctx.options = options
-    rng = np.random.default_rng(1)
-    out: list[bytes] = []
-    for i in range(frames):
-        if noise:
-            arr = rng.integers(0, 256, (height * 3 // 2, width), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
-        else:
-            frame = av.VideoFrame(width, height, pix_fmt)
-        frame.pts = i
-        out += [bytes(p) for p in ctx.encode(frame)]
-    out += [bytes(p) for p in ctx.encode(None)]
-    return tuple(out)
+encode = partial(videotools.encode, "libx264")
 
 
 def decode_frames(codec: str, annexb: bytes) -> list[av.VideoFrame]:
-    ctx = av.CodecContext.create(codec, "r")
-    frames: list[av.VideoFrame] = []
-    for packet in [*ctx.parse(annexb), *ctx.parse(None)]:
-        frames += ctx.decode(packet)
-    frames += ctx.decode(None)
-    return frames
+    return videotools.decode(codec, annexb)[0]
 
 
 def nal_types(nals: list[bytes]) -> list[int]:
@@ -68,41 +33,6 @@ def nal_types(nals: list[bytes]) -> list[int]:
 
 def first_sps(packets: tuple[bytes, ...]) -> bytes:
     return next(n for n in h264.split_annexb(packets[0]) if n[0] & 0x1F == 7)
-
-
-class BitWriter:
-    """Minimal MSB-first bit writer with exp-Golomb codes, for synthetic SPS."""
-
-    def __init__(self) -> None:
-        self.bits: list[int] = []
-
-    def u(self, n: int, value: int) -> None:
-        self.bits += [(value >> (n - 1 - i)) & 1 for i in range(n)]
-
-    def ue(self, value: int) -> None:
-        value += 1
-        self.u(value.bit_length() - 1, 0)
-        self.u(value.bit_length(), value)
-
-    def se(self, value: int) -> None:
-        self.ue(2 * value - 1 if value > 0 else -2 * value)
-
-    def rbsp(self) -> bytes:
-        bits = [*self.bits, 1]
-        bits += [0] * (-len(bits) % 8)
-        return int("".join(map(str, bits)), 2).to_bytes(len(bits) // 8, "big")
-
-
-def escape(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 # --------------------------------------------------------------------------- framing
@@ -148,23 +78,7 @@ def test_avcc_errors() -> None:
 
 def mp4_avcc() -> tuple[bytes, bytes, bytes]:
     """An avcC box made by FFmpeg's MP4 muxer plus the Annex-B SPS/PPS of the same stream."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        first = None
-        for i in range(3):
-            frame = av.VideoFrame(320, 240, "yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-        first = bytes(stream.codec_context.extradata or b"")
-    data = buf.getvalue()
-    at = data.find(b"avcC")
-    size = int.from_bytes(data[at - 4 : at], "big")
-    record = data[at + 4 : at - 4 + size]
+    record, first = videotools.mp4_config_record("libx264")
     nals = h264.split_annexb(first)
     sps = next(n for n in nals if n[0] & 0x1F == 7)
     pps = next(n for n in nals if n[0] & 0x1F == 8)

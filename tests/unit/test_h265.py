@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 from fractions import Fraction
-from functools import cache
+from functools import partial
 
 import av
 import numpy as np
@@ -15,87 +14,21 @@ from hypothesis import strategies as st
 
 from onvifcam.media import h264, h265
 from onvifcam.media.h265 import H265Error, VideoInfo
-
-QUIET = "log-level=error"
+from tests.unit import videotools
+from tests.unit.videotools import BitWriter, escape, from_bits, to_bits
 
 # --------------------------------------------------------------------------- helpers
 
 
-@cache
-def encode(
-    width: int,
-    height: int,
-    frames: int = 12,
-    pix_fmt: str = "yuv420p",
-    rate: Fraction = Fraction(25),
-    params: str = "keyint=10",
-    noise: bool = False,
-) -> tuple[bytes, ...]:
-    """Encode frames with libx265; returns one Annex-B packet per access unit."""
-    ctx = av.CodecContext.create("libx265", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
-    ctx.time_base = 1 / rate
-    ctx.framerate = rate
-    ctx.options = {"x265-params": f"{QUIET}:{params}" if params else QUIET}
-    rng = np.random.default_rng(2)
-    out: list[bytes] = []
-    for i in range(frames):
-        if noise:
-            arr = rng.integers(0, 256, (height * 3 // 2, width), dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
-        else:
-            frame = av.VideoFrame(width, height, pix_fmt)
-        frame.pts = i
-        out += [bytes(p) for p in ctx.encode(frame)]
-    out += [bytes(p) for p in ctx.encode(None)]
-    return tuple(out)
+encode = partial(videotools.encode, "libx265")
 
 
 def decode(annexb: bytes) -> tuple[list[av.VideoFrame], av.CodecContext]:
-    ctx = av.CodecContext.create("hevc", "r")
-    frames: list[av.VideoFrame] = []
-    for packet in [*ctx.parse(annexb), *ctx.parse(None)]:
-        frames += ctx.decode(packet)
-    frames += ctx.decode(None)
-    return frames, ctx
+    return videotools.decode("hevc", annexb)
 
 
 def nal_of_type(packets: tuple[bytes, ...], nal_type: int) -> bytes:
     return next(n for n in h265.split_annexb(packets[0]) if h265.nal_type(n) == nal_type)
-
-
-class BitWriter:
-    def __init__(self) -> None:
-        self.bits: list[int] = []
-
-    def u(self, n: int, value: int) -> None:
-        self.bits += [(value >> (n - 1 - i)) & 1 for i in range(n)]
-
-    def ue(self, value: int) -> None:
-        value += 1
-        self.u(value.bit_length() - 1, 0)
-        self.u(value.bit_length(), value)
-
-
-def to_bits(data: bytes) -> list[int]:
-    return [(b >> (7 - i)) & 1 for b in data for i in range(8)]
-
-
-def from_bits(bits: list[int]) -> bytes:
-    bits = bits + [0] * (-len(bits) % 8)
-    return int("".join(map(str, bits)), 2).to_bytes(len(bits) // 8, "big")
-
-
-def escape(rbsp: bytes) -> bytes:
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 # --------------------------------------------------------------------------- config
@@ -109,21 +42,7 @@ def test_reuses_h264_framing_helpers() -> None:
 
 
 def test_parse_hevc_config_from_ffmpeg_mp4() -> None:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx265", rate=25, options={"x265-params": QUIET})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for i in range(3):
-            frame = av.VideoFrame(320, 240, "yuv420p")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-        extradata = bytes(stream.codec_context.extradata or b"")
-    data = buf.getvalue()
-    at = data.find(b"hvcC")
-    record = data[at + 4 : at - 4 + int.from_bytes(data[at - 4 : at], "big")]
+    record, extradata = videotools.mp4_config_record("libx265")
     cfg = h265.parse_hevc_config(record)
     nals = h265.split_annexb(extradata)
     assert cfg.vps == [n for n in nals if h265.nal_type(n) == 32]
