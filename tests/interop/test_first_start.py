@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ import pytest
 from onvif import ONVIFCamera
 from onvif.zeep_aiohttp import AIOHTTPTransport
 
-from tests.helpers import FFPROBE, ServerProc, ffmpeg_push, ffmpeg_read, running, wait_online
+from tests.helpers import FFPROBE, ROOT, ServerProc, ffmpeg_push, ffmpeg_read, running, wait_online
 from tests.onvif_schema import envelope, fault_subcodes, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -281,3 +282,16 @@ def test_an_nvr_plays_the_stream_uri_with_its_onvif_login(tmp_path: Path) -> Non
             with running(p):
                 pass
         srv.stop()
+
+
+def test_an_unwritable_state_dir_is_a_clear_start_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    r = subprocess.run(
+        [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
+         "--rtmp-port", "0", "--http-port", "0", "--state-dir", str(blocker)],
+        capture_output=True, text=True, timeout=30, cwd=str(ROOT),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert str(blocker / "onvif-admin-password") in r.stderr and "state_dir" in r.stderr
+    assert "Traceback" not in r.stderr and "onvifcam ready" not in r.stdout
