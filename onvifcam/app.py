@@ -9,10 +9,12 @@ import signal
 import sys
 import time
 from typing import Protocol
+from urllib.parse import quote
 
 from onvifcam import __version__
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
+from onvifcam.firststart import display_host, url_host, with_admin_password
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
@@ -20,6 +22,8 @@ from onvifcam.rtsp.server import RtspServer
 from onvifcam.web.server import WebServer
 
 log = logging.getLogger(__name__)
+
+_LOGGED_CAMERAS = 10  # cameras listed with their URLs at start
 
 
 class Component(Protocol):
@@ -40,6 +44,8 @@ class App:
     """Owns the configuration, the stream registry and every server (no global state)."""
 
     def __init__(self, cfg: Config) -> None:
+        # no [onvif] credentials: cameras get a generated admin password (see firststart.py)
+        cfg, self.login = with_admin_password(cfg)
         self.cfg = cfg
         lim = cfg.limits
         self.limiter = ConnectionLimiter(
@@ -52,6 +58,7 @@ class App:
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         web = WebServer(self)
+        self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
         self.components: list[Component] = [web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(DiscoveryService(self, web))
@@ -70,7 +77,8 @@ class App:
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
 
     def ready_line(self) -> str:
-        """The line printed once everything listens (ports chosen for 0 included)."""
+        """The line printed once everything listens (ports chosen for 0 included), as
+        ``onvifcam ready key=value ...``; also logs the login and URLs a user can paste."""
         info = {
             "rtsp_port": str(self.rtsp.port),
             "rtp_port": str(self.rtsp.rtp_port),
@@ -78,7 +86,66 @@ class App:
         }
         for c in self.components:
             info.update(c.ready_info())
+        o = self.cfg.onvif
+        if o.enabled:
+            if self.login is not None:
+                info["onvif_user"] = self.login.user
+                info["onvif_password"] = self.login.password
+            elif o.username:
+                info["onvif_user"] = o.username
+            elif not o.auth:
+                info["onvif_auth"] = "off"
+        self._log_where(info)
         return "onvifcam ready " + " ".join(f"{k}={v}" for k, v in info.items())
+
+    def _log_where(self, info: dict[str, str]) -> None:
+        """Log the ONVIF login and the URLs to paste (never 0.0.0.0)."""
+        host = url_host(display_host(self.cfg.server))
+        rtsp = f"rtsp://{host}:{info['rtsp_port']}"
+        publish = f"publish to {rtsp}/PATH"
+        if "rtmp_port" in info:
+            publish += f" or rtmp://{host}:{info['rtmp_port']}/APP/KEY (path APP/KEY)"
+        if self.login is not None:
+            log.info(
+                "onvif: cameras without their own credentials need user %r, password %r "
+                "(%s %s; set [onvif] username and password to choose them)",
+                self.login.user,
+                self.login.password,
+                "generated now and kept in" if self.login.new else "kept in",
+                self.login.path,
+            )
+        o = self.cfg.onvif
+        if not (o.enabled and o.auto_cameras and "http_port" in info):
+            log.info("%s; read it at %s/PATH", publish, rtsp)
+        else:
+            log.info(
+                "%s; the path becomes an ONVIF camera on its own port and at "
+                "http://%s:%s/onvif/SLUG/device_service (SLUG: the path with '/' as '-'); "
+                "read it at %s/PATH",
+                publish,
+                host,
+                info["http_port"],
+                rtsp,
+            )
+        web = next((c for c in self.components if isinstance(c, WebServer)), None)
+        cams = list(web.cameras.cameras.values()) if web is not None else []
+        for cam in cams[:_LOGGED_CAMERAS]:
+            port = cam.bound[0][1] if cam.bound else int(info["http_port"])
+            where = "/onvif/device_service" if cam.bound else f"/onvif/{cam.slug}/device_service"
+            log.info(
+                "onvif: camera %r: http://%s:%d%s, stream rtsp://%s:%d/%s",
+                cam.name,
+                url_host(cam.address) if cam.address else host,
+                port,
+                where,
+                url_host(cam.address) if cam.address and cam.cfg.rtsp_listen else host,
+                cam.cfg.rtsp_port or self.rtsp.port,
+                quote(cam.path, safe="/"),
+            )
+        if len(cams) > _LOGGED_CAMERAS:
+            log.info(
+                "onvif: %d more cameras: GET /api/cameras lists them", len(cams) - _LOGGED_CAMERAS
+            )
 
     async def _ticker(self) -> None:
         while True:

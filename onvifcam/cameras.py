@@ -296,6 +296,13 @@ class Camera:
         """False when auth is off for this camera or no user exists (ONVIF factory state)."""
         return self.cfg.auth and bool(self.users)
 
+    @property
+    def rtsp_needs_users(self) -> bool:
+        """True when reading this camera's streams over RTSP needs one of its ONVIF users
+        (``rtsp_auth = "onvif"`` on the camera or in ``[onvif]``, with auth on)."""
+        mode = self.cfg.rtsp_auth or self.app_cfg.onvif.rtsp_auth
+        return mode == "onvif" and self.auth_required
+
     def user(self, name: str) -> User | None:
         """The user called ``name``."""
         return next((u for u in self.users if u.name == name), None)
@@ -757,6 +764,18 @@ class CameraRegistry:
             for which, p in (("main", cam.path), ("sub", cam.sub_path)):
                 if p == path and p:
                     cam.remember_stream(which)
+
+    def rtsp_users(self, path: str) -> tuple[list[tuple[str, str]], bool]:
+        """ONVIF users (name, password) of the cameras showing ``path``, and whether one of
+        those cameras requires them for reading it over RTSP."""
+        path = self.streams.normalize(path)
+        users: list[tuple[str, str]] = []
+        required = False
+        for c in self.cameras.values():
+            if path and path in (c.path, c.sub_path):
+                users.extend((u.name, u.password) for u in c.users)
+                required = required or c.rtsp_needs_users
+        return users, required
 
     def find(self, name: str) -> Camera | None:
         """A camera by name, key, slug or path (case-insensitive slug as a last resort)."""

@@ -123,6 +123,9 @@ class CameraConfig:
     username: str = ""
     password: str = ""
     auth: bool = True
+    # "onvif": reading the camera's streams over RTSP needs one of its ONVIF users;
+    # "path": only what the path's read_user says; "": as [onvif] rtsp_auth.
+    rtsp_auth: str = ""
     manufacturer: str = ""
     model: str = ""
     serial: str = ""
@@ -149,6 +152,11 @@ class OnvifConfig:
     snapshot_offline: str = "placeholder"
     username: str = ""
     password: str = ""
+    # Without username/password: generate an admin password once (kept in the state
+    # directory) for cameras with no credentials; false leaves such cameras open.
+    auth: bool = True
+    # Default of [[cameras]] rtsp_auth: "path" (the path's read_user decides) or "onvif".
+    rtsp_auth: str = "path"
     address_port: int = 80
     max_cameras: int = 1024
     max_users: int = 32
@@ -271,6 +279,9 @@ def _build(cls: type, table: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+RTSP_AUTH = ("path", "onvif")
+
+
 def _validate(cfg: Config, where: str) -> None:
     for name, policy in [("defaults", cfg.defaults), *cfg.paths.items()]:
         if policy.on_conflict not in ("reject", "replace"):
@@ -304,6 +315,12 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [onvif] snapshot_quality must be 1..100")
     if cfg.onvif.password and not cfg.onvif.username:
         raise ConfigError(f"{where}: [onvif] password without username")
+    if not cfg.onvif.auth and cfg.onvif.username:
+        raise ConfigError(
+            f"{where}: [onvif] auth = false contradicts [onvif] username; remove one of them"
+        )
+    if cfg.onvif.rtsp_auth not in RTSP_AUTH:
+        raise ConfigError(f"{where}: [onvif] rtsp_auth must be 'path' or 'onvif'")
     d = cfg.discovery
     if not 1 <= d.ttl <= 255:
         raise ConfigError(f"{where}: [discovery] ttl must be 1..255")
@@ -342,6 +359,8 @@ def _validate(cfg: Config, where: str) -> None:
         seen.add(key)
         if cam.password and not cam.username:
             raise ConfigError(f"{where}: cameras[{i}]: password without username")
+        if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
+            raise ConfigError(f"{where}: cameras[{i}].rtsp_auth must be 'path' or 'onvif'")
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
             raise ConfigError(f"{where}: cameras[{i}]: sub_path is the same as path")
         if cam.address:

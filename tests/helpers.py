@@ -30,6 +30,18 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _open_onvif(text: str) -> str:
+    """Add ``auth = false`` to the [onvif] table unless it sets auth or username."""
+    m = re.search(r"^\[onvif\][ \t]*$", text, re.M)
+    if m is None:
+        return text
+    end = re.search(r"^\s*\[", text[m.end() :], re.M)
+    body = text[m.end() : m.end() + end.start()] if end else text[m.end() :]
+    if re.search(r"^\s*(auth|username)\s*=", body, re.M):
+        return text
+    return text[: m.end()] + "\nauth = false" + text[m.end() :]
+
+
 def free_port() -> int:
     """A TCP port that is free right now on 127.0.0.1."""
     with socket.socket() as s:
@@ -47,13 +59,18 @@ class ServerProc:
     proc: subprocess.Popen[str] | None = None
     ports: dict[str, int] = field(default_factory=dict)
     log_path: str = ""
+    # False: add [onvif] auth = false unless the config sets [onvif] auth or username, so
+    # cameras without credentials stay open as most tests expect; True: the shipped default
+    # (a generated admin password, printed as onvif_user=/onvif_password= in the ready line).
+    onvif_auth: bool = False
+    state_dir: str = ""  # default: a fresh directory per start
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProc:
         """Start the server and wait for its ready line."""
         self._tmp = tempfile.TemporaryDirectory(prefix="onvifcam-test-")
         cfg_path = Path(self._tmp.name) / "config.toml"
-        state = Path(self._tmp.name) / "state"
+        state = Path(self.state_dir or Path(self._tmp.name) / "state")
         text = self.config
         if "[server]" not in text:
             text = (
@@ -62,6 +79,8 @@ class ServerProc:
             )
         if "[onvif]" not in text:
             text += "\n[onvif]\nport_range_start = 0\nport_range_end = 0\n"
+        if not self.onvif_auth:
+            text = _open_onvif(text)
         if "rtp_port" not in text:
             text += "\n[rtsp]\nrtp_port = 0\n" if "[rtsp]" not in text else ""
         cfg_path.write_text(text)

@@ -278,11 +278,12 @@ class RtspConnection(asyncio.Protocol):
             user, password = policy.publish_user, policy.publish_password
         else:
             user, password = policy.read_user, policy.read_password
-        if not user:
+        allowed = [Credentials(user, password)] if user else []
+        if role == "read":  # the ONVIF users of the cameras showing the path, too
+            allowed = self.server.auth.readers(path, allowed)
+        if not allowed:
             return
-        res = self.server.auth.check(
-            req.method, req.headers.get("Authorization"), [Credentials(user, password)]
-        )
+        res = self.server.auth.check(req.method, req.headers.get("Authorization"), allowed)
         if not res.ok:
             self.server.stats_auth_failures += 1
             raise Reply(401, res.reason, self.server.auth.challenge_headers(stale=res.stale))
