@@ -402,3 +402,42 @@ def test_serving_line_names_a_reachable_address_for_the_wildcard() -> None:
             assert f"camera 'Lobby' (lobby) at http://{net.server_ip}:" in log, log
         finally:
             srv.stop()
+
+
+async def test_camera_and_discovery_ports_in_use_are_logged_with_their_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """These do not stop the server, but the log line says which port, key and what to do."""
+    cam_rtsp = free_port()
+    with held("tcp") as cam_port, held("udp") as disc_port, socket.socket() as taken:
+        # Gate's own RTSP port is taken on its own address (127.0.0.2, a loopback address)
+        taken.bind(("127.0.0.2", cam_rtsp))
+        taken.listen()
+        cfg = _cfg(
+            tmp_path,
+            discovery={"port": disc_port, "mdns": False},
+            cameras=[
+                {"name": "Lobby", "path": "lobby", "auth": False, "onvif_port": cam_port},
+                {"name": "Gate", "path": "gate", "auth": False, "address": "127.0.0.2",
+                 "onvif_port": free_port(), "rtsp_listen": True, "rtsp_port": cam_rtsp},
+            ],
+        )  # fmt: skip
+        app = App(cfg)
+        await app.start()
+        try:
+            text = caplog.text
+        finally:
+            await app.stop()
+    assert (
+        f"onvif: tcp 127.0.0.1:{cam_port} (ONVIF port of camera 'Lobby'; cameras[0].onvif_port) "
+        "is already in use" in text
+    ), text
+    assert "camera 'Lobby' is still reachable at /onvif/Lobby/device_service" in text
+    assert (
+        f"udp 127.0.0.1:{disc_port} (WS-Discovery port; --discovery-port or [discovery] port) "
+        "is already in use" in text
+    ), text
+    assert (
+        f"tcp 127.0.0.2:{cam_rtsp} (RTSP port of camera 'Gate'; cameras[1].rtsp_port, else "
+        "--rtsp-port) is already in use" in text
+    ), text
