@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from onvifcam.discovery import netif
+
 if typing.TYPE_CHECKING:
     from onvifcam.cameras import Camera
     from onvifcam.config import CameraConfig
@@ -188,8 +190,6 @@ def url_host(host: str, advertise: str = "") -> str:
         if now - _host_cache[0] > 30.0:
             found = "127.0.0.1"
             try:
-                from onvifcam.discovery import netif
-
                 for i in netif.interfaces():
                     if i.up and not i.loopback and i.ipv4:
                         found = i.ipv4[0]

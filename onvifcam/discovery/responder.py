@@ -71,6 +71,10 @@ RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 _ANC = socket.CMSG_SPACE(32)
 _PORT_KEY = "--discovery-port or [discovery] port"
+_ADVICE = (
+    "stop the program holding it; on another port (or 0) only Probes sent straight to that "
+    "port are answered, not the multicast ones clients send to 3702"
+)
 
 
 class WebLike(typing.Protocol):
@@ -252,15 +256,16 @@ class DiscoveryService:
         uc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.dcfg.ttl)
         uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        with binding("udp", uc_host, self.dcfg.port, "WS-Discovery port", _PORT_KEY):
-            uc.bind((uc_host, self.dcfg.port))
+        port = self.dcfg.port
+        with binding("udp", uc_host, port, "WS-Discovery port", _PORT_KEY, advice=_ADVICE):
+            uc.bind((uc_host, port))
         self.port = uc.getsockname()[1]
         self._uc4_wildcard = not uc_host
         mc = _udp(socket.AF_INET)
         self._mc4 = mc
         _set(mc, socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         mc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        with binding("udp", MULTICAST_V4, self.port, "WS-Discovery multicast", _PORT_KEY):
+        with binding("udp", MULTICAST_V4, self.port, "WS-Discovery", _PORT_KEY, advice=_ADVICE):
             mc.bind((MULTICAST_V4, self.port))
         for i in self.ifaces:
             self._join4(i)
