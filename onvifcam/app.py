@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -67,13 +68,24 @@ class App:
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
+        self.ready = False  # True once every listener is open
 
     async def start(self) -> None:
-        """Bind every listener; raises OSError when a port is taken."""
+        """Bind every listener; raises BindError (an OSError) when one cannot be opened.
+
+        When any part fails, the parts already started are stopped again before the error
+        propagates, so a failed start leaves no listener, socket or task behind.
+        """
         s = self.cfg.server
-        await self.rtsp.start(s.host, s.rtsp_port)
-        for c in self.components:
-            await c.start()
+        started: list[Component] = []
+        try:
+            await self.rtsp.start(s.host, s.rtsp_port)
+            for c in self.components:
+                started.append(c)  # a half-started component is stopped too
+                await c.start()
+        except BaseException:
+            await self._stop_parts(started)
+            raise
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
 
     def ready_line(self) -> str:
@@ -165,32 +177,69 @@ class App:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
-        for c in reversed(self.components):
+        await self._stop_parts(self.components)
+        self._stopped.set()
+
+    async def _stop_parts(self, components: list[Component]) -> None:
+        """Stop ``components`` in reverse order, then the streams and the RTSP server."""
+        for c in reversed(components):
             try:
                 await c.stop()
             except Exception:
                 log.exception("stopping %s failed", type(c).__name__)
         self.registry.close("server shutting down")
-        await self.rtsp.stop()
-        self._stopped.set()
+        try:
+            await self.rtsp.stop()
+        except Exception:
+            log.exception("stopping the RTSP server failed")
 
     async def run(self) -> None:
-        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly."""
+        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly.
+
+        SIGHUP is logged and ignored (reloading the configuration is not supported yet).
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.start()
+        self.ready = True
+        s = self.cfg.server
         log.info(
-            "onvifcam %s serving rtsp://%s:%d/", __version__, self.cfg.server.host, self.rtsp.port
+            "onvifcam %s serving rtsp://%s:%d/%s",
+            __version__,
+            url_host(display_host(s)),
+            self.rtsp.port,
+            " (listening on every address)" if s.host in ("", "0.0.0.0", "::") else "",
         )
-        print(self.ready_line(), flush=True)
+        try:
+            print(self.ready_line(), flush=True)
+        except OSError as exc:  # stdout closed (e.g. `onvifcam serve | head -0`)
+            _stdout_to_devnull()
+            log.warning("cannot print the ready line (%s); serving anyway", exc)
         try:
             await stop.wait()
         finally:
             log.info("shutting down")
             await self.stop()
+
+    def _sighup(self) -> None:
+        log.warning(
+            "SIGHUP: reloading the configuration is not supported; still serving with the "
+            "configuration read at start (%s); restart onvifcam to apply changes",
+            self.cfg.source,
+        )
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null so later writes and the flush at exit do not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
 
 
 def run(cfg: Config) -> int:
@@ -203,12 +252,17 @@ def run(cfg: Config) -> int:
             use_uvloop = True
         except ImportError:
             pass
+    app: App | None = None
     try:
+        app = App(cfg)
         if use_uvloop:
-            uvloop.run(App(cfg).run())
+            uvloop.run(app.run())
         else:
-            asyncio.run(App(cfg).run())
+            asyncio.run(app.run())
     except OSError as exc:
-        print(f"onvifcam: cannot start: {exc}", file=sys.stderr)
+        # BindError's text names the listener, its setting and what to do; one line, no
+        # traceback. Other OSErrors (a TLS file that cannot be read...) carry their own.
+        what = "error" if app is not None and app.ready else "cannot start"
+        print(f"onvifcam: {what}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

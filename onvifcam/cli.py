@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
+import os
 import sys
 
 from onvifcam import __version__
@@ -20,6 +23,26 @@ def _port(text: str) -> int:
     return value
 
 
+def _rtp_port(text: str) -> int:
+    value = _port(text)
+    if value == 65535:
+        raise argparse.ArgumentTypeError("the RTP port must leave room for RTCP on port + 1")
+    return value
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    """``START-END``, a single port, or 0 (any free port)."""
+    first, sep, last = text.partition("-")
+    lo = _port(first.strip())
+    hi = _port(last.strip()) if sep else lo
+    if lo == 0 or hi == 0:
+        if (lo, hi) != (0, 0):
+            raise argparse.ArgumentTypeError("0 (any free port) cannot be part of a range")
+    elif lo > hi:
+        raise argparse.ArgumentTypeError(f"range {text!r} ends before it starts")
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
     p = argparse.ArgumentParser(
@@ -34,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rtmp-port", type=_port, metavar="N", help="RTMP port (default 1935)")
     s.add_argument("--rtmps-port", type=_port, metavar="N", help="RTMPS port (default 1936)")
     s.add_argument("--http-port", type=_port, metavar="N", help="HTTP port (default 8080)")
+    s.add_argument(
+        "--rtp-port",
+        type=_rtp_port,
+        metavar="N",
+        help="RTSP server UDP port for RTP; RTCP uses N+1; 0 picks a free pair (default 8000)",
+    )
+    s.add_argument(
+        "--onvif-ports",
+        type=_port_range,
+        metavar="START-END",
+        help="ports for the cameras' own ONVIF endpoints; 0 picks free ones (default 8100-8999)",
+    )
+    s.add_argument(
+        "--discovery-port", type=_port, metavar="N", help="WS-Discovery UDP port (default 3702)"
+    )
     s.add_argument("--advertise", metavar="ADDR", help="address put in URLs given to clients")
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -58,7 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``onvifcam`` console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            return _command(build_parser(), argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader went away (`onvifcam discover | head -1`): what it wanted it has.
+        # Point stdout at /dev/null so the flush at interpreter exit stays quiet too.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 0
+
+
+def _command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         return _serve(args)
     if args.command == "discover":
@@ -80,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
             state_dir=getattr(args, "state_dir", None),
             log_level=getattr(args, "log_level", None),
         )
+        cfg = _section_overrides(cfg, args)
     except ConfigError as exc:
         print(f"onvifcam: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +146,22 @@ def _serve(args: argparse.Namespace) -> int:
     from onvifcam.app import run
 
     return run(cfg)
+
+
+def _section_overrides(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the flags that set keys outside [server]."""
+    rtp = getattr(args, "rtp_port", None)
+    if rtp is not None:
+        rtsp = dataclasses.replace(cfg.rtsp, rtp_port=rtp, rtcp_port=rtp + 1 if rtp else 0)
+        cfg = dataclasses.replace(cfg, rtsp=rtsp)
+    ports = getattr(args, "onvif_ports", None)
+    if ports is not None:
+        onvif = dataclasses.replace(cfg.onvif, port_range_start=ports[0], port_range_end=ports[1])
+        cfg = dataclasses.replace(cfg, onvif=onvif)
+    disc = getattr(args, "discovery_port", None)
+    if disc is not None:
+        cfg = dataclasses.replace(cfg, discovery=dataclasses.replace(cfg.discovery, port=disc))
+    return cfg
 
 
 def _discover(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 #   bash scripts/dev.sh serve [onvifcam serve flags...]  install into .venv and run the server
 #   bash scripts/dev.sh test  [pytest args...]           install everything the tests need, run them
 #   bash scripts/dev.sh bench-deps                       also install the benchmark peers
+# pip and npm run on the first call, then again only when pyproject.toml or the npm
+# lockfile changed (stamps in .venv and node_modules), so `serve` starts in about a second.
 # Works on a fresh Debian 12 (Python 3.11) as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +29,32 @@ apt_install() {
 }
 
 venv() {
-  # $1: pip extras, e.g. "fast" or "test,fast"
-  if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
-  if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
+  # $1: pip extras, e.g. "fast" or "test,fast". pip runs only when .venv is new or broken,
+  # or pyproject.toml changed since the last install with these extras (a stamp in .venv
+  # holds its hash): the package is installed editable, so source edits need no reinstall.
+  if ! .venv/bin/python -c '' 2>/dev/null; then
+    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
+    "$PY" -m venv --clear .venv
+  fi
+  local stamp=".venv/.installed-${1//,/-}" want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  if [ ! -x .venv/bin/onvifcam ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$1]"
+    echo "$want" >"$stamp"
+  fi
+}
+
+npm_deps() {
+  # the npm `onvif` client for tests/interop/test_onvif_node.py (pinned by the lockfile);
+  # `npm ci` wipes node_modules, so it runs only when the lockfile changed since the last one
+  local dir=tests/interop/node stamp=tests/interop/node/node_modules/.installed want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    # NodeSource's nodejs ships npm itself and conflicts with Debian's npm package
+    command -v npm >/dev/null || apt_install npm
+    npm ci --prefix "$dir" --no-audit --no-fund >&2
+    echo "$want" >"$stamp"
+  fi
 }
 
 TEST_APT=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base
@@ -49,10 +73,7 @@ case "$cmd" in
   test)
     apt_install "${TEST_APT[@]}"
     venv "test,fast"
-    # the npm `onvif` client for tests/interop/test_onvif_node.py (pinned by the lockfile);
-    # NodeSource's nodejs ships npm itself and conflicts with Debian's npm package
-    command -v npm >/dev/null || apt_install npm
-    npm ci --prefix tests/interop/node --no-audit --no-fund >&2
+    npm_deps
     .venv/bin/ruff check onvifcam tests scripts
     .venv/bin/ruff format --check onvifcam tests scripts
     # pytest exits 5 when it collected no tests: that is a failure here too.

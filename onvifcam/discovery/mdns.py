@@ -25,6 +25,8 @@ from typing import Any
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
+from onvifcam.netutil import binding
+
 log = logging.getLogger(__name__)
 
 RTSP_TYPE = "_rtsp._tcp.local."
@@ -110,7 +112,15 @@ class MdnsAdvertiser:
 
     async def start(self) -> None:
         """Open the mDNS sockets on the chosen interfaces."""
-        self._zc = AsyncZeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only)
+        with binding(
+            "udp",
+            "0.0.0.0",
+            5353,
+            "mDNS, a fixed port",
+            "[discovery] mdns",
+            advice="stop the program holding it, or set [discovery] mdns = false",
+        ):
+            self._zc = AsyncZeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only)
         log.info("mdns: advertising cameras on %s", ", ".join(self.interfaces))
 
     def names(self) -> dict[str, list[str]]:

@@ -52,6 +52,7 @@ from onvifcam.discovery.wsdiscovery import (
     is_loopback,
     retransmit_offsets,
 )
+from onvifcam.netutil import binding
 from onvifcam.state import atomic_write
 
 if typing.TYPE_CHECKING:
@@ -69,6 +70,11 @@ SETTLE = 2.0  # seconds an unbound new camera waits for its endpoint before its 
 RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 _ANC = socket.CMSG_SPACE(32)
+_PORT_KEY = "--discovery-port or [discovery] port"
+_ADVICE = (
+    "stop the program holding it; on another port (or 0) only Probes sent straight to that "
+    "port are answered, not the multicast ones clients send to 3702"
+)
 
 
 class WebLike(typing.Protocol):
@@ -171,11 +177,7 @@ class DiscoveryService:
         try:
             self._open_v4()
         except OSError as exc:
-            log.error(
-                "discovery: cannot listen on udp/%d (%s); WS-Discovery is off",
-                self.dcfg.port,
-                exc.strerror or exc,
-            )
+            log.error("discovery: %s; WS-Discovery is off", exc)
             self._close_sockets()
         else:
             self._open_v6()
@@ -254,14 +256,17 @@ class DiscoveryService:
         uc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.dcfg.ttl)
         uc.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        uc.bind((uc_host, self.dcfg.port))
+        port = self.dcfg.port
+        with binding("udp", uc_host, port, "WS-Discovery port", _PORT_KEY, advice=_ADVICE):
+            uc.bind((uc_host, port))
         self.port = uc.getsockname()[1]
         self._uc4_wildcard = not uc_host
         mc = _udp(socket.AF_INET)
         self._mc4 = mc
         _set(mc, socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         mc.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        mc.bind((MULTICAST_V4, self.port))
+        with binding("udp", MULTICAST_V4, self.port, "WS-Discovery", _PORT_KEY, advice=_ADVICE):
+            mc.bind((MULTICAST_V4, self.port))
         for i in self.ifaces:
             self._join4(i)
         self._reader(uc, "uc4")

@@ -27,6 +27,7 @@ from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import Stream, StreamBusy, StreamError, StreamRegistry
+from onvifcam.netutil import binding
 from onvifcam.rtmp import amf0, chunk
 from onvifcam.rtmp.chunk import ChunkError, ChunkParser, ChunkWriter, Message
 from onvifcam.rtmp.flv import FlvIngest
@@ -629,25 +630,25 @@ class RtmpServer:
         loop = asyncio.get_running_loop()
         host = self.cfg.server.host
         tls = _load_tls(self.cfg)
-        srv = await loop.create_server(
-            lambda: RtmpConnection(self, "rtmp"),
-            host,
-            self.cfg.server.rtmp_port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        port = self.cfg.server.rtmp_port
+        with binding("tcp", host, port, "RTMP port", "--rtmp-port or [server] rtmp_port"):
+            srv = await loop.create_server(
+                lambda: RtmpConnection(self, "rtmp"), host, port, reuse_address=True, backlog=1024
+            )
         self._servers.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
         if tls is not None:
-            srv = await loop.create_server(
-                lambda: RtmpConnection(self, "rtmps"),
-                host,
-                self.cfg.server.rtmps_port,
-                ssl=tls,
-                ssl_handshake_timeout=self.limits.handshake_timeout,
-                reuse_address=True,
-                backlog=1024,
-            )
+            port = self.cfg.server.rtmps_port
+            with binding("tcp", host, port, "RTMPS port", "--rtmps-port or [server] rtmps_port"):
+                srv = await loop.create_server(
+                    lambda: RtmpConnection(self, "rtmps"),
+                    host,
+                    port,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.limits.handshake_timeout,
+                    reuse_address=True,
+                    backlog=1024,
+                )
             self._servers.append(srv)
             self.tls_port = srv.sockets[0].getsockname()[1]
         log.info(

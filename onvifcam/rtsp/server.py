@@ -7,6 +7,7 @@ Only this module touches sockets for RTSP. Requests are parsed by :mod:`rtsp.mes
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import re
@@ -19,6 +20,7 @@ from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
+from onvifcam.netutil import BindError, Listener, binding
 from onvifcam.rtsp import tunnel
 from onvifcam.rtsp.auth import Authenticator, Credentials
 from onvifcam.rtsp.message import (
@@ -42,6 +44,8 @@ PUBLIC = (
 )
 _TRACK_NUM = re.compile(r"(?:trackID|streamid|stream|track)=(\d+)$", re.IGNORECASE)
 MAX_SESSIONS_PER_CONNECTION = 16
+_RTP_KEY = "--rtp-port or [rtsp] rtp_port"
+_RTCP_KEY = "--rtp-port (plus 1) or [rtsp] rtcp_port"
 
 
 class Reply(Exception):
@@ -678,9 +682,10 @@ class RtspServer:
     async def start(self, host: str, port: int) -> None:
         """Bind the RTSP listener and the UDP ports."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
-        )
+        with binding("tcp", host, port, "RTSP port", "--rtsp-port or [server] rtsp_port"):
+            self._server = await loop.create_server(
+                lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
+            )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.cfg.rtsp.udp:
             await self._bind_udp(host)
@@ -692,12 +697,20 @@ class RtspServer:
             tx, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
             self.multicast_transport = tx
 
-    async def listen(self, host: str, port: int) -> asyncio.base_events.Server:
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        role: str = "camera RTSP port",
+        setting: str = "rtsp_port",
+        host_setting: str = "address",
+    ) -> asyncio.base_events.Server:
         """Serve RTSP on one more address (a camera's own IP); close it with ``.close()``."""
         loop = asyncio.get_running_loop()
-        srv = await loop.create_server(
-            lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
-        )
+        with binding("tcp", host, port, role, setting, host_setting):
+            srv = await loop.create_server(
+                lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
+            )
         self._extra.append(srv)
         return srv
 
@@ -713,17 +726,19 @@ class RtspServer:
                 probe.close()
             rtcp_port = self.cfg.rtsp.rtcp_port if want else rtp_port + 1
             try:
-                t1, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpIn(self, RTP), local_addr=(host, rtp_port)
-                )
+                with binding("udp", host, rtp_port, "RTSP RTP port", _RTP_KEY):
+                    t1, _ = await loop.create_datagram_endpoint(
+                        lambda: _UdpIn(self, RTP), local_addr=(host, rtp_port)
+                    )
             except OSError:
                 if want:
                     raise
                 continue
             try:
-                t2, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpIn(self, RTCP), local_addr=(host, rtcp_port)
-                )
+                with binding("udp", host, rtcp_port, "RTSP RTCP port", _RTCP_KEY):
+                    t2, _ = await loop.create_datagram_endpoint(
+                        lambda: _UdpIn(self, RTCP), local_addr=(host, rtcp_port)
+                    )
             except OSError:
                 t1.close()
                 if want:
@@ -732,7 +747,10 @@ class RtspServer:
             self.udp_rtp_transport, self.udp_rtcp_transport = t1, t2
             self.rtp_port, self.rtcp_port = rtp_port, rtcp_port
             return
-        raise OSError("could not bind a free UDP port pair for RTP/RTCP")
+        raise BindError(
+            Listener("udp", host, 0, "RTSP RTP/RTCP port pair", _RTP_KEY, zero_ok=False),
+            OSError(errno.EAGAIN, "no free pair of adjacent UDP ports in 50 tries"),
+        )
 
     async def stop(self) -> None:
         """Close every session and connection, then the listeners."""

@@ -28,6 +28,13 @@ from aiohttp import web
 
 from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
 from onvifcam.media.stream import Stream
+from onvifcam.netutil import (
+    SERVER_HOST,
+    binding,
+    camera_listener,
+    camera_rtsp_listener,
+    url_host,
+)
 from onvifcam.onvif import device, media, media2
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
 from onvifcam.onvif.soap import (
@@ -73,17 +80,25 @@ def _url_host(host: str) -> str:
     return host
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(
+    host: str,
+    port: int,
+    role: str = "HTTP port",
+    setting: str = "--http-port or [server] http_port",
+    host_setting: str = SERVER_HOST,
+) -> socket.socket:
+    """A listening TCP socket; raises BindError naming the listener and its setting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(256)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
+    with binding("tcp", host, port, role, setting, host_setting):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(256)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
     return sock
 
 
@@ -210,16 +225,14 @@ class WebServer:
             candidates.insert(0, last)  # a rebooted camera keeps its port
         for port in candidates:
             try:
-                sock = _bind(host, port)
+                sock = _bind(host, port, *camera_listener(self.cfg.cameras, cam))
             except OSError as exc:
                 if cam.cfg.onvif_port or (cam.address and not cam.auto):
                     log.error(
-                        "onvif: camera %r cannot listen on %s:%d (%s); it is still reachable "
-                        "at /onvif/%s/device_service on the main port",
+                        "onvif: %s; camera %r is still reachable at /onvif/%s/device_service "
+                        "on the main port",
+                        exc,
                         cam.name,
-                        host,
-                        port,
-                        exc.strerror,
                         cam.slug,
                     )
                     del self._sites[cam.key]
@@ -234,11 +247,7 @@ class WebServer:
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
-            shown = (
-                self.cfg.server.advertise
-                or (_url_host(bound[0]) if bound[0] not in _WILDCARD else "")
-                or "ANY-ADDRESS"
-            )
+            shown = url_host(bound[0], self.cfg.server.advertise)
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
                 cam.name,
@@ -248,7 +257,11 @@ class WebServer:
             )
             return
         del self._sites[cam.key]
-        log.error("onvif: no free port in the range for camera %r", cam.name)
+        log.error(
+            "onvif: no free port for camera %r in [onvif] port_range_start..port_range_end "
+            "(--onvif-ports); widen the range, or set it to 0 for any free port",
+            cam.name,
+        )
 
     async def _start_rtsp(self, cam: Camera) -> None:
         """With ``rtsp_listen``, serve RTSP on the camera's own address too."""
@@ -256,16 +269,11 @@ class WebServer:
             return
         port = cam.cfg.rtsp_port or self.app.rtsp.port
         try:
-            self._rtsp[cam.key] = await self.app.rtsp.listen(cam.address, port)
-        except OSError as exc:
-            log.error(
-                "onvif: camera %r cannot serve RTSP on %s:%d (%s); its stream URIs name the "
-                "main RTSP address",
-                cam.name,
-                cam.address,
-                port,
-                exc.strerror,
+            self._rtsp[cam.key] = await self.app.rtsp.listen(
+                cam.address, port, *camera_rtsp_listener(self.cfg.cameras, cam)
             )
+        except OSError as exc:
+            log.error("onvif: %s; its stream URIs name the main RTSP address instead", exc)
             return
         log.info("onvif: camera %r serves RTSP at rtsp://%s:%d/", cam.name, cam.address, port)
 

@@ -35,9 +35,15 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
 def test_port_in_use_is_a_clear_error() -> None:
     srv = ServerProc().start()
     try:
-        r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(srv.rtsp_port))
-        assert r.returncode == 1 and "cannot start" in r.stderr
-        assert "Traceback" not in r.stderr
+        port = srv.rtsp_port
+        r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(port))
+        assert r.returncode == 1
+        # one line naming the listener, its flag and key, and what to do; no traceback
+        assert r.stderr.strip() == (
+            f"onvifcam: cannot start: tcp 127.0.0.1:{port} (RTSP port; --rtsp-port or "
+            f"[server] rtsp_port) is already in use (ss -ltnp 'sport = :{port}' shows by "
+            "what); pick another port, or 0 for any free one"
+        ), r.stderr
     finally:
         srv.stop()
 
@@ -46,7 +52,8 @@ def test_port_zero_ready_line_and_clean_sigint() -> None:
     # No config file at all: built-in defaults with flags, as in the README.
     p = subprocess.Popen(
         [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
-         "--rtmp-port", "0", "--http-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
+         "--rtmp-port", "0", "--http-port", "0", "--rtp-port", "0", "--onvif-ports", "0",
+         "--discovery-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
     )  # fmt: skip
     try:
