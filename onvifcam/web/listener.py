@@ -221,10 +221,23 @@ class HttpGate:
         return make
 
     def check_fd_budget(self, other_connections: int) -> None:
-        """Warn when the caps can exhaust the process's open-file limit."""
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        """Make room for the caps under the open-file limit: raise the soft limit towards
+        the hard one if needed (as Go and nginx do), and warn if even that is too low."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         need = self.cfg.max_connections + other_connections + FD_RESERVE
-        if soft != resource.RLIM_INFINITY and need > soft:
+        if soft == resource.RLIM_INFINITY or need <= soft:
+            return
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError):
+                target = soft
+            else:
+                log.info(
+                    "http: raised the open-file limit from %d to %d for the caps", soft, target
+                )
+        if target < need:
             log.warning(
                 "http: [http] max_connections (%d) + [limits] max_connections (%d) + %d "
                 "reserved exceed the open-file limit (%d): raise it (ulimit -n, systemd "
@@ -232,7 +245,7 @@ class HttpGate:
                 self.cfg.max_connections,
                 other_connections,
                 FD_RESERVE,
-                soft,
+                target,
             )
 
 

@@ -109,3 +109,37 @@ def test_http_section_is_validated() -> None:
             assert why in str(exc) and "f.toml" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_fd_budget_raises_the_soft_limit_or_warns() -> None:
+    """In a child process with a low open-file limit (the test's own limit is untouched)."""
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, resource\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from onvifcam.config import HttpConfig\n"
+        "from onvifcam.web.listener import HttpGate\n"
+        "HttpGate(HttpConfig(max_connections=512)).check_fd_budget(1024)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+
+    def run(soft: int, hard: int) -> tuple[int, str]:
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        )
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.strip()), r.stderr
+
+    limit, err = run(256, 4096)
+    assert limit == 512 + 1024 + 64 and "raised the open-file limit from 256" in err
+    assert "exceed" not in err
+    limit, err = run(256, 1000)
+    assert limit == 1000 and "exceed the open-file limit (1000)" in err
+    assert "[http] max_connections (512)" in err
