@@ -18,7 +18,7 @@ table { border-collapse: collapse; margin-top: 1em; }
 th, td { border-bottom: 1px solid #ddd; padding: .4em .7em; text-align: left;
   vertical-align: top; }
 th { background: #f4f4f4; }
-code { font-size: .92em; word-break: break-all; }
+code { font-size: .92em; overflow-wrap: break-word; }
 .on { color: #176c2b; font-weight: 600; }
 .off { color: #8a1c1c; font-weight: 600; }
 .dim { color: #666; font-size: .9em; }
@@ -34,7 +34,7 @@ def _row(cam: Mapping[str, Any]) -> str:
     online = bool(cam.get("online"))
     state = '<span class="on">online</span>' if online else '<span class="off">offline</span>'
     if video.get("width"):
-        fps = video.get("fps") or 0
+        fps = round(float(video.get("fps") or 0), 1)
         state += (
             f'<br><span class="dim">{_e(video.get("codec", ""))} '
             f"{_e(video['width'])}x{_e(video.get('height', ''))}"
