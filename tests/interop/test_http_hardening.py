@@ -125,15 +125,21 @@ def test_idle_flood_is_capped_and_new_clients_still_get_served(nofile: int) -> N
         bound = baseline + CAP + FD_SLACK
 
         # 300 connections from each of 127.0.0.2..11 in turn; 2 of 3 to the camera's port.
-        peak = 0
+        peak, unaccepted, started = 0, 0, time.monotonic()
         for i in range(FLOOD):
             s = socket.socket()
             s.bind((f"127.0.0.{2 + i // (FLOOD // 10)}", 0))
             s.settimeout(10)
-            s.connect(("127.0.0.1", cam_port if i % 3 else main_port))
+            try:
+                s.connect(("127.0.0.1", cam_port if i % 3 else main_port))
+            except (TimeoutError, ConnectionError):
+                unaccepted += 1  # the listen backlog overflowed on a loaded machine
+                s.close()
+                continue
             flood.append(s)
             if i % 250 == 0:
                 peak = max(peak, fd_count(pid))
+        assert unaccepted < FLOOD // 10
 
         get_system_date_and_time(onvif_url)  # also evicts an idle flood connection
         get_system_date_and_time(f"http://127.0.0.1:{main_port}/onvif/Gate/device_service")
@@ -160,8 +166,9 @@ def test_idle_flood_is_capped_and_new_clients_still_get_served(nofile: int) -> N
         assert b"Retry-After: " in refusal and b"max_connections_per_ip" in refusal, refusal
 
         log = srv.log()
-        assert len(re.findall(r"the cap \(\[http\] max_connections = ", log)) == 1, log[-3000:]
-        assert len(re.findall(r"per-address cap \(\[http\] max_connections_per_ip", log)) == 1
+        once = 1 + int(time.monotonic() - started) // 60  # one line a minute per cap
+        assert 1 <= len(re.findall(r"the cap \(\[http\] max_connections = ", log)) <= once
+        assert 1 <= len(re.findall(r"per-address cap \(\[http\] max_connections_per", log)) <= once
         assert "Traceback" not in log and "out of system resource" not in log
     finally:
         for s in flood:
@@ -259,6 +266,7 @@ def test_malformed_requests_give_400_and_a_bounded_concise_log(strict: ServerPro
     plus pacing and summaries, none with a traceback or the raw request."""
     port = int(cameras(strict)["Gate"]["port"])
     before = strict.log()
+    started = time.monotonic()
     statuses: dict[int, int] = {}
     for i in range(1000):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -277,10 +285,10 @@ def test_malformed_requests_give_400_and_a_bounded_concise_log(strict: ServerPro
         time.sleep(0.5)
     new = strict.log()[len(before) :]
     lines = new.splitlines()
-    # 5 (burst) + 0.01/s over the run + one summary per 10 s
-    assert len(lines) <= 12, new
+    elapsed = time.monotonic() - started
+    # 5 (the burst) + 0.01 a second + one summary per 10 s, whatever the machine's speed
+    assert len(lines) <= 5 + 1 + int(elapsed * 0.01) + 1 + int(elapsed / 10), new
     assert sum("http: bad request from 127.0.0.1:" in x for x in lines) >= 1
     assert re.search(r"http: \d+ more lines about bad requests and timeouts suppressed", new)
     assert "Traceback" not in new and "aiohttp" not in new and "aaaa" not in new
-    assert len(new) < 3000
-    print(new)
+    assert len(new) < 200 * len(lines)
