@@ -97,6 +97,20 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """[http]: the HTTP listeners (main port and every camera's own port, together)."""
+
+    max_connections: int = 512  # all HTTP sockets together; idle ones are evicted first
+    max_connections_per_ip: int = 128
+    header_timeout: float = 10.0  # first byte of a request (or connect) -> end of headers
+    body_timeout: float = 20.0  # end of headers -> whole body read
+    keepalive_timeout: float = 15.0  # idle keep-alive connection
+    max_header_bytes: int = 32768  # request line and headers together
+    log_lines_per_s: float = 1.0  # lines about bad requests, refusals, timeouts...
+    log_burst: int = 10  # ...after a burst of this many; the rest are counted
+
+
+@dataclass(frozen=True)
 class PathConfig:
     """Policy for one stream path; [defaults] holds the values every path inherits."""
 
@@ -194,6 +208,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     onvif: OnvifConfig = field(default_factory=OnvifConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
@@ -335,6 +350,18 @@ def _validate(cfg: Config, where: str) -> None:
         )
     if not 512 <= d.max_datagram <= 65507:
         raise ConfigError(f"{where}: [discovery] max_datagram must be 512..65507")
+    h = cfg.http
+    if h.max_connections < 1 or h.max_connections_per_ip < 1:
+        raise ConfigError(
+            f"{where}: [http] max_connections and max_connections_per_ip must be at least 1"
+        )
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+        if getattr(h, key) <= 0:
+            raise ConfigError(f"{where}: [http] {key} must be positive (seconds)")
+    if h.max_header_bytes < 1024:
+        raise ConfigError(f"{where}: [http] max_header_bytes must be at least 1024")
+    if h.log_lines_per_s <= 0 or h.log_burst < 1:
+        raise ConfigError(f"{where}: [http] log_lines_per_s and log_burst must be positive")
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -379,6 +406,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "onvif": OnvifConfig,
     "discovery": DiscoveryConfig,
+    "http": HttpConfig,
     "defaults": PathConfig,
 }
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import time
 import typing
@@ -49,6 +50,8 @@ from onvifcam.onvif.soap import (
 )
 from onvifcam.state import StateStore
 from onvifcam.web.api import cameras_json
+from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
+from onvifcam.web.pages import landing_page
 
 if typing.TYPE_CHECKING:
     from onvifcam.app import App
@@ -78,6 +81,32 @@ def _url_host(host: str) -> str:
     except ValueError:
         pass
     return host
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+
+
+def host_from_header(value: str | None) -> str:
+    """The host part of a Host header if it is a usable name or address, else ""."""
+    v = (value or "").strip()
+    if v.startswith("["):
+        end = v.find("]")
+        name = v[1:end] if end > 0 else ""
+    else:
+        name = v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+    if not name:
+        return ""
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return name.lower() if _HOSTNAME.fullmatch(name) else ""
+    if ip.is_unspecified:
+        return ""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
 
 
 def _bind(
@@ -118,7 +147,9 @@ class WebServer:
         self.snapshots = SnapshotService(self.cfg.onvif.snapshot_quality)
         self.port = 0
         self._runner: web.AppRunner | None = None
-        self._sites: dict[str, list[web.SockSite]] = {}
+        self.http = HttpGate(self.cfg.http)  # caps and deadlines shared by every HTTP socket
+        self._factory: Callable[[], GuardedHandler] | None = None
+        self._sites: dict[str, list[Listener]] = {}
         self._by_sock: dict[tuple[str, int], Camera] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
@@ -137,12 +168,17 @@ class WebServer:
         aio = web.Application(client_max_size=self.cfg.onvif.max_body)
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
-        self._runner = web.AppRunner(aio, access_log=None, handle_signals=False)
+        aio.router.add_get("/", self._landing)
+        self._runner = web.AppRunner(
+            aio, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
+        self._factory = self.http.factory(self._runner)
+        self.http.check_fd_budget(self.cfg.limits.max_connections)
         s = self.cfg.server
         sock = _bind(s.host, s.http_port)
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
+        site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
         self.cameras.load()  # configured cameras, auto cameras seen before, live paths
@@ -157,6 +193,9 @@ class WebServer:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for sites in self._sites.values():
+            for site in sites:
+                await site.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         self._sites.clear()
@@ -164,8 +203,9 @@ class WebServer:
         self.snapshots.close()
 
     def tick(self, now: float) -> None:
-        """Remember measured rates for the profiles of offline cameras."""
+        """Remember measured rates for the profiles of offline cameras; log summaries."""
         self.cameras.tick()
+        self.http.tick(now)
 
     def _stream_changed(self, stream: Stream, what: str) -> None:
         # A stream's cached JPEG can never be served again once its publisher left.
@@ -239,7 +279,7 @@ class WebServer:
                     return
                 continue
             bound = sock.getsockname()[:2]
-            site = web.SockSite(self._runner, sock)
+            site = self._listener(sock)
             await site.start()
             self._sites[cam.key] = [site]
             self._by_sock[(bound[0], bound[1])] = cam
@@ -262,6 +302,11 @@ class WebServer:
             "(--onvif-ports); widen the range, or set it to 0 for any free port",
             cam.name,
         )
+
+    def _listener(self, sock: socket.socket) -> Listener:
+        """Serve ``sock`` behind the shared HTTP caps and deadlines."""
+        assert self._factory is not None
+        return Listener(sock, self._factory)
 
     async def _start_rtsp(self, cam: Camera) -> None:
         """With ``rtsp_listen``, serve RTSP on the camera's own address too."""
@@ -332,6 +377,39 @@ class WebServer:
             return ip
         return (request.host or "127.0.0.1").rsplit(":", 1)[0].strip("[]")
 
+    def _request_host(self, request: web.Request) -> str:
+        """The host to put in URLs shown to this client: ``advertise``, else (listening on a
+        wildcard) the request's Host header, else the address the request came in on."""
+        if self.cfg.server.advertise:
+            return self.cfg.server.advertise
+        if self.cfg.server.host in _WILDCARD:
+            named = host_from_header(request.host)
+            if named:
+                return named
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        ip = str(sock[0]) if sock else ""
+        if ip.startswith("::ffff:"):
+            ip = ip[7:]
+        if ip and ip not in _WILDCARD:
+            return ip
+        return host_from_header(request.host) or "127.0.0.1"
+
+    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str]:
+        """``onvif_url``, ``rtsp_url`` and ``snapshot_url`` of a camera, ready to paste."""
+        own = cam.address if cam.address and cam.address not in _WILDCARD else ""
+        host = own or self._request_host(request)
+        if cam.bound:
+            base = f"http://{_url_host(host)}:{cam.bound[0][1]}/onvif"
+        else:  # no socket of its own: reachable by name on the main port
+            base = f"http://{_url_host(host)}:{self.port}/onvif/{quote(cam.slug)}"
+        rtsp_host = own if cam.key in self._rtsp else self._rtsp_host(host)
+        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
+        return {
+            "onvif_url": f"{base}/device_service",
+            "rtsp_url": f"rtsp://{_url_host(rtsp_host)}:{rtsp_port}/{quote(cam.path, safe='/')}",
+            "snapshot_url": f"{base}/snapshot",
+        }
+
     def _rtsp_host(self, host: str) -> str:
         rtsp_host = self.cfg.server.host
         if rtsp_host in _WILDCARD or rtsp_host == host:
@@ -388,9 +466,27 @@ class WebServer:
         if (request.content_length or 0) > self.cfg.onvif.max_body:
             return self._fault(Fault("ter:InvalidArgVal", "request body too large", status=413))
         try:
-            data = await request.read()
+            async with asyncio.timeout(self.cfg.http.body_timeout):
+                data = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._fault(Fault("ter:InvalidArgVal", "request body too large", status=413))
+        except TimeoutError:
+            self.http.body_timeouts += 1
+            self._client_error(
+                request,
+                f"request body not complete after {self.cfg.http.body_timeout:g} s "
+                "([http] body_timeout); sent 408",
+            )
+            return self._fault(
+                Fault("ter:InvalidArgVal", "request body not complete in time", status=408),
+                close=True,
+            )
+        except web.RequestPayloadError as exc:
+            self.http.bad_requests += 1
+            self._client_error(request, f"malformed body: {bad_request_reason(None, str(exc))}")
+            return self._fault(
+                Fault("ter:InvalidArgVal", "malformed request body", status=400), close=True
+            )
         resp = self.dispatcher.dispatch(
             data,
             self._context(cam, request, prefix),
@@ -405,9 +501,23 @@ class WebServer:
             out.headers.add(k, v)
         return out
 
-    def _fault(self, f: Fault) -> web.Response:
-        return web.Response(
+    def _fault(self, f: Fault, close: bool = False) -> web.Response:
+        resp = web.Response(
             body=fault_body(f), status=f.status, headers={"Content-Type": CONTENT_TYPE}
+        )
+        if close:
+            resp.force_close()
+        return resp
+
+    def _client_error(self, request: web.Request, what: str) -> None:
+        """One paced log line about a client's bad request (peer, port, reason)."""
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        sock = request.transport.get_extra_info("sockname") if request.transport else None
+        self.http.client_error(
+            "http: bad request from %s on port %s: %s",
+            f"{peer[0]}:{peer[1]}" if peer else "?",
+            sock[1] if sock else "?",
+            what,
         )
 
     def _snapshot_auth(self, cam: Camera, request: web.Request) -> web.Response | None:
@@ -470,4 +580,19 @@ class WebServer:
         )
 
     async def _api_cameras(self, request: web.Request) -> web.Response:
-        return web.json_response(cameras_json(self.cameras, time.time()))
+        data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
+        return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+    async def _landing(self, request: web.Request) -> web.Response:
+        data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
+        host = _url_host(self._rtsp_host(self._request_host(request)))
+        page = landing_page(data["cameras"], f"rtsp://{host}:{self.app.rtsp.port}/NAME")
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            },
+        )
