@@ -442,3 +442,26 @@ def test_internal_error_is_a_fault_in_the_request_soap_version(
     assert resp.status == 500
     assert dict(resp.headers)["Content-Type"].startswith("text/xml")
     assert etree.fromstring(resp.body).findtext(".//faultcode") == "s:Server"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_doctype_is_refused_with_one_text_whatever_file_it_names(
+    world: tuple[CameraRegistry, Dispatcher], tmp_path: Path, encoding: str
+) -> None:
+    """An existing and a missing file give the same answer: no file-system oracle."""
+    reg, disp = world
+    cam = reg.cameras["Lobby"]
+    present = tmp_path / "present.dtd"
+    present.write_text("<!ELEMENT x ANY>")
+    bodies = []
+    for path in (present, tmp_path / "missing.dtd", Path("/etc/passwd")):
+        doc = (
+            f'<!DOCTYPE s:Envelope SYSTEM "file://{path}">'
+            + envelope("<tds:GetSystemDateAndTime/>").decode().partition("?>")[2]
+        )
+        resp = disp.dispatch(doc.encode(encoding), _ctx(cam), cam)  # type: ignore[arg-type]
+        assert resp.status == 400
+        assert fault_subcodes(resp.body) == ["ter:WellFormed"]
+        bodies.append(resp.body)
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert b"DTDs (DOCTYPE and ENTITY declarations) are not allowed" in bodies[0]
