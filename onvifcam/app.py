@@ -17,6 +17,7 @@ from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class App:
         await self.rtsp.start(s.host, s.rtsp_port)
         for c in self.components:
             await c.start()
+        ms = s.loop_stall_warn_ms
+        self.watchdog = LoopWatchdog(ms / 1000) if ms else None
+        if self.watchdog is not None:
+            self.watchdog.start()
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
 
     def ready_line(self) -> str:
@@ -94,6 +99,8 @@ class App:
 
     async def stop(self) -> None:
         """Close every session and listener."""
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.stop()  # type: ignore[union-attr]
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -40,6 +40,8 @@ class ServerConfig:
     state_dir: str = field(default_factory=_default_state_dir)
     log_level: str = "info"
     uvloop: bool = True
+    # Warn (once per stall, with the loop's stack) when the event loop is blocked this long.
+    loop_stall_warn_ms: int = 500
 
 
 @dataclass(frozen=True)
