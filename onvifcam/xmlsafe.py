@@ -61,61 +61,69 @@ _BOMS = (  # longest first: FF FE 00 00 is UTF-32LE, not UTF-16LE
     (b"\xfe\xff", "utf-16-be"),
 )
 
-# XML 1.0 [23] XMLDecl, over decoded text. Quotes must match; the order of the pseudo-
-# attributes is fixed by the grammar.
+# XML 1.0 [23] XMLDecl. Quotes must match; the order of the pseudo-attributes is fixed by
+# the grammar. It is ASCII, so it is matched on the bytes of ASCII-compatible documents (its
+# length in bytes is then its length in characters) and on the text of UTF-16/32 ones.
 _S = r"[ \t\r\n]"
-_XMLDECL = re.compile(
-    rf"<\?xml{_S}+version{_S}*={_S}*(?:\"1\.[0-9]+\"|'1\.[0-9]+')"
+_XMLDECL_RE = (
+    rf"<\?xml(?:{_S}|\?)(?:(?<={_S}){_S}*version{_S}*={_S}*(?:\"1\.[0-9]+\"|'1\.[0-9]+')"
     rf"(?:{_S}+encoding{_S}*={_S}*(?:\"(?P<e1>[A-Za-z][A-Za-z0-9._-]*)\""
     rf"|'(?P<e2>[A-Za-z][A-Za-z0-9._-]*)'))?"
-    rf"(?:{_S}+standalone{_S}*={_S}*(?:\"(?:yes|no)\"|'(?:yes|no)'))?{_S}*\?>"
+    rf"(?:{_S}+standalone{_S}*={_S}*(?:\"(?:yes|no)\"|'(?:yes|no)'))?{_S}*\?>)?"
 )
-_DECL_START = re.compile(rf"<\?xml(?:{_S}|\?)")
+_XMLDECL = re.compile(_XMLDECL_RE)
+_XMLDECL_B = re.compile(_XMLDECL_RE.encode())
 # Only a DTD can declare entities or name an external subset; refuse both in any case.
 _DTD = re.compile(r"<!(?:doctype|entity)", re.IGNORECASE)
+_UNSUPPORTED = "unsupported encoding {!r} (use UTF-8, UTF-16 or UTF-32)"
 
 
-def _declared(text: str) -> tuple[str | None, int]:
-    """(declared encoding or None, length of the XML declaration) at the start of ``text``."""
-    if not _DECL_START.match(text):
+def _declared(m: re.Match[str] | re.Match[bytes] | None) -> tuple[str | None, int]:
+    """(declared encoding in lower case or None, declaration length) from a _XMLDECL match."""
+    if m is None:  # no "<?xml" + blank at the start: no declaration
         return None, 0
-    m = _XMLDECL.match(text)
-    if m is None:
+    whole = m.group(0)
+    if isinstance(whole, bytes):
+        whole = whole.decode("ascii")
+    if not whole.endswith("?>"):
         raise XmlError("malformed XML declaration")
     enc = m.group("e1") or m.group("e2")
+    if isinstance(enc, bytes):
+        enc = enc.decode("ascii")
     return (enc.lower() if enc else None), m.end()
 
 
 def _sniff(data: bytes) -> tuple[str | None, int]:
-    """(codec or None for "ASCII-compatible, ask the declaration", BOM length)."""
+    """(codec, or None for "ASCII-compatible, ask the declaration"; BOM length)."""
+    if data[:1] == b"<" and data[1:2] != b"\x00":  # the usual case: no BOM, UTF-8 or ASCII
+        return None, 0
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return codec, len(bom)
     head = data[:4]
     if len(head) < 4 or b"\x00" not in head:
         return None, 0
-    z = tuple(b == 0 for b in head)
-    if z == (True, True, True, False):
-        return "utf-32-be", 0
-    if z == (False, True, True, True):
-        return "utf-32-le", 0
-    if z == (True, False, True, False):
-        return "utf-16-be", 0
-    if z == (False, True, False, True):
-        return "utf-16-le", 0
-    raise XmlError("cannot tell the character encoding (use UTF-8, UTF-16 or UTF-32)")
+    zeros = tuple(b == 0 for b in head)
+    codec = _BY_ZEROS.get(zeros)
+    if codec is None:
+        raise XmlError("cannot tell the character encoding (use UTF-8, UTF-16 or UTF-32)")
+    return codec, 0
 
 
-def _check_family(codec: str, declared: str | None) -> None:
-    if declared is None:
-        return
-    family = _UTF16 if codec.startswith("utf-16") else _UTF32 if codec.startswith("utf-32") else {}
-    if codec == "utf-8":
-        ok = _ASCII_COMPATIBLE.get(declared) in ("utf-8", "ascii")
-    else:
-        ok = declared in family
-    if not ok:
-        raise XmlError(f"declared encoding {declared[:40]!r} does not match the {codec} bytes")
+# Where the NUL bytes are in the first four bytes of "<" or whitespace in each encoding.
+_BY_ZEROS = {
+    (True, True, True, False): "utf-32-be",
+    (False, True, True, True): "utf-32-le",
+    (True, False, True, False): "utf-16-be",
+    (False, True, False, True): "utf-16-le",
+}
+
+
+def _strict(data: bytes, codec: str, offset: int) -> str:
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise XmlError(f"invalid {codec} at byte {exc.start + offset}") from None
 
 
 def decode(data: bytes) -> tuple[str, int]:
@@ -124,28 +132,26 @@ def decode(data: bytes) -> tuple[str, int]:
     Raises :class:`XmlError` for an unsupported or inconsistent encoding or bad bytes.
     """
     codec, bom = _sniff(data)
-    if codec is None:
-        # ASCII-compatible bytes: the declaration (ASCII by the grammar) names the encoding.
-        head = data[:1024].decode("latin-1")
-        declared, _ = _declared(head)
+    if codec is None or codec == "utf-8":
+        # ASCII-compatible: the declaration (ASCII by the grammar) names the encoding.
+        declared, decl_len = _declared(_XMLDECL_B.match(data, bom))
+        decl_len = max(0, decl_len - bom)
         if declared is None:
-            codec = "utf-8"
+            found = "utf-8"
         else:
-            found = _ASCII_COMPATIBLE.get(declared)
-            if found is None:
-                if declared in _UTF16 or declared in _UTF32:
-                    raise XmlError(f"declared encoding {declared!r} does not match the bytes")
-                raise XmlError(
-                    f"unsupported encoding {declared[:40]!r} (use UTF-8, UTF-16 or UTF-32)"
-                )
-            codec = found
-    try:
-        text = data[bom:].decode(codec)
-    except UnicodeDecodeError as exc:
-        raise XmlError(f"invalid {codec} at byte {exc.start + bom}") from None
-    declared, decl_len = _declared(text)
-    if bom or codec.startswith(("utf-16", "utf-32")):
-        _check_family(codec, declared)
+            found = _ASCII_COMPATIBLE.get(declared, "")
+            if declared in _UTF16 or declared in _UTF32:
+                raise XmlError(f"declared encoding {declared!r} does not match the bytes")
+            if not found:
+                raise XmlError(_UNSUPPORTED.format(declared[:40]))
+            if codec == "utf-8" and found != "utf-8":
+                raise XmlError(f"declared encoding {declared!r} does not match the UTF-8 BOM")
+        return _strict(data[bom:], found, bom), decl_len
+    text = _strict(data[bom:], codec, bom)
+    declared, decl_len = _declared(_XMLDECL.match(text))
+    family = _UTF16 if codec.startswith("utf-16") else _UTF32
+    if declared is not None and declared not in family:
+        raise XmlError(f"declared encoding {declared[:40]!r} does not match the {codec} bytes")
     return text, decl_len
 
 
