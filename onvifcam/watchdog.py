@@ -61,9 +61,11 @@ class LoopWatchdog:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._last_beat = self._clock()
-        self._stop.clear()
+        self._stop = stop = threading.Event()  # each thread gets its own, so a restart is clean
         self._handle = self._loop.call_later(self.interval, self._beat)
-        self._thread = threading.Thread(target=self._watch, name="onvifcam-watchdog", daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, args=(stop,), name="onvifcam-watchdog", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -80,8 +82,8 @@ class LoopWatchdog:
             self._handle = self._loop.call_later(self.interval, self._beat)
 
     # ------------------------------------------------------------------ thread side
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             if self._loop is not None and self._loop.is_closed():
                 return  # the loop ended without stop(): nothing left to watch
             self.check()

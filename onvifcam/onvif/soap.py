@@ -161,6 +161,13 @@ class Fault(Exception):
         return cls(subcodes, str(exc), exc.code)
 
 
+class TokenQuotaFault(Fault):
+    """A user has used up its replay-cache quota (refused, never forgotten; reason shown)."""
+
+    def __init__(self, reason: str, logged: bool) -> None:
+        super().__init__("ter:NotAuthorized", reason, public=True, logged=logged)
+
+
 def not_authorized(reason: str = "Sender not authorized", challenge: bool = False) -> Fault:
     """The ter:NotAuthorized fault (401 with a Digest challenge when ``challenge``)."""
     return Fault("ter:NotAuthorized", reason, "Sender", 401 if challenge else 400, challenge)
@@ -344,7 +351,7 @@ class ReplayCache:
     beyond that gets a fault until some of its nonces expire, so no flood can push another
     user's nonce out of the cache. The cache follows the camera clock: stepping that clock
     back by more than the window (SetSystemDateAndTime) lets tokens older than the cache's
-    memory through again, exactly as on a camera with the same clock.
+    memory through again.
     """
 
     def __init__(self, window: float, per_user: int) -> None:
@@ -369,12 +376,10 @@ class ReplayCache:
             first = user not in self._limited
             self._limited.add(user)
             retry = max(1, math.ceil(heap[0][0] + self.window - now))
-            raise Fault(
-                "ter:NotAuthorized",
+            raise TokenQuotaFault(
                 f"too many WS-Security tokens for user {user[:64]!r}: {self.per_user} "
                 f"nonces within the {self.window:g} s clock-skew window are remembered to "
                 f"refuse replays ([onvif] nonce_rate_per_user); retry in {retry} s",
-                public=True,
                 logged=not first,
             )
         self._limited.discard(user)
@@ -625,9 +630,9 @@ class Dispatcher:
                     user = verify_username_token(
                         tok, camera.users, camera.now(), self.clock_skew, self.nonces(camera)
                     )
+            except TokenQuotaFault:
+                raise  # refuse rather than answer with the nonce unrecorded
             except Fault as f:
-                if f.public:  # quota used up: refuse rather than leave the nonce unrecorded
-                    raise
                 log.debug("onvif %s: %s: token ignored: %s", camera.name, _short(op.action), f)
             return user
         tok = find_username_token(req.header)
