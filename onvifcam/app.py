@@ -20,6 +20,7 @@ from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class App:
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.ready = False  # True once every listener is open
+        self.watchdog: LoopWatchdog | None = None
 
     async def start(self) -> None:
         """Bind every listener; raises BindError (an OSError) when one cannot be opened.
@@ -86,6 +88,10 @@ class App:
         except BaseException:
             await self._stop_parts(started)
             raise
+        ms = s.loop_stall_warn_ms
+        if ms:
+            self.watchdog = LoopWatchdog(ms / 1000)
+            self.watchdog.start()
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
 
     def ready_line(self) -> str:
@@ -173,6 +179,8 @@ class App:
 
     async def stop(self) -> None:
         """Close every session and listener."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -40,6 +40,8 @@ class ServerConfig:
     state_dir: str = field(default_factory=_default_state_dir)
     log_level: str = "info"
     uvloop: bool = True
+    # Warn (once per stall, with the loop's stack) when the event loop is blocked this long.
+    loop_stall_warn_ms: int = 500
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,10 @@ class OnvifConfig:
     max_cameras: int = 1024
     max_users: int = 32
     max_profiles: int = 16
-    max_nonces: int = 10000
+    max_nonces: int = 10000  # per user and camera: ceiling of the WS-Security replay cache
+    # WS-Security tokens per second one user can keep up per camera: each nonce is remembered
+    # for 2 x clock_skew, so a user may hold rate x 2 x clock_skew (6000) nonces, then is refused.
+    nonce_rate_per_user: float = 10.0
     snapshot_quality: int = 85
 
 
@@ -328,6 +333,11 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [onvif] snapshot_offline must be 'placeholder' or '503'")
     if not 1 <= cfg.onvif.snapshot_quality <= 100:
         raise ConfigError(f"{where}: [onvif] snapshot_quality must be 1..100")
+    if cfg.onvif.nonce_rate_per_user <= 0 or cfg.onvif.max_nonces < 1:
+        raise ConfigError(
+            f"{where}: [onvif] nonce_rate_per_user and max_nonces must be positive (they bound "
+            "the WS-Security replay cache)"
+        )
     if cfg.onvif.password and not cfg.onvif.username:
         raise ConfigError(f"{where}: [onvif] password without username")
     if not cfg.onvif.auth and cfg.onvif.username:

@@ -69,7 +69,8 @@ rtp_port = 0
 [onvif]
 port_range_start = 0
 port_range_end = 0
-max_nonces = 200000
+max_nonces = 200000           # one user signs every request: let it hold them all
+nonce_rate_per_user = 1000.0
 """
 
 

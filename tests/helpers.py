@@ -141,6 +141,10 @@ class ServerProc:
             return Path(self.log_path).read_text()
         return ""
 
+    def stalls(self) -> list[str]:
+        """The loop-stall warnings (onvifcam.watchdog) in the log so far, with their stacks."""
+        return re.findall(r"^.*event loop stalled:.*(?:\n  .*)*", self.log(), re.M)
+
     def stop(self, check: bool = True) -> int | None:
         """SIGTERM, wait, and (check) assert a clean exit without tracebacks."""
         rc = None

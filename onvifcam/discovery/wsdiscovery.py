@@ -31,7 +31,7 @@ from urllib.parse import unquote
 from lxml import etree
 from lxml.builder import ElementMaker
 
-from onvifcam.onvif.soap import SAFE_PARSER
+from onvifcam import xmlsafe
 
 # --------------------------------------------------------------------------- constants
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -271,14 +271,10 @@ def _header(env: etree._Element, soap_ns: str) -> Header:
 
 
 def _message(data: bytes) -> Message | Ignored:
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        return Ignored("malformed", "DTDs are not allowed in SOAP")
     try:
-        root = etree.fromstring(data, SAFE_PARSER)
-    except (etree.XMLSyntaxError, ValueError) as exc:
-        return Ignored("malformed", str(exc)[:120])
-    if root.getroottree().docinfo.doctype:
-        return Ignored("malformed", "DTDs are not allowed in SOAP")
+        root = xmlsafe.parse(data)
+    except xmlsafe.XmlError as exc:
+        return Ignored("malformed", exc.reason[:120])
     soap_ns = etree.QName(root).namespace if isinstance(root.tag, str) else None
     if soap_ns not in (NS_SOAP12, NS_SOAP11) or etree.QName(root).localname != "Envelope":
         return Ignored("foreign", "not a SOAP envelope")

@@ -2,15 +2,22 @@
 
 Sans-I/O: :meth:`Dispatcher.dispatch` takes the request bytes plus what the HTTP layer knows
 (Authorization header, method, URI) and returns status, headers and body bytes. Requests are
-parsed with a hardened lxml parser (no entities, no network, no huge trees, DTDs refused)
-and dispatched on the QName of the Body's first child; responses are built with lxml's
-ElementMaker with every prefix declared once on the Envelope (``ter:`` and ``tns1:`` are used
-in text, so they are declared too).
+parsed with :mod:`onvifcam.xmlsafe` (encoding checked, DOCTYPEs refused before libxml2 sees
+them, nothing external ever loaded) and dispatched on the QName of the Body's first child;
+responses are built with lxml's ElementMaker with every prefix declared once on the Envelope
+(``ter:`` and ``tns1:`` are used in text, so they are declared too).
 
 Access control follows ONVIF Core: every operation has an access class (PRE_AUTH ...
 UNRECOVERABLE); PRE_AUTH operations answer without credentials, the rest need a valid
 WS-Security UsernameToken (PasswordDigest or PasswordText) or HTTP Digest/Basic credentials
 of a user whose level allows the class.
+
+Replay protection: every UsernameToken that authenticates, on any operation (PRE_AUTH ones
+included), has its nonce recorded in the camera's :class:`ReplayCache` until its Created
+leaves the clock-skew window, so a token captured from any request cannot be used again.
+A token on a PRE_AUTH operation that does not verify is ignored (the operation answers as
+for an anonymous client, as a client with a skewed clock needs GetSystemDateAndTime).
+Each user may hold a bounded number of nonces; a user beyond it is refused, never forgotten.
 """
 
 from __future__ import annotations
@@ -19,17 +26,18 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import heapq
 import hmac
 import logging
+import math
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxml import etree
 from lxml.builder import ElementMaker
 
+from onvifcam import xmlsafe
 from onvifcam.cameras import ADMIN, OPERATOR, USER, Camera, CameraError, User
 from onvifcam.rtsp.auth import Authenticator, Credentials
 
@@ -106,18 +114,6 @@ def content_type(soap_ns: str) -> str:
     return CONTENT_TYPE if soap_ns == ENV12 else CONTENT_TYPE11
 
 
-# Every XML we parse (SOAP bodies, WS-Discovery datagrams): no entities, DTDs or network.
-SAFE_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    huge_tree=False,
-    load_dtd=False,
-    dtd_validation=False,
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
-
 # Second-level subcodes for camera-model errors (ONVIF Core fault tables).
 _PARENT = {
     "ter:UsernameClash": "ter:OperationProhibited",
@@ -141,6 +137,8 @@ class Fault(Exception):
         code: str = "Sender",
         status: int | None = None,
         challenge: bool = False,
+        public: bool = False,
+        logged: bool = False,
     ) -> None:
         super().__init__(reason)
         self.subcodes = (subcodes,) if isinstance(subcodes, str) else subcodes
@@ -148,6 +146,10 @@ class Fault(Exception):
         self.code = code
         self.status = status or (400 if code == "Sender" else 500)
         self.challenge = challenge
+        # ter:NotAuthorized reasons are hidden from the client unless public (they would
+        # tell which user exists or which part of a token was wrong).
+        self.public = public
+        self.logged = logged  # already logged once (repeats of a refusal stay quiet)
 
     @classmethod
     def from_camera(cls, exc: CameraError) -> Fault:
@@ -157,6 +159,13 @@ class Fault(Exception):
         )
         subcodes = (parent,) if parent == exc.subcode else (parent, exc.subcode)
         return cls(subcodes, str(exc), exc.code)
+
+
+class TokenQuotaFault(Fault):
+    """A user has used up its replay-cache quota (refused, never forgotten; reason shown)."""
+
+    def __init__(self, reason: str, logged: bool) -> None:
+        super().__init__("ter:NotAuthorized", reason, public=True, logged=logged)
 
 
 def not_authorized(reason: str = "Sender not authorized", challenge: bool = False) -> Fault:
@@ -191,14 +200,9 @@ def parse(data: bytes) -> SoapRequest:
     if not data.strip():
         raise Fault("ter:WellFormed", "empty request body")
     try:
-        root = etree.fromstring(data, SAFE_PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise Fault("ter:WellFormed", f"malformed XML: {exc.msg}") from None
-    except ValueError as exc:
-        raise Fault("ter:WellFormed", f"malformed XML: {exc}") from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise Fault("ter:WellFormed", "DTDs and entity declarations are not allowed")
+        root = xmlsafe.parse(data)
+    except xmlsafe.XmlError as exc:
+        raise Fault("ter:WellFormed", exc.reason) from None
     tag = root.tag if isinstance(root.tag, str) else ""
     ns, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
     if local != "Envelope":
@@ -338,36 +342,68 @@ def parse_created(text: str) -> float:
     return d.timestamp()
 
 
-class NonceCache:
-    """Nonces seen within the clock-skew window, bounded in size (oldest evicted first)."""
+class ReplayCache:
+    """Nonces of one camera's accepted UsernameTokens, per user, kept while they could be replayed.
 
-    def __init__(self, max_entries: int, ttl: float) -> None:
-        self.max_entries = max_entries
-        self.ttl = ttl
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
-        self.evicted = 0
+    A token is accepted while its Created is within ``window`` seconds of the camera clock, so
+    its nonce is kept until Created + ``window`` has passed on that clock (up to 2 x window
+    after it arrived when Created is ahead). Each user may hold ``per_user`` nonces: a user
+    beyond that gets a fault until some of its nonces expire, so no flood can push another
+    user's nonce out of the cache. The cache follows the camera clock: stepping that clock
+    back by more than the window (SetSystemDateAndTime) lets tokens older than the cache's
+    memory through again.
+    """
 
-    def seen(self, key: bytes, now: float) -> bool:
-        """True when ``key`` was used before (a replay); records it otherwise."""
+    def __init__(self, window: float, per_user: int) -> None:
+        self.window = window
+        self.per_user = per_user
+        # user -> (nonce digests, heap of (Created, nonce digest))
+        self._users: dict[str, tuple[set[bytes], list[tuple[float, bytes]]]] = {}
+        self._limited: set[str] = set()  # users refused since their last accepted token
+        self.replays = 0
+        self.refused = 0
+
+    def record(self, user: str, nonce: bytes, created: float, now: float) -> None:
+        """Record a token's nonce; raises ter:NotAuthorized on a replay or a full quota."""
         self._purge(now)
-        if key in self._seen:
-            return True
-        self._seen[key] = now + self.ttl
-        if len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
-            self.evicted += 1
-        return False
+        key = hashlib.sha1(nonce).digest()  # fixed size whatever the client sends
+        seen, heap = self._users.setdefault(user, (set(), []))
+        if key in seen:
+            self.replays += 1
+            raise not_authorized("replayed nonce")
+        if len(seen) >= self.per_user:
+            self.refused += 1
+            first = user not in self._limited
+            self._limited.add(user)
+            retry = max(1, math.ceil(heap[0][0] + self.window - now))
+            raise TokenQuotaFault(
+                f"too many WS-Security tokens for user {user[:64]!r}: {self.per_user} "
+                f"nonces within the {self.window:g} s clock-skew window are remembered to "
+                f"refuse replays ([onvif] nonce_rate_per_user); retry in {retry} s",
+                logged=not first,
+            )
+        self._limited.discard(user)
+        seen.add(key)
+        heapq.heappush(heap, (created, key))
 
     def _purge(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            k, exp = next(iter(seen.items()))
-            if exp > now:
-                break
-            del seen[k]
+        for user in list(self._users):
+            seen, heap = self._users[user]
+            # the same test that refuses a token for its Created, so the two always agree
+            while heap and now - heap[0][0] > self.window:
+                _created, key = heapq.heappop(heap)
+                seen.discard(key)
+            if not heap:
+                del self._users[user]
+
+    def held(self, user: str | None = None) -> int:
+        """Nonces held for ``user`` (all users when None)."""
+        if user is not None:
+            return len(self._users.get(user, (set(), []))[0])
+        return sum(len(seen) for seen, _heap in self._users.values())
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self.held()
 
 
 def verify_username_token(
@@ -375,12 +411,17 @@ def verify_username_token(
     users: list[User],
     now: float,
     skew: float,
-    nonces: NonceCache,
+    nonces: ReplayCache,
 ) -> User:
-    """Check a UsernameToken against the camera's users; raises ter:NotAuthorized."""
+    """Check a UsernameToken against the camera's users and record its nonce.
+
+    ``now`` is the camera clock. Raises ter:NotAuthorized (wrong credentials, Created outside
+    the window, a replayed nonce, or the user's nonce quota used up).
+    """
     user = next((u for u in users if u.name == tok.username), None)
     if user is None:
         raise not_authorized(f"unknown user {tok.username[:64]!r}")
+    created = now
     if tok.created is not None:
         created = parse_created(tok.created)
         if abs(now - created) > skew:
@@ -398,9 +439,7 @@ def verify_username_token(
     elif not hmac.compare_digest(user.password.encode(), tok.password.encode()):
         raise not_authorized(f"wrong password for {user.name!r}")
     if tok.nonce is not None:
-        key = hashlib.sha1(tok.username.encode() + b"\0" + tok.nonce).digest()
-        if nonces.seen(key, time.monotonic()):
-            raise not_authorized("replayed nonce")
+        nonces.record(user.name, tok.nonce, created, now)
     return user
 
 
@@ -475,28 +514,29 @@ class Dispatcher:
         table: OperationTable,
         *,
         clock_skew: float = 300.0,
+        nonce_rate_per_user: float = 10.0,
         max_nonces: int = 10000,
         digest: Authenticator | None = None,
     ) -> None:
         self.table = table
         self.clock_skew = clock_skew
-        self.max_nonces = max_nonces
+        # A nonce lives up to 2 x clock_skew (Created may be ahead of the camera clock).
+        self.nonces_per_user = max(
+            1, min(max_nonces, math.ceil(nonce_rate_per_user * 2 * clock_skew))
+        )
         self.digest = digest or Authenticator(realm="onvifcam")
-        self._nonces: dict[str, NonceCache] = {}
+        # Per camera; kept across a camera's SystemReboot, or a reboot would reopen replays.
+        self._nonces: dict[str, ReplayCache] = {}
         self.requests = 0
         self.faults = 0
         self.auth_failures = 0
 
-    def nonces(self, camera: Camera) -> NonceCache:
+    def nonces(self, camera: Camera) -> ReplayCache:
         """The camera's replay cache."""
         cache = self._nonces.get(camera.key)
         if cache is None:
-            cache = self._nonces[camera.key] = NonceCache(self.max_nonces, 2 * self.clock_skew)
+            cache = self._nonces[camera.key] = ReplayCache(self.clock_skew, self.nonces_per_user)
         return cache
-
-    def reset(self, camera: Camera) -> None:
-        """Forget a camera's nonces (reboot)."""
-        self._nonces.pop(camera.key, None)
 
     def dispatch(
         self,
@@ -513,6 +553,11 @@ class Dispatcher:
         soap_ns = ENV12
         action = ""
         try:
+            if not data.strip() and camera.auth_required:
+                # curl --digest (and other HTTP clients) first POST an empty body to get the
+                # challenge; answer that before complaining about the body.
+                if not authorization or self.check_http(camera, authorization, method, uri) is None:
+                    raise not_authorized("credentials required", challenge=True)
             req = parse(data)
             soap_ns = req.soap_ns
             action = req.action
@@ -539,15 +584,21 @@ class Dispatcher:
             )
         except Fault as f:
             self.faults += 1
-            if "ter:NotAuthorized" in f.subcodes:
+            denied = "ter:NotAuthorized" in f.subcodes
+            if denied:
                 self.auth_failures += 1
+            if f.logged:
+                pass
+            elif denied and f.public:
+                log.warning("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
+            elif denied:
                 log.info("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
             elif f.code == "Sender":
                 log.info("onvif %s: %s: %s", camera.name, _short(action) or "request", f.reason)
             headers = [("Content-Type", content_type(soap_ns))]
             if f.challenge:
                 headers += self.digest.challenge_headers()
-            reason = "Sender not authorized" if "ter:NotAuthorized" in f.subcodes else f.reason
+            reason = "Sender not authorized" if denied and not f.public else f.reason
             shown = Fault(f.subcodes, reason, f.code, f.status, f.challenge)
             return Response(f.status, fault_body(shown, soap_ns), headers, action)
         except Exception:
@@ -566,12 +617,25 @@ class Dispatcher:
         method: str,
         uri: str,
     ) -> User | None:
-        if op.access == PRE_AUTH:
-            return None
         if not camera.auth_required:
             return None
-        tok = find_username_token(req.header)
         user: User | None = None
+        if op.access == PRE_AUTH:
+            # A token here is verified and its nonce recorded like anywhere else (or it could
+            # be replayed on a protected operation); one that fails is ignored, since these
+            # operations answer anyway and clients with a skewed clock need them.
+            try:
+                tok = find_username_token(req.header)
+                if tok is not None:
+                    user = verify_username_token(
+                        tok, camera.users, camera.now(), self.clock_skew, self.nonces(camera)
+                    )
+            except TokenQuotaFault:
+                raise  # refuse rather than answer with the nonce unrecorded
+            except Fault as f:
+                log.debug("onvif %s: %s: token ignored: %s", camera.name, _short(op.action), f)
+            return user
+        tok = find_username_token(req.header)
         if tok is not None:
             user = verify_username_token(
                 tok, camera.users, camera.now(), self.clock_skew, self.nonces(camera)

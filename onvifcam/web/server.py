@@ -142,6 +142,7 @@ class WebServer:
         self.dispatcher = Dispatcher(
             operation_table(),
             clock_skew=self.cfg.onvif.clock_skew,
+            nonce_rate_per_user=self.cfg.onvif.nonce_rate_per_user,
             max_nonces=self.cfg.onvif.max_nonces,
         )
         self.snapshots = SnapshotService(self.cfg.onvif.snapshot_quality)
@@ -337,7 +338,6 @@ class WebServer:
             await asyncio.sleep(1.0)
             log.info("onvif: camera %r reboots", cam.name)
             await self._stop_camera(cam)
-            self.dispatcher.reset(cam)
             await self._start_camera(cam)
 
         self._spawn(reboot())

@@ -17,7 +17,7 @@ from onvifcam.cameras import OPERATOR, USER, CameraRegistry, User
 from onvifcam.config import from_dict
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.onvif import soap
-from onvifcam.onvif.soap import Context, Dispatcher, Fault, NonceCache
+from onvifcam.onvif.soap import Context, Dispatcher, Fault, ReplayCache
 from onvifcam.rtsp.auth import digest_response, parse_auth_header
 from onvifcam.state import StateStore
 from onvifcam.web.server import operation_table
@@ -150,9 +150,9 @@ def _token(header: str) -> soap.UsernameToken:
 USERS = [User("admin", "secret"), User("viewer", "pw", USER)]
 
 
-def _verify(header: str, cache: NonceCache | None = None, skew: float = 300.0) -> User:
+def _verify(header: str, cache: ReplayCache | None = None, skew: float = 300.0) -> User:
     return soap.verify_username_token(
-        _token(header), USERS, time.time(), skew, NonceCache(100, 600) if cache is None else cache
+        _token(header), USERS, time.time(), skew, ReplayCache(skew, 100) if cache is None else cache
     )
 
 
@@ -190,7 +190,7 @@ def test_unknown_user_refused() -> None:
 
 
 def test_replayed_nonce_refused() -> None:
-    cache = NonceCache(100, 600)
+    cache = ReplayCache(300, 100)
     header = security_header("admin", "secret", nonce=os.urandom(16))
     _verify(header, cache)
     with pytest.raises(Fault) as exc:
@@ -237,15 +237,40 @@ def test_security_header_in_default_namespace() -> None:
     assert _verify(header).name == "admin"
 
 
-def test_nonce_cache_is_bounded_and_expires() -> None:
-    cache = NonceCache(3, ttl=10)
-    for i in range(5):
-        assert not cache.seen(bytes([i]), now=100.0)
-    assert len(cache) == 3
-    assert cache.evicted == 2
-    assert cache.seen(bytes([4]), now=101.0)
-    assert not cache.seen(b"new", now=200.0)  # everything older expired
-    assert len(cache) == 1
+def test_replay_cache_refuses_a_full_user_instead_of_forgetting() -> None:
+    cache = ReplayCache(window=10, per_user=3)
+    for i in range(3):
+        cache.record("viewer", bytes([i]), created=100.0, now=100.0)
+    with pytest.raises(Fault) as exc:
+        cache.record("viewer", b"more", created=100.0, now=100.0)
+    assert exc.value.public and "too many WS-Security tokens for user 'viewer'" in exc.value.reason
+    assert "nonce_rate_per_user" in exc.value.reason and "retry in 10 s" in exc.value.reason
+    for i in range(3):  # nothing was evicted: every recorded nonce is still refused
+        with pytest.raises(Fault, match="replayed"):
+            cache.record("viewer", bytes([i]), created=100.0, now=100.0)
+    cache.record("admin", b"a", created=100.0, now=100.0)  # other users are not affected
+    assert (cache.held("viewer"), cache.held("admin"), cache.refused) == (3, 1, 1)
+
+
+def test_replay_cache_keeps_a_nonce_while_its_created_is_in_the_window() -> None:
+    cache = ReplayCache(window=10, per_user=3)
+    cache.record("u", b"n", created=105.0, now=100.0)  # Created ahead of the camera clock
+    for now in (100.0, 110.0, 115.0):  # |now - Created| <= 10: acceptable, so refused
+        with pytest.raises(Fault, match="replayed"):
+            cache.record("u", b"n", created=105.0, now=now)
+    cache.record("u", b"other", created=115.5, now=115.5)  # purges "n": Created left the window
+    assert cache.held("u") == 1
+    cache.record("u", b"n", created=115.5, now=115.5)  # a new token may reuse a stale nonce
+
+
+def test_replay_cache_frees_a_full_user_as_created_leaves_the_window() -> None:
+    cache = ReplayCache(window=10, per_user=2)
+    cache.record("u", b"1", created=100.0, now=100.0)
+    cache.record("u", b"2", created=105.0, now=105.0)
+    with pytest.raises(Fault, match="retry in 5 s"):
+        cache.record("u", b"3", created=105.0, now=105.0)
+    cache.record("u", b"3", created=111.0, now=111.0)
+    assert cache.held() == 2
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -253,21 +278,7 @@ def test_nonce_cache_is_bounded_and_expires() -> None:
 
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[CameraRegistry, Dispatcher]:
-    cfg = from_dict(
-        {
-            "server": {"state_dir": str(tmp_path)},
-            "cameras": [
-                {"name": "Lobby", "path": "lobby", "username": "admin", "password": "secret"},
-                {"name": "Open", "path": "open", "auth": False},
-            ],
-        }
-    )
-    streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=10)
-    reg = CameraRegistry(cfg, StateStore(tmp_path), streams)
-    reg.load()
-    lobby = reg.cameras["Lobby"]
-    lobby.create_users([User("op", "oppw", OPERATOR), User("viewer", "viewpw", USER)])
-    return reg, Dispatcher(operation_table(), clock_skew=300)
+    return _world(tmp_path)
 
 
 def _ctx(cam: object) -> object:
@@ -442,3 +453,122 @@ def test_internal_error_is_a_fault_in_the_request_soap_version(
     assert resp.status == 500
     assert dict(resp.headers)["Content-Type"].startswith("text/xml")
     assert etree.fromstring(resp.body).findtext(".//faultcode") == "s:Server"
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+CREATE_USER = (
+    f"<CreateUsers {DEVICE}><User><Username>mallory</Username><Password>Mallory-pw1</Password>"
+    "<UserLevel>Administrator</UserLevel></User></CreateUsers>"
+)
+
+
+def test_token_first_used_on_a_pre_auth_operation_cannot_be_replayed(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    header = security_header("admin", "secret")
+    assert _call(world, "<tds:GetSystemDateAndTime/>", header).status == 200
+    resp = _call(world, CREATE_USER, header)
+    assert resp.status == 400
+    assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+    assert "mallory" not in [u.name for u in world[0].cameras["Lobby"].users]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        security_header("admin", "wrong"),
+        security_header("admin", "secret", created=created_now(-3600)),
+        security_header("nobody", "secret"),
+        f'<Security xmlns="{WSSE}"/>',
+    ],
+)
+def test_pre_auth_operation_answers_despite_a_bad_token(
+    world: tuple[CameraRegistry, Dispatcher], header: str
+) -> None:
+    """A client with a skewed clock must still get GetSystemDateAndTime."""
+    assert _call(world, "<tds:GetSystemDateAndTime/>", header).status == 200
+
+
+def test_flooding_user_is_refused_and_cannot_evict_an_admin_nonce(tmp_path: Path) -> None:
+    reg, _ = _world(tmp_path)
+    disp = Dispatcher(operation_table(), clock_skew=300, nonce_rate_per_user=0.01)
+    world = (reg, disp)
+    assert disp.nonces_per_user == 6  # 0.01/s x 2 x 300 s
+    admin = security_header("admin", "secret")
+    assert _call(world, f"<GetUsers {DEVICE}/>", admin).status == 200
+    for _ in range(6):
+        viewer = security_header("viewer", "viewpw")
+        assert _call(world, "<tds:GetSystemDateAndTime/>", viewer).status == 200
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", security_header("viewer", "viewpw"))
+    assert resp.status == 400
+    assert b"too many WS-Security tokens for user 'viewer'" in resp.body
+    resp = _call(world, "<tds:GetSystemDateAndTime/>", security_header("viewer", "viewpw"))
+    assert resp.status == 400  # refused rather than answered with the nonce unrecorded
+    resp = _call(world, CREATE_USER, admin)  # the admin nonce is still remembered
+    assert resp.status == 400
+    assert b"Sender not authorized" in resp.body
+    assert _call(world, f"<GetUsers {DEVICE}/>", security_header("admin", "secret")).status == 200
+
+
+def _world(tmp_path: Path) -> tuple[CameraRegistry, Dispatcher]:
+    cfg = from_dict(
+        {
+            "server": {"state_dir": str(tmp_path)},
+            "cameras": [
+                {"name": "Lobby", "path": "lobby", "username": "admin", "password": "secret"},
+                {"name": "Open", "path": "open", "auth": False},
+            ],
+        }
+    )
+    streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=10)
+    reg = CameraRegistry(cfg, StateStore(tmp_path), streams)
+    reg.load()
+    reg.cameras["Lobby"].create_users(
+        [User("op", "oppw", OPERATOR), User("viewer", "viewpw", USER)]
+    )
+    return reg, Dispatcher(operation_table(), clock_skew=300)
+
+
+def test_empty_post_gets_the_digest_challenge(world: tuple[CameraRegistry, Dispatcher]) -> None:
+    """curl --digest first POSTs an empty body; it needs the 401, not a 400."""
+    reg, disp = world
+    cam = reg.cameras["Lobby"]
+    resp = disp.dispatch(b"", _ctx(cam), cam)  # type: ignore[arg-type]
+    assert resp.status == 401
+    validate(resp.body)
+    assert fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+    assert any(k == "WWW-Authenticate" and v.startswith("Digest ") for k, v in resp.headers)
+    challenge = next(v for _k, v in disp.digest.challenge_headers() if v.startswith("Digest"))
+    uri = "/onvif/device_service"
+    authz = digest_response("POST", uri, "admin", "secret", parse_auth_header(challenge)[1])
+    resp = disp.dispatch(b"", _ctx(cam), cam, authorization=authz, uri=uri)  # type: ignore[arg-type]
+    assert resp.status == 400  # with valid credentials the empty body itself is the problem
+    assert fault_subcodes(resp.body) == ["ter:WellFormed"]
+    cam = reg.cameras["Open"]
+    resp = disp.dispatch(b"  ", _ctx(cam), cam)  # type: ignore[arg-type]
+    assert resp.status == 400
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_doctype_is_refused_with_one_text_whatever_file_it_names(
+    world: tuple[CameraRegistry, Dispatcher], tmp_path: Path, encoding: str
+) -> None:
+    """An existing and a missing file give the same answer: no file-system oracle."""
+    reg, disp = world
+    cam = reg.cameras["Lobby"]
+    present = tmp_path / "present.dtd"
+    present.write_text("<!ELEMENT x ANY>")
+    bodies = []
+    for path in (present, tmp_path / "missing.dtd", Path("/etc/passwd")):
+        doc = (
+            f'<!DOCTYPE s:Envelope SYSTEM "file://{path}">'
+            + envelope("<tds:GetSystemDateAndTime/>").decode().partition("?>")[2]
+        )
+        resp = disp.dispatch(doc.encode(encoding), _ctx(cam), cam)  # type: ignore[arg-type]
+        assert resp.status == 400
+        assert fault_subcodes(resp.body) == ["ter:WellFormed"]
+        bodies.append(resp.body)
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert b"DTDs (DOCTYPE and ENTITY declarations) are not allowed" in bodies[0]
