@@ -217,7 +217,7 @@ _SUPPORTED: dict[int, tuple[str, str]] = {0x1B: ("video", "H264"), 0x24: ("video
 _OTHER_TYPES: dict[int, tuple[str, str]] = {
     0x01: ("video", "MPEG-1 video"),
     0x02: ("video", "MPEG-2 video"),
-    0x03: ("audio", "MP3"),
+    0x03: ("audio", "MPEG-1 audio"),
     0x04: ("audio", "MPEG-2 audio"),
     0x05: ("data", "private sections"),
     0x06: ("data", "private data"),
@@ -405,7 +405,7 @@ class TsDemuxer:
                 "cc_errors", "duplicates", "discontinuities", "scrambled", "crc_errors",
                 "malformed", "dropped_aus", "oversized_pes", "video_aus", "audio_frames",
                 "adts_errors", "missing_pts", "timestamp_jumps", "pmt_changes",
-                "unknown_streams", "unknown_packets", "ignored_streams", "pcr_count",
+                "unknown_streams", "unknown_pes", "ignored_streams", "pcr_count",
             ),
             0,
         )  # fmt: skip
@@ -466,14 +466,17 @@ class TsDemuxer:
     def flush(self) -> list[Event]:
         """End of input: demux what is buffered and complete the unfinished PES (video PES
         of length 0 end only at the next payload_unit_start, so the last one needs this).
-        Feeding may go on afterwards."""
+        Feeding may go on afterwards. Never raises."""
         if self._error is not None:
             return []
         out: list[Event] = []
         self._out = out
         data, self._buf = self._buf, b""
         if data:
-            self._run(data, True)
+            try:
+                self._run(data, True)
+            except TsError:
+                pass  # an unsynced tail of under 3 packets: nothing to demux in it
             self._buf = b""
         for st in list(self._pids.values()):
             if isinstance(st, _Pes) and st.parts is not None:
@@ -492,6 +495,7 @@ class TsDemuxer:
             pos = self._packets(data, pos, n)
             if pos + PACKET_SIZE <= n:  # stopped on a packet without a sync byte
                 self._lose_sync()
+                self._skip(1, self.limits.max_sync_search)
                 pos += 1
             else:
                 if pos < n and not final:
@@ -638,7 +642,7 @@ class TsDemuxer:
     # ------------------------------------------------------------------ PES
     def _pes_start(self, st: _Pes, data: bytes, start: int, end: int) -> None:
         if not st.supported:
-            self._stats["unknown_packets"] += 1
+            self._stats["unknown_pes"] += 1
             return
         if (
             st.parts is not None
@@ -685,19 +689,24 @@ class TsDemuxer:
         self._discard(st)
 
     def _discard(self, st: _Pes) -> None:
+        """Forget the PES being assembled and any ADTS frame carried over (damage)."""
+        self._release(st)
+        st.adts_carry = b""
+
+    def _release(self, st: _Pes) -> None:
         self._held -= st.size
         st.parts = None
         st.size = 0
         st.damaged = False
-        st.adts_carry = b""
 
     def _finish(self, st: _Pes) -> None:
         """A PES is complete (length reached, next start, or flush): decode and emit it."""
         parts = st.parts
         assert parts is not None
         size, damaged, expected = st.size, st.damaged, st.expected
-        self._discard(st)
+        self._release(st)
         if damaged:
+            st.adts_carry = b""
             self._stats["dropped_aus"] += 1
             return
         pes = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -745,9 +754,10 @@ class TsDemuxer:
 
         Unwrapped against the stream's previous value (a new stream: the program's), so
         the 2^33 wrap is invisible. A stream stepping back more than a second, or
-        forward more than ``max_timestamp_jump`` (a stream appearing: that far either
-        way from the program's last time), is a discontinuity: the program's offset
-        changes so that the stream goes on one step after the largest time given out.
+        forward more than ``max_timestamp_jump``, is a discontinuity: the program's
+        offset changes so that the stream goes on one step after the largest time given
+        out. A new stream is compared with the program's last time (one of the first
+        track set may also start up to ``max_timestamp_jump`` before it).
         """
         ref = st.last_dts if st.last_dts is not None else self._ref
         if ref is None:
@@ -762,9 +772,10 @@ class TsDemuxer:
         prev = st.prev_time
         jump = self.limits.max_timestamp_jump
         back = _MAX_BACKWARD
-        if prev is None:
+        if prev is None:  # a new stream: compare with the program
             prev = self._last_out
-            back = jump
+            if self._stats["pmt_changes"] <= 1:
+                back = jump  # the first streams may start seconds apart
         if prev is not None:
             if out - prev > jump or prev - out > back:
                 self._stats["timestamp_jumps"] += 1
