@@ -34,9 +34,9 @@ What it does with damaged input, in short:
   (an encoder restart, spliced files) rebases the timeline so it goes on from the largest
   time given out (``timestamp_jumps``): DTS stay monotonic for the packetiser.
 * Bounds: a PES over ``max_pes_size`` and PES data over ``max_buffered`` across streams
-  are dropped (``oversized_pes``); at most ``max_pids`` elementary streams per PMT are
-  kept; sections over ``max_section_size`` are dropped. Every buffer is bounded whatever
-  the input.
+  are dropped (``oversized_pes``); so is a PES of more than ``max_units`` NAL units or
+  ADTS frames; at most ``max_pids`` elementary streams per PMT are kept; sections over
+  ``max_section_size`` are dropped. Every buffer is bounded whatever the input.
 
 Not handled: 192/204-byte packets (M2TS, Reed-Solomon), several access units in one video
 PES (they come out as one), AAC LATM (0x11), ADTS frames with several raw data blocks or
@@ -45,6 +45,7 @@ an in-band PCE (counted in ``adts_errors``).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -88,8 +89,6 @@ _REVERSE = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 def crc32_mpeg2(data: bytes | bytearray | memoryview) -> int:
     """CRC-32/MPEG-2 of ``data``; 0 over a whole PSI section (CRC included) means intact."""
-    import zlib
-
     c = zlib.crc32(bytes(data).translate(_REVERSE)) ^ 0xFFFFFFFF
     return int(f"{c:032b}"[::-1], 2)
 
@@ -120,6 +119,7 @@ class Limits:
     max_pes_size: int = 8 * 1024 * 1024  # one PES (a video access unit); larger ones dropped
     max_buffered: int = 16 * 1024 * 1024  # all unfinished PES together
     max_pids: int = 16  # elementary streams kept per PMT (the rest are ignored)
+    max_units: int = 1024  # NAL units or ADTS frames in one PES; more drops the PES
     max_section_size: int = 1024  # PAT/PMT section, header and CRC included (ISO max 1024)
     max_sync_search: int = 65536  # bytes without a sync lock before TsError
     max_timestamp_jump: int = 10 * 90000  # 90 kHz ticks; a bigger jump rebases the timeline
@@ -127,8 +127,8 @@ class Limits:
     def __post_init__(self) -> None:
         if self.max_pes_size < 1024 or self.max_buffered < self.max_pes_size:
             raise ValueError("Limits.max_pes_size must be >= 1024 and <= max_buffered")
-        if self.max_pids < 1:
-            raise ValueError("Limits.max_pids must be at least 1")
+        if self.max_pids < 1 or self.max_units < 1:
+            raise ValueError("Limits.max_pids and max_units must be at least 1")
         if not 16 <= self.max_section_size <= 4096:
             raise ValueError("Limits.max_section_size must be 16..4096")
         if self.max_sync_search < 3 * PACKET_SIZE:
@@ -436,8 +436,18 @@ class TsDemuxer:
         return [st.params[t] for t in _PARAM_TYPES[st.codec] if t in st.params]
 
     def stats(self) -> dict[str, int]:
-        """Counters (see the README's SRT section); ``pcr`` is the last PCR in 27 MHz ticks
-        (-1 before one is seen), ``buffered`` the bytes held now."""
+        """Counters since the start, plus ``buffered`` (bytes held now).
+
+        Input: ``packets``, ``bytes``, ``skipped_bytes`` (searching for sync), ``resyncs``
+        (sync lost), ``transport_errors`` (TEI set), ``scrambled``. Continuity:
+        ``cc_errors``, ``duplicates`` (ignored), ``discontinuities`` (flagged gaps).
+        Tables: ``crc_errors``, ``pmt_changes``, ``unknown_streams`` and
+        ``ignored_streams`` (over ``max_pids``) of the current PMT, ``unknown_pes``.
+        Output: ``video_aus``, ``audio_frames``; ``dropped_aus`` (PES lost to damage),
+        ``oversized_pes``, ``malformed``, ``adts_errors``, ``missing_pts``,
+        ``timestamp_jumps`` (timeline rebased). Clock: ``pcr_count``, ``pcr`` (the last
+        PCR in 27 MHz ticks, -1 before one) and ``pcr_pid``.
+        """
         out = dict(self._stats)
         out["buffered"] = self.buffered
         return out
@@ -541,7 +551,7 @@ class TsDemuxer:
         if self._unsynced > limit:
             raise TsError(
                 f"not MPEG-TS: no sync byte 0x47 repeating every {PACKET_SIZE} bytes in "
-                f"{self._unsynced} bytes"
+                f"{self._unsynced} bytes (the sender must mux to MPEG-TS, e.g. ffmpeg -f mpegts)"
             )
 
     def _lose_sync(self) -> None:
@@ -806,6 +816,10 @@ class TsDemuxer:
             out_dts = self._unwrap(st, dts)
             out_pts = out_dts + delta
             st.last_out = (out_pts, out_dts)
+        if payload.count(b"\x00\x00\x01") > self.limits.max_units:
+            stats["malformed"] += 1  # a flood of tiny NAL units: bound the objects made
+            stats["dropped_aus"] += 1
+            return
         nals = h264.split_annexb(payload)
         if not nals:
             stats["malformed"] += 1
@@ -866,6 +880,7 @@ class TsDemuxer:
         new_pts = None if pts is None else self._unwrap(st, pts)
         n = len(buf)
         pos = 0
+        budget = self.limits.max_units
         while pos + 7 <= n:
             if buf[pos] != 0xFF or buf[pos + 1] & 0xF6 != 0xF0:
                 stats["adts_errors"] += 1
@@ -875,7 +890,7 @@ class TsDemuxer:
             header = 7 if (h >> 40) & 1 else 9
             rate_index = (h >> 34) & 0xF
             length = (h >> 13) & 0x1FFF
-            if length < header or rate_index >= 13:
+            if length <= header or rate_index >= 13:
                 stats["adts_errors"] += 1
                 pos = _next_adts_sync(buf, pos + 1)
                 continue
@@ -883,6 +898,11 @@ class TsDemuxer:
                 st.adts_anchor, st.adts_index = new_pts, 0
                 new_pts = None
             if pos + length > n:
+                break
+            budget -= 1
+            if budget < 0:
+                stats["adts_errors"] += 1  # a flood of tiny frames: bound the objects made
+                pos = n
                 break
             anchor = st.adts_anchor
             channel_config = (h >> 30) & 7

@@ -756,10 +756,25 @@ def test_endless_pes_is_bounded() -> None:
     assert d.stats()["oversized_pes"] == 1  # dropped once, the rest waits for a new start
 
 
+def test_floods_of_tiny_units_are_dropped() -> None:
+    """A PES of thousands of 1-byte NAL units or empty ADTS frames would turn a few KiB
+    into thousands of objects: over ``max_units`` the PES is dropped."""
+    mux = Mux()
+    data = head(mux)
+    data += mux.pes(0x100, pes(b"\x00\x00\x01\x41" * 40, 3000))
+    data += mux.pes(0x100, pes(b"\x00\x00\x01\x41" * 41, 6000))
+    data += mux.pes(0x101, pes(adts(b"\x01") * 40, 3000, stream_id=0xC0, sized=True))
+    data += mux.pes(0x101, pes(adts(b"\x02") * 41 + adts(b""), 9000, stream_id=0xC0, sized=True))
+    got = demux(data, limits=Limits(max_units=40))
+    assert [len(u[3]) for u in got.video] == [40]
+    assert [f for _, f in got.audio] == [b"\x01"] * 40 + [b"\x02"] * 40
+    assert got.stats["malformed"] == 1 and got.stats["adts_errors"] == 1
+
+
 # --------------------------------------------------------------------------- properties
 
-TINY = Limits(max_pes_size=1024, max_buffered=1500, max_pids=2, max_section_size=200,
-              max_sync_search=600)  # fmt: skip
+TINY = Limits(max_pes_size=1024, max_buffered=1500, max_pids=2, max_units=8,
+              max_section_size=200, max_sync_search=600)  # fmt: skip
 
 
 def _bound(limits: Limits) -> int:
