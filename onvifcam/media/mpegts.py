@@ -24,7 +24,8 @@ What it does with damaged input, in short:
 * Continuity counters per PID (payload packets only): one duplicate is ignored, a gap is
   loss unless the adaptation field's discontinuity_indicator is set. A PES or section hit
   by loss (or by a scrambled packet, or by loss of sync) is dropped as a whole and counted
-  in ``dropped_aus``; PES length 0 (video) ends at the next payload_unit_start.
+  in ``dropped_aus``; PES length 0 (video) ends at the next payload_unit_start, and a
+  video PES without PTS continues the access unit before it.
 * PAT/PMT sections are reassembled across packets and CRC32-checked; a bad CRC, table or
   length is counted and the section ignored. Only the first program of the PAT is
   demuxed (or the one given to the constructor).
