@@ -155,6 +155,9 @@ class OnvifConfig:
     max_profiles: int = 16
     max_nonces: int = 10000
     snapshot_quality: int = 85
+    # seconds an auto-created camera may stay offline before it is removed with its
+    # endpoint and state file (0: never)
+    auto_expire: float = 0.0
 
 
 @dataclass(frozen=True)
