@@ -182,6 +182,9 @@ class OnvifConfig:
     # for 2 x clock_skew, so a user may hold rate x 2 x clock_skew (6000) nonces, then is refused.
     nonce_rate_per_user: float = 10.0
     snapshot_quality: int = 85
+    # seconds an auto-created camera may stay offline before it is removed with its
+    # endpoint and state file (0: never)
+    auto_expire: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,13 @@ class DiscoveryConfig:
     send_rate: int = 4000  # datagrams per second, all cameras together
     max_datagram: int = 16384
     mdns: bool = True
+    replies_per_s: int = 2000  # ProbeMatch/ResolveMatch datagrams per second, all sources
+    max_backlog: int = 4096  # replies waiting to be sent, datagrams...
+    max_backlog_bytes: int = 4 * 1024 * 1024  # ...and bytes; beyond: oldest answers dropped
+    source_interval: float = 5.0  # a source answered this recently waits behind new ones
+    # sources a directed (unicast) Probe/Resolve is answered for: "local" (loopback,
+    # link-local, the subnets of the interfaces served) and/or networks ("10.20.0.0/16")
+    unicast_from: tuple[str, ...] = ("local",)
 
 
 @dataclass(frozen=True)
@@ -360,6 +370,22 @@ def _validate(cfg: Config, where: str) -> None:
         )
     if not 512 <= d.max_datagram <= 65507:
         raise ConfigError(f"{where}: [discovery] max_datagram must be 512..65507")
+    if d.replies_per_s < 1 or d.max_backlog < 1:
+        raise ConfigError(f"{where}: [discovery] replies_per_s and max_backlog must be positive")
+    if d.max_backlog_bytes < 65536:
+        raise ConfigError(
+            f"{where}: [discovery] max_backlog_bytes must be at least 65536 (about 48 answers)"
+        )
+    for i, spec in enumerate(d.unicast_from):
+        if spec == "local":
+            continue
+        try:
+            ipaddress.ip_network(spec, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f'{where}: [discovery] unicast_from[{i}]: {spec!r} is neither "local" nor '
+                'a network such as "192.168.1.0/24"'
+            ) from None
     h = cfg.http
     if h.max_connections < 1 or h.max_connections_per_ip < 1:
         raise ConfigError(
