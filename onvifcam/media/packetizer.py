@@ -84,6 +84,7 @@ class LengthPrefixed(NamedTuple):
 
 
 NalUnits = Sequence[bytes | memoryview] | LengthPrefixed
+"""A video access unit's NAL units (or AAC frames, as a sequence) as the packetizer keeps them."""
 
 
 # --------------------------------------------------------------------------- track specs
@@ -302,7 +303,7 @@ class Packetizer:
         self.max_held_ms = 5000
         self._tracks: list[_Track] = []
         self._key_track = -1
-        self._held: list[tuple[_Track, int, NalUnits | list[bytes | memoryview], bool]] = []
+        self._held: list[tuple[_Track, int, NalUnits, bool]] = []
         self._held_bytes = 0
         self._last_emit = 0
 
@@ -380,11 +381,15 @@ class Packetizer:
         except IndexError:
             raise PacketizerError(f"no track {track}") from None
         ts = (pts * t.mul // t.div) & _MASK32
+        one_buffer = isinstance(data, bytes | bytearray | memoryview)
         if t.codec == "AAC":
-            frames = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-            self._audio(t, ts, dts, frames)  # type: ignore[arg-type]
+            if isinstance(data, LengthPrefixed):
+                raise PacketizerError("AAC takes raw frames, not length-prefixed NAL units")
+            self._audio(t, ts, dts, [data] if one_buffer else data)
+        elif one_buffer:
+            raise PacketizerError(f"{t.codec} takes a list of NAL units, not one buffer")
         else:
-            self._video(t, ts, dts, data, keyframe, params_in_band)  # type: ignore[arg-type]
+            self._video(t, ts, dts, data, keyframe, params_in_band)
 
     def _video(
         self,
@@ -492,11 +497,11 @@ class Packetizer:
         self.on_packet(t.index, rtp.build(t.pt, seq, first_ts, t.ssrc, payload, True))
         t.seq = (seq + 1) & 0xFFFF
 
-    def _emit(self, t: _Track, ts: int, data: object, add_params: bool) -> None:
-        if t.codec == "AAC":
-            self._emit_audio(t, ts, data)  # type: ignore[arg-type]
+    def _emit(self, t: _Track, ts: int, data: NalUnits, add_params: bool) -> None:
+        if t.codec == "AAC" and not isinstance(data, LengthPrefixed):
+            self._emit_audio(t, ts, data)
         else:
-            self._emit_video(t, ts, data, add_params)  # type: ignore[arg-type]
+            self._emit_video(t, ts, data, add_params)
 
     # ------------------------------------------------------------------ lazy packetising
     def _may_hold(self, dts: int, needed: Callable[[], bool]) -> bool:
@@ -506,9 +511,9 @@ class Packetizer:
         limit = self.max_held_ms * tb.denominator // (1000 * tb.numerator)
         return (dts - self._last_emit) & _MASK32 < limit
 
-    def _hold(self, t: _Track, ts: int, data: object, add_params: bool) -> None:
+    def _hold(self, t: _Track, ts: int, data: NalUnits, add_params: bool) -> None:
         size = _size(data)
-        self._held.append((t, ts, data, add_params))  # type: ignore[arg-type]
+        self._held.append((t, ts, data, add_params))
         self._held_bytes += size
         if self.on_count is not None:
             self.on_count(_rtp_size(size), 1 if t.index == self._key_track else 0)
@@ -531,13 +536,11 @@ class Packetizer:
             self._emit(t, ts, data, add_params)
 
 
-def _size(data: object) -> int:
+def _size(data: NalUnits) -> int:
     """Bytes of an access unit as given (length prefixes included)."""
     if isinstance(data, LengthPrefixed):
         return len(data.data) - data.offset
-    if isinstance(data, bytes | bytearray | memoryview):
-        return len(data)
-    return sum(len(n) for n in data)  # type: ignore[attr-defined]
+    return sum(len(n) for n in data)
 
 
 def _rtp_size(payload: int) -> int:

@@ -308,6 +308,13 @@ def test_bad_specs_and_tracks_are_refused() -> None:
     p.configure([VideoSpec("H264", [SPS, PPS])])
     with pytest.raises(PacketizerError, match="no track 3"):
         p.on_access_unit(3, 0, 0, [idr(10)], True)
+    with pytest.raises(PacketizerError, match="list of NAL units"):
+        p.on_access_unit(0, 0, 0, idr(10), True)
+    p.configure([AacSpec(ASC, 48000, 2)])
+    with pytest.raises(PacketizerError, match="raw frames"):
+        p.on_access_unit(0, 0, 0, LengthPrefixed(b"\0\0\0\1x", 0, 4))
+    with pytest.raises(aac.AacError, match="13-bit"):
+        p.on_access_unit(0, 0, 0, bytes(8192))
 
 
 def test_reconfigure_keeps_ssrc_and_sequence_continuous() -> None:
