@@ -61,6 +61,7 @@ AUDIO_PT = 97
 MTU = 1400
 AAC_FRAME_SAMPLES = 1024
 _MASK32 = 0xFFFFFFFF
+_BUFFERS = (bytes, bytearray, memoryview)
 
 
 class PacketizerError(ValueError):
@@ -300,12 +301,24 @@ class Packetizer:
         self.needed: Callable[[], bool] | None = None
         self.on_count: Callable[[int, int], None] | None = None
         self.max_held_bytes = 8 * 1024 * 1024
+        self._hold_ticks = 0
         self.max_held_ms = 5000
         self._tracks: list[_Track] = []
         self._key_track = -1
-        self._held: list[tuple[_Track, int, NalUnits, bool]] = []
+        self._held: list[tuple[_Track, int, NalUnits, bool, int]] = []
         self._held_bytes = 0
         self._last_emit = 0
+
+    @property
+    def max_held_ms(self) -> int:
+        """Lazy packetising holds nothing longer than this (in decoding time)."""
+        return self._max_held_ms
+
+    @max_held_ms.setter
+    def max_held_ms(self, value: int) -> None:
+        self._max_held_ms = value
+        tb = self.time_base
+        self._hold_ticks = value * tb.denominator // (1000 * tb.numerator)
 
     # ------------------------------------------------------------------ set-up
     def configure(self, specs: Sequence[TrackSpec]) -> SessionDescription:
@@ -381,15 +394,44 @@ class Packetizer:
         except IndexError:
             raise PacketizerError(f"no track {track}") from None
         ts = (pts * t.mul // t.div) & _MASK32
-        one_buffer = isinstance(data, bytes | bytearray | memoryview)
-        if t.codec == "AAC":
-            if isinstance(data, LengthPrefixed):
-                raise PacketizerError("AAC takes raw frames, not length-prefixed NAL units")
-            self._audio(t, ts, dts, [data] if one_buffer else data)
-        elif one_buffer:
-            raise PacketizerError(f"{t.codec} takes a list of NAL units, not one buffer")
-        else:
+        if t.codec != "AAC":
+            if isinstance(data, _BUFFERS):
+                raise PacketizerError(f"{t.codec} takes a list of NAL units, not one buffer")
             self._video(t, ts, dts, data, keyframe, params_in_band)
+            return
+        # AAC, inline: this runs for every audio frame, held or not.
+        if isinstance(data, _BUFFERS):
+            frames: Sequence[bytes | memoryview] = (data,)
+        elif isinstance(data, LengthPrefixed):
+            raise PacketizerError("AAC takes raw frames, not length-prefixed NAL units")
+        elif not data:
+            return
+        else:
+            frames = data
+        last = t.last_ts
+        if last >= 0:
+            expected = (last + AAC_FRAME_SAMPLES) & _MASK32
+            diff = (ts - expected) & _MASK32
+            if diff >= 0x80000000:
+                diff -= 0x100000000
+            if -AAC_FRAME_SAMPLES // 2 < diff < AAC_FRAME_SAMPLES // 2:
+                ts = expected  # millisecond timestamps jitter; keep sample-exact spacing
+        t.last_ts = (
+            ts if len(frames) == 1 else (ts + (len(frames) - 1) * AAC_FRAME_SAMPLES) & _MASK32
+        )
+        needed = self.needed
+        if needed is not None and self._key_track >= 0:
+            if (
+                not needed()
+                and self._held_bytes < self.max_held_bytes
+                and (dts - self._last_emit) & _MASK32 < self._hold_ticks
+            ):
+                self._hold(t, ts, frames, False, sum(map(len, frames)))
+                return
+            if self._held:
+                self._flush_held()
+        self._last_emit = dts
+        self._emit_audio(t, ts, frames)
 
     def _video(
         self,
@@ -413,35 +455,17 @@ class Packetizer:
             if keyframe and t.index == self._key_track:
                 if self._held and not needed():
                     self.drop_held()  # the stream's GOP cache restarts at this keyframe
-            elif self._may_hold(dts, needed):
-                self._hold(t, ts, nals, add_params)
+            elif (
+                not needed()
+                and self._held_bytes < self.max_held_bytes
+                and (dts - self._last_emit) & _MASK32 < self._hold_ticks
+            ):
+                self._hold(t, ts, nals, add_params, _size(nals))
                 return
             if self._held:
                 self._flush_held()
         self._last_emit = dts
         self._emit_video(t, ts, nals, add_params)
-
-    def _audio(self, t: _Track, ts: int, dts: int, frames: Sequence[bytes | memoryview]) -> None:
-        if not frames:
-            return
-        last = t.last_ts
-        if last >= 0:
-            expected = (last + AAC_FRAME_SAMPLES) & _MASK32
-            diff = (ts - expected) & _MASK32
-            if diff >= 0x80000000:
-                diff -= 0x100000000
-            if -AAC_FRAME_SAMPLES // 2 < diff < AAC_FRAME_SAMPLES // 2:
-                ts = expected  # millisecond timestamps jitter; keep sample-exact spacing
-        t.last_ts = (ts + (len(frames) - 1) * AAC_FRAME_SAMPLES) & _MASK32
-        needed = self.needed
-        if needed is not None and self._key_track >= 0:
-            if self._may_hold(dts, needed):
-                self._hold(t, ts, frames, False)
-                return
-            if self._held:
-                self._flush_held()
-        self._last_emit = dts
-        self._emit_audio(t, ts, frames)
 
     # ------------------------------------------------------------------ RTP
     def _send(self, t: _Track, ts: int, payloads: list[bytes]) -> None:
@@ -459,7 +483,7 @@ class Packetizer:
 
     def _emit_video(self, t: _Track, ts: int, nals: NalUnits, add_params: bool) -> None:
         if isinstance(nals, LengthPrefixed):
-            nals = nals.split()
+            nals = h264.nals_from_avcc(memoryview(nals.data)[nals.offset :], nals.length_size)
         if add_params and t.params:
             # Readers joining at this keyframe need the parameter sets in-band.
             if nals and _nal_type(t.codec, nals[0]) == _AUD_TYPE[t.codec]:
@@ -504,19 +528,12 @@ class Packetizer:
             self._emit_video(t, ts, data, add_params)
 
     # ------------------------------------------------------------------ lazy packetising
-    def _may_hold(self, dts: int, needed: Callable[[], bool]) -> bool:
-        if needed() or self._held_bytes >= self.max_held_bytes:
-            return False
-        tb = self.time_base
-        limit = self.max_held_ms * tb.denominator // (1000 * tb.numerator)
-        return (dts - self._last_emit) & _MASK32 < limit
-
-    def _hold(self, t: _Track, ts: int, data: NalUnits, add_params: bool) -> None:
-        size = _size(data)
-        self._held.append((t, ts, data, add_params))
+    def _hold(self, t: _Track, ts: int, data: NalUnits, add_params: bool, size: int) -> None:
+        self._held.append((t, ts, data, add_params, size))
         self._held_bytes += size
-        if self.on_count is not None:
-            self.on_count(_rtp_size(size), 1 if t.index == self._key_track else 0)
+        count = self.on_count
+        if count is not None:
+            count(_rtp_size(size), 1 if t.index == self._key_track else 0)
 
     def drop_held(self) -> None:
         """Forget the access units held back (they stay counted as input)."""
@@ -530,9 +547,9 @@ class Packetizer:
         self._held_bytes = 0
         count = self.on_count
         key = self._key_track
-        for t, ts, data, add_params in held:
+        for t, ts, data, add_params, size in held:
             if count is not None:
-                count(-_rtp_size(_size(data)), -1 if t.index == key else 0)
+                count(-_rtp_size(size), -1 if t.index == key else 0)
             self._emit(t, ts, data, add_params)
 
 
@@ -540,7 +557,7 @@ def _size(data: NalUnits) -> int:
     """Bytes of an access unit as given (length prefixes included)."""
     if isinstance(data, LengthPrefixed):
         return len(data.data) - data.offset
-    return sum(len(n) for n in data)
+    return sum(map(len, data))
 
 
 def _rtp_size(payload: int) -> int:

@@ -79,6 +79,7 @@ VIDEO_CODECS = {
 _FOURCC = {b"avc1": "H264", b"hvc1": "H265"}
 
 _U32 = struct.Struct("!I")
+_lp = tuple.__new__  # LengthPrefixed without NamedTuple's Python-level __new__ (hot path)
 
 
 class FlvError(ValueError):
@@ -379,7 +380,7 @@ class FlvIngest:
             vindex,
             timestamp + cts,
             timestamp,
-            nals if nals is not None else LengthPrefixed(payload, off, cfg.length_size),
+            nals if nals is not None else _lp(LengthPrefixed, (payload, off, cfg.length_size)),
             key,
             params_in_band=has_params,
         )
@@ -431,7 +432,7 @@ class FlvIngest:
             self.stats.malformed += 1
             return
         self.stats.audio_frames += 1
-        self.packetizer.on_access_unit(aindex, timestamp, timestamp, memoryview(payload)[2:])
+        self.packetizer.on_access_unit(aindex, timestamp, timestamp, payload[2:])
 
     def _wants_audio_only(self) -> bool:
         if self._video_seen:
