@@ -466,8 +466,8 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
         raise ConfigError(f"{where}: [whip] connect_timeout must be positive (seconds)")
     if w.nack_wait_ms > 2000:
         raise ConfigError(f"{where}: [whip] nack_wait_ms must be 0..2000")
-    if not 64 <= w.reorder_packets <= 65536:
-        raise ConfigError(f"{where}: [whip] reorder_packets must be 64..65536")
+    if not 64 <= w.reorder_packets <= 16384:
+        raise ConfigError(f"{where}: [whip] reorder_packets must be 64..16384")
 
 
 _SECTIONS: dict[str, type] = {

@@ -33,6 +33,7 @@ _HDR = struct.Struct("!BBHII")
 _NACK_RETRIES = 2  # a missing packet is NACKed at most this many times
 _MAX_NACK_BATCH = 64  # sequence numbers per NACK packet (16 per FCI entry at best)
 PLI_MIN_INTERVAL = 0.5  # seconds between two keyframe requests
+JUMP = 16384  # a sequence number this far ahead is a new start, not a gap
 
 
 def seq_delta(a: int, b: int) -> int:
@@ -99,8 +100,7 @@ class Receiver:
     """One track's RTP input state (one SSRC at a time).
 
     ``wait``: how long packets after a gap are held for the missing one (the NACKed
-    retransmission); ``capacity``: at most this many held, and a sequence jump this large
-    starts over.
+    retransmission); ``capacity``: at most this many held (then the gap is given up).
     """
 
     def __init__(
@@ -164,7 +164,7 @@ class Receiver:
             # older than what was passed on: a duplicate, or a retransmission too late
             self.stats.duplicates += 1
             return self._released(out)
-        if d >= self.capacity:
+        if d >= JUMP:
             # a jump (encoder restart, long outage): pass on what is held, start over here
             self.stats.resets += 1
             out += self._flush_all()
