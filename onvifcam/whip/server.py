@@ -112,6 +112,7 @@ class WhipSession:
             for c in self.choices
         ]
         self.video = next((i for i, c in enumerate(self.choices) if c.kind == "video"), None)
+        self._seq_shift = [0] * len(self.choices)
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.peer = server.peer_factory(
             on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
@@ -198,23 +199,35 @@ class WhipSession:
         if index is None:
             self.unknown_pt += 1
             return
-        b0 = data[0]
-        if b0 & 0x20:  # padding: drop packets that are nothing else (bandwidth probes)
-            hdr = 12 + 4 * (b0 & 0x0F)
-            if b0 & 0x10 and n >= hdr + 4:
-                hdr += 4 + 4 * int.from_bytes(data[hdr + 2 : hdr + 4], "big")
-            if n - data[-1] <= hdr:
-                return
         self.bytes_in += n
         rx = self.receivers[index]
         now = time.monotonic()
         out = rx.push(data, now)
-        stream = self.stream
-        if stream is not None:
-            for p in out:
-                stream.on_rtp(index, p)
+        if out:
+            self._forward(index, out)
         if rx.feedback_pending(now):
             self._wake.set()
+
+    def _forward(self, index: int, packets: list[bytes]) -> None:
+        """Pass packets on to the stream. Padding-only ones (the bandwidth probes browsers
+        send on the media SSRC when RTX is not negotiated) stop here; they took sequence
+        numbers, so the packets after them are renumbered to keep the readers' sequence
+        without gaps (a gap would look like loss to them)."""
+        stream = self.stream
+        if stream is None:
+            return
+        shift = self._seq_shift[index]
+        for p in packets:
+            if p[0] & 0x20 and _padding_only(p):
+                shift = (shift + 1) & 0xFFFF
+                continue
+            if shift:
+                b = bytearray(p)
+                seq = ((b[2] << 8 | b[3]) - shift) & 0xFFFF
+                b[2], b[3] = seq >> 8, seq & 0xFF
+                p = bytes(b)
+            stream.on_rtp(index, p)
+        self._seq_shift[index] = shift
 
     def _on_rtcp(self, data: bytes) -> None:
         try:
@@ -263,9 +276,8 @@ class WhipSession:
         stream = self.stream
         for i, rx in enumerate(self.receivers):
             out = rx.expire(now)
-            if stream is not None:
-                for p in out:
-                    stream.on_rtp(i, p)
+            if out:
+                self._forward(i, out)
         if stream is not None and self.video is not None:
             rx = self.receivers[self.video]
             readers = len(stream.readers)
@@ -638,6 +650,15 @@ class WhipServer:
         if exc.kind is RefusalKind.CONFLICT:
             return self._refuse(request, 409, exc.reason)
         return self._refuse(request, 403, exc.reason)
+
+
+def _padding_only(p: bytes) -> bool:
+    """True for an RTP packet (P bit set) whose payload is all padding."""
+    n = len(p)
+    hdr = 12 + 4 * (p[0] & 0x0F)
+    if p[0] & 0x10 and n >= hdr + 4:
+        hdr += 4 + 4 * int.from_bytes(p[hdr + 2 : hdr + 4], "big")
+    return n - p[-1] <= hdr
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:

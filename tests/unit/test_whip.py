@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 import pytest
 
@@ -484,3 +485,77 @@ def test_the_aiortc_internals_peer_py_replaces_still_exist() -> None:
     ):
         assert hasattr(conn, attr), attr
     assert callable(StunProtocol)
+
+
+# --------------------------------------------------------------------------- session data path
+
+
+class _Collect:
+    """A stream reader that keeps every RTP packet it is given."""
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[int, bytes]] = []
+
+    def deliver(self, batch: Any) -> None:
+        self.packets += [(t, p) for t, kind, p in batch.packets() if kind == 0]
+
+    def stream_closed(self, reason: str) -> None:
+        pass
+
+
+class _NoPeer:
+    """Stands in for the aiortc connection: the data path below it is what is tested."""
+
+    state = "connected"
+
+    async def answer(self, offer: str) -> str:
+        return ""
+
+    async def send_rtcp(self, packets: list[bytes]) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+def _session() -> tuple[Any, Any]:
+    from onvifcam.auth.gate import Gate
+    from onvifcam.config import Config
+    from onvifcam.media.stream import StreamRegistry
+    from onvifcam.whip.server import WhipServer, WhipSession
+
+    cfg = Config()
+    registry = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15.0, max_streams=8)
+    server = WhipServer(cfg, registry, Gate(cfg))
+    server.peer_factory = lambda **_callbacks: _NoPeer()  # type: ignore[method-assign]
+    session = WhipSession(
+        server, "s" * 24, "cam", "127.0.0.1", 1, parse_offer(OBS_OFFER.encode()), ""
+    )
+    session._publish()
+    return session, registry.get("cam")
+
+
+def test_padding_probes_are_not_forwarded_and_leave_no_sequence_gap() -> None:
+    session, stream = _session()
+    reader = _Collect()
+    stream.add_reader(reader)
+    idr = struct.pack("!BBHII", 0x80, 0x80 | 96, 10, 9000, 7) + b"\x65\x88\x80"
+    padding = struct.pack("!BBHII", 0xA0, 96, 11, 9000, 7) + b"\x00" * 199 + b"\xc8"  # 200
+    after = struct.pack("!BBHII", 0x80, 0x80 | 96, 12, 12000, 7) + b"\x41\x9a"
+    for p in (idr, padding, after):
+        session._on_rtp(p)
+    rx = session.receivers[0]
+    assert rx.stats.lost == 0 and rx.feedback(1, 0.0) == []  # no NACK for a probe
+    got = [p for _t, p in reader.packets]
+    assert len(got) == 2 and got[1].endswith(b"\x41\x9a")
+    seq = [struct.unpack_from("!H", p, 2)[0] for p in got]
+    assert (seq[1] - seq[0]) & 0xFFFF == 1
+
+
+def test_unknown_payload_types_are_counted_and_dropped() -> None:
+    session, stream = _session()
+    reader = _Collect()
+    stream.add_reader(reader)
+    session._on_rtp(struct.pack("!BBHII", 0x80, 0x80 | 100, 1, 0, 7) + b"\x65")
+    session._on_rtp(b"\x80\x60")
+    assert session.unknown_pt == 1 and reader.packets == []
