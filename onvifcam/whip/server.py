@@ -153,9 +153,13 @@ class WhipSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.peer.close()
+        lost = sum(rx.stats.lost for rx in self.receivers)
         log.info(
-            "whip: session %s on '%s' from %s ended: %s", self.id[:8], self.path, self.ip, reason
-        )
+            "whip: session %s on '%s' from %s ended after %.0f s, %.1f MB in, %d packets "
+            "lost: %s",
+            self.id[:8], self.path, self.ip, time.monotonic() - self.created,
+            self.bytes_in / 1e6, lost, reason,
+        )  # fmt: skip
 
     def _on_state(self, state: str) -> None:
         if self.closed:
@@ -369,6 +373,10 @@ class WhipServer:
     async def start(self) -> None:
         """Resolve the addresses host candidates are offered on."""
         from onvifcam.whip.peer import host_addresses
+
+        # aioice/aiortc log every STUN message at DEBUG: keep --log-level debug readable
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
         host = self.cfg.server.host
         try:
