@@ -518,14 +518,14 @@ class _NoPeer:
         pass
 
 
-def _session() -> tuple[Any, Any]:
+def _session(gop_cache_bytes: int = 1 << 20) -> tuple[Any, Any]:
     from onvifcam.auth.gate import Gate
     from onvifcam.config import Config
     from onvifcam.media.stream import StreamRegistry
     from onvifcam.whip.server import WhipServer, WhipSession
 
     cfg = Config()
-    registry = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15.0, max_streams=8)
+    registry = StreamRegistry(gop_cache_bytes=gop_cache_bytes, media_timeout=15.0, max_streams=8)
     server = WhipServer(cfg, registry, Gate(cfg))
     server.peer_factory = lambda **_callbacks: _NoPeer()  # type: ignore[method-assign]
     session = WhipSession(
@@ -559,3 +559,24 @@ def test_unknown_payload_types_are_counted_and_dropped() -> None:
     session._on_rtp(struct.pack("!BBHII", 0x80, 0x80 | 100, 1, 0, 7) + b"\x65")
     session._on_rtp(b"\x80\x60")
     assert session.unknown_pt == 1 and reader.packets == []
+
+
+def _plis(packets: list[bytes]) -> int:
+    return sum(1 for p in packets if p[1] == PT_PSFB and p[0] & 0x1F == 1)
+
+
+def test_keyframes_are_requested_until_the_first_one_then_for_waiting_readers() -> None:
+    session, stream = _session(gop_cache_bytes=16)  # every GOP overflows: no cached keyframe
+    delta = struct.pack("!BBHII", 0x80, 0x80 | 96, 1, 3000, 7) + b"\x41\x9a"
+    session._on_rtp(delta)  # the publisher's SSRC is known, no keyframe yet
+    assert _plis(session._timers(100.0)) == 1
+    assert _plis(session._timers(100.3)) == 0  # once a second while none has come
+    assert _plis(session._timers(101.1)) == 1
+    idr = struct.pack("!BBHII", 0x80, 0x80 | 96, 2, 6000, 7) + b"\x65\x88\x80" + bytes(40)
+    session._on_rtp(idr)
+    assert stream.stats.keyframes_in == 1
+    assert _plis(session._timers(103.0)) == 0  # a keyframe came: no more requests...
+    stream.add_reader(_Collect())
+    assert not stream.gop_snapshot()
+    assert _plis(session._timers(103.2)) == 1  # ...until a reader would wait for the next
+    assert _plis(session._timers(104.5)) == 0
