@@ -114,9 +114,7 @@ class WhipSession:
         self.video = next((i for i, c in enumerate(self.choices) if c.kind == "video"), None)
         self._seq_shift = [0] * len(self.choices)
         self.rtcp_ssrc = random.getrandbits(32) or 1
-        self.peer = server.peer_factory(
-            on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
-        )
+        self.peer: WhipPeerLike | None = None  # made by answer(), after admission
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._keys_at_publish = 0
@@ -129,6 +127,9 @@ class WhipSession:
     # ---------------------------------------------------------------- lifecycle
     async def answer(self) -> bytes:
         """Apply the offer with aiortc; the answer to send (raises ValueError)."""
+        self.peer = self.server.peer_factory(
+            on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_state=self._on_state
+        )
         text = await self.peer.answer(self.offer.for_aiortc())
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"whip-{self.id[:8]}")
         return fix_answer(text, self.offer)
@@ -152,7 +153,8 @@ class WhipSession:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.peer.close()
+        if self.peer is not None:
+            await self.peer.close()
         lost = sum(rx.stats.lost for rx in self.receivers)
         log.info(
             "whip: session %s on '%s' from %s ended after %.0f s, %.1f MB in, %d packets "
@@ -263,7 +265,7 @@ class WhipSession:
                 )
                 return
             packets = self._timers(now)
-            if packets:
+            if packets and self.peer is not None:
                 await self.peer.send_rtcp(packets)
             wait = POLL_EVERY
             for rx in self.receivers:
@@ -313,7 +315,7 @@ class WhipSession:
         return {
             "path": self.path,
             "peer": self.ip,
-            "state": self.peer.state,
+            "state": self.peer.state if self.peer is not None else "new",
             "bytes_in": self.bytes_in,
             "unknown_payload_type": self.unknown_pt,
             "tracks": [
