@@ -236,6 +236,8 @@ class WhipPeer:
             return
         self.closed = True
         try:
-            await self.pc.close()
+            # shielded: aiortc may be closing already (the publisher closed DTLS) and awaits
+            # one future from both calls; cancelling us must not cancel that future
+            await asyncio.shield(self.pc.close())
         except Exception as exc:  # a half-set-up connection may fail to close cleanly
             log.debug("whip: closing the peer connection: %s", exc)

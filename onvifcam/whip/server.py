@@ -376,9 +376,9 @@ class WhipServer:
         """Resolve the addresses host candidates are offered on."""
         from onvifcam.whip.peer import host_addresses
 
-        # aioice/aiortc log every STUN message at DEBUG: keep --log-level debug readable
+        # aioice/aiortc log every STUN message and check at DEBUG/INFO: keep logs readable
         for name in ("aioice", "aiortc"):
-            logging.getLogger(name).setLevel(logging.INFO)
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         host = self.cfg.server.host
         try:
@@ -400,6 +400,8 @@ class WhipServer:
         """End every session."""
         for s in list(self.sessions.values()):
             await s.close("server shutting down", "shutdown")
+        if self._tasks:  # closes already under way: let them finish, briefly
+            await asyncio.wait(list(self._tasks), timeout=5.0)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -638,8 +640,9 @@ class WhipServer:
         for link in ice_server_links(w.ice_servers, w.turn_username, w.turn_password):
             resp.headers.add("Link", link)
         log.info(
-            "whip: %s offered to publish '%s': answered, session %s",
-            session.description,
+            "whip: %s:%d offered to publish '%s': answered, session %s",
+            ip,
+            port,
             path,
             sid[:8],
         )
