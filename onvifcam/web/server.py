@@ -171,6 +171,8 @@ class WebServer:
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        if self.app.whip is not None:
+            self.app.whip.add_routes(aio.router)  # /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
             aio, access_log=None, handle_signals=False, handler_cancellation=True
         )
