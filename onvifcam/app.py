@@ -13,6 +13,7 @@ from typing import Protocol
 from onvifcam import __version__
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
+from onvifcam.events import CameraAdded, EventBus, stream_listener
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
@@ -51,7 +52,11 @@ class App:
             max_streams=lim.max_streams,
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
+        self.bus = EventBus()
         web = WebServer(self)
+        # after WebServer's listeners, so a publish has created its camera before the event
+        self.registry.listeners.append(stream_listener(self.bus))
+        web.cameras.on_added.append(lambda cam: self.bus.publish(CameraAdded(cam.key, cam.name)))
         self.components: list[Component] = [web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(DiscoveryService(self, web))
