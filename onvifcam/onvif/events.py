@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import inspect
 import logging
 import re
 import secrets
@@ -69,6 +70,8 @@ from onvifcam.onvif.soap import (
     TT,
     Context,
     Fault,
+    Handler,
+    Operation,
     OperationTable,
     child,
     children,
@@ -205,13 +208,40 @@ class Message:
         return copy.deepcopy(self._el[0])
 
     def _build(self) -> etree._Element:
-        msg = TT.Message(UtcTime=utc_text(self.utc), PropertyOperation=self.operation)
-        msg.append(TT.Source(*[TT.SimpleItem(Name=n, Value=v) for n, v in self.source]))
-        if self.data:
-            msg.append(TT.Data(*[TT.SimpleItem(Name=n, Value=v) for n, v in self.data]))
-        return WSNT.NotificationMessage(
-            WSNT.Topic(self.topic.name, Dialect=DIALECT_CONCRETE_SET), WSNT.Message(msg)
+        # SubElement, not ElementMaker: the messages are the hot path of every pull point.
+        nm = etree.Element(_NOTIFICATION_MESSAGE, nsmap=_MSG_NSMAP)
+        topic = etree.SubElement(nm, _WSNT_TOPIC, Dialect=DIALECT_CONCRETE_SET)
+        topic.text = self.topic.name
+        holder = etree.SubElement(nm, _WSNT_MESSAGE)
+        msg = etree.SubElement(
+            holder, _TT_MESSAGE, UtcTime=utc_text(self.utc), PropertyOperation=self.operation
         )
+        for tag, items in ((_TT_SOURCE, self.source), (_TT_DATA, self.data)):
+            if items or tag == _TT_SOURCE:
+                group = etree.SubElement(msg, tag)
+                for name, value in items:
+                    etree.SubElement(group, _TT_SIMPLE_ITEM, Name=name, Value=value)
+        return nm
+
+
+_MSG_NSMAP = {"wsnt": NS_WSNT, "tt": NS_TT, "tns1": NS_TNS1}
+_NOTIFICATION_MESSAGE = f"{{{NS_WSNT}}}NotificationMessage"
+_WSNT_TOPIC = f"{{{NS_WSNT}}}Topic"
+_WSNT_MESSAGE = f"{{{NS_WSNT}}}Message"
+_TT_MESSAGE = f"{{{NS_TT}}}Message"
+_TT_SOURCE = f"{{{NS_TT}}}Source"
+_TT_DATA = f"{{{NS_TT}}}Data"
+_TT_SIMPLE_ITEM = f"{{{NS_TT}}}SimpleItem"
+
+
+def pull_response(now: float, termination: float, msgs: list[Message]) -> etree._Element:
+    """tev:PullMessagesResponse (built without ElementMaker: it is answered very often)."""
+    resp = etree.Element(f"{{{NS_TEV}}}PullMessagesResponse", nsmap={"tev": NS_TEV})
+    etree.SubElement(resp, f"{{{NS_TEV}}}CurrentTime").text = utc_text(now)
+    etree.SubElement(resp, f"{{{NS_TEV}}}TerminationTime").text = utc_text(termination)
+    for m in msgs:
+        resp.append(m.element())
+    return resp
 
 
 # --------------------------------------------------------------------------- filters
@@ -1102,11 +1132,7 @@ class EventService:
             limit = min(max(limit, 1), cfg.max_message_limit)
             msgs = await self.pull(ce, sub, timeout, limit)
             sub.delivered += len(msgs)
-            return TEV.PullMessagesResponse(
-                TEV.CurrentTime(utc_text(ce.clock())),
-                TEV.TerminationTime(utc_text(sub.termination)),
-                *[m.element() for m in msgs],
-            )
+            return pull_response(ce.clock(), sub.termination, msgs)
 
         @ops.op(NS_TEV, "SetSynchronizationPoint", READ_MEDIA)
         def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Element:
@@ -1147,7 +1173,38 @@ class EventService:
             log.info("onvif %s: %s subscription %s unsubscribed", ce.name, sub.kind, sub.id)
             return WSNT.UnsubscribeResponse()
 
+        for action, op in list(ops.ops.items()):
+            ops.ops[action] = Operation(action, _logging_faults(op.handler), op.access)
         return ops
+
+
+def _logging_faults(fn: Handler) -> Handler:
+    """Log the Receiver faults of a handler once (the Dispatcher logs Sender faults only);
+    WS-BaseNotification faults are Receiver faults in ONVIF but mostly mean bad input."""
+
+    def note(ctx: Context, req: etree._Element, f: Fault) -> None:
+        if f.code == "Receiver":
+            log.info("onvif %s: %s: %s", ctx.camera.name, etree.QName(req).localname, f.reason)
+
+    if inspect.iscoroutinefunction(fn):
+
+        async def wrapped_async(ctx: Context, req: etree._Element) -> etree._Element:
+            try:
+                return await fn(ctx, req)  # type: ignore[no-any-return,misc]
+            except Fault as f:
+                note(ctx, req, f)
+                raise
+
+        return wrapped_async
+
+    def wrapped(ctx: Context, req: etree._Element) -> etree._Element:
+        try:
+            return fn(ctx, req)  # type: ignore[return-value]
+        except Fault as f:
+            note(ctx, req, f)
+            raise
+
+    return wrapped
 
 
 def capabilities_tev(ctx: Context) -> etree._Element:

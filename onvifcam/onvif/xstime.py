@@ -9,6 +9,7 @@ always carry UTC with ``Z`` and whole seconds: the npm ``onvif`` package only ac
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 
@@ -77,5 +78,9 @@ def parse_datetime(text: str) -> float:
 
 def utc_text(t: float) -> str:
     """UNIX time as ``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds, rounded down)."""
-    d = dt.datetime.fromtimestamp(math.floor(t), dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc_second(math.floor(t))
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_second(second: int) -> str:
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
