@@ -490,8 +490,9 @@ class WebServer:
             return denied
         try:
             payload = await request.json()
-        except ValueError as exc:
-            return web.json_response({"error": f"the body is not JSON: {exc}"}, status=400)
+        except (ValueError, RecursionError) as exc:
+            why = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
+            return web.json_response({"error": f"the body is not JSON: {why}"}, status=400)
         try:
             result = self.events.trigger(cam, payload)
         except TriggerError as exc:

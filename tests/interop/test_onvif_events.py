@@ -508,6 +508,8 @@ async def test_trigger_api_errors_and_auth(srv: ServerProc, pub: Publisher) -> N
     assert (await trigger(srv, {"type": "motion", "state": True}, camera="Nope"))[0] == 404
     status, answer = await trigger(srv, b"{not json")
     assert status == 400 and "JSON" in answer["error"]
+    status, answer = await trigger(srv, b"[" * 100_000)  # the server keeps going
+    assert status == 400 and "nested" in answer["error"]
     status, answer = await trigger(srv, {"type": "motion", "state": "yes"})
     assert status == 422 and answer["field"] == "state"
     status, answer = await trigger(srv, {"type": "digital_input", "state": True, "input": "DI_9"})
