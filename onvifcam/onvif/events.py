@@ -73,6 +73,7 @@ from onvifcam.onvif.soap import (
     Handler,
     Operation,
     OperationTable,
+    Reply,
     child,
     children,
     invalid_arg,
@@ -191,6 +192,7 @@ class Message:
     source: Items
     data: Items
     _el: list[etree._Element] = field(default_factory=list, compare=False, repr=False)
+    _xml: list[bytes] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, Items]:
@@ -206,6 +208,13 @@ class Message:
         if not self._el:
             self._el.append(self._build())
         return copy.deepcopy(self._el[0])
+
+    def xml(self) -> bytes:
+        """The wsnt:NotificationMessage serialised once (own namespace declarations), shared
+        by every PullMessages response that carries it."""
+        if not self._xml:
+            self._xml.append(etree.tostring(self._build(), encoding="UTF-8"))
+        return self._xml[0]
 
     def _build(self) -> etree._Element:
         # SubElement, not ElementMaker: the messages are the hot path of every pull point.
@@ -234,14 +243,22 @@ _TT_DATA = f"{{{NS_TT}}}Data"
 _TT_SIMPLE_ITEM = f"{{{NS_TT}}}SimpleItem"
 
 
-def pull_response(now: float, termination: float, msgs: list[Message]) -> etree._Element:
-    """tev:PullMessagesResponse (built without ElementMaker: it is answered very often)."""
-    resp = etree.Element(f"{{{NS_TEV}}}PullMessagesResponse", nsmap={"tev": NS_TEV})
-    etree.SubElement(resp, f"{{{NS_TEV}}}CurrentTime").text = utc_text(now)
-    etree.SubElement(resp, f"{{{NS_TEV}}}TerminationTime").text = utc_text(termination)
-    for m in msgs:
-        resp.append(m.element())
-    return resp
+def pull_response(now: float, termination: float, msgs: list[Message]) -> bytes:
+    """tev:PullMessagesResponse, serialised: times, then each message's shared bytes."""
+    return b"".join(
+        [
+            _PULL_OPEN,
+            utc_text(now).encode(),
+            b"</tev:CurrentTime><tev:TerminationTime>",
+            utc_text(termination).encode(),
+            b"</tev:TerminationTime>",
+            *[m.xml() for m in msgs],
+            b"</tev:PullMessagesResponse>",
+        ]
+    )
+
+
+_PULL_OPEN = f'<tev:PullMessagesResponse xmlns:tev="{NS_TEV}"><tev:CurrentTime>'.encode()
 
 
 # --------------------------------------------------------------------------- filters
@@ -1114,7 +1131,7 @@ class EventService:
             )
 
         @ops.op(NS_TEV, "PullMessages", READ_MEDIA)
-        async def pull_messages(ctx: Context, req: etree._Element) -> etree._Element:
+        async def pull_messages(ctx: Context, req: etree._Element) -> bytes:
             """Long poll for messages (never blocks other requests)."""
             ce, sub = self._sub(ctx, req)
             if sub.kind != "pull":
@@ -1188,7 +1205,7 @@ def _logging_faults(fn: Handler) -> Handler:
 
     if inspect.iscoroutinefunction(fn):
 
-        async def wrapped_async(ctx: Context, req: etree._Element) -> etree._Element:
+        async def wrapped_async(ctx: Context, req: etree._Element) -> Reply:
             try:
                 return await fn(ctx, req)  # type: ignore[no-any-return,misc]
             except Fault as f:
@@ -1197,7 +1214,7 @@ def _logging_faults(fn: Handler) -> Handler:
 
         return wrapped_async
 
-    def wrapped(ctx: Context, req: etree._Element) -> etree._Element:
+    def wrapped(ctx: Context, req: etree._Element) -> Reply:
         try:
             return fn(ctx, req)  # type: ignore[return-value]
         except Fault as f:

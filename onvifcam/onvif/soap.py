@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import inspect
@@ -425,9 +426,11 @@ class Context:
     subscription: str = ""  # Events: the subscription id in the request URL, if any
 
 
-Handler = Callable[
-    [Context, etree._Element], etree._Element | Awaitable[etree._Element]
-]  # plain functions or coroutine functions
+# Plain functions or coroutine functions. A handler returns the Body's child element, or
+# that child already serialised (bytes of one element declaring its own namespaces: hot
+# paths that send the same fragments to many clients build them once).
+Reply = etree._Element | bytes
+Handler = Callable[[Context, etree._Element], Reply | Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
@@ -594,7 +597,11 @@ class Dispatcher:
         self, result: object, soap_ns: str, action: str, user: User | None, camera: Camera
     ) -> Response:
         try:
-            body = serialize(result, soap_ns)  # type: ignore[arg-type]
+            if isinstance(result, bytes):
+                head, tail = _envelope_parts(soap_ns)
+                body = head + result + tail
+            else:
+                body = serialize(result, soap_ns)  # type: ignore[arg-type]
         except Exception:
             return self._internal_error(camera, soap_ns, action)
         return Response(
@@ -668,6 +675,15 @@ class Dispatcher:
             log.info("onvif %s: HTTP auth failed: %s", camera.name, res.reason)
             return None
         return next((u for u in users if u.name == res.username), None)
+
+
+@functools.cache
+def _envelope_parts(soap_ns: str) -> tuple[bytes, bytes]:
+    """What :func:`serialize` puts before and after the Body's child."""
+    head, _, tail = serialize(etree.Element("onvifcam-marker"), soap_ns).partition(
+        b"<onvifcam-marker/>"
+    )
+    return head, tail
 
 
 def _short(action: str) -> str:

@@ -648,9 +648,18 @@ async def test_dispatcher_runs_async_handlers_and_refuses_them_in_sync_dispatch(
         await asyncio.sleep(0)
         return etree.Element("{http://www.onvif.org/ver10/device/wsdl}GetHostnameResponse")
 
+    @table.op("urn:test", "Raw", PRE_AUTH)
+    def raw(ctx: Context, req: etree._Element) -> bytes:
+        return b'<h:SetHostnameResponse xmlns:h="http://www.onvif.org/ver10/device/wsdl"/>'
+
     disp = Dispatcher(table)
     data = envelope('<Slow xmlns="urn:test"/>')
     resp = await disp.dispatch_async(data, w.context(), w.cam)
     assert resp.status == 200 and b"GetHostnameResponse" in resp.body
     resp = disp.dispatch(data, w.context(), w.cam)
     assert resp.status == 500 and b"internal error" in resp.body
+    # a handler may hand back its element already serialised: wrapped in the same envelope
+    resp = disp.dispatch(envelope('<Raw xmlns="urn:test"/>'), w.context(), w.cam)
+    root = validate(resp.body)
+    assert resp.status == 200 and root[0][0].tag.endswith("}SetHostnameResponse")
+    assert resp.body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope ')
