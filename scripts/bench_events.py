@@ -13,7 +13,10 @@ two ONVIF messages: MotionAlarm and CellMotionDetector/Motion).
 
 Latency = the monotonic time the PullMessages response holding the k-th MotionAlarm change
 was read, minus the time the k-th trigger request was written. Server CPU comes from
-/proc/PID/stat over the triggering window (until every subscriber has every message).
+/proc/PID/stat over the triggering window (until every subscriber has every message). As a
+reference measured in the same run (the machine's speed and load change a lot), the server's
+CPU per GetStreamUri request (WS-Security, 8 connections) comes first, and the CPU per
+delivered message is also given in GetStreamUri requests.
 
 Loopback only, temp files only, bounded in time, cleans up what it starts::
 
@@ -193,6 +196,31 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
         http = int(ports["http_port"])
         cam_port = await asyncio.to_thread(camera_port, http)
 
+        # reference in the same run: CPU per GetStreamUri (WS-Security, 8 connections)
+        uri_body = (
+            '<GetStreamUri xmlns="http://www.onvif.org/ver10/media/wsdl" '
+            'xmlns:tt="http://www.onvif.org/ver10/schema"><StreamSetup>'
+            "<tt:Stream>RTP-Unicast</tt:Stream><tt:Transport><tt:Protocol>RTSP</tt:Protocol>"
+            "</tt:Transport></StreamSetup><ProfileToken>Profile_1</ProfileToken></GetStreamUri>"
+        )
+        ref_conns = [await Conn.open(cam_port) for _ in range(8)]
+        per_conn = 150
+        ref_reqs = [
+            [soap_request(cam_port, "/onvif/media_service", uri_body) for _ in range(per_conn)]
+            for _ in ref_conns
+        ]
+
+        async def ref_worker(c: Conn, reqs: list[bytes]) -> None:
+            for r in reqs:
+                status, body = await c.exchange(r)
+                assert status == 200, body[:300]
+
+        ref0 = cpu_seconds(proc.pid)
+        await asyncio.gather(*[ref_worker(c, r) for c, r in zip(ref_conns, ref_reqs, strict=True)])
+        ref_cpu_us = 1e6 * (cpu_seconds(proc.pid) - ref0) / (per_conn * len(ref_conns))
+        for c in ref_conns:
+            c.close()
+
         # subscribe, and drain the Initialized messages
         conns: list[Conn] = []
         paths: list[str] = []
@@ -300,6 +328,8 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
             "server_cpu_us_per_message": round(1e6 * cpu / max(1, messages), 1),
             "server_cpu_us_per_trigger": round(1e6 * cpu / max(1, n_triggers), 1),
             "load_generator_cpu_pct": round(100 * load / wall, 1),
+            "reference_getstreamuri_cpu_us": round(ref_cpu_us, 1),
+            "message_cost_in_getstreamuri": round(1e6 * cpu / max(1, messages) / ref_cpu_us, 2),
         }
 
 
