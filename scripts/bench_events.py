@@ -308,6 +308,12 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
         load = time.process_time() - load0
         for t in tasks:
             t.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [
+            repr(e)[:300]
+            for e in outcomes
+            if isinstance(e, BaseException) and not isinstance(e, asyncio.CancelledError)
+        ]
         for c in [*conns, trig]:
             c.close()
         delivered = sum(min(g, n_triggers) for g in got)
@@ -318,6 +324,8 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
             "trigger_rate_achieved": round(n_triggers / (trigger_end - t0), 1),
             "motion_changes_delivered": delivered,
             "motion_changes_expected": n_triggers * subscribers,
+            "subscriber_errors": len(errors),
+            "first_error": errors[0] if errors else "",
             "messages_delivered": messages,
             "pull_responses": responses,
             "messages_per_response": round(messages / max(1, responses), 2),

@@ -99,6 +99,7 @@ NOTIFY_ACTION = "http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify
 VIDEO_ANALYTICS = "VideoAnalyticsConfig_1"  # Source items of the CellMotionDetector event
 MOTION_RULE = "MyMotionDetectorRule"
 MAX_EXPRESSION = 1024  # characters of a topic or message content expression
+SETTLE_TURNS = 16  # event-loop turns a woken PullMessages lets pass before answering
 
 S = ElementMaker(namespace=ENV12, nsmap=NSMAP)
 TEV = ElementMaker(namespace=NS_TEV, nsmap=NSMAP)
@@ -796,6 +797,7 @@ class EventService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._settle: asyncio.Future[None] | None = None
         self.notify_sent = 0
         self.notify_failed = 0
         self.ops = self._operations()
@@ -977,10 +979,32 @@ class EventService:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
-                await sub.queue.wait(remaining)
+                if await sub.queue.wait(remaining):
+                    await asyncio.shield(self._settled())
         finally:
             sub.pulls -= 1
             ce.extend(sub, wait)
+
+    def _settled(self) -> asyncio.Future[None]:
+        """A future done after ``SETTLE_TURNS`` event-loop turns, shared by every long poll
+        woken in the same turn. A woken PullMessages waits for it before answering, so
+        requests the server has already received (the next triggers, say) run first and
+        their messages go out in the same response; it never waits for anything that has
+        not happened yet. Without it, under load every event costs one response per
+        subscriber and the server falls further and further behind."""
+        fut = self._settle
+        if fut is None or fut.done():
+            loop = asyncio.get_running_loop()
+            fut = self._settle = loop.create_future()
+
+            def turn(left: int) -> None:
+                if left > 0:
+                    loop.call_soon(turn, left - 1)
+                elif not fut.done():
+                    fut.set_result(None)
+
+            loop.call_soon(turn, SETTLE_TURNS)
+        return fut
 
     def _start_notify(self, ce: CameraEvents, sub: Subscription) -> None:
         task = asyncio.get_running_loop().create_task(
