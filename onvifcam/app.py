@@ -42,9 +42,7 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         lim = cfg.limits
-        self.limiter = ConnectionLimiter(
-            lim.max_connections, lim.new_connections_per_ip_per_s, lim.new_connections_burst
-        )
+        self.limiter = ConnectionLimiter.from_config(lim)
         self.registry = StreamRegistry(
             gop_cache_bytes=lim.gop_cache_bytes,
             media_timeout=lim.media_timeout,
