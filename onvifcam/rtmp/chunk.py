@@ -196,8 +196,8 @@ class ChunkParser:
         self._incomplete.discard(st)
 
     def _settle(self) -> None:
-        """End of a feed: copy out parts that keep much larger buffers alive, then check
-        what is held against ``max_buffered``."""
+        """End of a feed with more than half of ``max_buffered`` held: copy out parts that
+        keep much larger buffers alive, then check what is held against the limit."""
         for st in self._incomplete:
             if st.held > 2 * st.received + 4096:
                 joined = b"".join(st.parts)
@@ -261,7 +261,8 @@ class ChunkParser:
                 self._complete(st, self._cur_csid, out)
                 if self.stop_after_command and st.type_id in _COMMANDS and pos < n:
                     self._paused = (data, pos)
-                    self._settle()
+                    if self._buffered > self.max_buffered >> 1:
+                        self._settle()
                     return out
         streams = self._streams
         u32 = _U32.unpack_from
@@ -372,7 +373,7 @@ class ChunkParser:
                 self._paused = (data, pos)
             else:
                 self._rest = data[pos:]
-        if self._incomplete:
+        if self._buffered > self.max_buffered >> 1:
             self._settle()
         return out
 

@@ -53,12 +53,14 @@ def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, 
 
 
 class PublishRefused(Exception):
-    """A publish request the server refuses, with the onStatus code to send."""
+    """A publish request the server refuses, with the onStatus code to send; ``hint``
+    (what the operator can change) goes to the log only."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: str, reason: str, hint: str = "") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.hint = hint
 
 
 def split_query(text: str) -> tuple[str, dict[str, str]]:
@@ -475,7 +477,7 @@ class RtmpConnection(asyncio.Protocol):
         limiter = self.server.limiter
         refusal = limiter.check(self.peer[0])
         if refusal is not None:
-            raise PublishRefused("NetStream.Publish.Denied", str(refusal))
+            raise PublishRefused("NetStream.Publish.Denied", refusal.reason, refusal.hint)
         limiter.charge(self.peer[0])  # a publish attempt costs from the address's budget
         name, params = split_query(raw_name)
         merged = {**self.connect_params, **params}
@@ -558,7 +560,8 @@ class RtmpConnection(asyncio.Protocol):
                 ingest.on_count = stream.note_input
 
     def _refuse(self, exc: PublishRefused) -> None:
-        log.warning("rtmp: refused %s: %s (%s)", self.description, exc.reason, exc.code)
+        hint = f"; {exc.hint}" if exc.hint else ""
+        log.warning("rtmp: refused %s: %s (%s)%s", self.description, exc.reason, exc.code, hint)
         self.server.stats_refused += 1
         sid = self.publish_stream_id if self.publish_stream_id >= 0 else 1
         self._on_status(sid, _status("error", exc.code, exc.reason))

@@ -81,15 +81,29 @@ def wire_reason(status: int, detail: str) -> str:
 
 
 class Reply(Exception):
-    """Answer the current request with this status (and log the reason)."""
+    """Answer the current request with this status (and log the reason).
+
+    The reason also goes into the reason phrase, unless ``public`` says what to tell the
+    client instead (a 401 challenge tells nothing).
+    """
 
     def __init__(
-        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        public: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or []
+        self.public = public
+
+    @classmethod
+    def refused(cls, refusal: Refusal) -> Reply:
+        """503 with Retry-After for a limiter refusal (the key to raise is only logged)."""
+        return cls(503, str(refusal), [("Retry-After", str(refusal.retry_after))], refusal.reason)
 
 
 class RtspConnection(asyncio.Protocol):
@@ -110,6 +124,7 @@ class RtspConnection(asyncio.Protocol):
         self.last_rx = self.connected_at
         self.record_deadline = 0.0
         self.partial_since = 0.0  # when the request now incomplete started arriving
+        self.failed_logins = 0
         self.ticket: Ticket | None = None
         self._refusal: Refusal | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -152,6 +167,7 @@ class RtspConnection(asyncio.Protocol):
         refusal = self._refusal
         if self.mode != "refused" or refusal is None or self.transport is None:
             return
+        self._refusal = None  # answered once
         self._stop_lingering()
         m = _CSEQ.search(head)
         self.transport.write(
@@ -383,12 +399,16 @@ class RtspConnection(asyncio.Protocol):
                 return
         limiter = self.server.limiter
         with_credentials = "Authorization" in req.headers
+        ticket = self.ticket
         try:
-            if with_credentials:
+            if with_credentials and (
+                self.failed_logins or ticket is None or not ticket.authenticated
+            ):
                 # No password guessing on an empty budget: refused before it is checked.
+                # (A logged-in client's further requests carry credentials too: they pass.)
                 refusal = limiter.check(self.peer_ip)
                 if refusal is not None:
-                    raise Reply(503, str(refusal), [("Retry-After", str(refusal.retry_after))])
+                    raise Reply.refused(refusal)
             handler(self, req, cseq)
         except Reply as r:
             level = logging.INFO if r.status in (401, 404) else logging.WARNING
@@ -402,10 +422,11 @@ class RtspConnection(asyncio.Protocol):
                 r.reason,
             )
             if r.status == 401 and with_credentials:
+                self.failed_logins += 1
                 limiter.charge(self.peer_ip)  # a failed login
             challenge = any(k.lower() == "www-authenticate" for k, _v in r.headers)
             # Why a login failed stays in the log (no hints for password guessing).
-            detail = "" if challenge else r.reason
+            detail = r.public if r.public is not None else "" if challenge else r.reason
             self.send(response(r.status, cseq, r.headers, reason=wire_reason(r.status, detail)))
         except Exception:
             log.exception("rtsp: internal error handling %s %s", req.method, req.uri)
@@ -498,7 +519,7 @@ class RtspConnection(asyncio.Protocol):
         limiter = self.server.limiter
         refusal = limiter.check(self.peer_ip)
         if refusal is not None:
-            raise Reply(503, str(refusal), [("Retry-After", str(refusal.retry_after))])
+            raise Reply.refused(refusal)
         self._auth(req, path, "publish")
         self._proven()
         limiter.charge(self.peer_ip)  # a publish attempt costs from the address's budget
