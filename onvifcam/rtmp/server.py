@@ -46,6 +46,8 @@ CSID_COMMAND = 3
 CSID_STATUS = 5
 FMS_VERSION = "FMS/3,5,7,7009"
 MAX_STREAMS_PER_CONNECTION = 16
+# A closed connection whose peer does not read what is left to send is aborted after this.
+CLOSE_FLUSH_GRACE = 5.0
 
 
 def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -89,6 +91,7 @@ class RtmpConnection(asyncio.Protocol):
         self.max_output = r.pre_publish_buffer_bytes
         self.writer = ChunkWriter()
         self.ticket: Ticket | None = None
+        self.closed_at = 0.0
         self.closed = False
         now = time.monotonic()
         self.connected_at = now
@@ -140,6 +143,7 @@ class RtmpConnection(asyncio.Protocol):
         self.closed = True
         self.ingest = None
         if self.transport is not None and not self.transport.is_closing():
+            self.closed_at = time.monotonic()
             self.transport.close()
 
     def kick(self, reason: str) -> None:
@@ -748,6 +752,11 @@ class RtmpServer:
         lim = self.limits
         for c in list(self.connections):
             if c.closed:
+                # Closed, but the peer does not read what was left to send: it would hold
+                # its slot for ever.
+                tx = c.transport
+                if c.closed_at and now - c.closed_at > CLOSE_FLUSH_GRACE and tx is not None:
+                    tx.abort()
                 continue
             age = now - c.connected_at
             refusal = self.limiter.overdue(c.ticket) if c.ticket is not None else None

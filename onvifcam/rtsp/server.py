@@ -55,6 +55,8 @@ MAX_SESSIONS_PER_CONNECTION = 16
 REFUSED_LINGER = 2.0
 MAX_REFUSED_LINGERING = 256
 REFUSED_HEAD_BYTES = 4096
+# A closed connection whose client does not read what is left to send is aborted after this.
+CLOSE_FLUSH_GRACE = 5.0
 
 
 def _unavailable(refusal: Refusal, cseq: str | None, http: bool) -> bytes:
@@ -125,6 +127,7 @@ class RtspConnection(asyncio.Protocol):
         self.record_deadline = 0.0
         self.partial_since = 0.0  # when the request now incomplete started arriving
         self.failed_logins = 0
+        self.closing_at = 0.0
         self.ticket: Ticket | None = None
         self._refusal: Refusal | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -233,6 +236,7 @@ class RtspConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close this connection (and the POST half of its tunnel, if any)."""
         if self.transport is not None and not self.transport.is_closing():
+            self.closing_at = time.monotonic()
             self.transport.close()
 
     def send(self, data: bytes) -> None:
@@ -1043,6 +1047,12 @@ class RtspServer:
         limiter = self.limiter
         for c in list(self.connections):
             if c.mode == "closed":
+                continue
+            if c.closing_at:
+                # Closed, but the client does not read what was left to send: it would hold
+                # its slot for ever.
+                if now - c.closing_at > CLOSE_FLUSH_GRACE and c.transport is not None:
+                    c.transport.abort()
                 continue
             if c.partial_since and now - c.partial_since > lim.request_timeout:
                 self.stats_request_timeouts += 1

@@ -307,6 +307,31 @@ def test_refusals_are_503_with_retry_after_and_name_the_key() -> None:
     )
 
 
+def test_a_client_that_never_reads_is_dropped_and_frees_its_slot() -> None:
+    # Requests whose answers are never read pile up in the server; the server gives up on
+    # the client, and since the goodbye cannot be delivered either, aborts the connection
+    # instead of waiting for ever with the only slot taken.
+    with _server("max_connections = 1", "reader_queue_bytes = 65536") as srv:
+        port = srv.rtsp_port
+        s = _connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(2)
+        burst = OPTIONS * 2000
+        with contextlib.suppress(OSError):  # the server stops reading, then resets us
+            for _ in range(200):
+                s.sendall(burst)
+        _until(lambda: "does not read its responses" in srv.log())
+        replies: list[int] = []
+
+        def slot_free() -> bool:
+            replies.append(status_of(_exchange(port, OPTIONS, "127.0.0.1")))
+            return replies[-1] == 200
+
+        _until(slot_free, limit=30)
+        s.close()
+    assert replies[-1] == 200
+
+
 # --------------------------------------------------------------------------- RTMP buffers
 
 
