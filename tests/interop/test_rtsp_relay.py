@@ -555,3 +555,29 @@ def test_sessions_per_connection_are_capped() -> None:
             await rtsp.stop()
 
     asyncio.run(run())
+
+
+def test_error_reason_phrases_carry_the_detail_safely() -> None:
+    # The detail goes into the status line: control characters from a percent-decoded
+    # path must not break it (nor turn the answer into a 500).
+    async def run() -> list[bytes]:
+        rtsp = await _in_process_server()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            base = f"rtsp://127.0.0.1:{rtsp.port}"
+            heads = [
+                await _ask(reader, writer, f"DESCRIBE {base}/a%0d%0ab RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+                await _ask(reader, writer, f"PLAY {base}/cam RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+            ]
+            writer.close()
+            return heads
+        finally:
+            await rtsp.stop()
+
+    missing, no_session = asyncio.run(run())
+    assert missing.startswith(
+        b"RTSP/1.0 404 Not Found: no stream is published at 'a??b'\r\nCSeq: 1\r\n"
+    ), missing
+    assert no_session.startswith(
+        b"RTSP/1.0 454 Session Not Found: request without a Session header\r\n"
+    ), no_session
