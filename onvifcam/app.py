@@ -53,9 +53,7 @@ class App:
         cfg, self.login = with_admin_password(cfg)
         self.cfg = cfg
         lim = cfg.limits
-        self.limiter = ConnectionLimiter(
-            lim.max_connections, lim.new_connections_per_ip_per_s, lim.new_connections_burst
-        )
+        self.limiter = ConnectionLimiter.from_config(lim)
         self.registry = StreamRegistry(
             gop_cache_bytes=lim.gop_cache_bytes,
             media_timeout=lim.media_timeout,

@@ -74,6 +74,12 @@ class RtmpConfig:
     lazy_packetize: bool = True
     # While a stream has no readers, read its publisher's socket at most every N ms.
     idle_read_interval_ms: int = 100
+    # Until a publish is accepted: the largest message, and all incomplete messages plus
+    # unsent replies together. Afterwards: the largest message, and all incomplete ones.
+    pre_publish_buffer_bytes: int = 65536
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_buffer_bytes: int = 16 * 1024 * 1024
+    max_chunk_streams: int = 64
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,28 @@ class LimitsConfig:
     """[limits]: every bound the servers enforce."""
 
     max_connections: int = 1024
-    new_connections_per_ip_per_s: float = 20.0
-    new_connections_burst: int = 50
+    # Share of max_connections that connections which have not authenticated cannot take,
+    # except from addresses with an authenticated session now or in the last
+    # trusted_address_ttl seconds.
+    reserved_share: float = 0.125
+    trusted_address_ttl: float = 600.0
+    # Unauthenticated connections per address; beyond it they must authenticate within
+    # probation_timeout seconds.
+    max_unauthenticated_per_ip: int = 32
+    probation_timeout: float = 3.0
+    # Per-address budget for connections that end unauthenticated, failed logins and
+    # publish attempts (token bucket; 0 turns it off).
+    per_ip_rate: float = 20.0
+    per_ip_burst: int = 50
+    # Addresses that skip the per-address rules above.
+    exempt_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_request_line: int = 4096
     max_headers: int = 64
     max_header_bytes: int = 16384
     max_body: int = 65536
     handshake_timeout: float = 10.0
+    request_timeout: float = 10.0  # an RTSP request: from its first byte to its last
+    unauthenticated_timeout: float = 30.0  # a connection must authenticate within this
     publish_timeout: float = 10.0
     media_timeout: float = 15.0
     idle_timeout: float = 30.0
@@ -288,6 +309,12 @@ class Config:
         return policy.publish
 
 
+# Keys that were renamed, so an old configuration gets told the new name.
+_RENAMED = {
+    "new_connections_per_ip_per_s": "per_ip_rate",
+    "new_connections_burst": "per_ip_burst",
+}
+
 _PORT_KEYS = {
     "rtsp_port",
     "rtmp_port",
@@ -347,6 +374,8 @@ def _build(cls: type, table: Any, where: str) -> Any:
         if key not in names:
             close = [n for n in names if n.replace("_", "") == key.replace("_", "").lower()]
             hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if key in _RENAMED:
+                hint = f" (renamed to '{_RENAMED[key]}'; see README)"
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
         val = _coerce(value, hints[key], f"{where}.{key}")
         if key in _PORT_KEYS and not 0 <= val <= 65535:
@@ -378,6 +407,28 @@ def _validate(cfg: Config, where: str) -> None:
             f"{where}: [rtsp] multicast_port_base {cfg.rtsp.multicast_port_base} leaves no room "
             "for 16 tracks (two ports each) below 65536"
         )
+    lim = cfg.limits
+    if not 0 <= lim.reserved_share <= 0.9:
+        raise ConfigError(f"{where}: [limits] reserved_share must be 0..0.9")
+    for n in lim.exempt_networks:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [limits] exempt_networks: {exc}") from None
+    for name in ("request_timeout", "unauthenticated_timeout", "probation_timeout"):
+        if getattr(lim, name) <= 0:
+            raise ConfigError(f"{where}: [limits] {name} must be positive")
+    r = cfg.rtmp
+    if not 4096 <= r.pre_publish_buffer_bytes <= r.max_message_bytes:
+        raise ConfigError(
+            f"{where}: [rtmp] pre_publish_buffer_bytes must be 4096..max_message_bytes"
+        )
+    if not r.max_message_bytes <= 0xFFFFFF:
+        raise ConfigError(f"{where}: [rtmp] max_message_bytes must be at most 16777215")
+    if r.max_buffer_bytes < r.max_message_bytes:
+        raise ConfigError(f"{where}: [rtmp] max_buffer_bytes must be at least max_message_bytes")
+    if not 4 <= r.max_chunk_streams <= 65599:
+        raise ConfigError(f"{where}: [rtmp] max_chunk_streams must be 4..65599")
     for m in cfg.rtsp.auth_methods:
         if m not in ("digest", "basic"):
             raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")

@@ -773,8 +773,8 @@ enabled = false
 enabled = false
 [limits]
 max_connections = 4096
-new_connections_per_ip_per_s = 100000.0
-new_connections_burst = 100000
+per_ip_rate = 100000.0
+per_ip_burst = 100000
 """
 
 PEER_PY = r"""

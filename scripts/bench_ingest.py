@@ -256,7 +256,7 @@ def onvifcam_server(tmp: Path, cpu: int, rtmp_extra: str = ""):
         '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nhttp_port = 0\n'
         'log_level = "warning"\n[onvif]\nenabled = false\n'
         "[rtsp]\nrtp_port = 0\nudp = false\nmulticast = false\n"
-        "[limits]\nnew_connections_per_ip_per_s = 1000.0\nnew_connections_burst = 1000\n"
+        "[limits]\nper_ip_rate = 1000.0\nper_ip_burst = 1000\n"
         f"[rtmp]\n{rtmp_extra}\n"
     )
     logf = open(tmp / "onvifcam.log", "w")  # closed in finally

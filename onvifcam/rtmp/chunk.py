@@ -76,6 +76,7 @@ _U32 = struct.Struct("!I")
 _U32LE = struct.Struct("<I")
 _U16 = struct.Struct("!H")
 _HEADER_SIZE = (11, 7, 3)  # message header bytes of chunk types 0, 1 and 2
+_COMMANDS = frozenset((AMF0_COMMAND, AMF3_COMMAND))
 
 
 class ChunkError(ValueError):
@@ -99,7 +100,18 @@ def _new_message(fields: tuple[int, int, int, int, bytes]) -> Message:
 class _Stream:
     """Per chunk stream id state: the last header and the message being assembled."""
 
-    __slots__ = ("delta", "ext", "length", "parts", "received", "stream_id", "timestamp", "type_id")
+    __slots__ = (
+        "delta",
+        "ext",
+        "held",
+        "length",
+        "parts",
+        "received",
+        "src",
+        "stream_id",
+        "timestamp",
+        "type_id",
+    )
 
     def __init__(self) -> None:
         self.timestamp = 0
@@ -110,6 +122,10 @@ class _Stream:
         self.ext = -1  # the last extended timestamp value, -1 when the header had none
         self.parts: list[memoryview] = []
         self.received = 0
+        # Memory the parts keep alive: each is a view into a received buffer, so the whole
+        # buffer counts (once per message), however little of it belongs to the message.
+        self.held = 0
+        self.src: bytes | None = None  # the buffer the last part points into
 
 
 class ChunkParser:
@@ -119,7 +135,14 @@ class ChunkParser:
     take effect immediately (they are returned too). Raises :class:`ChunkError` on a
     stream that cannot be parsed: a continuation header on an unknown chunk stream, a
     zero chunk size, a message over ``max_message_size``, too many chunk streams, or more
-    than ``max_buffered`` bytes held in incomplete messages.
+    than ``max_buffered`` bytes held for incomplete messages. What is held is counted
+    conservatively: a part of a message keeps the whole received buffer it came in alive,
+    so each such buffer counts in full for every incomplete message it holds a part of.
+
+    The limits are plain attributes: a server starts with small ones and raises them once
+    the peer is trusted. With ``stop_after_command`` set, :meth:`feed` returns after each
+    command message (AMF0/AMF3) and keeps the rest of the input (:attr:`paused`); call
+    ``feed(b"")`` to go on, so that limits changed by that command apply to what follows.
     """
 
     def __init__(
@@ -141,16 +164,60 @@ class ChunkParser:
         self._cur_csid = 0
         self._left = 0  # bytes of that chunk body still to come
         self._buffered = 0
+        self.stop_after_command = False
+        self._paused: tuple[bytes, int] | None = None  # input left when stopped
+        self._incomplete: set[_Stream] = set()  # streams whose parts hold buffers
+
+    @property
+    def buffered(self) -> int:
+        """Bytes counted as held for incomplete messages (see the class doc)."""
+        return self._buffered
+
+    @property
+    def paused(self) -> bool:
+        """True when :meth:`feed` stopped after a command with input left to parse."""
+        return self._paused is not None
+
+    def _hold(self, st: _Stream, part: memoryview, src: bytes) -> None:
+        st.parts.append(part)
+        st.received += len(part)
+        if st.src is not src:
+            st.src = src
+            st.held += len(src)
+            self._buffered += len(src)
+            self._incomplete.add(st)
+
+    def _reset(self, st: _Stream) -> None:
+        self._buffered -= st.held
+        st.parts = []
+        st.received = 0
+        st.held = 0
+        st.src = None
+        self._incomplete.discard(st)
+
+    def _settle(self) -> None:
+        """End of a feed with more than half of ``max_buffered`` held: copy out parts that
+        keep much larger buffers alive, then check what is held against the limit."""
+        for st in self._incomplete:
+            if st.held > 2 * st.received + 4096:
+                joined = b"".join(st.parts)
+                st.parts = [memoryview(joined)]
+                self._buffered -= st.held - len(joined)
+                st.held = len(joined)
+                st.src = joined
+        if self._buffered > self.max_buffered:
+            raise ChunkError(
+                f"more than {self.max_buffered} bytes held for incomplete messages"
+                f" ({len(self._incomplete)} of them, chunk size {self.chunk_size})"
+            )
 
     def _complete(self, st: _Stream, csid: int, out: list[Message]) -> None:
         parts = st.parts
         payload = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
-        self._buffered -= st.received
-        st.parts = []
-        st.received = 0
+        self._reset(st)
         type_id = st.type_id
         out.append(_new_message((type_id, st.timestamp, st.stream_id, csid, payload)))
-        if type_id <= ABORT:
+        if type_id == SET_CHUNK_SIZE or type_id == ABORT:
             self._control(type_id, payload)
 
     def _control(self, type_id: int, payload: bytes) -> None:
@@ -164,9 +231,7 @@ class ChunkParser:
         else:  # ABORT
             st = self._streams.get(value)
             if st is not None and st.received:
-                self._buffered -= st.received
-                st.parts = []
-                st.received = 0
+                self._reset(st)
                 self.aborted += 1
 
     def feed(self, data: bytes) -> list[Message]:
@@ -175,26 +240,34 @@ class ChunkParser:
             data = bytes(data)
         self.bytes_received += len(data)
         out: list[Message] = []
-        if self._rest:
+        pos = 0
+        if self._paused is not None:
+            held, pos = self._paused
+            self._paused = None
+            data = held + data if data else held
+        elif self._rest:
             data = self._rest + data
             self._rest = b""
         n = len(data)
         mv = memoryview(data)
-        pos = 0
         if self._left:
             st = self._cur
             assert st is not None
-            take = self._left if self._left <= n else n
-            st.parts.append(mv[:take])
-            st.received += take
-            self._buffered += take
+            take = self._left if self._left <= n - pos else n - pos
+            self._hold(st, mv[pos : pos + take], data)
             self._left -= take
-            pos = take
+            pos += take
             if not self._left and st.received >= st.length:
                 self._complete(st, self._cur_csid, out)
+                if self.stop_after_command and st.type_id in _COMMANDS and pos < n:
+                    self._paused = (data, pos)
+                    if self._buffered > self.max_buffered >> 1:
+                        self._settle()
+                    return out
         streams = self._streams
         u32 = _U32.unpack_from
         new = tuple.__new__  # Message(...) without NamedTuple's Python-level __new__
+        stop = self.stop_after_command
         while pos < n:
             b = data[pos]
             fmt = b >> 6
@@ -264,6 +337,8 @@ class ChunkParser:
                 if length == 0:
                     pos = end
                     self._complete(st, csid, out)
+                    if stop and st.type_id in _COMMANDS:
+                        break
                     continue
             want = length - st.received
             if want > self.chunk_size:
@@ -274,36 +349,37 @@ class ChunkParser:
                 pos = end + want
                 type_id = st.type_id
                 out.append(new(Message, (type_id, st.timestamp, st.stream_id, csid, data[end:pos])))
-                if type_id <= ABORT:
+                if type_id == SET_CHUNK_SIZE or type_id == ABORT:
                     self._control(type_id, data[end:pos])
+                elif stop and type_id in _COMMANDS:
+                    break
                 continue
             if avail >= want:
-                st.parts.append(mv[end : end + want])
-                st.received += want
-                self._buffered += want
+                self._hold(st, mv[end : end + want], data)
                 pos = end + want
                 if st.received >= length:
                     self._complete(st, csid, out)
+                    if stop and st.type_id in _COMMANDS:
+                        break
             else:
                 if avail:
-                    st.parts.append(mv[end:n])
-                    st.received += avail
-                    self._buffered += avail
+                    self._hold(st, mv[end:n], data)
                 self._cur = st
                 self._cur_csid = csid
                 self._left = want - avail
                 pos = n
-            if self._buffered > self.max_buffered:
-                raise ChunkError(f"more than {self.max_buffered} bytes held in incomplete messages")
         if pos < n:
-            self._rest = data[pos:]
+            if stop and out and out[-1][0] in _COMMANDS and self._left == 0:
+                self._paused = (data, pos)
+            else:
+                self._rest = data[pos:]
+        if self._buffered > self.max_buffered >> 1:
+            self._settle()
         return out
 
     def _drop_partial(self, st: _Stream) -> None:
         """A new header on a chunk stream whose message is incomplete: drop the partial."""
-        self._buffered -= st.received
-        st.parts = []
-        st.received = 0
+        self._reset(st)
         self.aborted += 1
 
 

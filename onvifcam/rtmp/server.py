@@ -2,11 +2,16 @@
 
 Only this module touches sockets for RTMP. The handshake (:mod:`.handshake`), chunk
 stream (:mod:`.chunk`), AMF0 (:mod:`.amf0`) and FLV-to-RTP conversion (:mod:`.flv`) are
-sans-I/O. Publishing follows the RTSP policies: the path is ``APP/NAME``, a path has one
-publisher (the next one gets ``NetStream.Publish.BadName``, or replaces it when the
-path's ``on_conflict`` is ``replace``), publish credentials and stream keys come from the
-query of the stream name, the app or the tcUrl (``?key=``, ``?user=&pass=``) or from
-``user:pass@`` in the tcUrl, and connections count against the limiter shared with RTSP.
+sans-I/O. Publishing follows the RTSP policies: the path is ``APP/NAME`` (or ``APP`` when
+the name is empty, as with ``rtmp://host/KEY``), a path has one publisher (the next one
+gets ``NetStream.Publish.BadName``, or replaces it when the path's ``on_conflict`` is
+``replace``), publish credentials and stream keys come from the query of the stream name,
+the app or the tcUrl (``?key=``, ``?user=&pass=``) or from ``user:pass@`` in the tcUrl,
+and connections count against the limiter shared with RTSP.
+
+Until a publish is accepted a connection is unauthenticated: its chunk parser holds at
+most ``[rtmp] pre_publish_buffer_bytes`` and stops after each command, so the limits that
+the publish raises apply to what follows it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from onvifcam.config import Config
-from onvifcam.limits import ConnectionLimiter
+from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import Stream, StreamBusy, StreamError, StreamRegistry
 from onvifcam.netutil import binding
@@ -42,6 +47,8 @@ CSID_COMMAND = 3
 CSID_STATUS = 5
 FMS_VERSION = "FMS/3,5,7,7009"
 MAX_STREAMS_PER_CONNECTION = 16
+# A closed connection whose peer does not read what is left to send is aborted after this.
+CLOSE_FLUSH_GRACE = 5.0
 
 
 def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
@@ -49,12 +56,14 @@ def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, 
 
 
 class PublishRefused(Exception):
-    """A publish request the server refuses, with the onStatus code to send."""
+    """A publish request the server refuses, with the onStatus code to send; ``hint``
+    (what the operator can change) goes to the log only."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: str, reason: str, hint: str = "") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.hint = hint
 
 
 def split_query(text: str) -> tuple[str, dict[str, str]]:
@@ -73,9 +82,17 @@ class RtmpConnection(asyncio.Protocol):
         self.peer = ("?", 0)
         self.description = f"{scheme}://?"
         self.handshake: ServerHandshake | None = ServerHandshake()
-        self.parser = ChunkParser(max_message_size=server.max_message_size)
+        r = server.cfg.rtmp
+        self.parser = ChunkParser(
+            max_message_size=r.pre_publish_buffer_bytes,
+            max_chunk_streams=r.max_chunk_streams,
+            max_buffered=r.pre_publish_buffer_bytes,
+        )
+        self.parser.stop_after_command = True
+        self.max_output = r.pre_publish_buffer_bytes
         self.writer = ChunkWriter()
-        self.admitted = False
+        self.ticket: Ticket | None = None
+        self.closed_at = 0.0
         self.closed = False
         now = time.monotonic()
         self.connected_at = now
@@ -103,19 +120,19 @@ class RtmpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}"
-        reason = self.server.limiter.admit(self.peer[0])
-        if reason is not None:
-            log.warning("rtmp: refused connection from %s: %s", self.peer[0], reason)
+        ticket = self.server.limiter.admit(self.peer[0])
+        if isinstance(ticket, Refusal):
+            # RTMP has no way to say why before the handshake: the log line has to do.
+            self.server.log_refusal(self.peer[0], "refused connection", ticket)
             self.closed = True
             transport.abort()
             return
-        self.admitted = True
+        self.ticket = ticket
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.admitted:
-            self.admitted = False
-            self.server.limiter.release()
+        if self.ticket is not None:
+            self.server.limiter.release(self.ticket)
         self.server.connections.discard(self)
         self._unpublish("connection closed")
         self.closed = True
@@ -127,6 +144,7 @@ class RtmpConnection(asyncio.Protocol):
         self.closed = True
         self.ingest = None
         if self.transport is not None and not self.transport.is_closing():
+            self.closed_at = time.monotonic()
             self.transport.close()
 
     def kick(self, reason: str) -> None:
@@ -156,9 +174,13 @@ class RtmpConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ output
     def send(self, csid: int, type_id: int, stream_id: int, payload: bytes, ts: int = 0) -> None:
-        """Write one message."""
+        """Write one message (the peer must read what we send: replies queue only so far)."""
         tx = self.transport
         if tx is not None and not tx.is_closing():
+            if tx.get_write_buffer_size() > self.max_output:
+                self.server.stats_malformed += 1
+                self.close(f"the peer does not read our replies ({self.max_output} bytes queued)")
+                return
             tx.write(self.writer.message(csid, type_id, ts, stream_id, payload))
 
     def _command(self, stream_id: int, *values: Any, csid: int = CSID_COMMAND) -> None:
@@ -195,13 +217,38 @@ class RtmpConnection(asyncio.Protocol):
             self.handshake = None
             if not data:
                 return
-        try:
-            messages = self.parser.feed(data)
-        except ChunkError as exc:
-            self.server.stats_malformed += 1
-            log.warning("rtmp: malformed chunk stream from %s: %s", self.description, exc)
-            self.close()
+        parser = self.parser
+        while True:
+            try:
+                messages = parser.feed(data)
+            except ChunkError as exc:
+                self.server.stats_malformed += 1
+                self._log_bad("malformed chunk stream", exc)
+                self.close()
+                return
+            if not self._handle(messages, now) or not parser.paused:
+                break
+            data = b""  # the parser stopped after a command: go on with the rest
+        if self.closed:
             return
+        if self.peer_window:
+            received = self.parser.bytes_received
+            if received - self.last_ack >= self.peer_window:
+                self.last_ack = received
+                self.send(CSID_CONTROL, chunk.ACK, 0, chunk.ack(received))
+        stream = self.stream
+        if stream is not None and not stream.readers and not self.paused:
+            interval = self.server.idle_read_interval
+            tx = self.transport
+            if interval and tx is not None:
+                # Nobody reads this stream: let the socket fill for a moment so one read
+                # takes several messages (a large share of the CPU cost is per read).
+                self.paused = True
+                tx.pause_reading()
+                asyncio.get_running_loop().call_later(interval, self._resume)
+
+    def _handle(self, messages: list[Message], now: float) -> bool:
+        """Act on received messages; False once the connection is closed."""
         try:
             # One publish per connection, so media is taken whatever message stream id it
             # names (some encoders use 0).
@@ -219,29 +266,22 @@ class RtmpConnection(asyncio.Protocol):
                 else:
                     self._other(m)
                 if self.closed:
-                    return
+                    return False
         except PublishRefused as exc:
             self._refuse(exc)
-            return
+            return False
         except Exception:
             log.exception("rtmp: internal error on %s; closing it", self.description)
             self.close()
-            return
-        if self.peer_window:
-            received = self.parser.bytes_received
-            if received - self.last_ack >= self.peer_window:
-                self.last_ack = received
-                self.send(CSID_CONTROL, chunk.ACK, 0, chunk.ack(received))
-        stream = self.stream
-        if stream is not None and not stream.readers and not self.paused:
-            interval = self.server.idle_read_interval
-            tx = self.transport
-            if interval and tx is not None:
-                # Nobody reads this stream: let the socket fill for a moment so one read
-                # takes several messages (a large share of the CPU cost is per read).
-                self.paused = True
-                tx.pause_reading()
-                asyncio.get_running_loop().call_later(interval, self._resume)
+            return False
+        return True
+
+    def _log_bad(self, what: str, exc: Exception) -> None:
+        """One warning per bad connection, at most one per address every 10 s."""
+        held = self.server.limiter.log_gate(self.peer[0], "rtmp " + what)
+        if held is not None:
+            more = f" ({held} more from this address not logged)" if held else ""
+            log.warning("rtmp: %s from %s: %s%s", what, self.description, exc, more)
 
     def _resume(self) -> None:
         self.paused = False
@@ -439,14 +479,27 @@ class RtmpConnection(asyncio.Protocol):
         if self.ingest is not None or self.stream is not None:
             raise PublishRefused("NetStream.Publish.BadName", "this connection already publishes")
         self.publish_stream_id = stream_id
+        limiter = self.server.limiter
+        refusal = limiter.check(self.peer[0])
+        if refusal is not None:
+            raise PublishRefused("NetStream.Publish.Denied", refusal.reason, refusal.hint)
+        limiter.charge(self.peer[0])  # a publish attempt costs from the address's budget
         name, params = split_query(raw_name)
         merged = {**self.connect_params, **params}
         name = name.strip("/")
-        if not name:
-            raise PublishRefused("NetStream.Publish.BadName", "publish without a stream name")
-        path = StreamRegistry.normalize(f"{self.app}/{name}" if self.app else name)
+        # rtmp://host/KEY (no app, what many encoder guides show) arrives as app=KEY and an
+        # empty name: publish to the path KEY, as MediaMTX and go2rtc do.
+        target = f"{self.app}/{name}" if self.app and name else self.app or name
+        if not target:
+            raise PublishRefused(
+                "NetStream.Publish.BadName",
+                "publish without a stream name; use rtmp://HOST/APP/NAME (path APP/NAME) "
+                "or rtmp://HOST/NAME",
+            )
+        path = StreamRegistry.normalize(target)
         self.path = path
         self.server.authorize(self, path, merged)
+        self._trusted()
         self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}/{path}"
         self.claimed = True
         self.publish_requested_at = time.monotonic()
@@ -474,6 +527,17 @@ class RtmpConnection(asyncio.Protocol):
         )
         log.info("rtmp: %s publishes to %s", self.peer[0], path)
 
+    def _trusted(self) -> None:
+        """The publish passed the path policy: lift the pre-publish limits."""
+        if self.ticket is not None:
+            self.server.limiter.authenticate(self.ticket)
+        r = self.server.cfg.rtmp
+        p = self.parser
+        p.max_message_size = r.max_message_bytes
+        p.max_buffered = r.max_buffer_bytes
+        p.stop_after_command = False
+        self.max_output = r.max_buffer_bytes
+
     @staticmethod
     def _drop_packet(track: int, packet: bytes) -> None:
         """on_packet before the stream exists (never called: publish comes first)."""
@@ -498,7 +562,8 @@ class RtmpConnection(asyncio.Protocol):
                 packetizer.on_count = stream.note_input
 
     def _refuse(self, exc: PublishRefused) -> None:
-        log.warning("rtmp: refused %s: %s (%s)", self.description, exc.reason, exc.code)
+        hint = f"; {exc.hint}" if exc.hint else ""
+        log.warning("rtmp: refused %s: %s (%s)%s", self.description, exc.reason, exc.code, hint)
         self.server.stats_refused += 1
         sid = self.publish_stream_id if self.publish_stream_id >= 0 else 1
         self._on_status(sid, _status("error", exc.code, exc.reason))
@@ -612,7 +677,6 @@ class RtmpServer:
         self.connections: set[RtmpConnection] = set()
         self.claims: dict[str, RtmpConnection] = {}
         self.out_chunk_size = max(128, min(cfg.rtmp.chunk_size, 65536))
-        self.max_message_size = chunk.MAX_MESSAGE_SIZE
         self.idle_read_interval = max(0, cfg.rtmp.idle_read_interval_ms) / 1000
         self.port = 0
         self.tls_port = 0
@@ -674,14 +738,30 @@ class RtmpServer:
             info["rtmps_port"] = str(self.tls_port)
         return info
 
+    def log_refusal(self, ip: str, what: str, refusal: Refusal) -> None:
+        """Log a refusal by the limiter (at most one line per address and kind every 10 s)."""
+        held = self.limiter.log_gate(ip, "rtmp " + what)
+        if held is not None:
+            more = f" ({held} more not logged)" if held else ""
+            log.warning("rtmp: %s from %s: %s%s", what, ip, refusal, more)
+
     def tick(self, now: float) -> None:
         """Enforce the handshake, publish, video and receive timeouts."""
         lim = self.limits
         for c in list(self.connections):
             if c.closed:
+                # Closed, but the peer does not read what was left to send: it would hold
+                # its slot for ever.
+                tx = c.transport
+                if c.closed_at and now - c.closed_at > CLOSE_FLUSH_GRACE and tx is not None:
+                    tx.abort()
                 continue
             age = now - c.connected_at
-            if c.handshake is not None and age > lim.handshake_timeout:
+            refusal = self.limiter.overdue(c.ticket) if c.ticket is not None else None
+            if refusal is not None:
+                self.log_refusal(c.peer[0], "dropped connection", refusal)
+                c.close()
+            elif c.handshake is not None and age > lim.handshake_timeout:
                 c.close(f"no RTMP handshake within {lim.handshake_timeout:g} s")
             elif not c.publish_requested_at and age > lim.publish_timeout:
                 c.close(f"no publish within {lim.publish_timeout:g} s")

@@ -42,6 +42,7 @@ __all__ = [
     "Request",
     "Response",
     "TransportSpec",
+    "default_reason",
     "interleaved_header",
     "parse_range",
     "parse_session",
@@ -73,6 +74,7 @@ REASONS: dict[int, str] = {
     406: "Not Acceptable",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
+    409: "Conflict",
     410: "Gone",
     411: "Length Required",
     412: "Precondition Failed",
@@ -398,6 +400,12 @@ class Parser:
         """Bytes held for an incomplete message or frame."""
         return len(self._buf)
 
+    @property
+    def partial_message(self) -> bool:
+        """True while part of a message (not of an interleaved frame) is held."""
+        buf = self._buf
+        return bool(buf) and buf[0] != 36
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Consume ``data``; return every message and frame completed by it, in order."""
         if self._error is not None:
@@ -684,7 +692,7 @@ def response(
     if not 100 <= status <= 999:
         raise ValueError(f"invalid status {status}")
     if reason is None:
-        reason = REASONS.get(status, "Unknown")
+        reason = REASONS.get(status) or default_reason(status)
     if _UNSAFE_VALUE.search(reason):
         raise ValueError(f"reason phrase contains CR, LF or NUL: {reason!r}")
     items = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
@@ -706,6 +714,17 @@ def response(
     _write_headers(lines, out)
     lines.append("\r\n")
     return "".join(lines).encode("utf-8") + body
+
+
+def default_reason(status: int) -> str:
+    """A phrase for a status missing from :data:`REASONS`: its class, never "Unknown"."""
+    return {
+        1: "Informational",
+        2: "Success",
+        3: "Redirection",
+        4: "Client Error",
+        5: "Server Error",
+    }.get(status // 100, "Error")
 
 
 # -- URI ---------------------------------------------------------------------------------

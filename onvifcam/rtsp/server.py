@@ -1,7 +1,11 @@
 """The asyncio RTSP server: publishers RECORD into streams, readers PLAY from them.
 
 Only this module touches sockets for RTSP. Requests are parsed by :mod:`rtsp.message`
-(sans-I/O); media goes through :class:`media.stream.Stream`.
+(sans-I/O); media goes through :class:`media.stream.Stream`. Admission and per-address
+budgets come from the :class:`~onvifcam.limits.ConnectionLimiter` shared with RTMP: a
+connection is unauthenticated until one of its requests passes the path's authentication
+(DESCRIBE, ANNOUNCE, SETUP); a request must be complete ``request_timeout`` seconds after
+its first byte.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ import typing
 from collections.abc import Iterable
 
 from onvifcam.config import Config
-from onvifcam.limits import ConnectionLimiter
+from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
 from onvifcam.netutil import BindError, Listener, binding
 from onvifcam.rtsp import tunnel
 from onvifcam.rtsp.auth import Authenticator, Credentials
 from onvifcam.rtsp.message import (
+    REASONS,
     InterleavedFrame,
     Limits,
     ParseError,
     Parser,
     Request,
     TransportSpec,
+    default_reason,
     parse_transport,
     response,
     split_uri,
@@ -43,21 +49,67 @@ PUBLIC = (
     "GET_PARAMETER, SET_PARAMETER"
 )
 _TRACK_NUM = re.compile(r"(?:trackID|streamid|stream|track)=(\d+)$", re.IGNORECASE)
+_CSEQ = re.compile(rb"(?im)^cseq[ \t]*:[ \t]*([0-9]{1,9})[ \t]*\r?$")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SESSIONS_PER_CONNECTION = 16
 _RTP_KEY = "--rtp-port or [rtsp] rtp_port"
 _RTCP_KEY = "--rtp-port (plus 1) or [rtsp] rtcp_port"
+# A refused connection is answered after its first request arrives (so the client reads
+# the 503 instead of a reset); it waits at most this long, and only this many wait at once.
+REFUSED_LINGER = 2.0
+MAX_REFUSED_LINGERING = 256
+REFUSED_HEAD_BYTES = 4096
+# A closed connection whose client does not read what is left to send is aborted after this.
+CLOSE_FLUSH_GRACE = 5.0
+
+
+def _unavailable(refusal: Refusal, cseq: str | None, http: bool) -> bytes:
+    """503 with Retry-After, as RTSP or (to an HTTP tunnel request) as HTTP."""
+    retry = str(refusal.retry_after)
+    if http:
+        body = f"{refusal}\n".encode()
+        return (
+            f"HTTP/1.0 503 Service Unavailable\r\nRetry-After: {retry}\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode() + body
+    return response(503, cseq, [("Retry-After", retry)], reason=wire_reason(503, refusal.reason))
+
+
+def wire_reason(status: int, detail: str) -> str:
+    """The reason phrase for an error: the standard phrase, then what went wrong
+    (ffmpeg prints it as "method X failed: 409 Conflict: ...", GStreamer as well)."""
+    phrase = REASONS.get(status) or default_reason(status)
+    if not detail:
+        return phrase
+    text = f"{phrase}: {_UNPRINTABLE.sub('?', detail)}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class Reply(Exception):
-    """Answer the current request with this status (and log the reason)."""
+    """Answer the current request with this status (and log the reason).
+
+    The reason also goes into the reason phrase, unless ``public`` says what to tell the
+    client instead (a 401 challenge tells nothing).
+    """
 
     def __init__(
-        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        public: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or []
+        self.public = public
+
+    @classmethod
+    def refused(cls, refusal: Refusal) -> Reply:
+        """503 with Retry-After for a limiter refusal (the key to raise is only logged)."""
+        return cls(503, str(refusal), [("Retry-After", str(refusal.retry_after))], refusal.reason)
 
 
 class RtspConnection(asyncio.Protocol):
@@ -70,14 +122,19 @@ class RtspConnection(asyncio.Protocol):
         self.parser = Parser(server.parser_limits, role="server")
         self.sessions: set[RtspSession] = set()
         self.channels: dict[int, tuple[Stream | RtspSession, int, int]] = {}
-        self.mode = ""  # "", "rtsp", "http-head", "http-post", "closed"
+        self.mode = ""  # "", "rtsp", "http-head", "http-post", "refused", "closed"
         self.peer_ip = ""
         self.local_ip = ""
         self.local_port = 0
         self.connected_at = time.monotonic()
         self.last_rx = self.connected_at
         self.record_deadline = 0.0
-        self.admitted = False
+        self.partial_since = 0.0  # when the request now incomplete started arriving
+        self.failed_logins = 0
+        self.closing_at = 0.0
+        self.ticket: Ticket | None = None
+        self._refusal: Refusal | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self._head = b""
         self._b64: tunnel.Base64Stream | None = None
         self._tunnel_target: RtspConnection | None = None
@@ -92,20 +149,52 @@ class RtspConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         sock = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
         self.peer_ip, self.local_ip, self.local_port = peer[0], sock[0], sock[1]
-        reason = self.server.limiter.admit(self.peer_ip)
-        if reason is not None:
-            log.warning("rtsp: refused connection from %s: %s", self.peer_ip, reason)
-            transport.write(response(503, None, reason="Service Unavailable"))
-            transport.close()
-            self.mode = "closed"
+        ticket = self.server.limiter.admit(self.peer_ip)
+        if isinstance(ticket, Refusal):
+            self._refuse(ticket)
             return
-        self.admitted = True
+        self.ticket = ticket
         self.server.connections.add(self)
 
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer a refused connection with 503 and Retry-After once its request is in."""
+        self.server.log_refusal(self.peer_ip, "refused connection", refusal)
+        self._refusal = refusal
+        self.mode = "refused"
+        server = self.server
+        if server.lingering >= MAX_REFUSED_LINGERING:
+            self._answer_refused(b"")
+            return
+        server.lingering += 1
+        self._linger = asyncio.get_running_loop().call_later(
+            REFUSED_LINGER, self._answer_refused, b""
+        )
+
+    def _answer_refused(self, head: bytes) -> None:
+        refusal = self._refusal
+        if self.mode != "refused" or refusal is None or self.transport is None:
+            return
+        self._refusal = None  # answered once
+        self._stop_lingering()
+        m = _CSEQ.search(head)
+        self.transport.write(
+            _unavailable(refusal, m.group(1).decode() if m else None, tunnel.looks_like_http(head))
+        )
+        self.transport.close()
+
+    def _stop_lingering(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+            self.server.lingering -= 1
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.admitted:
-            self.admitted = False
-            self.server.limiter.release()
+        if self.mode == "refused":
+            self.mode = "closed"
+            self._stop_lingering()
+            return
+        if self.ticket is not None:
+            self.server.limiter.release(self.ticket)
         self.server.connections.discard(self)
         for s in list(self.sessions):
             self.server.close_session(s, "connection closed")
@@ -119,9 +208,39 @@ class RtspConnection(asyncio.Protocol):
                     c.close()
         self.mode = "closed"
 
+    def request_timeout(self) -> None:
+        """The request being received took too long (slowloris): 408, one log line, close."""
+        timeout = self.server.limits.request_timeout
+        what = "request" if self.mode == "rtsp" else "HTTP tunnel request"
+        held = self.server.limiter.log_gate(self.peer_ip, "request timeout")
+        if held is not None:
+            more = f" ({held} more from this address not logged)" if held else ""
+            log.warning(
+                "rtsp: %s did not complete its %s within %g s ([limits] request_timeout); "
+                "closing%s",
+                self.peer_ip,
+                what,
+                timeout,
+                more,
+            )
+        reason = f"request not complete within {timeout:g} s"
+        if self.mode == "http-head":
+            self.send(tunnel.error_response(408, "Request Timeout"))
+        else:
+            self.send(response(408, None, reason=wire_reason(408, reason)))
+        self.partial_since = 0.0
+        self.close()
+
+    def send_refusal(self, refusal: Refusal) -> None:
+        """Drop an admitted connection the limiter gave up on, telling the client why."""
+        if self.mode != "http-post":
+            self.send(_unavailable(refusal, None, self.mode == "http-head"))
+        self.close()
+
     def close(self) -> None:
         """Close this connection (and the POST half of its tunnel, if any)."""
         if self.transport is not None and not self.transport.is_closing():
+            self.closing_at = time.monotonic()
             self.transport.close()
 
     def send(self, data: bytes) -> None:
@@ -147,17 +266,30 @@ class RtspConnection(asyncio.Protocol):
                 self.feed_rtsp(data)
         elif mode == "http-head":
             self._http_head(data)
+        elif mode == "refused":
+            self._head = (self._head + data)[:REFUSED_HEAD_BYTES]
+            if b"\r\n\r\n" in self._head or b"\n\n" in self._head:
+                self._answer_refused(self._head)
+            elif len(self._head) >= REFUSED_HEAD_BYTES:
+                self._answer_refused(b"")
 
     def feed_rtsp(self, data: bytes) -> None:
         """Parse RTSP input (from this socket or from the tunnel's POST half)."""
+        parser = self.parser
         try:
-            events = self.parser.feed(data)
+            events = parser.feed(data)
         except ParseError as exc:
             self.server.stats_malformed += 1
             log.warning("rtsp: malformed request from %s: %s", self.peer_ip, exc)
-            self.send(response(exc.status, exc.cseq))
+            self.send(response(exc.status, exc.cseq, reason=wire_reason(exc.status, exc.message)))
             self.close()
             return
+        if parser.partial_message:
+            # The request deadline runs from the first byte of the incomplete request.
+            if not self.partial_since or any(isinstance(ev, Request) for ev in events):
+                self.partial_since = time.monotonic()
+        elif self.partial_since:
+            self.partial_since = 0.0
         for ev in events:
             if type(ev) is InterleavedFrame:
                 self._frame(ev)
@@ -187,9 +319,12 @@ class RtspConnection(asyncio.Protocol):
             self._http_fail(400, "Bad Request", str(exc))
             return
         if parsed is None:
+            if not self.partial_since:
+                self.partial_since = time.monotonic()
             return
         head, rest = parsed
         self._head = b""
+        self.partial_since = 0.0
         cookie = head.headers.get("x-sessioncookie", "")
         if not cookie:
             self._http_fail(400, "Bad Request", "HTTP request without x-sessioncookie")
@@ -238,6 +373,10 @@ class RtspConnection(asyncio.Protocol):
         if decoded:
             target.last_rx = self.last_rx
             target.feed_rtsp(decoded)
+            # The POST half carries the GET half's requests: it is proven when that is.
+            mine, theirs = self.ticket, target.ticket
+            if mine is not None and theirs is not None and theirs.authenticated:
+                self.server.limiter.authenticate(mine)
 
     # ------------------------------------------------------------------ requests
     def _request(self, req: Request) -> None:
@@ -251,7 +390,33 @@ class RtspConnection(asyncio.Protocol):
         if handler is None:
             self.send(response(501, cseq, [("Public", PUBLIC)]))
             return
+        tx = self.out_transport
+        playing = any(s.state == "playing" for s in self.sessions)
+        if tx is not None and not playing:
+            queued = tx.get_write_buffer_size()
+            if queued > self.server.limits.reader_queue_bytes:
+                # A client that sends requests but never reads the answers.
+                self.server.stats_malformed += 1
+                log.warning(
+                    "rtsp: %s does not read its responses (%d bytes queued, [limits] "
+                    "reader_queue_bytes); closing",
+                    self.peer_ip,
+                    queued,
+                )
+                self.close()
+                return
+        limiter = self.server.limiter
+        with_credentials = "Authorization" in req.headers
+        ticket = self.ticket
         try:
+            if with_credentials and (
+                self.failed_logins or ticket is None or not ticket.authenticated
+            ):
+                # No password guessing on an empty budget: refused before it is checked.
+                # (A logged-in client's further requests carry credentials too: they pass.)
+                refusal = limiter.check(self.peer_ip)
+                if refusal is not None:
+                    raise Reply.refused(refusal)
             handler(self, req, cseq)
         except Reply as r:
             level = logging.INFO if r.status in (401, 404) else logging.WARNING
@@ -264,7 +429,13 @@ class RtspConnection(asyncio.Protocol):
                 r.status,
                 r.reason,
             )
-            self.send(response(r.status, cseq, r.headers, reason=None))
+            if r.status == 401 and with_credentials:
+                self.failed_logins += 1
+                limiter.charge(self.peer_ip)  # a failed login
+            challenge = any(k.lower() == "www-authenticate" for k, _v in r.headers)
+            # Why a login failed stays in the log (no hints for password guessing).
+            detail = r.public if r.public is not None else "" if challenge else r.reason
+            self.send(response(r.status, cseq, r.headers, reason=wire_reason(r.status, detail)))
         except Exception:
             log.exception("rtsp: internal error handling %s %s", req.method, req.uri)
             self.send(response(500, cseq))
@@ -327,9 +498,15 @@ class RtspConnection(asyncio.Protocol):
 
     m_set_parameter = m_get_parameter
 
+    def _proven(self) -> None:
+        """A request passed authentication: the connection no longer counts as unproven."""
+        if self.ticket is not None:
+            self.server.limiter.authenticate(self.ticket)
+
     def m_describe(self, req: Request, cseq: str | None) -> None:
         path, _q = self._path(req)
         self._auth(req, path, "read")
+        self._proven()
         stream = self.server.registry.get(path)
         if stream is None or not stream.online or not stream.tracks:
             raise Reply(404, f"no stream is published at '{path}'")
@@ -348,7 +525,13 @@ class RtspConnection(asyncio.Protocol):
             raise Reply(400, "ANNOUNCE needs a stream path")
         if not cfg.path_allowed(path):
             raise Reply(403, f"publishing to '{path}' is not allowed")
+        limiter = self.server.limiter
+        refusal = limiter.check(self.peer_ip)
+        if refusal is not None:
+            raise Reply.refused(refusal)
         self._auth(req, path, "publish")
+        self._proven()
+        limiter.charge(self.peer_ip)  # a publish attempt costs from the address's budget
         key = cfg.path_policy(path).publish_key
         if key and f"key={key}" not in query.split("&"):
             self.server.stats_auth_failures += 1
@@ -443,9 +626,11 @@ class RtspConnection(asyncio.Protocol):
         found = self.server.registry.find_prefix(path)
         if found is None:
             self._auth(req, path, "read")
+            self._proven()
             raise Reply(404, f"no stream is published at '{path}'")
         stream, control = found
         self._auth(req, stream.path, "read")
+        self._proven()
         if not stream.online or not stream.tracks:
             raise Reply(404, f"no stream is published at '{stream.path}'")
         if s is not None and s.stream is not None and s.stream is not stream:
@@ -666,6 +851,8 @@ class RtspServer:
         self.stats_udp_foreign = 0
         self.stats_auth_failures = 0
         self.stats_reader_drops = 0
+        self.stats_request_timeouts = 0
+        self.lingering = 0  # refused connections waiting for their request (see _refuse)
 
     @property
     def udp_ready(self) -> bool:
@@ -866,10 +1053,35 @@ class RtspServer:
             del self.multicast[s.path]
 
     # ------------------------------------------------------------------ housekeeping
+    def log_refusal(self, ip: str, what: str, refusal: Refusal) -> None:
+        """Log a limiter refusal: at most one line per address and kind every 10 s."""
+        held = self.limiter.log_gate(ip, "rtsp " + what)
+        if held is not None:
+            more = f" ({held} more not logged)" if held else ""
+            log.warning("rtsp: %s from %s: %s%s", what, ip, refusal, more)
+
     def tick(self, now: float) -> None:
         """Enforce the connection and session timeouts (called once a second)."""
         lim = self.limits
+        limiter = self.limiter
         for c in list(self.connections):
+            if c.mode == "closed":
+                continue
+            if c.closing_at:
+                # Closed, but the client does not read what was left to send: it would hold
+                # its slot for ever.
+                if now - c.closing_at > CLOSE_FLUSH_GRACE and c.transport is not None:
+                    c.transport.abort()
+                continue
+            if c.partial_since and now - c.partial_since > lim.request_timeout:
+                self.stats_request_timeouts += 1
+                c.request_timeout()
+                continue
+            refusal = limiter.overdue(c.ticket) if c.ticket is not None else None
+            if refusal is not None:
+                self.log_refusal(c.peer_ip, "dropped connection", refusal)
+                c.send_refusal(refusal)
+                continue
             if c.record_deadline and now > c.record_deadline:
                 log.warning(
                     "rtsp: %s did not RECORD within %gs; closing", c.peer_ip, lim.publish_timeout

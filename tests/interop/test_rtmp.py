@@ -270,6 +270,25 @@ def test_second_publisher_gets_bad_name(srv: ServerProc) -> None:
     assert late.returncode != 0 and "already has a publisher" in late.stderr
 
 
+def test_url_without_app_publishes_to_the_key(srv: ServerProc) -> None:
+    # rtmp://host:1935/stream1, as many encoder guides show it: ffmpeg sends app=stream1
+    # and an empty stream name; the stream is read back at rtsp://host:8554/stream1.
+    url = srv.url("stream1")
+    with running(ffmpeg_push_rtmp(rtmp_url(srv, "stream1"), frames=50, audio=False)) as pub:
+        wait_online(url)
+        (video,) = probe(url)
+        assert pub.wait(60) == 0, pub.stderr.read() if pub.stderr else ""
+    assert (video["codec_name"], video["width"]) == ("h264", 320)
+
+    async def nameless() -> str:
+        pub, res = await _publish(srv, "", "")
+        await pub.close()
+        assert isinstance(res, PublishError)
+        return res.info["description"]
+
+    assert "use rtmp://HOST/APP/NAME" in asyncio.run(nameless())
+
+
 def test_stream_key_and_credentials(srv: ServerProc) -> None:
     async def scenario() -> list[str]:
         port = srv.ports["rtmp_port"]

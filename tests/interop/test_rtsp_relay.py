@@ -19,6 +19,7 @@ from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtsp.server import MAX_SESSIONS_PER_CONNECTION, RtspServer
 from tests.helpers import (
+    FFMPEG,
     GST_LAUNCH,
     ServerProc,
     ffmpeg_push,
@@ -423,27 +424,39 @@ def test_rtcp_sender_reports_reach_readers(server: ServerProc) -> None:
     assert abs(((reports[-1].rtp_timestamp - last_ts + 2**31) % 2**32) - 2**31) < 90000 * 8
 
 
-def test_connection_cap_and_per_ip_rate_limit() -> None:
-    srv = ServerProc(
-        config="[limits]\nmax_connections = 3\nnew_connections_per_ip_per_s = 0.1\n"
-        "new_connections_burst = 5\n"
-    ).start()
-    options = b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"
-    try:
-        held = [socket.create_connection(("127.0.0.1", srv.rtsp_port)) for _ in range(3)]
-        time.sleep(0.3)  # let the server accept them before the fourth arrives
-        assert status_of(rtsp_exchange(srv.rtsp_port, options)) == 503  # the cap
-        for s in held:
-            s.close()
-        time.sleep(0.3)
-        # burst 5: three tokens went to the held connections, two are left
-        assert status_of(rtsp_exchange(srv.rtsp_port, options)) == 200
-        assert status_of(rtsp_exchange(srv.rtsp_port, options)) == 200
-        assert status_of(rtsp_exchange(srv.rtsp_port, options)) == 503  # the rate limit
-        assert "too many connections (max 3)" in srv.log()
-        assert "too many new connections from 127.0.0.1" in srv.log()
-    finally:
-        srv.stop()
+def test_second_publisher_gets_409_conflict_with_the_reason(server: ServerProc) -> None:
+    # The reason phrase carries why: ffmpeg prints it as "method ANNOUNCE failed: ...",
+    # GStreamer's rtspclientsink as "Got error response: 409 (...)".
+    url = server.url("relay/busy")
+    with running(ffmpeg_push(url, frames=250)) as first:
+        wait_online(url)
+        second = subprocess.run(
+            [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+             "testsrc2=size=160x120:rate=25", "-t", "1", "-c:v", "libx264", "-f", "rtsp",
+             "-rtsp_transport", "tcp", url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        gst = subprocess.run(
+            [GST_LAUNCH, "-q", "videotestsrc", "num-buffers=25", "is-live=true", "!",
+             "video/x-raw,format=I420,width=160,height=120", "!", "x264enc",
+             "tune=zerolatency", "!", "rtspclientsink", f"location={url}", "protocols=tcp"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        raw = rtsp_exchange(
+            server.rtsp_port,
+            f"ANNOUNCE {url} RTSP/1.0\r\nCSeq: 7\r\nContent-Type: application/sdp\r\n"
+            f"Content-Length: {len(_SDP)}\r\n\r\n{_SDP}".encode(),
+        )
+        assert first.poll() is None  # the first publisher is untouched
+    reason = "409 Conflict: path 'relay/busy' already has a publisher"
+    assert second.returncode != 0 and f"method ANNOUNCE failed: {reason}" in second.stderr
+    assert gst.returncode != 0 and "Got error response: 409 (Conflict: path 'relay/busy'" in (
+        gst.stdout + gst.stderr
+    )
+    assert raw.startswith(f"RTSP/1.0 {reason}\r\nCSeq: 7\r\n".encode()), raw
+
+
+_SDP = "v=0\r\ns=t\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
 
 
 # ---------------------------------------------------------------- in-process server state
@@ -542,3 +555,29 @@ def test_sessions_per_connection_are_capped() -> None:
             await rtsp.stop()
 
     asyncio.run(run())
+
+
+def test_error_reason_phrases_carry_the_detail_safely() -> None:
+    # The detail goes into the status line: control characters from a percent-decoded
+    # path must not break it (nor turn the answer into a 500).
+    async def run() -> list[bytes]:
+        rtsp = await _in_process_server()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", rtsp.port)
+            base = f"rtsp://127.0.0.1:{rtsp.port}"
+            heads = [
+                await _ask(reader, writer, f"DESCRIBE {base}/a%0d%0ab RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+                await _ask(reader, writer, f"PLAY {base}/cam RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+            ]
+            writer.close()
+            return heads
+        finally:
+            await rtsp.stop()
+
+    missing, no_session = asyncio.run(run())
+    assert missing.startswith(
+        b"RTSP/1.0 404 Not Found: no stream is published at 'a??b'\r\nCSeq: 1\r\n"
+    ), missing
+    assert no_session.startswith(
+        b"RTSP/1.0 454 Session Not Found: request without a Session header\r\n"
+    ), no_session

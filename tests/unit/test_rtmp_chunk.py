@@ -198,3 +198,94 @@ def test_control_payloads() -> None:
     assert chunk.set_peer_bandwidth(100, 2) == (100).to_bytes(4, "big") + b"\x02"
     assert chunk.user_control(chunk.STREAM_BEGIN, 1) == b"\x00\x00\x00\x00\x00\x01"
     assert chunk.ack(2**32 + 5) == (5).to_bytes(4, "big")
+
+
+def test_message_type_0_is_not_a_control_message() -> None:
+    # Type 0 is no protocol control message: it must neither abort a chunk stream nor be
+    # refused for a short payload (it was taken as Abort by a `type_id <= ABORT` test).
+    w = ChunkWriter()
+    p = ChunkParser()
+    body = b"v" * 300
+    whole = w.message(6, chunk.VIDEO, 0, 1, body)
+    assert p.feed(whole[:140]) == []  # first chunk of a video message on chunk stream 6
+    (odd,) = p.feed(w.message(3, 0, 0, 0, (6).to_bytes(4, "big")))  # "abort 6"?
+    assert (odd.type_id, p.aborted) == (0, 0)
+    (short,) = p.feed(w.message(3, 0, 0, 0, b"\x01"))
+    assert short.payload == b"\x01"
+    (video,) = p.feed(whole[140:])
+    assert video.payload == body
+    # Through the multi-chunk path too.
+    (big,) = feed_all(ChunkParser(), w.message(4, 0, 0, 0, b"x" * 200), 50)
+    assert big.type_id == 0 and len(big.payload) == 200
+
+
+def test_held_memory_counts_what_is_really_kept() -> None:
+    # A part of an incomplete message is a view into a receive buffer and keeps all of it
+    # alive. Small parts of large reads are copied out; large parts count their buffer.
+    w = ChunkWriter(128)
+    filler = w.message(3, chunk.AMF0_DATA, 0, 0, b"f" * 60000)
+    p = ChunkParser(max_buffered=64 * 1024)
+    for csid in range(4, 20):
+        # a 60 KB read ending with the first 128-byte chunk of a 1000-byte message
+        p.feed(filler + w.message(csid, chunk.VIDEO, 0, 1, b"x" * 1000)[:140])
+    assert p.buffered == 16 * 128
+    for stream in p._streams.values():
+        assert all(len(part.obj) < 1000 for part in stream.parts)  # no 60 KB read pinned
+    # Large parts: counted as the buffers they are in, and bounded.
+    w = ChunkWriter(60000)
+    p = ChunkParser(max_buffered=512 * 1024)
+    p.feed(w.message(2, chunk.SET_CHUNK_SIZE, 0, 0, chunk.set_chunk_size(60000)))
+    with pytest.raises(ChunkError, match="held for incomplete messages"):
+        for csid in range(4, 20):
+            p.feed(w.message(csid, chunk.VIDEO, 0, 1, b"x" * 100_000)[:60012])
+    assert csid == 12  # the ninth 60 KB part passes 512 KiB
+
+
+def test_stop_after_command_lets_a_command_change_the_limits() -> None:
+    # Before publish a server keeps small limits; the media that follows the publish
+    # command in the same read must be parsed with the limits the command raised.
+    w = ChunkWriter(4096)
+    data = w.message(2, chunk.SET_CHUNK_SIZE, 0, 0, chunk.set_chunk_size(4096))
+    data += w.message(3, chunk.AMF0_COMMAND, 0, 0, b"publish")
+    data += w.message(3, chunk.AMF0_COMMAND, 0, 1, b"second")
+    data += w.message(6, chunk.VIDEO, 0, 1, b"k" * 100_000)
+    p = ChunkParser(max_message_size=1000, max_buffered=1000)
+    p.stop_after_command = True
+    first = p.feed(data)
+    assert [m.payload for m in first][-1] == b"publish" and p.paused
+    (second,) = p.feed(b"")
+    assert second.payload == b"second" and p.paused
+    p.max_message_size = p.max_buffered = 1 << 20
+    p.stop_after_command = False
+    (video,) = p.feed(b"")
+    assert video.payload == b"k" * 100_000 and not p.paused
+    assert p.bytes_received == len(data)
+    # Without raising the limits the same input is refused.
+    q = ChunkParser(max_message_size=1000, max_buffered=1000)
+    q.stop_after_command = True
+    q.feed(data)
+    q.feed(b"")
+    with pytest.raises(ChunkError, match="exceeds the limit"):
+        q.feed(b"")
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages, st.integers(1, 600), st.integers(1, 997))
+def test_stopping_after_commands_gives_the_same_messages(
+    msgs: list[tuple[int, int, int, int, bytes]], size: int, step: int
+) -> None:
+    w = ChunkWriter(128)
+    data = w.message(2, chunk.SET_CHUNK_SIZE, 0, 0, chunk.set_chunk_size(size))
+    w.chunk_size = size
+    for csid, t, ts, sid, body in msgs:
+        data += w.message(csid, t, ts, sid, body)
+    p = ChunkParser()
+    p.stop_after_command = True
+    out: list[Message] = []
+    for i in range(0, len(data), step):
+        out += p.feed(data[i : i + step])
+        while p.paused:
+            assert out[-1].type_id == chunk.AMF0_COMMAND
+            out += p.feed(b"")
+    got = [(m.csid, m.type_id, m.timestamp, m.stream_id, m.payload) for m in out[1:]]
+    assert got == msgs

@@ -137,3 +137,48 @@ def test_delete_stream_with_a_nan_stream_id_is_ignored() -> None:
     assert conn.ingest is not None
     conn.c_delete_stream(m, 0.0, [None, 1.0])
     assert conn.ingest is None
+
+
+def _publish(conn: RtmpConnection, app: str, name: str) -> None:
+    conn.app = app
+    conn.c_publish(Message(chunk.AMF0_COMMAND, 0, 1, 3, b""), 0.0, [None, name])
+
+
+def test_app_only_url_publishes_to_the_app() -> None:
+    # rtmp://host/stream1 arrives as app "stream1" and an empty stream name.
+    conn = RtmpConnection(_server(), "rtmp")
+    _publish(conn, "stream1", "")
+    assert conn.path == "stream1"
+    conn = RtmpConnection(_server(), "rtmp")
+    _publish(conn, "live", "cam1")
+    assert conn.path == "live/cam1"
+    with pytest.raises(PublishRefused, match=r"use rtmp://HOST/APP/NAME"):
+        _publish(RtmpConnection(_server(), "rtmp"), "", "")
+
+
+def test_buffer_limits_are_small_until_publish_is_accepted() -> None:
+    srv = _server(**{"k/cam": PathConfig(publish_key="s3")})
+    r = srv.cfg.rtmp
+    conn = RtmpConnection(srv, "rtmp")
+    p = conn.parser
+    assert p.max_message_size == p.max_buffered == r.pre_publish_buffer_bytes
+    assert p.stop_after_command and p.max_chunk_streams == r.max_chunk_streams
+    with pytest.raises(PublishRefused):
+        _publish(conn, "k", "cam?key=wrong")
+    assert p.max_message_size == r.pre_publish_buffer_bytes  # refused: still small
+    conn = RtmpConnection(srv, "rtmp")
+    _publish(conn, "k", "cam?key=s3")
+    p = conn.parser
+    assert (p.max_message_size, p.max_buffered) == (r.max_message_bytes, r.max_buffer_bytes)
+    assert not p.stop_after_command
+
+
+def test_publish_attempts_spend_from_the_address_budget() -> None:
+    cfg = dataclasses.replace(Config(), limits=LimitsConfig())
+    reg = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=10)
+    srv = RtmpServer(cfg, reg, ConnectionLimiter(10, rate=0.001, burst=2))
+    for i in range(2):
+        _publish(RtmpConnection(srv, "rtmp"), "live", f"cam{i}")
+    with pytest.raises(PublishRefused, match="publish attempts from") as exc:
+        _publish(RtmpConnection(srv, "rtmp"), "live", "cam9")
+    assert exc.value.code == "NetStream.Publish.Denied" and "per_ip_rate" in exc.value.hint

@@ -598,7 +598,8 @@ class TestResponseFunction:
         assert response(status, "1").startswith(f"RTSP/1.0 {status} {reason}\r\n".encode())
 
     def test_custom_and_unknown_reason(self) -> None:
-        assert response(299, "1").startswith(b"RTSP/1.0 299 Unknown\r\n")
+        assert response(299, "1").startswith(b"RTSP/1.0 299 Success\r\n")
+        assert response(498, "1").startswith(b"RTSP/1.0 498 Client Error\r\n")
         assert response(200, "1", reason="Fine").startswith(b"RTSP/1.0 200 Fine\r\n")
         with pytest.raises(ValueError):
             response(42, "1")
