@@ -48,6 +48,12 @@ class ServerProc:
     ports: dict[str, int] = field(default_factory=dict)
     log_path: str = ""
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    # For failure reports (tests/conftest.py): when it ran, and the end of its log, kept
+    # when stop() removes the temporary directory.
+    started_at: float = field(default=0.0, repr=False)
+    stopped_at: float | None = field(default=None, repr=False)
+    _kept: bytes = field(default=b"", repr=False)
+    _kept_from: int = field(default=0, repr=False)
 
     def start(self, timeout: float = 20.0) -> ServerProc:
         """Start the server and wait for its ready line."""
@@ -92,6 +98,8 @@ class ServerProc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._logf = logf
+        self.started_at = time.monotonic()
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         line = ""
@@ -140,12 +148,55 @@ class ServerProc:
             self._logf.close()
         text = self.log()
         if self._tmp is not None:
+            self._keep_log_end()
+            self.stopped_at = time.monotonic()
             self._tmp.cleanup()
             self._tmp = None
         if check:
             assert rc == 0, f"server exited with {rc}\n{text[-3000:]}"
             assert "Traceback" not in text, text[-5000:]
         return rc
+
+    def log_size(self) -> int:
+        """Bytes in the log so far (an offset for :meth:`log_since`)."""
+        if self._tmp is None:
+            return self._kept_from + len(self._kept)
+        with contextlib.suppress(OSError):
+            return os.path.getsize(self.log_path)
+        return 0
+
+    def log_since(self, offset: int) -> str:
+        """The log from byte ``offset`` on; after stop(), as much of it as was kept."""
+        if self._tmp is None:
+            data = self._kept[max(0, offset - self._kept_from) :]
+        else:
+            data = b""
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        return data.decode(errors="replace")
+
+    def _keep_log_end(self, limit: int = 256 * 1024) -> None:
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            self._kept_from = max(0, size - limit)
+            f.seek(self._kept_from)
+            self._kept = f.read()
+
+
+# Every ServerProc started in this process, so that a failing test's report can show the
+# logs of the servers that ran during it (see tests/conftest.py).
+STARTED: list[ServerProc] = []
+
+
+def servers_running_since(t: float) -> list[ServerProc]:
+    """The servers that were running at some point after monotonic time ``t``."""
+    return [s for s in STARTED if s.stopped_at is None or s.stopped_at >= t]
+
+
+def forget_servers_stopped_before(t: float) -> None:
+    """Drop servers that stopped before ``t`` from :data:`STARTED`."""
+    STARTED[:] = servers_running_since(t)
 
 
 def ffmpeg_push(
