@@ -277,12 +277,18 @@ class ReadResult:
 
 
 def _reader_cmd(
-    url: str, transport: str, io_timeout: float, netns: str, extra: list[str] | None
+    url: str,
+    transport: str,
+    io_timeout: float,
+    netns: str,
+    extra: list[str] | None,
+    frames: int | None = None,
 ) -> list[str]:
     """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout."""
+    stop = ["-frames:v", str(frames)] if frames else []
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
            "-rtsp_transport", transport, "-timeout", str(int(io_timeout * 1e6)), *(extra or []),
-           "-i", url, "-map", "0", "-f", "null", "-",
+           "-i", url, "-map", "0", *stop, "-f", "null", "-",
            "-progress", "pipe:1", "-stats_period", "0.5"]  # fmt: skip
     return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
 
@@ -295,9 +301,14 @@ def ffmpeg_read(
     netns: str = "",
     extra: list[str] | None = None,
     max_seconds: float = 60.0,
+    frames: int | None = None,
 ) -> ReadResult:
-    """Decode a stream with ffmpeg until it stalls for io_timeout; count the video frames."""
-    cmd = _reader_cmd(url, transport, io_timeout, netns, extra)
+    """Decode a stream with ffmpeg until it stalls for io_timeout; count the video frames.
+
+    With ``frames``, ffmpeg stops as soon as it decoded that many video frames: for tests
+    that only need some frames, not to know that no more come.
+    """
+    cmd = _reader_cmd(url, transport, io_timeout, netns, extra, frames)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds)
     return _read_result(r.returncode, r.stdout, r.stderr)
 
@@ -317,6 +328,54 @@ def ffmpeg_read_async(
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return p, t, box
+
+
+class LiveReader:
+    """An ffmpeg reader in the background whose decoded video frames can be watched."""
+
+    def __init__(self, url: str, *, transport: str = "tcp", io_timeout: float = 4.0) -> None:
+        cmd = _reader_cmd(url, transport, io_timeout, "", None)
+        self._err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, text=True)
+        self.frames = 0  # as of ffmpeg's last progress report (every 0.5 s)
+        self._out: list[str] = []
+        self._pump = threading.Thread(target=self._read_progress, daemon=True)
+        self._pump.start()
+
+    def _read_progress(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._out.append(line)
+            if line.startswith("frame="):
+                self.frames = int(line[6:])
+
+    def stop_at(self, frames: int, timeout: float = 60.0) -> ReadResult:
+        """Stop ffmpeg once it decoded ``frames`` video frames; or let it end by itself.
+
+        Only for checks of "at least ``frames``": a reader that gets fewer still runs until
+        the stream stalls for io_timeout, and frames that would have come after the stop
+        are not counted.
+        """
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and self.frames < frames:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if self.proc.poll() is None and self.frames >= frames:
+            self.proc.send_signal(signal.SIGINT)  # ffmpeg ends cleanly with a last report
+        return self.result(timeout)
+
+    def result(self, timeout: float = 60.0) -> ReadResult:
+        """Wait for ffmpeg to end; what it decoded."""
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            stop_process(self.proc)
+        self._pump.join(10)
+        self._err.seek(0)
+        err = self._err.read()
+        self._err.close()
+        return _read_result(rc, "".join(self._out), err)
 
 
 def _read_result(rc: int, out: str, err: str) -> ReadResult:

@@ -32,14 +32,10 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
     assert "Traceback" not in r.stderr
 
 
-def test_port_in_use_is_a_clear_error() -> None:
-    srv = ServerProc().start()
-    try:
-        r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(srv.rtsp_port))
-        assert r.returncode == 1 and "cannot start" in r.stderr
-        assert "Traceback" not in r.stderr
-    finally:
-        srv.stop()
+def test_port_in_use_is_a_clear_error(server: ServerProc) -> None:
+    r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(server.rtsp_port))
+    assert r.returncode == 1 and "cannot start" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_port_zero_ready_line_and_clean_sigint() -> None:

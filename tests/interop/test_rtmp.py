@@ -408,7 +408,7 @@ def test_bad_input_closes_only_that_connection(srv: ServerProc) -> None:
         s.sendall(w.message(3, chunk.AMF0_COMMAND, 0, 0, amf0.encode("connect", 1, {})))
         assert _closed_by_server(s)
         assert pub.poll() is None
-        res = ffmpeg_read(url, io_timeout=3.0)
+        res = ffmpeg_read(url, io_timeout=3.0, frames=10)
         assert pub.wait(60) == 0
     assert res.video_frames > 0
     log = srv.log()
