@@ -284,11 +284,16 @@ def _reader_cmd(
     extra: list[str] | None,
     frames: int | None = None,
 ) -> list[str]:
-    """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout."""
+    """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout.
+
+    Single-threaded decoders hold no frames back: ffmpeg 5.1 drains one held frame per
+    read attempt once the input stalls, and each attempt waits io_timeout again, so a
+    frame-threaded decoder made a stalled reader end only after 3-4 times io_timeout.
+    """
     stop = ["-frames:v", str(frames)] if frames else []
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
            "-rtsp_transport", transport, "-timeout", str(int(io_timeout * 1e6)), *(extra or []),
-           "-i", url, "-map", "0", *stop, "-f", "null", "-",
+           "-threads", "1", "-i", url, "-map", "0", *stop, "-f", "null", "-",
            "-progress", "pipe:1", "-stats_period", "0.5"]  # fmt: skip
     return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
 
