@@ -104,8 +104,8 @@ def read_audio_seconds(url: str) -> float:
     """Decode a stream's audio to 48 kHz mono s16 until it stalls; its duration."""
     r = subprocess.run(
         [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp",
-         "-timeout", "2000000", "-i", url, "-map", "0:a", "-ac", "1", "-ar", "48000",
-         "-f", "s16le", "pipe:1"],
+         "-timeout", "2000000", "-threads", "1", "-i", url, "-map", "0:a", "-ac", "1",
+         "-ar", "48000", "-f", "s16le", "pipe:1"],
         capture_output=True, timeout=60,
     )  # fmt: skip
     return len(r.stdout) / 2 / 48000
