@@ -225,10 +225,14 @@ def test_garbage_and_half_open_connections_do_not_disturb_a_live_stream(
 
 
 # --------------------------------------------------------------------------- strict server
+# Every port 0: a fixed default (rtmp 1935, http 8080) collides with other test runs.
 STRICT_CONFIG = """
 [server]
 host = "127.0.0.1"
 rtsp_port = 0
+rtmp_port = 0
+rtmps_port = 0
+http_port = 0
 [rtsp]
 rtp_port = 0
 [limits]
