@@ -286,9 +286,10 @@ def _reader_cmd(
 ) -> list[str]:
     """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout.
 
-    Single-threaded decoders hold no frames back: ffmpeg 5.1 drains one held frame per
-    read attempt once the input stalls, and each attempt waits io_timeout again, so a
-    frame-threaded decoder made a stalled reader end only after 3-4 times io_timeout.
+    Decoders run single-threaded so that they hold no frames back: once the input stops,
+    ffmpeg 5.1 drains one held frame per read attempt and every attempt waits io_timeout
+    again, so with frame threads a reader ended about 4x io_timeout after the last packet
+    (now about 2x).
     """
     stop = ["-frames:v", str(frames)] if frames else []
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
