@@ -65,6 +65,12 @@ class ServerProc:
     onvif_auth: bool = False
     state_dir: str = ""  # default: a fresh directory per start
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    # For failure reports (tests/conftest.py): when it ran, and the end of its log, kept
+    # when stop() removes the temporary directory.
+    started_at: float = field(default=0.0, repr=False)
+    stopped_at: float | None = field(default=None, repr=False)
+    _kept: bytes = field(default=b"", repr=False)
+    _kept_from: int = field(default=0, repr=False)
 
     def start(self, timeout: float = 20.0) -> ServerProc:
         """Start the server and wait for its ready line."""
@@ -111,6 +117,8 @@ class ServerProc:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._logf = logf
+        self.started_at = time.monotonic()
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         line = ""
@@ -163,12 +171,55 @@ class ServerProc:
             self._logf.close()
         text = self.log()
         if self._tmp is not None:
+            self._keep_log_end()
+            self.stopped_at = time.monotonic()
             self._tmp.cleanup()
             self._tmp = None
         if check:
             assert rc == 0, f"server exited with {rc}\n{text[-3000:]}"
             assert "Traceback" not in text, text[-5000:]
         return rc
+
+    def log_size(self) -> int:
+        """Bytes in the log so far (an offset for :meth:`log_since`)."""
+        if self._tmp is None:
+            return self._kept_from + len(self._kept)
+        with contextlib.suppress(OSError):
+            return os.path.getsize(self.log_path)
+        return 0
+
+    def log_since(self, offset: int) -> str:
+        """The log from byte ``offset`` on; after stop(), as much of it as was kept."""
+        if self._tmp is None:
+            data = self._kept[max(0, offset - self._kept_from) :]
+        else:
+            data = b""
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        return data.decode(errors="replace")
+
+    def _keep_log_end(self, limit: int = 256 * 1024) -> None:
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            self._kept_from = max(0, size - limit)
+            f.seek(self._kept_from)
+            self._kept = f.read()
+
+
+# Every ServerProc started in this process, so that a failing test's report can show the
+# logs of the servers that ran during it (see tests/conftest.py).
+STARTED: list[ServerProc] = []
+
+
+def servers_running_since(t: float) -> list[ServerProc]:
+    """The servers that were running at some point after monotonic time ``t``."""
+    return [s for s in STARTED if s.stopped_at is None or s.stopped_at >= t]
+
+
+def forget_servers_stopped_before(t: float) -> None:
+    """Drop servers that stopped before ``t`` from :data:`STARTED`."""
+    STARTED[:] = servers_running_since(t)
 
 
 def ffmpeg_push(
@@ -249,12 +300,24 @@ class ReadResult:
 
 
 def _reader_cmd(
-    url: str, transport: str, io_timeout: float, netns: str, extra: list[str] | None
+    url: str,
+    transport: str,
+    io_timeout: float,
+    netns: str,
+    extra: list[str] | None,
+    frames: int | None = None,
 ) -> list[str]:
-    """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout."""
+    """ffmpeg decoding every stream of url to null, printing progress (frame=N) on stdout.
+
+    Decoders run single-threaded so that they hold no frames back: once the input stops,
+    ffmpeg 5.1 drains one held frame per read attempt and every attempt waits io_timeout
+    again, so with frame threads a reader ended about 4x io_timeout after the last packet
+    (now about 2x).
+    """
+    stop = ["-frames:v", str(frames)] if frames else []
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error",
            "-rtsp_transport", transport, "-timeout", str(int(io_timeout * 1e6)), *(extra or []),
-           "-i", url, "-map", "0", "-f", "null", "-",
+           "-threads", "1", "-i", url, "-map", "0", *stop, "-f", "null", "-",
            "-progress", "pipe:1", "-stats_period", "0.5"]  # fmt: skip
     return ["ip", "netns", "exec", netns, *cmd] if netns else cmd
 
@@ -267,9 +330,14 @@ def ffmpeg_read(
     netns: str = "",
     extra: list[str] | None = None,
     max_seconds: float = 60.0,
+    frames: int | None = None,
 ) -> ReadResult:
-    """Decode a stream with ffmpeg until it stalls for io_timeout; count the video frames."""
-    cmd = _reader_cmd(url, transport, io_timeout, netns, extra)
+    """Decode a stream with ffmpeg until it stalls for io_timeout; count the video frames.
+
+    With ``frames``, ffmpeg stops as soon as it decoded that many video frames: for tests
+    that only need some frames, not to know that no more come.
+    """
+    cmd = _reader_cmd(url, transport, io_timeout, netns, extra, frames)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=max_seconds)
     return _read_result(r.returncode, r.stdout, r.stderr)
 
@@ -291,6 +359,54 @@ def ffmpeg_read_async(
     return p, t, box
 
 
+class LiveReader:
+    """An ffmpeg reader in the background whose decoded video frames can be watched."""
+
+    def __init__(self, url: str, *, transport: str = "tcp", io_timeout: float = 4.0) -> None:
+        cmd = _reader_cmd(url, transport, io_timeout, "", None)
+        self._err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, text=True)
+        self.frames = 0  # as of ffmpeg's last progress report (every 0.5 s)
+        self._out: list[str] = []
+        self._pump = threading.Thread(target=self._read_progress, daemon=True)
+        self._pump.start()
+
+    def _read_progress(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._out.append(line)
+            if line.startswith("frame="):
+                self.frames = int(line[6:])
+
+    def stop_at(self, frames: int, timeout: float = 60.0) -> ReadResult:
+        """Stop ffmpeg once it decoded ``frames`` video frames; or let it end by itself.
+
+        Only for checks of "at least ``frames``": a reader that gets fewer still runs until
+        the stream stalls for io_timeout, and frames that would have come after the stop
+        are not counted.
+        """
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and self.frames < frames:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if self.proc.poll() is None and self.frames >= frames:
+            self.proc.send_signal(signal.SIGINT)  # ffmpeg ends cleanly with a last report
+        return self.result(timeout)
+
+    def result(self, timeout: float = 60.0) -> ReadResult:
+        """Wait for ffmpeg to end; what it decoded."""
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            stop_process(self.proc)
+        self._pump.join(10)
+        self._err.seek(0)
+        err = self._err.read()
+        self._err.close()
+        return _read_result(rc, "".join(self._out), err)
+
+
 def _read_result(rc: int, out: str, err: str) -> ReadResult:
     # -f null with -map 0 prints per-output-stream counts only at the end on stderr at
     # higher log levels; the progress "frame=" is video frames.
@@ -302,6 +418,53 @@ def _read_result(rc: int, out: str, err: str) -> ReadResult:
 def gst_available() -> bool:
     """True when gst-launch-1.0 is installed."""
     return subprocess.run(["which", GST_LAUNCH], capture_output=True).returncode == 0
+
+
+# GStreamer 1.22's rtspsrc races with itself when gst-launch stops a playing pipeline. On
+# the way to NULL, PLAYING->PAUSED queues a PAUSE request for rtspsrc's task thread and
+# PAUSED->READY at once cancels the connection's I/O to send TEARDOWN. When the cancel lands
+# while the task thread writes the PAUSE, the write fails with nothing written, which
+# rtspsrc reports as "Received end-of-file": gst-launch prints that error and exits with 1,
+# although the server saw nothing of the PAUSE and answers the TEARDOWN with 200. Seen in
+# 2 of 150 reads on a loaded 2-core machine.
+GST_STOP_RACE = "Could not send message. (Received end-of-file)"
+_GST_ERROR = re.compile(
+    r"^ERROR: from element [^\n]*\n(?:Additional debug info:\n[^\n]*\n[^\n]*\n)?", re.M
+)
+
+
+@dataclass
+class GstReadResult:
+    """What gst-launch's rtspsrc decoded, and the errors it reported while it ran and stopped."""
+
+    returncode: int
+    frames: int  # decoded video frames that reached the sink
+    eos: bool  # the pipeline ended by itself once it had the frames it wanted
+    errors: list[str]  # except GST_STOP_RACE once EOS was reached
+    output: str
+
+
+def gst_read(
+    url: str, frames: int, *, protocols: str = "tcp", timeout: float = 60
+) -> GstReadResult:
+    """GStreamer's rtspsrc reads H.264 from url until ``frames`` decoded frames reached the sink.
+
+    The frames are counted from fakesink's per-buffer notifications (``-v``), not inferred
+    from the exit code: an rtspsrc whose server closes the connection also ends with EOS.
+    Warnings are not errors: gst-launch warns now and then that it could not link the
+    audio pad, which this pipeline leaves unlinked on purpose.
+    """
+    cmd = [GST_LAUNCH, "-v", "rtspsrc", f"location={url}", f"protocols={protocols}", "!",
+           "rtph264depay", "!", "avdec_h264", "!", "identity", f"eos-after={frames + 1}", "!",
+           "fakesink", "sync=false", "silent=false"]  # fmt: skip
+    # One pipe for both streams keeps gst-launch's messages in the order it printed them.
+    out = subprocess.PIPE
+    r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    running_out, eos, stopping_out = r.stdout.partition('Got EOS from element "pipeline0".')
+    errors = [m.group(0) for m in _GST_ERROR.finditer(running_out)]
+    errors += [m.group(0) for m in _GST_ERROR.finditer(stopping_out) if GST_STOP_RACE not in m[0]]
+    count = running_out.count("fakesink0: last-message = chain ")
+    return GstReadResult(r.returncode, count, bool(eos), errors, r.stdout)
 
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 5.0) -> None:

@@ -32,20 +32,16 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
     assert "Traceback" not in r.stderr
 
 
-def test_port_in_use_is_a_clear_error() -> None:
-    srv = ServerProc().start()
-    try:
-        port = srv.rtsp_port
-        r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(port))
-        assert r.returncode == 1
-        # one line naming the listener, its flag and key, and what to do; no traceback
-        assert r.stderr.strip() == (
-            f"onvifcam: cannot start: tcp 127.0.0.1:{port} (RTSP port; --rtsp-port or "
-            f"[server] rtsp_port) is already in use (ss -ltnp 'sport = :{port}' shows by "
-            "what); pick another port, or 0 for any free one"
-        ), r.stderr
-    finally:
-        srv.stop()
+def test_port_in_use_is_a_clear_error(server: ServerProc) -> None:
+    port = server.rtsp_port
+    r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(port))
+    assert r.returncode == 1
+    # one line naming the listener, its flag and key, and what to do; no traceback
+    assert r.stderr.strip() == (
+        f"onvifcam: cannot start: tcp 127.0.0.1:{port} (RTSP port; --rtsp-port or "
+        f"[server] rtsp_port) is already in use (ss -ltnp 'sport = :{port}' shows by "
+        "what); pick another port, or 0 for any free one"
+    ), r.stderr
 
 
 def test_port_zero_ready_line_and_clean_sigint() -> None:
