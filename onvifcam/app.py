@@ -10,12 +10,12 @@ import signal
 import sys
 import time
 from typing import Protocol
-from urllib.parse import quote
 
 from onvifcam import __version__
+from onvifcam.addressing import Addressing, url_host
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
-from onvifcam.firststart import display_host, url_host, with_admin_password
+from onvifcam.firststart import with_admin_password
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
@@ -58,6 +58,7 @@ class App:
             media_timeout=lim.media_timeout,
             max_streams=lim.max_streams,
         )
+        self.addressing = Addressing(cfg.server)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         web = WebServer(self)
         self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
@@ -82,6 +83,7 @@ class App:
         started: list[Component] = []
         try:
             await self.rtsp.start(s.host, s.rtsp_port)
+            self.addressing.rtsp_port = self.rtsp.port
             for c in self.components:
                 started.append(c)  # a half-started component is stopped too
                 await c.start()
@@ -118,7 +120,7 @@ class App:
 
     def _log_where(self, info: dict[str, str]) -> None:
         """Log the ONVIF login and the URLs to paste (never 0.0.0.0)."""
-        host = url_host(display_host(self.cfg.server))
+        host = url_host(self.addressing.host())
         rtsp = f"rtsp://{host}:{info['rtsp_port']}"
         publish = f"publish to {rtsp}/PATH"
         if "rtmp_port" in info:
@@ -148,18 +150,9 @@ class App:
         web = next((c for c in self.components if isinstance(c, WebServer)), None)
         cams = list(web.cameras.cameras.values()) if web is not None else []
         for cam in cams[:_LOGGED_CAMERAS]:
-            port = cam.bound[0][1] if cam.bound else int(info["http_port"])
-            where = "/onvif/device_service" if cam.bound else f"/onvif/{cam.slug}/device_service"
-            log.info(
-                "onvif: camera %r: http://%s:%d%s, stream rtsp://%s:%d/%s",
-                cam.name,
-                url_host(cam.address) if cam.address else host,
-                port,
-                where,
-                url_host(cam.address) if cam.address and cam.cfg.rtsp_listen else host,
-                cam.cfg.rtsp_port or self.rtsp.port,
-                quote(cam.path, safe="/"),
-            )
+            assert web is not None
+            urls = self.addressing.urls(web.place(cam))
+            log.info("onvif: camera %r: %s, stream %s", cam.name, urls.onvif_url, urls.rtsp_url)
         if len(cams) > _LOGGED_CAMERAS:
             log.info(
                 "onvif: %d more cameras: GET /api/cameras lists them", len(cams) - _LOGGED_CAMERAS
@@ -219,7 +212,7 @@ class App:
         log.info(
             "onvifcam %s serving rtsp://%s:%d/%s",
             __version__,
-            url_host(display_host(s)),
+            url_host(self.addressing.host()),
             self.rtsp.port,
             " (listening on every address)" if s.host in ("", "0.0.0.0", "::") else "",
         )

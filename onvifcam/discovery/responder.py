@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 import ifaddr
 
+from onvifcam.addressing import Place
 from onvifcam.discovery import netif
 from onvifcam.discovery.mdns import MdnsAdvertiser, MdnsCamera
 from onvifcam.discovery.wsdiscovery import (
@@ -89,6 +90,8 @@ class WebLike(typing.Protocol):
     cameras: CameraRegistry
     port: int
 
+    def place(self, cam: Camera) -> Place: ...
+
 
 @dataclass
 class _Out:
@@ -133,6 +136,7 @@ class DiscoveryService:
         self.app = app
         self.web = web
         self.cfg = app.cfg
+        self.addressing = app.addressing
         self.dcfg = app.cfg.discovery
         self.core = Responder(
             instance_id=int(time.time()),
@@ -695,21 +699,13 @@ class DiscoveryService:
 
     def _target(self, cam: Camera) -> Target:
         scopes = tuple(dict.fromkeys([*cam.fixed_scopes, *cam.config_scopes, *cam.added_scopes]))
-        if cam.bound:
-            bhost, port = cam.bound[0]
-            path = "/onvif/device_service"
-        else:
-            bhost, port = self.cfg.server.host, self.web.port
-            path = f"/onvif/{quote(cam.slug)}/device_service"
-        host = cam.address or self.cfg.server.advertise
-        if not host and bhost not in netif.WILDCARD:
-            host = bhost
+        host, xaddr = self.addressing.discovery_xaddr(self.web.place(cam))
         return Target(
             key=cam.key,
             epr=f"urn:uuid:{cam.uuid}",
             types=ONVIF_TYPES,
             scopes=scopes,
-            xaddr=f"http://{{host}}:{port}{path}",
+            xaddr=xaddr,
             host=host,
             address=cam.address,
             generation=cam.reboots,
@@ -792,14 +788,19 @@ class DiscoveryService:
             addrs = (t.host,)
         else:
             addrs = tuple(self._mdns_addrs)
-        port = cam.bound[0][1] if cam.bound else self.web.port
-        path = "/onvif/device_service" if cam.bound else f"/onvif/{quote(cam.slug)}/device_service"
+        place = self.web.place(cam)
+        port = place.onvif_port or self.addressing.http_port
+        path = (
+            "/onvif/device_service"
+            if place.onvif_port
+            else f"/onvif/{quote(cam.slug)}/device_service"
+        )
         return MdnsCamera(
             key=cam.key,
             name=cam.name,
             hostname=cam.hostname,
             addresses=addrs,
-            rtsp_port=cam.cfg.rtsp_port or self.app.rtsp.port,
+            rtsp_port=self.addressing.rtsp_port_of(place),
             rtsp_path=cam.path,
             http_port=port,
             http_path=path,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import re
 import socket
 import time
 import typing
@@ -27,6 +25,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from onvifcam.addressing import Arrival, Place, url_host
 from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
 from onvifcam.media.stream import Stream
 from onvifcam.netutil import (
@@ -34,7 +33,6 @@ from onvifcam.netutil import (
     binding,
     camera_listener,
     camera_rtsp_listener,
-    url_host,
 )
 from onvifcam.onvif import device, media, media2
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
@@ -74,41 +72,6 @@ def operation_table() -> OperationTable:
     return table
 
 
-def _url_host(host: str) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
-
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-)
-
-
-def host_from_header(value: str | None) -> str:
-    """The host part of a Host header if it is a usable name or address, else ""."""
-    v = (value or "").strip()
-    if v.startswith("["):
-        end = v.find("]")
-        name = v[1:end] if end > 0 else ""
-    else:
-        name = v.rsplit(":", 1)[0] if v.count(":") == 1 else v
-    if not name:
-        return ""
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return name.lower() if _HOSTNAME.fullmatch(name) else ""
-    if ip.is_unspecified:
-        return ""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return str(mapped or ip)
-
-
 def _bind(
     host: str,
     port: int,
@@ -137,6 +100,7 @@ class WebServer:
     def __init__(self, app: App) -> None:
         self.app = app
         self.cfg = app.cfg
+        self.addressing = app.addressing
         self.store = StateStore(self.cfg.server.state_dir)
         self.cameras = CameraRegistry(self.cfg, self.store, app.registry)
         self.dispatcher = Dispatcher(
@@ -180,6 +144,7 @@ class WebServer:
         s = self.cfg.server
         sock = _bind(s.host, s.http_port)
         self.port = sock.getsockname()[1]
+        self.addressing.http_port = self.port
         site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
@@ -310,7 +275,7 @@ class WebServer:
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
-            shown = url_host(bound[0], self.cfg.server.advertise)
+            shown = url_host(self.addressing.host(self.place(cam)))
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
                 cam.name,
@@ -386,70 +351,43 @@ class WebServer:
         prefix = f"/onvif/{quote(found.slug)}" if found else ""
         return found, prefix, service
 
-    def _host(self, cam: Camera, request: web.Request) -> str:
-        if cam.address:
-            return cam.address
-        if self.cfg.server.advertise:
-            return self.cfg.server.advertise
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        ip = sock[0] if sock else ""
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        if ip and ip not in _WILDCARD:
-            return ip
-        return (request.host or "127.0.0.1").rsplit(":", 1)[0].strip("[]")
+    def place(self, cam: Camera) -> Place:
+        """Where ``cam`` is reachable: its own address and the ports bound for it."""
+        return Place(
+            slug=cam.slug,
+            path=cam.path,
+            address=cam.address,
+            onvif_port=cam.bound[0][1] if cam.bound else 0,
+            rtsp_port=cam.cfg.rtsp_port,
+            own_rtsp=cam.key in self._rtsp,
+        )
 
-    def _request_host(self, request: web.Request) -> str:
-        """The host to put in URLs shown to this client: ``advertise``, else (listening on a
-        wildcard) the request's Host header, else the address the request came in on."""
-        if self.cfg.server.advertise:
-            return self.cfg.server.advertise
-        if self.cfg.server.host in _WILDCARD:
-            named = host_from_header(request.host)
-            if named:
-                return named
+    @staticmethod
+    def _arrival(request: web.Request) -> Arrival:
         sock = request.transport.get_extra_info("sockname") if request.transport else None
-        ip = str(sock[0]) if sock else ""
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        if ip and ip not in _WILDCARD:
-            return ip
-        return host_from_header(request.host) or "127.0.0.1"
+        return Arrival(
+            local=str(sock[0]) if sock else "",
+            port=int(sock[1]) if sock else 0,
+            host_header=request.host,
+        )
 
     def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str]:
         """``onvif_url``, ``rtsp_url`` and ``snapshot_url`` of a camera, ready to paste."""
-        own = cam.address if cam.address and cam.address not in _WILDCARD else ""
-        host = own or self._request_host(request)
-        if cam.bound:
-            base = f"http://{_url_host(host)}:{cam.bound[0][1]}/onvif"
-        else:  # no socket of its own: reachable by name on the main port
-            base = f"http://{_url_host(host)}:{self.port}/onvif/{quote(cam.slug)}"
-        rtsp_host = own if cam.key in self._rtsp else self._rtsp_host(host)
-        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
-        return {
-            "onvif_url": f"{base}/device_service",
-            "rtsp_url": f"rtsp://{_url_host(rtsp_host)}:{rtsp_port}/{quote(cam.path, safe='/')}",
-            "snapshot_url": f"{base}/snapshot",
-        }
-
-    def _rtsp_host(self, host: str) -> str:
-        rtsp_host = self.cfg.server.host
-        if rtsp_host in _WILDCARD or rtsp_host == host:
-            return host
-        return self.cfg.server.advertise or rtsp_host
+        return self.addressing.urls(self.place(cam), self._arrival(request)).as_dict()
 
     def _context(
         self, cam: Camera, request: web.Request, prefix: str
     ) -> Callable[[User | None, str], Context]:
-        host = self._host(cam, request)
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        port = sock[1] if sock else self.port
-        base = f"http://{_url_host(host)}:{port}{prefix}"
-        rtsp_host = _url_host(cam.address if cam.key in self._rtsp else self._rtsp_host(host))
-        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
+        addressing = self.addressing
+        place = self.place(cam)
+        arrival = self._arrival(request)
+        host = addressing.host(place, arrival)
+        port = arrival.port or self.port
+        base = addressing.service_base(place, host, port, prefix)
+        rtsp_port = addressing.rtsp_port_of(place)
 
         def stream_uri(path: str, scheme: str) -> str:
-            return f"{scheme}://{rtsp_host}:{rtsp_port}/{quote(path, safe='/')}"
+            return addressing.stream_uri(place, path, host, scheme)
 
         def snapshot_uri(profile: str) -> str:
             return f"{base}/snapshot?profile={quote(profile)}"
@@ -462,7 +400,7 @@ class WebServer:
                 xaddr=lambda service: f"{base}/{service}_service",
                 stream_uri=stream_uri,
                 snapshot_uri=snapshot_uri,
-                host=host,
+                host=addressing.ip(place, arrival),
                 http_port=port,
                 rtsp_port=rtsp_port,
                 multicast=self.cfg.rtsp.multicast,
@@ -607,8 +545,8 @@ class WebServer:
 
     async def _landing(self, request: web.Request) -> web.Response:
         data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
-        host = _url_host(self._rtsp_host(self._request_host(request)))
-        page = landing_page(data["cameras"], f"rtsp://{host}:{self.app.rtsp.port}/NAME")
+        template = self.addressing.rtsp_template(self._arrival(request))
+        page = landing_page(data["cameras"], template)
         return web.Response(
             text=page,
             content_type="text/html",
