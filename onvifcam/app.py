@@ -13,6 +13,7 @@ from typing import Protocol
 
 from onvifcam import __version__
 from onvifcam.addressing import Addressing, url_host
+from onvifcam.cameras import CameraRegistry
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.firststart import with_admin_password
@@ -20,6 +21,7 @@ from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
 
@@ -43,7 +45,9 @@ class Component(Protocol):
 
 
 class App:
-    """Owns the configuration, the stream registry and every server (no global state)."""
+    """The composition root: owns the configuration, the stream and camera registries, the
+    state store, the addressing rules and the limiter, and hands each component only the
+    narrow things it uses (no global state; no module but cli.py imports this one)."""
 
     def __init__(self, cfg: Config) -> None:
         # no [onvif] credentials: cameras get a generated admin password (see firststart.py)
@@ -59,12 +63,18 @@ class App:
             max_streams=lim.max_streams,
         )
         self.addressing = Addressing(cfg.server)
+        self.store = StateStore(cfg.server.state_dir)
+        self.cameras = CameraRegistry(cfg, self.store, self.registry)
+        if cfg.onvif.enabled:
+            self.registry.listeners.append(self.cameras.stream_changed)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
-        web = WebServer(self)
-        self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
-        self.components: list[Component] = [web]
+        self.rtsp.auth.camera_users = self.cameras.rtsp_users  # NVRs log in with ONVIF users
+        self.web = WebServer(cfg, self.cameras, self.registry, self.addressing, self.rtsp)
+        self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(DiscoveryService(self, web))
+            self.components.append(
+                DiscoveryService(cfg, self.cameras, self.addressing, endpoints=self.web)
+            )
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         self._tick_task: asyncio.Task[None] | None = None
@@ -84,6 +94,8 @@ class App:
         try:
             await self.rtsp.start(s.host, s.rtsp_port)
             self.addressing.rtsp_port = self.rtsp.port
+            if self.cfg.onvif.enabled:
+                self.cameras.load()  # configured cameras, auto ones seen before, live paths
             for c in self.components:
                 started.append(c)  # a half-started component is stopped too
                 await c.start()
@@ -147,11 +159,9 @@ class App:
                 info["http_port"],
                 rtsp,
             )
-        web = next((c for c in self.components if isinstance(c, WebServer)), None)
-        cams = list(web.cameras.cameras.values()) if web is not None else []
+        cams = list(self.cameras.cameras.values())
         for cam in cams[:_LOGGED_CAMERAS]:
-            assert web is not None
-            urls = self.addressing.urls(web.place(cam))
+            urls = self.addressing.urls(self.web.place(cam))
             log.info("onvif: camera %r: %s, stream %s", cam.name, urls.onvif_url, urls.rtsp_url)
         if len(cams) > _LOGGED_CAMERAS:
             log.info(

@@ -176,7 +176,6 @@ class Camera:
         self.address = cfg.address
         self.started_at = time.time()
         self.reboots = 0
-        self.bound: list[tuple[str, int]] = []
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
         self.doc: dict[str, Any] = store.load(key)
@@ -689,7 +688,6 @@ class Camera:
             "auto": self.auto,
             "online": self.online,
             "address": self.address,
-            "port": self.bound[0][1] if self.bound else 0,
             "uuid": self.uuid,
             "mac": self.mac,
             "serial": self.serial,

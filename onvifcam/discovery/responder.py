@@ -43,7 +43,8 @@ from urllib.parse import quote
 
 import ifaddr
 
-from onvifcam.addressing import Place
+from onvifcam.addressing import Addressing, Place
+from onvifcam.config import Config
 from onvifcam.discovery import netif
 from onvifcam.discovery.mdns import MdnsAdvertiser, MdnsCamera
 from onvifcam.discovery.wsdiscovery import (
@@ -60,7 +61,6 @@ from onvifcam.netutil import binding
 from onvifcam.state import atomic_write
 
 if typing.TYPE_CHECKING:
-    from onvifcam.app import App
     from onvifcam.cameras import Camera, CameraRegistry
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,12 @@ _ADVICE = (
 )
 
 
-class WebLike(typing.Protocol):
-    """What discovery needs from the ONVIF web component."""
+class Endpoints(typing.Protocol):
+    """What discovery needs from the component that binds the cameras' endpoints."""
 
-    cameras: CameraRegistry
-    port: int
-
-    def place(self, cam: Camera) -> Place: ...
+    def place(self, cam: Camera) -> Place:
+        """Where ``cam`` is reachable (its own ONVIF port, 0 while it has none)."""
+        ...
 
 
 @dataclass
@@ -132,12 +131,18 @@ def _udp(family: socket.AddressFamily) -> socket.socket:
 class DiscoveryService:
     """App component: WS-Discovery for every camera of the registry, plus mDNS."""
 
-    def __init__(self, app: App, web: WebLike) -> None:
-        self.app = app
-        self.web = web
-        self.cfg = app.cfg
-        self.addressing = app.addressing
-        self.dcfg = app.cfg.discovery
+    def __init__(
+        self,
+        cfg: Config,
+        cameras: CameraRegistry,
+        addressing: Addressing,
+        endpoints: Endpoints,
+    ) -> None:
+        self.cfg = cfg
+        self.cameras = cameras
+        self.addressing = addressing
+        self.endpoints = endpoints
+        self.dcfg = cfg.discovery
         self.core = Responder(
             instance_id=int(time.time()),
             max_delay=self.dcfg.max_delay,
@@ -150,7 +155,7 @@ class DiscoveryService:
             replies_per_s=float(self.dcfg.replies_per_s),
             source_interval=self.dcfg.source_interval,
         )
-        self.stats = self.core.stats
+        self.counters = self.core.stats
         self.port = 0
         self.ifaces: list[netif.Iface] = []
         self.mdns: MdnsAdvertiser | None = None
@@ -180,7 +185,7 @@ class DiscoveryService:
         self._running = False
         self._drops_logged = {k: 0 for k in _DROP_KEYS}
         self._removed: set[str] = set()  # EPRs of cameras removed for good
-        web.cameras.on_removed.append(self._camera_removed)
+        cameras.on_removed.append(self._camera_removed)
         self._last_drop_log = -1e9
 
     # ------------------------------------------------------------------ lifecycle
@@ -233,7 +238,7 @@ class DiscoveryService:
                 await self._sender
         self._close_sockets()
         self._save_versions()
-        s = self.stats
+        s = self.counters
         log.debug("discovery: counters %s", dict(sorted(s.items())))
         if s["received"]:
             log.info(
@@ -269,11 +274,11 @@ class DiscoveryService:
         """One line per PRESSURE_LOG seconds while requests are dropped or refused."""
         if now - self._last_drop_log < PRESSURE_LOG:
             return
-        new = {k: self.stats[k] - self._drops_logged[k] for k in _DROP_KEYS}
+        new = {k: self.counters[k] - self._drops_logged[k] for k in _DROP_KEYS}
         if not any(new.values()):
             return
         self._last_drop_log = now
-        self._drops_logged = {k: self.stats[k] for k in _DROP_KEYS}
+        self._drops_logged = {k: self.counters[k] for k in _DROP_KEYS}
         log.warning(
             "discovery: under load: %d replies dropped (backlog over [discovery] max_backlog "
             "= %d datagrams or max_backlog_bytes = %d), %d requests over "
@@ -286,6 +291,15 @@ class DiscoveryService:
             new["unicast_refused"],
             len(self.core.backlog),
         )
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Counters of the responder (datagrams, replies, drops, sends) plus the current
+        backlog, announced cameras and mDNS registrations."""
+        out: dict[str, int | float | dict[str, int]] = dict(self.counters)
+        out["backlog"] = len(self.core.backlog)
+        out["announced"] = len(self.core.targets)
+        out["mdns_registered"] = self.mdns.registered if self.mdns is not None else 0
+        return out
 
     def ready_info(self) -> dict[str, str]:
         """The discovery port for the ready line."""
@@ -481,12 +495,12 @@ class DiscoveryService:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self.stats["recv_error"] += 1
+                self.counters["recv_error"] += 1
                 log.debug("discovery: receive failed: %s", exc)
                 return
             if flags & socket.MSG_TRUNC:
-                self.stats["received"] += 1
-                self.stats["oversized"] += 1
+                self.counters["received"] += 1
+                self.counters["oversized"] += 1
                 continue
             local, dest, ifindex = _pktinfo(anc)
             if kind == "cam" and not local:
@@ -495,7 +509,7 @@ class DiscoveryService:
             try:
                 self._handle(data, src, local, multicast, ifindex, kind)
             except Exception:
-                self.stats["internal_error"] += 1
+                self.counters["internal_error"] += 1
                 log.exception("discovery: handling a datagram from %s failed", src[0])
 
     def _handle(
@@ -605,7 +619,7 @@ class DiscoveryService:
             out = self._reply_out(r)
             if out is not None:
                 return out
-            self.stats["send_error"] += 1
+            self.counters["send_error"] += 1
         due = [self._heap[0][0]] if self._heap else []
         later = backlog.next_due(now) if self._running else None
         if later is not None:
@@ -647,7 +661,7 @@ class DiscoveryService:
                 if out.tries < 50:
                     self._push(now + 0.002 * out.tries, out)
                 else:
-                    self.stats["send_dropped"] += 1
+                    self.counters["send_dropped"] += 1
             sent += 1
             if sent % 32 == 0:
                 await asyncio.sleep(0)
@@ -670,18 +684,18 @@ class DiscoveryService:
             else:
                 sock.sendto(data, out.dest)
         except (BlockingIOError, InterruptedError):
-            self.stats["send_retry"] += 1
+            self.counters["send_retry"] += 1
             return False
         except OSError as exc:
             if exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EADDRNOTAVAIL):
                 # EADDRNOTAVAIL: an address still in duplicate address detection
-                self.stats["send_retry"] += 1
+                self.counters["send_retry"] += 1
                 return False
-            self.stats["send_error"] += 1
+            self.counters["send_error"] += 1
             log.debug("discovery: send to %s failed: %s", out.dest[0], exc)
             return True
-        self.stats["sent"] += 1
-        self.stats["sent_bytes"] += len(data)
+        self.counters["sent"] += 1
+        self.counters["sent_bytes"] += len(data)
         return True
 
     async def _drain(self, limit: float) -> None:
@@ -694,12 +708,12 @@ class DiscoveryService:
 
     # ------------------------------------------------------------------ the registry
     def _cam_addrs(self) -> list[str]:
-        reg = self.web.cameras
+        reg = self.cameras
         return [c.address for c in reg.cameras.values() if c.address]
 
     def _target(self, cam: Camera) -> Target:
         scopes = tuple(dict.fromkeys([*cam.fixed_scopes, *cam.config_scopes, *cam.added_scopes]))
-        host, xaddr = self.addressing.discovery_xaddr(self.web.place(cam))
+        host, xaddr = self.addressing.discovery_xaddr(self.endpoints.place(cam))
         return Target(
             key=cam.key,
             epr=f"urn:uuid:{cam.uuid}",
@@ -717,11 +731,11 @@ class DiscoveryService:
         self._avoid = self._cam_addrs()
         targets: list[Target] = []
         mdns: list[MdnsCamera] = []
-        for cam in list(self.web.cameras.cameras.values()):
+        for cam in list(self.cameras.cameras.values()):
             first = self._first_seen.setdefault(cam.key, now)
             if cam.discovery_mode != "Discoverable":
                 continue
-            if not cam.bound:
+            if not self.endpoints.place(cam).onvif_port:
                 since = self._unbound_since.setdefault(cam.key, now)
                 if now - first < SETTLE:
                     continue  # a new camera whose endpoint is still starting
@@ -754,7 +768,7 @@ class DiscoveryService:
 
     def _forget_removed(self) -> None:
         """After their Bye: drop what is kept for cameras that are gone for good."""
-        cams = self.web.cameras.cameras
+        cams = self.cameras.cameras
         for table in (self._first_seen, self._unbound_since, self._mdns_last):
             for key in [k for k in table if k not in cams]:
                 del table[key]
@@ -788,7 +802,7 @@ class DiscoveryService:
             addrs = (t.host,)
         else:
             addrs = tuple(self._mdns_addrs)
-        place = self.web.place(cam)
+        place = self.endpoints.place(cam)
         port = place.onvif_port or self.addressing.http_port
         path = (
             "/onvif/device_service"

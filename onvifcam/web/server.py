@@ -25,9 +25,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from onvifcam.addressing import Arrival, Place, url_host
+from onvifcam.addressing import Addressing, Arrival, Place, url_host
 from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
-from onvifcam.media.stream import Stream
+from onvifcam.config import Config
+from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.netutil import (
     SERVER_HOST,
     binding,
@@ -46,13 +47,18 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.state import StateStore
 from onvifcam.web.api import cameras_json
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import landing_page
 
-if typing.TYPE_CHECKING:
-    from onvifcam.app import App
+
+class RtspListen(typing.Protocol):
+    """What the web component needs from the RTSP server: serving a camera's own address."""
+
+    async def listen(
+        self, host: str, port: int, role: str, setting: str, host_setting: str
+    ) -> asyncio.base_events.Server: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +103,18 @@ def _bind(
 class WebServer:
     """The app component serving ONVIF and snapshots over HTTP."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.cfg = app.cfg
-        self.addressing = app.addressing
-        self.store = StateStore(self.cfg.server.state_dir)
-        self.cameras = CameraRegistry(self.cfg, self.store, app.registry)
+    def __init__(
+        self,
+        cfg: Config,
+        cameras: CameraRegistry,
+        streams: StreamRegistry,
+        addressing: Addressing,
+        rtsp: RtspListen,
+    ) -> None:
+        self.cfg = cfg
+        self.addressing = addressing
+        self.cameras = cameras
+        self._rtsp_server = rtsp
         self.dispatcher = Dispatcher(
             operation_table(),
             clock_skew=self.cfg.onvif.clock_skew,
@@ -116,6 +128,7 @@ class WebServer:
         self._factory: Callable[[], GuardedHandler] | None = None
         self._sites: dict[str, list[Listener]] = {}
         self._by_sock: dict[tuple[str, int], Camera] = {}
+        self._bound: dict[str, tuple[str, int]] = {}  # camera key -> its ONVIF socket
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
@@ -123,8 +136,7 @@ class WebServer:
         self.cameras.on_added.append(self._camera_added)
         self.cameras.on_removed.append(self._camera_removed)
         if self.cfg.onvif.enabled:
-            app.registry.listeners.append(self.cameras.stream_changed)
-            app.registry.listeners.append(self._stream_changed)
+            streams.listeners.append(self._stream_changed)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -148,7 +160,6 @@ class WebServer:
         site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
-        self.cameras.load()  # configured cameras, auto cameras seen before, live paths
         for cam in list(self.cameras.cameras.values()):
             await self._start_camera(cam)
         self._started = True
@@ -167,6 +178,7 @@ class WebServer:
             await self._runner.cleanup()
         self._sites.clear()
         self._by_sock.clear()
+        self._bound.clear()
         self.snapshots.close()
 
     def tick(self, now: float) -> None:
@@ -178,6 +190,21 @@ class WebServer:
         # A stream's cached JPEG can never be served again once its publisher left.
         if what == "unpublish":
             self.snapshots.forget(stream.path)
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Counters: endpoints bound, HTTP caps and errors, SOAP and snapshot work."""
+        d, snap = self.dispatcher, self.snapshots
+        return {
+            "camera_endpoints": len(self._by_sock),
+            "camera_rtsp_listeners": len(self._rtsp),
+            "http": self.http.stats(),
+            "soap": {
+                "requests": d.requests,
+                "faults": d.faults,
+                "auth_failures": d.auth_failures,
+            },
+            "snapshots": {"decodes": snap.decodes, "hits": snap.hits},
+        }
 
     def ready_info(self) -> dict[str, str]:
         """The main HTTP port for the ready line."""
@@ -208,7 +235,7 @@ class WebServer:
         sites = self._sites.pop(cam.key, [])
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
-        cam.bound = []
+        self._bound.pop(cam.key, None)
         for site in sites:
             self._spawn(site.stop())
 
@@ -271,7 +298,7 @@ class WebServer:
                 return
             self._sites[cam.key] = [site]
             self._by_sock[(bound[0], bound[1])] = cam
-            cam.bound = [(bound[0], bound[1])]
+            self._bound[cam.key] = (bound[0], bound[1])
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
@@ -300,9 +327,9 @@ class WebServer:
         """With ``rtsp_listen``, serve RTSP on the camera's own address too."""
         if not (cam.address and cam.cfg.rtsp_listen) or cam.key in self._rtsp:
             return
-        port = cam.cfg.rtsp_port or self.app.rtsp.port
+        port = self.addressing.rtsp_port_of(self.place(cam))
         try:
-            self._rtsp[cam.key] = await self.app.rtsp.listen(
+            self._rtsp[cam.key] = await self._rtsp_server.listen(
                 cam.address, port, *camera_rtsp_listener(self.cfg.cameras, cam)
             )
         except OSError as exc:
@@ -318,7 +345,7 @@ class WebServer:
             await site.stop()
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
-        cam.bound = []
+        self._bound.pop(cam.key, None)
 
     def _schedule_reboot(self, cam: Camera) -> None:
         async def reboot() -> None:
@@ -357,7 +384,7 @@ class WebServer:
             slug=cam.slug,
             path=cam.path,
             address=cam.address,
-            onvif_port=cam.bound[0][1] if cam.bound else 0,
+            onvif_port=self._bound[cam.key][1] if cam.key in self._bound else 0,
             rtsp_port=cam.cfg.rtsp_port,
             own_rtsp=cam.key in self._rtsp,
         )
@@ -371,9 +398,14 @@ class WebServer:
             host_header=request.host,
         )
 
-    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str]:
-        """``onvif_url``, ``rtsp_url`` and ``snapshot_url`` of a camera, ready to paste."""
-        return self.addressing.urls(self.place(cam), self._arrival(request)).as_dict()
+    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]:
+        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
+        ``snapshot_url``, ready to paste."""
+        place = self.place(cam)
+        return {
+            "port": place.onvif_port,
+            **self.addressing.urls(place, self._arrival(request)).as_dict(),
+        }
 
     def _context(
         self, cam: Camera, request: web.Request, prefix: str
