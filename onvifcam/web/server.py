@@ -134,6 +134,7 @@ class WebServer:
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
         self.cameras.on_added.append(self._camera_added)
+        self.cameras.on_updated.append(self._camera_updated)
         self.cameras.on_removed.append(self._camera_removed)
         if self.cfg.onvif.enabled:
             streams.listeners.append(self._stream_changed)
@@ -236,8 +237,26 @@ class WebServer:
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
         self._bound.pop(cam.key, None)
+        rtsp = self._rtsp.pop(cam.key, None)
+        if rtsp is not None:
+            rtsp.close()
         for site in sites:
             self._spawn(site.stop())
+
+    def _camera_updated(self, old: Camera, new: Camera) -> None:
+        """A camera's configuration changed: its endpoint restarts for the new one (on the
+        same port when it can)."""
+        new.on_reboot = self._schedule_reboot
+        if new.path != old.path or new.sub_path != old.sub_path:
+            self.snapshots.forget(old.path)
+            self.snapshots.forget(old.sub_path)
+
+        async def restart() -> None:
+            await self._stop_camera(old)
+            await self._start_camera(new)
+
+        if self._started:
+            self._spawn(restart())
 
     def _spawn(self, coro: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -255,7 +274,7 @@ class WebServer:
         out = []
         if o.port_range_start <= preferred <= o.port_range_end:
             out.append(preferred)
-        taken = {int(c.doc.get("port") or 0) for c in self.cameras.cameras.values() if c is not cam}
+        taken = {c.state.port for c in self.cameras.cameras.values() if c is not cam}
         for p in range(o.port_range_start, o.port_range_end + 1):
             if p not in used and p not in taken and p not in out:
                 out.append(p)
