@@ -289,14 +289,15 @@ class WebServer:
         self._sites[cam.key] = reserved  # reserved while binding
         host = cam.address or self.cfg.server.host
         candidates = self._port_candidates(cam)
+        fixed = bool(cam.cfg.onvif_port or (cam.address and not cam.auto))
         last = self._last_port.get(cam.key)
-        if last and candidates[:1] != [last]:
-            candidates.insert(0, last)  # a rebooted camera keeps its port
+        if last and not fixed and candidates[:1] != [last]:
+            candidates.insert(0, last)  # a rebooted (or updated) camera keeps its port
         for port in candidates:
             try:
                 sock = _bind(host, port, *camera_listener(self.cfg.cameras, cam))
             except OSError as exc:
-                if cam.cfg.onvif_port or (cam.address and not cam.auto):
+                if fixed:
                     log.error(
                         "onvif: %s; camera %r is still reachable at /onvif/%s/device_service "
                         "on the main port",
