@@ -75,6 +75,26 @@ RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 PRESSURE_LOG = 10.0  # seconds between two log lines about dropped or refused requests
 _DROP_KEYS = ("backlog_dropped", "unicast_refused", "rate_limited")
+_STAT_KEYS = (  # always in stats(), even while zero
+    "received",
+    "probe",
+    "probe_match",
+    "hello_sent",
+    "bye_sent",
+    "malformed",
+    "oversized",
+    "foreign",
+    "rate_limited",
+    "unicast_refused",
+    "backlog_dropped",
+    "sent",
+    "sent_bytes",
+    "send_retry",
+    "send_error",
+    "send_dropped",
+    "recv_error",
+    "internal_error",
+)
 _LOCAL_NETS = ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10")
 _ANC = socket.CMSG_SPACE(32)
 _PORT_KEY = "--discovery-port or [discovery] port"
@@ -295,7 +315,8 @@ class DiscoveryService:
     def stats(self) -> dict[str, int | float | dict[str, int]]:
         """Counters of the responder (datagrams, replies, drops, sends) plus the current
         backlog, announced cameras and mDNS registrations."""
-        out: dict[str, int | float | dict[str, int]] = dict(self.counters)
+        out: dict[str, int | float | dict[str, int]] = {k: 0 for k in _STAT_KEYS}
+        out.update(self.counters)
         out["backlog"] = len(self.core.backlog)
         out["announced"] = len(self.core.targets)
         out["mdns_registered"] = self.mdns.registered if self.mdns is not None else 0
