@@ -13,6 +13,7 @@ from typing import Protocol
 
 from onvifcam import __version__
 from onvifcam.addressing import Addressing, url_host
+from onvifcam.auth.gate import Gate
 from onvifcam.cameras import CameraRegistry
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
@@ -24,6 +25,7 @@ from onvifcam.rtsp.server import RtspServer
 from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
+from onvifcam.whip.server import WhipServer
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,17 @@ class App:
         if cfg.onvif.enabled:
             self.registry.listeners.append(self.cameras.stream_changed)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
+        self.gate = Gate(cfg)  # publish admission shared by the ingests
+        self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
         self.rtsp.auth.camera_users = self.cameras.rtsp_users  # NVRs log in with ONVIF users
-        self.web = WebServer(cfg, self.cameras, self.registry, self.addressing, self.rtsp)
+        self.web = WebServer(
+            cfg,
+            self.cameras,
+            self.registry,
+            self.addressing,
+            self.rtsp,
+            routes=[self.whip] if self.whip is not None else [],
+        )
         self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(
@@ -77,6 +88,8 @@ class App:
             )
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
+        if self.whip is not None:
+            self.components.append(self.whip)
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -137,6 +150,8 @@ class App:
         publish = f"publish to {rtsp}/PATH"
         if "rtmp_port" in info:
             publish += f" or rtmp://{host}:{info['rtmp_port']}/APP/KEY (path APP/KEY)"
+        if "http_port" in info and self.whip is not None:
+            publish += f" or WHIP http://{host}:{info['http_port']}/whip/PATH"
         if self.login is not None:
             log.info(
                 "onvif: cameras without their own credentials need user %r, password %r "

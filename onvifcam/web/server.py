@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from aiohttp import web
@@ -50,6 +50,12 @@ from onvifcam.onvif.soap import (
 from onvifcam.web.api import cameras_json
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import landing_page
+
+
+class Routes(typing.Protocol):
+    """A component serving HTTP routes of its own on the main port (WHIP...)."""
+
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
 
 
 class RtspListen(typing.Protocol):
@@ -110,11 +116,13 @@ class WebServer:
         streams: StreamRegistry,
         addressing: Addressing,
         rtsp: RtspListen,
+        routes: Sequence[Routes] = (),
     ) -> None:
         self.cfg = cfg
         self.addressing = addressing
         self.cameras = cameras
         self._rtsp_server = rtsp
+        self._routes = list(routes)  # other components' HTTP routes on the main port
         self.dispatcher = Dispatcher(
             operation_table(),
             clock_skew=self.cfg.onvif.clock_skew,
@@ -148,6 +156,8 @@ class WebServer:
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        for r in self._routes:
+            r.add_routes(aio.router)  # e.g. /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
             aio, access_log=None, handle_signals=False, handler_cancellation=True
         )
