@@ -18,8 +18,9 @@ Both leave through one global token bucket (``send_rate``), announcements first,
 answered by a thousand cameras spreads over the random APP_MAX_DELAY window without
 overflowing socket buffers. Directed Probes are answered only for sources in
 ``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
-The camera registry has no change notifications: ``tick`` polls it and the sans-I/O
-:class:`Responder` turns the difference into Hello and Bye.
+``tick`` (and a Probe) compares the camera registry with what was announced and the
+sans-I/O :class:`Responder` turns the difference into Hello and Bye; a removed camera is
+heard of through the registry's ``on_removed``. XAddrs come from :mod:`onvifcam.addressing`.
 """
 
 from __future__ import annotations

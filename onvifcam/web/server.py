@@ -8,8 +8,10 @@ One aiohttp runner serves several sockets:
   ``/onvif/device_service`` (the path many NVRs assume) and the sibling services.
 
 Which camera a request is for comes from the socket it arrived on (camera sockets) or the
-name in the path (main port). XAddrs and URIs carry the camera's own address, else the
-``advertise`` setting, else the address the request arrived on - never 0.0.0.0.
+name in the path (main port). The hosts and ports in XAddrs and URIs come from
+:mod:`onvifcam.addressing` for the request's :class:`~onvifcam.addressing.Arrival` and the
+camera's :class:`~onvifcam.addressing.Place`. This component owns the cameras' sockets:
+which port each camera is bound to, and the cameras' own RTSP listeners.
 """
 
 from __future__ import annotations
