@@ -18,9 +18,12 @@ Both leave through one global token bucket (``send_rate``), announcements first,
 answered by a thousand cameras spreads over the random APP_MAX_DELAY window without
 overflowing socket buffers. Directed Probes are answered only for sources in
 ``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
-``tick`` (and a Probe) compares the camera registry with what was announced and the
-sans-I/O :class:`Responder` turns the difference into Hello and Bye; a removed camera is
-heard of through the registry's ``on_removed``. XAddrs come from :mod:`onvifcam.addressing`.
+Hello goes out when the web component says a camera's endpoint is settled (bound, rebound
+after a reboot or an update, or given up: main port only), Bye when the registry removes a
+camera; the sans-I/O :class:`Responder` turns the difference between the registry and what
+was announced into Hello and Bye. ``tick`` (and a Probe) still re-reads the registry for
+what clients change over ONVIF (scopes, discovery mode) until those become events. XAddrs
+come from :mod:`onvifcam.addressing`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import socket
 import struct
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +75,6 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 SO_RCVBUF_SIZE = 1 << 20
-SETTLE = 2.0  # seconds an unbound new camera waits for its endpoint before its Hello
 RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 PRESSURE_LOG = 10.0  # seconds between two log lines about dropped or refused requests
@@ -106,11 +109,12 @@ _ADVICE = (
 
 
 class Endpoints(typing.Protocol):
-    """What discovery needs from the component that binds the cameras' endpoints."""
+    """What discovery needs from the component that binds the cameras' endpoints: it calls
+    every ``on_endpoint`` function with a camera and its :class:`Place` once the camera's
+    endpoint is settled (bound: ``onvif_port`` set; or given up: reachable on the main
+    port only), again after a reboot or an update."""
 
-    def place(self, cam: Camera) -> Place:
-        """Where ``cam`` is reachable (its own ONVIF port, 0 while it has none)."""
-        ...
+    on_endpoint: list[Callable[[Camera, Place], None]]
 
 
 @dataclass
@@ -194,9 +198,8 @@ class DiscoveryService:
         self._sender: asyncio.Task[None] | None = None
         self._tokens = 0.0
         self._last_refill = 0.0
-        self._first_seen: dict[str, float] = {}
-        self._unbound_since: dict[str, float] = {}
-        self._mdns_last: dict[str, MdnsCamera] = {}
+        # camera key -> (where it is reachable, its reboot count then), once settled
+        self._placed: dict[str, tuple[Place, int]] = {}
         self._last_sync = -1e9
         self._last_rescan = 0.0
         self._versions_path = Path(self.cfg.server.state_dir) / "discovery.json"
@@ -207,6 +210,7 @@ class DiscoveryService:
         self._drops_logged = {k: 0 for k in _DROP_KEYS}
         self._removed: set[str] = set()  # EPRs of cameras removed for good
         cameras.on_removed.append(self._camera_removed)
+        endpoints.on_endpoint.append(self._endpoint_settled)
         self._last_drop_log = -1e9
 
     # ------------------------------------------------------------------ lifecycle
@@ -733,9 +737,9 @@ class DiscoveryService:
         reg = self.cameras
         return [c.address for c in reg.cameras.values() if c.address]
 
-    def _target(self, cam: Camera) -> Target:
+    def _target(self, cam: Camera, place: Place, generation: int) -> Target:
         scopes = tuple(dict.fromkeys([*cam.fixed_scopes, *cam.config_scopes, *cam.added_scopes]))
-        host, xaddr = self.addressing.discovery_xaddr(self.endpoints.place(cam))
+        host, xaddr = self.addressing.discovery_xaddr(place)
         return Target(
             key=cam.key,
             epr=f"urn:uuid:{cam.uuid}",
@@ -744,7 +748,7 @@ class DiscoveryService:
             xaddr=xaddr,
             host=host,
             address=cam.address,
-            generation=cam.reboots,
+            generation=generation,
         )
 
     def _sync(self, now: float) -> None:
@@ -754,26 +758,14 @@ class DiscoveryService:
         targets: list[Target] = []
         mdns: list[MdnsCamera] = []
         for cam in list(self.cameras.cameras.values()):
-            first = self._first_seen.setdefault(cam.key, now)
-            if cam.discovery_mode != "Discoverable":
-                continue
-            if not self.endpoints.place(cam).onvif_port:
-                since = self._unbound_since.setdefault(cam.key, now)
-                if now - first < SETTLE:
-                    continue  # a new camera whose endpoint is still starting
-                old = self.core.targets.get(cam.key)
-                if old is not None and now - since < SETTLE:
-                    targets.append(old)  # a reboot in progress: keep what was announced
-                    if cam.key in self._mdns_last:
-                        mdns.append(self._mdns_last[cam.key])
-                    continue
-            else:
-                self._unbound_since.pop(cam.key, None)
-            t = self._target(cam)
+            placed = self._placed.get(cam.key)
+            if placed is None or cam.discovery_mode != "Discoverable":
+                continue  # endpoint still starting (announced once it is settled), or silent
+            place, generation = placed
+            t = self._target(cam, place, generation)
             targets.append(t)
             if self.mdns is not None and not is_loopback(cam.address):
-                m = self._mdns_last[cam.key] = self._mdns_camera(cam, t)
-                mdns.append(m)
+                mdns.append(self._mdns_camera(cam, t, place))
         if self._running:
             hello, bye = self.core.update(targets)
             for t in bye:
@@ -784,16 +776,25 @@ class DiscoveryService:
             self.mdns.update(mdns)
         self._forget_removed()
 
+    def _endpoint_settled(self, cam: Camera, place: Place) -> None:
+        """Endpoint callback: ``cam`` is reachable at ``place`` (bound, rebound after a
+        reboot or an update, or on the main port only): Hello (again) now."""
+        self._placed[cam.key] = (place, cam.reboots)
+        if self._running:
+            self._sync(asyncio.get_running_loop().time())
+
     def _camera_removed(self, cam: Camera) -> None:
-        """Registry callback: a camera is gone for good (its state file too)."""
+        """Registry callback: a camera is gone for good (its state file too): Bye now."""
         self._removed.add(f"urn:uuid:{cam.uuid}")
+        self._placed.pop(cam.key, None)
+        if self._running:
+            self._sync(asyncio.get_running_loop().time())
 
     def _forget_removed(self) -> None:
         """After their Bye: drop what is kept for cameras that are gone for good."""
         cams = self.cameras.cameras
-        for table in (self._first_seen, self._unbound_since, self._mdns_last):
-            for key in [k for k in table if k not in cams]:
-                del table[key]
+        for key in [k for k in self._placed if k not in cams]:
+            del self._placed[key]
         if self._removed:
             live = {t.epr for t in self.core.targets.values()}
             self.core.forget(self._removed - live)
@@ -817,14 +818,13 @@ class DiscoveryService:
             return
         self.mdns = adv
 
-    def _mdns_camera(self, cam: Camera, t: Target) -> MdnsCamera:
+    def _mdns_camera(self, cam: Camera, t: Target, place: Place) -> MdnsCamera:
         if cam.address:
             addrs: tuple[str, ...] = (cam.address,)
         elif _is_ip(t.host) and not is_loopback(t.host):
             addrs = (t.host,)
         else:
             addrs = tuple(self._mdns_addrs)
-        place = self.endpoints.place(cam)
         port = place.onvif_port or self.addressing.http_port
         path = (
             "/onvif/device_service"

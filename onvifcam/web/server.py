@@ -139,6 +139,9 @@ class WebServer:
         self._sites: dict[str, list[Listener]] = {}
         self._by_sock: dict[tuple[str, int], Camera] = {}
         self._bound: dict[str, tuple[str, int]] = {}  # camera key -> its ONVIF socket
+        # called with (camera, place) once a camera's endpoint is settled: bound, or given
+        # up (reachable on the main port only); becomes EndpointBound events on the bus
+        self.on_endpoint: list[Callable[[Camera, Place], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
@@ -318,6 +321,7 @@ class WebServer:
                         cam.slug,
                     )
                     del self._sites[cam.key]
+                    self._settled(cam)
                     return
                 continue
             bound = sock.getsockname()[:2]
@@ -342,6 +346,7 @@ class WebServer:
                 shown,
                 bound[1],
             )
+            self._settled(cam)
             return
         del self._sites[cam.key]
         log.error(
@@ -349,6 +354,16 @@ class WebServer:
             "(--onvif-ports); widen the range, or set it to 0 for any free port",
             cam.name,
         )
+        self._settled(cam)
+
+    def _settled(self, cam: Camera) -> None:
+        """Tell the ``on_endpoint`` subscribers where ``cam`` is reachable now."""
+        place = self.place(cam)
+        for fn in self.on_endpoint:
+            try:
+                fn(cam, place)
+            except Exception:
+                log.exception("onvif: endpoint subscriber failed for camera %r", cam.name)
 
     def _listener(self, sock: socket.socket) -> Listener:
         """Serve ``sock`` behind the shared HTTP caps and deadlines."""

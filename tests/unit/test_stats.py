@@ -3,6 +3,7 @@ documented key present from the start (metrics and the API read it without guess
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ class NoRtsp:
 
 
 class NoEndpoints:
-    def place(self, cam: Camera) -> Place:
-        return Place(cam.slug, cam.path)
+    def __init__(self) -> None:
+        self.on_endpoint: list[Callable[[Camera, Place], None]] = []
 
 
 def _shape(stats: dict[str, Any]) -> None:
