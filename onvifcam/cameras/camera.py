@@ -160,6 +160,13 @@ class Camera:
         self.state.uuid = self.state.mac = self.state.serial = ""
         self._ensure_identity()
 
+    @property
+    def doc(self) -> dict[str, Any]:
+        """Persisted keys without a typed field in :class:`CameraState` (settings other
+        components keep with the camera, e.g. DeviceIO relays): read and change them here,
+        then :meth:`save`. Everything else lives in ``state``."""
+        return self.state.extra
+
     def save(self) -> None:
         """Persist the camera's document (atomic write); kept in memory while not ``persist``."""
         if self.persist:

@@ -222,3 +222,15 @@ def test_add_and_update_refuse_clashes(tmp_path: Path) -> None:
     stale = Camera("Nope", CameraConfig(path="n"), reg.cfg, reg.store, reg.streams, auto=False)
     with pytest.raises(RegistryError, match="no camera"):
         reg.update(stale, CameraConfig(name="Nope", path="n"))
+
+
+def test_untyped_settings_of_other_components_persist(tmp_path: Path) -> None:
+    reg, _ = world(tmp_path)
+    reg.load()
+    cam = reg.cameras["Lobby"]
+    cam.doc["relays"] = {"Relay_1": {"mode": "Monostable"}}
+    cam.save()
+    reg2, _ = world(tmp_path)
+    reg2.load()
+    assert reg2.cameras["Lobby"].doc["relays"] == {"Relay_1": {"mode": "Monostable"}}
+    assert reg2.cameras["Lobby"].uuid == cam.uuid
