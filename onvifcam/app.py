@@ -17,6 +17,7 @@ from onvifcam.auth.gate import Gate
 from onvifcam.cameras import CameraRegistry
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
+from onvifcam.events import EventBus, stream_listener
 from onvifcam.firststart import with_admin_password
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
@@ -64,9 +65,10 @@ class App:
             media_timeout=lim.media_timeout,
             max_streams=lim.max_streams,
         )
+        self.bus = EventBus()
         self.addressing = Addressing(cfg.server)
         self.store = StateStore(cfg.server.state_dir)
-        self.cameras = CameraRegistry(cfg, self.store, self.registry)
+        self.cameras = CameraRegistry(cfg, self.store, self.registry, bus=self.bus)
         if cfg.onvif.enabled:
             self.registry.listeners.append(self.cameras.stream_changed)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
@@ -79,13 +81,15 @@ class App:
             self.registry,
             self.addressing,
             self.rtsp,
+            self.bus,
             routes=[self.whip] if self.whip is not None else [],
         )
+        # after the camera registry's and WebServer's listeners, so a publish has created
+        # its camera before the event
+        self.registry.listeners.append(stream_listener(self.bus))
         self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(
-                DiscoveryService(cfg, self.cameras, self.addressing, endpoints=self.web)
-            )
+            self.components.append(DiscoveryService(cfg, self.cameras, self.addressing, self.bus))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         if self.whip is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from onvifcam.cameras.camera import Camera, slugify
 from onvifcam.cameras.model import CameraState
 from onvifcam.config import CameraConfig, Config
+from onvifcam.events import CameraAdded, CameraRemoved, CameraUpdated, EventBus
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.state import StateStore
 
@@ -32,7 +33,8 @@ class RegistryError(ValueError):
 class CameraRegistry:
     """Every camera by key, created from the configuration, at run time (:meth:`add`) and
     from publishes (auto cameras). Subscribers of ``on_added``, ``on_updated`` (old, new)
-    and ``on_removed`` hear of every change."""
+    and ``on_removed`` get the Camera objects (the web component, which owns their
+    sockets); everyone else reads CameraAdded / CameraUpdated / CameraRemoved on ``bus``."""
 
     cfg: Config
     store: StateStore
@@ -42,6 +44,7 @@ class CameraRegistry:
     on_updated: list[Callable[[Camera, Camera], None]] = field(default_factory=list)
     on_removed: list[Callable[[Camera], None]] = field(default_factory=list)
     loaded: bool = False
+    bus: EventBus | None = None  # CameraAdded / CameraUpdated / CameraRemoved go here
     counters: dict[str, int] = field(
         default_factory=lambda: {"added": 0, "updated": 0, "removed": 0, "refused": 0}
     )
@@ -140,6 +143,8 @@ class CameraRegistry:
         log.info("onvif: camera %r updated", new.name)
         for fn in self.on_updated:
             fn(cam, new)
+        if self.bus is not None:
+            self.bus.publish(CameraUpdated(new.key))
         return new
 
     def _check(self, key: str, cfg: CameraConfig, replacing: Camera | None) -> None:
@@ -191,6 +196,8 @@ class CameraRegistry:
         log.info("onvif: camera %r removed: %s", cam.name, reason)
         for fn in self.on_removed:
             fn(cam)
+        if self.bus is not None:
+            self.bus.publish(CameraRemoved(cam.key))
 
     def _add(self, cam: Camera) -> None:
         for other in self.cameras.values():
@@ -206,6 +213,8 @@ class CameraRegistry:
         self.counters["added"] += 1
         for fn in self.on_added:
             fn(cam)
+        if self.bus is not None:
+            self.bus.publish(CameraAdded(cam.key, cam.name))
 
     def stream_changed(self, stream: Stream, what: str) -> None:
         """StreamRegistry listener: auto cameras on publish, last-seen values on changes."""

@@ -18,12 +18,13 @@ Both leave through one global token bucket (``send_rate``), announcements first,
 answered by a thousand cameras spreads over the random APP_MAX_DELAY window without
 overflowing socket buffers. Directed Probes are answered only for sources in
 ``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
-Hello goes out when the web component says a camera's endpoint is settled (bound, rebound
-after a reboot or an update, or given up: main port only), Bye when the registry removes a
-camera; the sans-I/O :class:`Responder` turns the difference between the registry and what
-was announced into Hello and Bye. ``tick`` (and a Probe) still re-reads the registry for
-what clients change over ONVIF (scopes, discovery mode) until those become events. XAddrs
-come from :mod:`onvifcam.addressing`.
+Hello goes out on EndpointBound (from the web component: a camera's endpoint is settled:
+bound, rebound after a reboot or an update, or given up so it is on the main port only),
+Bye on CameraRemoved (from the registry), both read from the event bus; the sans-I/O
+:class:`Responder` turns the difference between the registry and what was announced into
+Hello and Bye. ``tick`` (and a Probe) still re-reads the registry for what clients change
+over ONVIF (scopes, discovery mode), which are not events yet. XAddrs come from
+:mod:`onvifcam.addressing`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import socket
 import struct
 import time
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from onvifcam.discovery.wsdiscovery import (
     is_loopback,
     retransmit_offsets,
 )
+from onvifcam.events import CameraRemoved, CameraUpdated, EndpointBound, Event, EventBus
 from onvifcam.netutil import binding
 from onvifcam.state import atomic_write
 
@@ -108,15 +109,6 @@ _ADVICE = (
 )
 
 
-class Endpoints(typing.Protocol):
-    """What discovery needs from the component that binds the cameras' endpoints: it calls
-    every ``on_endpoint`` function with a camera and its :class:`Place` once the camera's
-    endpoint is settled (bound: ``onvif_port`` set; or given up: reachable on the main
-    port only), again after a reboot or an update."""
-
-    on_endpoint: list[Callable[[Camera, Place], None]]
-
-
 @dataclass
 class _Out:
     sock: socket.socket
@@ -161,12 +153,11 @@ class DiscoveryService:
         cfg: Config,
         cameras: CameraRegistry,
         addressing: Addressing,
-        endpoints: Endpoints,
+        bus: EventBus,
     ) -> None:
         self.cfg = cfg
         self.cameras = cameras
         self.addressing = addressing
-        self.endpoints = endpoints
         self.dcfg = cfg.discovery
         self.core = Responder(
             instance_id=int(time.time()),
@@ -200,6 +191,7 @@ class DiscoveryService:
         self._last_refill = 0.0
         # camera key -> (where it is reachable, its reboot count then), once settled
         self._placed: dict[str, tuple[Place, int]] = {}
+        self._eprs: dict[str, str] = {}  # camera key -> EPR address, for its removal
         self._last_sync = -1e9
         self._last_rescan = 0.0
         self._versions_path = Path(self.cfg.server.state_dir) / "discovery.json"
@@ -209,8 +201,7 @@ class DiscoveryService:
         self._running = False
         self._drops_logged = {k: 0 for k in _DROP_KEYS}
         self._removed: set[str] = set()  # EPRs of cameras removed for good
-        cameras.on_removed.append(self._camera_removed)
-        endpoints.on_endpoint.append(self._endpoint_settled)
+        bus.subscribe(self._on_event, EndpointBound, CameraRemoved, CameraUpdated)
         self._last_drop_log = -1e9
 
     # ------------------------------------------------------------------ lifecycle
@@ -776,25 +767,32 @@ class DiscoveryService:
             self.mdns.update(mdns)
         self._forget_removed()
 
-    def _endpoint_settled(self, cam: Camera, place: Place) -> None:
-        """Endpoint callback: ``cam`` is reachable at ``place`` (bound, rebound after a
-        reboot or an update, or on the main port only): Hello (again) now."""
-        self._placed[cam.key] = (place, cam.reboots)
-        if self._running:
-            self._sync(asyncio.get_running_loop().time())
-
-    def _camera_removed(self, cam: Camera) -> None:
-        """Registry callback: a camera is gone for good (its state file too): Bye now."""
-        self._removed.add(f"urn:uuid:{cam.uuid}")
-        self._placed.pop(cam.key, None)
+    def _on_event(self, ev: Event) -> None:
+        """EndpointBound: the camera is reachable there (bound, rebound after a reboot or an
+        update, or on the main port only): Hello (again). CameraRemoved: gone for good (its
+        state file too): Bye. CameraUpdated: announce what changed. EndpointUnbound is not
+        heard: what was announced stays until the endpoint is back or the camera is gone."""
+        if isinstance(ev, EndpointBound):
+            cam = self.cameras.cameras.get(ev.camera)
+            if cam is None:
+                return
+            place = Place(cam.slug, cam.path, ev.address, ev.port, cam.cfg.rtsp_port, ev.own_rtsp)
+            self._placed[cam.key] = (place, cam.reboots)
+            self._eprs[cam.key] = f"urn:uuid:{cam.uuid}"
+        elif isinstance(ev, CameraRemoved):
+            self._placed.pop(ev.camera, None)
+            epr = self._eprs.pop(ev.camera, None)
+            if epr is not None:
+                self._removed.add(epr)
         if self._running:
             self._sync(asyncio.get_running_loop().time())
 
     def _forget_removed(self) -> None:
         """After their Bye: drop what is kept for cameras that are gone for good."""
         cams = self.cameras.cameras
-        for key in [k for k in self._placed if k not in cams]:
-            del self._placed[key]
+        for table in (self._placed, self._eprs):
+            for key in [k for k in table if k not in cams]:
+                del table[key]
         if self._removed:
             live = {t.epr for t in self.core.targets.values()}
             self.core.forget(self._removed - live)

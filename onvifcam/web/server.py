@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -28,8 +29,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from onvifcam.addressing import Addressing, Arrival, Place, url_host
-from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
+from onvifcam.cameras import ADMIN, MAIN_PROFILE, Camera, CameraRegistry, User
 from onvifcam.config import Config
+from onvifcam.events import EndpointBound, EndpointUnbound, EventBus
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.netutil import (
     SERVER_HOST,
@@ -38,6 +40,8 @@ from onvifcam.netutil import (
     camera_rtsp_listener,
 )
 from onvifcam.onvif import device, media, media2
+from onvifcam.onvif.deviceio import DeviceIO
+from onvifcam.onvif.events import EventService, TriggerError
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
 from onvifcam.onvif.soap import (
     CONTENT_TYPE,
@@ -74,15 +78,21 @@ SERVICES = {
     "device_service": "device",
     "media_service": "media",
     "media2_service": "media2",
+    "events_service": "events",
+    "deviceio_service": "deviceio",
 }
 _WILDCARD = ("", "0.0.0.0", "::")
 
 
-def operation_table() -> OperationTable:
-    """Every SOAP operation of every service."""
+def operation_table(events: EventService | None = None) -> OperationTable:
+    """Every SOAP operation of every service; Events and DeviceIO are bound to ``events``
+    (and its DeviceIO), or to fresh ones on a private event bus."""
     table = OperationTable()
     for mod in (device, media, media2):
         table.merge(mod.ops)
+    events = events if events is not None else EventService()
+    table.merge(events.io.ops)
+    table.merge(events.ops)
     return table
 
 
@@ -118,15 +128,19 @@ class WebServer:
         streams: StreamRegistry,
         addressing: Addressing,
         rtsp: RtspListen,
+        bus: EventBus,
         routes: Sequence[Routes] = (),
     ) -> None:
         self.cfg = cfg
         self.addressing = addressing
         self.cameras = cameras
+        self.bus = bus
         self._rtsp_server = rtsp
         self._routes = list(routes)  # other components' HTTP routes on the main port
+        self.io = DeviceIO(bus)
+        self.events = EventService(bus, self.io, self.cameras)
         self.dispatcher = Dispatcher(
-            operation_table(),
+            operation_table(self.events),
             clock_skew=self.cfg.onvif.clock_skew,
             nonce_rate_per_user=self.cfg.onvif.nonce_rate_per_user,
             max_nonces=self.cfg.onvif.max_nonces,
@@ -139,9 +153,6 @@ class WebServer:
         self._sites: dict[str, list[Listener]] = {}
         self._by_sock: dict[tuple[str, int], Camera] = {}
         self._bound: dict[str, tuple[str, int]] = {}  # camera key -> its ONVIF socket
-        # called with (camera, place) once a camera's endpoint is settled: bound, or given
-        # up (reachable on the main port only); becomes EndpointBound events on the bus
-        self.on_endpoint: list[Callable[[Camera, Place], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
@@ -161,6 +172,7 @@ class WebServer:
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
         for r in self._routes:
             r.add_routes(aio.router)  # e.g. /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
@@ -178,10 +190,12 @@ class WebServer:
         self._sites["*main*"] = [site]
         for cam in list(self.cameras.cameras.values()):
             await self._start_camera(cam)
+        await self.events.start()
         self._started = True
 
     async def stop(self) -> None:
         """Close every socket and the snapshot workers."""
+        await self.events.stop()  # long polls return before the runner waits for handlers
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -257,6 +271,8 @@ class WebServer:
             rtsp.close()
         for site in sites:
             self._spawn(site.stop())
+        if sites:
+            self.bus.publish(EndpointUnbound(cam.key, "removed"))
 
     def _camera_updated(self, old: Camera, new: Camera) -> None:
         """A camera's configuration changed: its endpoint restarts for the new one (on the
@@ -267,7 +283,7 @@ class WebServer:
             self.snapshots.forget(old.sub_path)
 
         async def restart() -> None:
-            await self._stop_camera(old)
+            await self._stop_camera(old, "update")
             await self._start_camera(new)
 
         if self._started:
@@ -357,13 +373,11 @@ class WebServer:
         self._settled(cam)
 
     def _settled(self, cam: Camera) -> None:
-        """Tell the ``on_endpoint`` subscribers where ``cam`` is reachable now."""
+        """EndpointBound: where ``cam`` is reachable now (port 0: the main port only)."""
         place = self.place(cam)
-        for fn in self.on_endpoint:
-            try:
-                fn(cam, place)
-            except Exception:
-                log.exception("onvif: endpoint subscriber failed for camera %r", cam.name)
+        self.bus.publish(
+            EndpointBound(cam.key, place.onvif_port, place.address, own_rtsp=place.own_rtsp)
+        )
 
     def _listener(self, sock: socket.socket) -> Listener:
         """Serve ``sock`` behind the shared HTTP caps and deadlines."""
@@ -384,7 +398,7 @@ class WebServer:
             return
         log.info("onvif: camera %r serves RTSP at rtsp://%s:%d/", cam.name, cam.address, port)
 
-    async def _stop_camera(self, cam: Camera) -> None:
+    async def _stop_camera(self, cam: Camera, reason: str) -> None:
         rtsp = self._rtsp.pop(cam.key, None)
         if rtsp is not None:
             rtsp.close()
@@ -393,12 +407,13 @@ class WebServer:
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
         self._bound.pop(cam.key, None)
+        self.bus.publish(EndpointUnbound(cam.key, reason))
 
     def _schedule_reboot(self, cam: Camera) -> None:
         async def reboot() -> None:
             await asyncio.sleep(1.0)
             log.info("onvif: camera %r reboots", cam.name)
-            await self._stop_camera(cam)
+            await self._stop_camera(cam, "reboot")
             await self._start_camera(cam)
 
         self._spawn(reboot())
@@ -455,7 +470,7 @@ class WebServer:
         }
 
     def _context(
-        self, cam: Camera, request: web.Request, prefix: str
+        self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
         addressing = self.addressing
         place = self.place(cam)
@@ -483,6 +498,7 @@ class WebServer:
                 http_port=port,
                 rtsp_port=rtsp_port,
                 multicast=self.cfg.rtsp.multicast,
+                subscription=subscription,
             )
 
         return make
@@ -526,9 +542,10 @@ class WebServer:
             return self._fault(
                 Fault("ter:InvalidArgVal", "malformed request body", status=400), close=True
             )
-        resp = self.dispatcher.dispatch(
+        sid = request.query.get("subscription", "")[:64] if service == "events_service" else ""
+        resp = await self.dispatcher.dispatch_async(
             data,
-            self._context(cam, request, prefix),
+            self._context(cam, request, prefix, sid),
             cam,
             authorization=request.headers.get("Authorization"),
             method=request.method,
@@ -635,3 +652,51 @@ class WebServer:
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
             },
         )
+
+    async def _api_trigger(self, request: web.Request) -> web.Response:
+        """POST /api/cameras/{camera}/events: motion or a digital input, from outside."""
+        name = request.match_info["camera"]
+        cam = self.cameras.find(name)
+        if cam is None:
+            return web.json_response({"error": f"no camera {name[:80]!r}"}, status=404)
+        denied = self._trigger_auth(cam, request)
+        if denied is not None:
+            return denied
+        try:
+            payload = await request.json()
+        except (ValueError, RecursionError) as exc:
+            why = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
+            return web.json_response({"error": f"the body is not JSON: {why}"}, status=400)
+        try:
+            result = self.events.trigger(cam, payload)
+        except TriggerError as exc:
+            log.info("api: trigger on %r refused: %s", cam.name, exc)
+            return web.json_response(exc.to_json(), status=exc.status)
+        log.info("api: trigger on %r: %s", cam.name, result)
+        return web.json_response(result)
+
+    def _trigger_auth(self, cam: Camera, request: web.Request) -> web.Response | None:
+        """The camera's Administrator credentials (Digest or Basic); loopback clients need
+        none while ``[events] trigger_loopback_without_auth`` is on."""
+        if not cam.auth_required:
+            return None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if self.cfg.events.trigger_loopback_without_auth and peer:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(str(peer[0]).removeprefix("::ffff:")).is_loopback:
+                    return None
+        authz = request.headers.get("Authorization")
+        user = (
+            self.dispatcher.check_http(cam, authz, request.method, request.path_qs)
+            if authz
+            else None
+        )
+        if user is not None and user.level == ADMIN:
+            return None
+        resp = web.json_response(
+            {"error": f"camera {cam.name!r} needs its ONVIF Administrator credentials"},
+            status=401,
+        )
+        for k, v in self.dispatcher.digest.challenge_headers():
+            resp.headers.add(k, v)
+        return resp

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from onvifcam.app import App
 from onvifcam.config import CameraConfig
+from onvifcam.events import EndpointBound, EndpointUnbound, Event
 from tests.e2e.test_startup import _cfg
 from tests.helpers import free_port
 
@@ -55,6 +56,15 @@ def test_add_update_remove_move_the_endpoint(tmp_path: Path) -> None:
             cameras=[{"name": "Lobby", "path": "lobby", "auth": False}],
         )
         app = App(cfg)
+        seen: list[tuple[str, str, int | str]] = []
+
+        def endpoint(ev: Event) -> None:
+            if isinstance(ev, EndpointBound):
+                seen.append(("bound", ev.camera, ev.port))
+            elif isinstance(ev, EndpointUnbound):
+                seen.append(("unbound", ev.camera, ev.reason))
+
+        app.bus.subscribe(endpoint, EndpointBound, EndpointUnbound)
         await app.start()
         try:
             api = f"http://127.0.0.1:{app.web.port}/api/cameras"
@@ -96,6 +106,12 @@ def test_add_update_remove_move_the_endpoint(tmp_path: Path) -> None:
             await _until(lambda: not _listening("127.0.0.1", p2))
             now = await asyncio.to_thread(cams)
             assert "Dock" not in now and "Lobby" in now
+            assert [x for x in seen if x[1] == "Dock"] == [
+                ("bound", "Dock", p1),
+                ("unbound", "Dock", "update"),
+                ("bound", "Dock", p2),
+                ("unbound", "Dock", "removed"),
+            ]
             stats = app.web.stats()
             assert stats["camera_endpoints"] == 1 and stats["camera_rtsp_listeners"] == 0
         finally:

@@ -234,3 +234,24 @@ def test_untyped_settings_of_other_components_persist(tmp_path: Path) -> None:
     reg2.load()
     assert reg2.cameras["Lobby"].doc["relays"] == {"Relay_1": {"mode": "Monostable"}}
     assert reg2.cameras["Lobby"].uuid == cam.uuid
+
+
+def test_changes_are_events_on_the_bus(tmp_path: Path) -> None:
+    from onvifcam.events import CameraAdded, CameraRemoved, CameraUpdated, Event, EventBus
+
+    bus = EventBus()
+    got: list[Event] = []
+    bus.subscribe(got.append)
+    cfg = from_dict({"server": {"state_dir": str(tmp_path)}, "cameras": [{"path": "a"}]})
+    streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=5)
+    reg = CameraRegistry(cfg, StateStore(tmp_path), streams, bus=bus)
+    reg.load()
+    cam = reg.add(CameraConfig(name="Dock", path="dock"))
+    reg.update(cam, CameraConfig(name="Dock", path="dock2"))
+    reg.remove(reg.cameras["Dock"], "test")
+    assert [(type(e), e.camera) for e in got] == [  # type: ignore[attr-defined]
+        (CameraAdded, "a"),
+        (CameraAdded, "Dock"),
+        (CameraUpdated, "Dock"),
+        (CameraRemoved, "Dock"),
+    ]

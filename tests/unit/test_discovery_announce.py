@@ -1,4 +1,4 @@
-"""Discovery announces from endpoint and registry notifications, not from timing guesses:
+"""Discovery announces from endpoint and camera events on the bus, not from timing guesses:
 no Hello before a camera's endpoint is settled however long that takes, Hello when it is
 (again after a reboot), Bye when the registry removes the camera. The announcing step is
 recorded instead of sent (no sockets)."""
@@ -6,25 +6,26 @@ recorded instead of sent (no sockets)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
-from onvifcam.addressing import Addressing, Place
+from onvifcam.addressing import Addressing
 from onvifcam.cameras import Camera, CameraRegistry
 from onvifcam.config import from_dict
 from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.discovery.wsdiscovery import Target
+from onvifcam.events import EndpointBound, EventBus
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.state import StateStore
 
 
 class Endpoints:
-    def __init__(self) -> None:
-        self.on_endpoint: list[Callable[[Camera, Place], None]] = []
+    """What the web component publishes once a camera's endpoint is settled."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
 
     def settle(self, cam: Camera, port: int) -> None:
-        for fn in self.on_endpoint:
-            fn(cam, Place(cam.slug, cam.path, cam.address, onvif_port=port))
+        self.bus.publish(EndpointBound(cam.key, port, cam.address))
 
 
 def test_hello_follows_the_endpoint_and_bye_the_registry(tmp_path: Path) -> None:
@@ -36,10 +37,11 @@ def test_hello_follows_the_endpoint_and_bye_the_registry(tmp_path: Path) -> None
             }
         )
         streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=5)
-        cams = CameraRegistry(cfg, StateStore(tmp_path), streams)
+        bus = EventBus()
+        cams = CameraRegistry(cfg, StateStore(tmp_path), streams, bus=bus)
         cams.load()
-        ends = Endpoints()
-        disc = DiscoveryService(cfg, cams, Addressing(cfg.server), ends)
+        ends = Endpoints(bus)
+        disc = DiscoveryService(cfg, cams, Addressing(cfg.server), bus)
         said: list[tuple[str, bool, str, int]] = []
 
         def announce(t: Target, hello: bool) -> None:

@@ -3,14 +3,14 @@ documented key present from the start (metrics and the API read it without guess
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onvifcam.addressing import Addressing, Place
-from onvifcam.cameras import Camera, CameraRegistry
+from onvifcam.addressing import Addressing
+from onvifcam.cameras import CameraRegistry
 from onvifcam.config import from_dict
 from onvifcam.discovery.responder import DiscoveryService
+from onvifcam.events import EventBus
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.state import StateStore
 from onvifcam.web.server import WebServer
@@ -19,11 +19,6 @@ from onvifcam.web.server import WebServer
 class NoRtsp:
     async def listen(self, host: str, port: int, role: str, setting: str, host_setting: str) -> Any:
         raise OSError("not in this test")
-
-
-class NoEndpoints:
-    def __init__(self) -> None:
-        self.on_endpoint: list[Callable[[Camera, Place], None]] = []
 
 
 def _shape(stats: dict[str, Any]) -> None:
@@ -41,8 +36,9 @@ def test_components_share_one_stats_shape(tmp_path: Path) -> None:
     cams = CameraRegistry(cfg, StateStore(tmp_path), streams)
     cams.load()
     addressing = Addressing(cfg.server)
-    web = WebServer(cfg, cams, streams, addressing, NoRtsp())
-    disc = DiscoveryService(cfg, cams, addressing, NoEndpoints())
+    bus = EventBus()
+    web = WebServer(cfg, cams, streams, addressing, NoRtsp(), bus)
+    disc = DiscoveryService(cfg, cams, addressing, bus)
     try:
         for component in (cams, web, disc):
             _shape(component.stats())
