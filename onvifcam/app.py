@@ -10,18 +10,20 @@ import signal
 import sys
 import time
 from typing import Protocol
-from urllib.parse import quote
 
 from onvifcam import __version__
+from onvifcam.addressing import Addressing, url_host
 from onvifcam.auth.gate import Gate
+from onvifcam.cameras import CameraRegistry
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
-from onvifcam.events import CameraAdded, EventBus, stream_listener
-from onvifcam.firststart import display_host, url_host, with_admin_password
+from onvifcam.events import EventBus, stream_listener
+from onvifcam.firststart import with_admin_password
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
 from onvifcam.whip.server import WhipServer
@@ -46,7 +48,9 @@ class Component(Protocol):
 
 
 class App:
-    """Owns the configuration, the stream registry and every server (no global state)."""
+    """The composition root: owns the configuration, the stream and camera registries, the
+    state store, the addressing rules and the limiter, and hands each component only the
+    narrow things it uses (no global state; no module but cli.py imports this one)."""
 
     def __init__(self, cfg: Config) -> None:
         # no [onvif] credentials: cameras get a generated admin password (see firststart.py)
@@ -59,18 +63,31 @@ class App:
             media_timeout=lim.media_timeout,
             max_streams=lim.max_streams,
         )
-        self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         self.bus = EventBus()
+        self.addressing = Addressing(cfg.server)
+        self.store = StateStore(cfg.server.state_dir)
+        self.cameras = CameraRegistry(cfg, self.store, self.registry, bus=self.bus)
+        if cfg.onvif.enabled:
+            self.registry.listeners.append(self.cameras.stream_changed)
+        self.rtsp = RtspServer(cfg, self.registry, self.limiter)
         self.gate = Gate(cfg)  # publish admission shared by the ingests
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
-        web = WebServer(self)
-        self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
-        # after WebServer's listeners, so a publish has created its camera before the event
+        self.rtsp.auth.camera_users = self.cameras.rtsp_users  # NVRs log in with ONVIF users
+        self.web = WebServer(
+            cfg,
+            self.cameras,
+            self.registry,
+            self.addressing,
+            self.rtsp,
+            self.bus,
+            routes=[self.whip] if self.whip is not None else [],
+        )
+        # after the camera registry's and WebServer's listeners, so a publish has created
+        # its camera before the event
         self.registry.listeners.append(stream_listener(self.bus))
-        web.cameras.on_added.append(lambda cam: self.bus.publish(CameraAdded(cam.key, cam.name)))
-        self.components: list[Component] = [web]
+        self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(DiscoveryService(self, web))
+            self.components.append(DiscoveryService(cfg, self.cameras, self.addressing, self.bus))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         if self.whip is not None:
@@ -91,6 +108,9 @@ class App:
         started: list[Component] = []
         try:
             await self.rtsp.start(s.host, s.rtsp_port)
+            self.addressing.rtsp_port = self.rtsp.port
+            if self.cfg.onvif.enabled:
+                self.cameras.load()  # configured cameras, auto ones seen before, live paths
             for c in self.components:
                 started.append(c)  # a half-started component is stopped too
                 await c.start()
@@ -127,7 +147,7 @@ class App:
 
     def _log_where(self, info: dict[str, str]) -> None:
         """Log the ONVIF login and the URLs to paste (never 0.0.0.0)."""
-        host = url_host(display_host(self.cfg.server))
+        host = url_host(self.addressing.host())
         rtsp = f"rtsp://{host}:{info['rtsp_port']}"
         publish = f"publish to {rtsp}/PATH"
         if "rtmp_port" in info:
@@ -156,21 +176,10 @@ class App:
                 info["http_port"],
                 rtsp,
             )
-        web = next((c for c in self.components if isinstance(c, WebServer)), None)
-        cams = list(web.cameras.cameras.values()) if web is not None else []
+        cams = list(self.cameras.cameras.values())
         for cam in cams[:_LOGGED_CAMERAS]:
-            port = cam.bound[0][1] if cam.bound else int(info["http_port"])
-            where = "/onvif/device_service" if cam.bound else f"/onvif/{cam.slug}/device_service"
-            log.info(
-                "onvif: camera %r: http://%s:%d%s, stream rtsp://%s:%d/%s",
-                cam.name,
-                url_host(cam.address) if cam.address else host,
-                port,
-                where,
-                url_host(cam.address) if cam.address and cam.cfg.rtsp_listen else host,
-                cam.cfg.rtsp_port or self.rtsp.port,
-                quote(cam.path, safe="/"),
-            )
+            urls = self.addressing.urls(self.web.place(cam))
+            log.info("onvif: camera %r: %s, stream %s", cam.name, urls.onvif_url, urls.rtsp_url)
         if len(cams) > _LOGGED_CAMERAS:
             log.info(
                 "onvif: %d more cameras: GET /api/cameras lists them", len(cams) - _LOGGED_CAMERAS
@@ -230,7 +239,7 @@ class App:
         log.info(
             "onvifcam %s serving rtsp://%s:%d/%s",
             __version__,
-            url_host(display_host(s)),
+            url_host(self.addressing.host()),
             self.rtsp.port,
             " (listening on every address)" if s.host in ("", "0.0.0.0", "::") else "",
         )

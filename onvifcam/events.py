@@ -86,6 +86,26 @@ class CameraRemoved(Event):
 
 
 @dataclass(frozen=True)
+class EndpointBound(Event):
+    """A camera's ONVIF endpoint is settled: bound at ``port`` on ``address`` (its own, or
+    "" for the server's), or ``port`` 0 when it could not bind one and is reachable on the
+    main port only. Sent again after a reboot or an update rebinds it."""
+
+    camera: str
+    port: int
+    address: str = ""
+    own_rtsp: bool = False  # it serves RTSP on its own address too
+
+
+@dataclass(frozen=True)
+class EndpointUnbound(Event):
+    """A camera's ONVIF endpoint closed (``reason``: "reboot", "update" or "removed")."""
+
+    camera: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class MotionChanged(Event):
     """Motion started (``state`` true) or stopped on a camera's video source."""
 

@@ -1,4 +1,4 @@
-"""Safe first start: the generated ONVIF admin password and the address to print in URLs.
+"""Safe first start: the generated ONVIF admin password.
 
 Unless ``[onvif] username`` is set or ``[onvif] auth = false``, every camera without its own
 credentials gets the user ``admin`` with a password generated once (:mod:`secrets`) and kept
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import secrets
@@ -18,8 +17,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from onvifcam.config import Config, ServerConfig
-from onvifcam.discovery import netif
+from onvifcam.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -152,35 +150,3 @@ def with_admin_password(cfg: Config) -> tuple[Config, AdminLogin | None]:
     onvif = dataclasses.replace(o, username=ADMIN_USER, password=password)
     login = AdminLogin(ADMIN_USER, password, Path(cfg.server.state_dir) / PASSWORD_FILE, new)
     return dataclasses.replace(cfg, onvif=onvif), login
-
-
-def url_host(host: str) -> str:
-    """``host`` as it goes into a URL (IPv6 in brackets)."""
-    with contextlib.suppress(ValueError):
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    return host
-
-
-def display_host(server: ServerConfig, table: list[netif.Iface] | None = None) -> str:
-    """The address to print in URLs a user pastes: never 0.0.0.0.
-
-    The listening host if it is specific, else ``advertise``, else the first up, non-loopback
-    interface's IPv4 address (not link-local), else 127.0.0.1.
-    """
-    if server.host not in netif.WILDCARD:
-        return server.host
-    if server.advertise:
-        return server.advertise
-    try:
-        ifaces = netif.interfaces() if table is None else table
-    except OSError:  # pragma: no cover - no interface list at all
-        ifaces = []
-    for i in ifaces:
-        if not i.up or i.loopback:
-            continue
-        for a in i.ipv4:
-            ip = ipaddress.ip_address(a)
-            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
-                return a
-    return "127.0.0.1"

@@ -1,4 +1,4 @@
-"""Listening sockets that fail with a useful message, and a pasteable host for log lines.
+"""Listening sockets that fail with a useful message.
 
 Every bind site wraps its ``bind`` / ``create_server`` / ``create_datagram_endpoint`` in
 :func:`binding`, which turns the bare ``[Errno 98] Address already in use`` into a
@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import errno as errnos
 import socket
-import time
 import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-from onvifcam.discovery import netif
 
 if typing.TYPE_CHECKING:
     from onvifcam.cameras import Camera
     from onvifcam.config import CameraConfig
 
 SERVER_HOST = "--host or [server] host"
-_WILDCARD = ("", "0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
@@ -171,31 +167,3 @@ def camera_rtsp_listener(cameras: Sequence[CameraConfig], cam: Camera) -> tuple[
         f"{entry}.rtsp_port, else --rtsp-port",
         f"{entry}.address",
     )
-
-
-_host_cache: tuple[float, str] = (-1e9, "")
-
-
-def url_host(host: str, advertise: str = "") -> str:
-    """A host to paste into a URL for a server listening on ``host`` (for log lines).
-
-    ``advertise`` wins; a specific address is itself; for the wildcard it is the first
-    non-loopback IPv4 address of an interface that is up (looked up at most every 30 s),
-    else 127.0.0.1. IPv6 addresses come in brackets.
-    """
-    global _host_cache
-    chosen = advertise or host
-    if chosen in _WILDCARD:
-        now = time.monotonic()
-        if now - _host_cache[0] > 30.0:
-            found = "127.0.0.1"
-            try:
-                for i in netif.interfaces():
-                    if i.up and not i.loopback and i.ipv4:
-                        found = i.ipv4[0]
-                        break
-            except Exception:  # an address for a log line is never worth failing for
-                pass
-            _host_cache = (now, found)
-        chosen = _host_cache[1]
-    return f"[{chosen}]" if ":" in chosen else chosen

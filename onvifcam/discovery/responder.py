@@ -18,8 +18,13 @@ Both leave through one global token bucket (``send_rate``), announcements first,
 answered by a thousand cameras spreads over the random APP_MAX_DELAY window without
 overflowing socket buffers. Directed Probes are answered only for sources in
 ``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
-The camera registry has no change notifications: ``tick`` polls it and the sans-I/O
-:class:`Responder` turns the difference into Hello and Bye.
+Hello goes out on EndpointBound (from the web component: a camera's endpoint is settled:
+bound, rebound after a reboot or an update, or given up so it is on the main port only),
+Bye on CameraRemoved (from the registry), both read from the event bus; the sans-I/O
+:class:`Responder` turns the difference between the registry and what was announced into
+Hello and Bye. ``tick`` (and a Probe) still re-reads the registry for what clients change
+over ONVIF (scopes, discovery mode), which are not events yet. XAddrs come from
+:mod:`onvifcam.addressing`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from urllib.parse import quote
 
 import ifaddr
 
+from onvifcam.addressing import Addressing, Place
+from onvifcam.config import Config
 from onvifcam.discovery import netif
 from onvifcam.discovery.mdns import MdnsAdvertiser, MdnsCamera
 from onvifcam.discovery.wsdiscovery import (
@@ -55,11 +62,11 @@ from onvifcam.discovery.wsdiscovery import (
     is_loopback,
     retransmit_offsets,
 )
+from onvifcam.events import CameraRemoved, CameraUpdated, EndpointBound, Event, EventBus
 from onvifcam.netutil import binding
 from onvifcam.state import atomic_write
 
 if typing.TYPE_CHECKING:
-    from onvifcam.app import App
     from onvifcam.cameras import Camera, CameraRegistry
 
 log = logging.getLogger(__name__)
@@ -69,11 +76,30 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 SO_RCVBUF_SIZE = 1 << 20
-SETTLE = 2.0  # seconds an unbound new camera waits for its endpoint before its Hello
 RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 PRESSURE_LOG = 10.0  # seconds between two log lines about dropped or refused requests
 _DROP_KEYS = ("backlog_dropped", "unicast_refused", "rate_limited")
+_STAT_KEYS = (  # always in stats(), even while zero
+    "received",
+    "probe",
+    "probe_match",
+    "hello_sent",
+    "bye_sent",
+    "malformed",
+    "oversized",
+    "foreign",
+    "rate_limited",
+    "unicast_refused",
+    "backlog_dropped",
+    "sent",
+    "sent_bytes",
+    "send_retry",
+    "send_error",
+    "send_dropped",
+    "recv_error",
+    "internal_error",
+)
 _LOCAL_NETS = ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10")
 _ANC = socket.CMSG_SPACE(32)
 _PORT_KEY = "--discovery-port or [discovery] port"
@@ -81,13 +107,6 @@ _ADVICE = (
     "stop the program holding it; on another port (or 0) only Probes sent straight to that "
     "port are answered, not the multicast ones clients send to 3702"
 )
-
-
-class WebLike(typing.Protocol):
-    """What discovery needs from the ONVIF web component."""
-
-    cameras: CameraRegistry
-    port: int
 
 
 @dataclass
@@ -129,11 +148,17 @@ def _udp(family: socket.AddressFamily) -> socket.socket:
 class DiscoveryService:
     """App component: WS-Discovery for every camera of the registry, plus mDNS."""
 
-    def __init__(self, app: App, web: WebLike) -> None:
-        self.app = app
-        self.web = web
-        self.cfg = app.cfg
-        self.dcfg = app.cfg.discovery
+    def __init__(
+        self,
+        cfg: Config,
+        cameras: CameraRegistry,
+        addressing: Addressing,
+        bus: EventBus,
+    ) -> None:
+        self.cfg = cfg
+        self.cameras = cameras
+        self.addressing = addressing
+        self.dcfg = cfg.discovery
         self.core = Responder(
             instance_id=int(time.time()),
             max_delay=self.dcfg.max_delay,
@@ -146,7 +171,7 @@ class DiscoveryService:
             replies_per_s=float(self.dcfg.replies_per_s),
             source_interval=self.dcfg.source_interval,
         )
-        self.stats = self.core.stats
+        self.counters = self.core.stats
         self.port = 0
         self.ifaces: list[netif.Iface] = []
         self.mdns: MdnsAdvertiser | None = None
@@ -164,9 +189,9 @@ class DiscoveryService:
         self._sender: asyncio.Task[None] | None = None
         self._tokens = 0.0
         self._last_refill = 0.0
-        self._first_seen: dict[str, float] = {}
-        self._unbound_since: dict[str, float] = {}
-        self._mdns_last: dict[str, MdnsCamera] = {}
+        # camera key -> (where it is reachable, its reboot count then), once settled
+        self._placed: dict[str, tuple[Place, int]] = {}
+        self._eprs: dict[str, str] = {}  # camera key -> EPR address, for its removal
         self._last_sync = -1e9
         self._last_rescan = 0.0
         self._versions_path = Path(self.cfg.server.state_dir) / "discovery.json"
@@ -176,7 +201,7 @@ class DiscoveryService:
         self._running = False
         self._drops_logged = {k: 0 for k in _DROP_KEYS}
         self._removed: set[str] = set()  # EPRs of cameras removed for good
-        web.cameras.on_removed.append(self._camera_removed)
+        bus.subscribe(self._on_event, EndpointBound, CameraRemoved, CameraUpdated)
         self._last_drop_log = -1e9
 
     # ------------------------------------------------------------------ lifecycle
@@ -229,7 +254,7 @@ class DiscoveryService:
                 await self._sender
         self._close_sockets()
         self._save_versions()
-        s = self.stats
+        s = self.counters
         log.debug("discovery: counters %s", dict(sorted(s.items())))
         if s["received"]:
             log.info(
@@ -265,11 +290,11 @@ class DiscoveryService:
         """One line per PRESSURE_LOG seconds while requests are dropped or refused."""
         if now - self._last_drop_log < PRESSURE_LOG:
             return
-        new = {k: self.stats[k] - self._drops_logged[k] for k in _DROP_KEYS}
+        new = {k: self.counters[k] - self._drops_logged[k] for k in _DROP_KEYS}
         if not any(new.values()):
             return
         self._last_drop_log = now
-        self._drops_logged = {k: self.stats[k] for k in _DROP_KEYS}
+        self._drops_logged = {k: self.counters[k] for k in _DROP_KEYS}
         log.warning(
             "discovery: under load: %d replies dropped (backlog over [discovery] max_backlog "
             "= %d datagrams or max_backlog_bytes = %d), %d requests over "
@@ -282,6 +307,16 @@ class DiscoveryService:
             new["unicast_refused"],
             len(self.core.backlog),
         )
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Counters of the responder (datagrams, replies, drops, sends) plus the current
+        backlog, announced cameras and mDNS registrations."""
+        out: dict[str, int | float | dict[str, int]] = {k: 0 for k in _STAT_KEYS}
+        out.update(self.counters)
+        out["backlog"] = len(self.core.backlog)
+        out["announced"] = len(self.core.targets)
+        out["mdns_registered"] = self.mdns.registered if self.mdns is not None else 0
+        return out
 
     def ready_info(self) -> dict[str, str]:
         """The discovery port for the ready line."""
@@ -477,12 +512,12 @@ class DiscoveryService:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self.stats["recv_error"] += 1
+                self.counters["recv_error"] += 1
                 log.debug("discovery: receive failed: %s", exc)
                 return
             if flags & socket.MSG_TRUNC:
-                self.stats["received"] += 1
-                self.stats["oversized"] += 1
+                self.counters["received"] += 1
+                self.counters["oversized"] += 1
                 continue
             local, dest, ifindex = _pktinfo(anc)
             if kind == "cam" and not local:
@@ -491,7 +526,7 @@ class DiscoveryService:
             try:
                 self._handle(data, src, local, multicast, ifindex, kind)
             except Exception:
-                self.stats["internal_error"] += 1
+                self.counters["internal_error"] += 1
                 log.exception("discovery: handling a datagram from %s failed", src[0])
 
     def _handle(
@@ -601,7 +636,7 @@ class DiscoveryService:
             out = self._reply_out(r)
             if out is not None:
                 return out
-            self.stats["send_error"] += 1
+            self.counters["send_error"] += 1
         due = [self._heap[0][0]] if self._heap else []
         later = backlog.next_due(now) if self._running else None
         if later is not None:
@@ -643,7 +678,7 @@ class DiscoveryService:
                 if out.tries < 50:
                     self._push(now + 0.002 * out.tries, out)
                 else:
-                    self.stats["send_dropped"] += 1
+                    self.counters["send_dropped"] += 1
             sent += 1
             if sent % 32 == 0:
                 await asyncio.sleep(0)
@@ -666,18 +701,18 @@ class DiscoveryService:
             else:
                 sock.sendto(data, out.dest)
         except (BlockingIOError, InterruptedError):
-            self.stats["send_retry"] += 1
+            self.counters["send_retry"] += 1
             return False
         except OSError as exc:
             if exc.errno in (errno.ENOBUFS, errno.EAGAIN, errno.EADDRNOTAVAIL):
                 # EADDRNOTAVAIL: an address still in duplicate address detection
-                self.stats["send_retry"] += 1
+                self.counters["send_retry"] += 1
                 return False
-            self.stats["send_error"] += 1
+            self.counters["send_error"] += 1
             log.debug("discovery: send to %s failed: %s", out.dest[0], exc)
             return True
-        self.stats["sent"] += 1
-        self.stats["sent_bytes"] += len(data)
+        self.counters["sent"] += 1
+        self.counters["sent_bytes"] += len(data)
         return True
 
     async def _drain(self, limit: float) -> None:
@@ -690,29 +725,21 @@ class DiscoveryService:
 
     # ------------------------------------------------------------------ the registry
     def _cam_addrs(self) -> list[str]:
-        reg = self.web.cameras
+        reg = self.cameras
         return [c.address for c in reg.cameras.values() if c.address]
 
-    def _target(self, cam: Camera) -> Target:
+    def _target(self, cam: Camera, place: Place, generation: int) -> Target:
         scopes = tuple(dict.fromkeys([*cam.fixed_scopes, *cam.config_scopes, *cam.added_scopes]))
-        if cam.bound:
-            bhost, port = cam.bound[0]
-            path = "/onvif/device_service"
-        else:
-            bhost, port = self.cfg.server.host, self.web.port
-            path = f"/onvif/{quote(cam.slug)}/device_service"
-        host = cam.address or self.cfg.server.advertise
-        if not host and bhost not in netif.WILDCARD:
-            host = bhost
+        host, xaddr = self.addressing.discovery_xaddr(place)
         return Target(
             key=cam.key,
             epr=f"urn:uuid:{cam.uuid}",
             types=ONVIF_TYPES,
             scopes=scopes,
-            xaddr=f"http://{{host}}:{port}{path}",
+            xaddr=xaddr,
             host=host,
             address=cam.address,
-            generation=cam.reboots,
+            generation=generation,
         )
 
     def _sync(self, now: float) -> None:
@@ -721,27 +748,15 @@ class DiscoveryService:
         self._avoid = self._cam_addrs()
         targets: list[Target] = []
         mdns: list[MdnsCamera] = []
-        for cam in list(self.web.cameras.cameras.values()):
-            first = self._first_seen.setdefault(cam.key, now)
-            if cam.discovery_mode != "Discoverable":
-                continue
-            if not cam.bound:
-                since = self._unbound_since.setdefault(cam.key, now)
-                if now - first < SETTLE:
-                    continue  # a new camera whose endpoint is still starting
-                old = self.core.targets.get(cam.key)
-                if old is not None and now - since < SETTLE:
-                    targets.append(old)  # a reboot in progress: keep what was announced
-                    if cam.key in self._mdns_last:
-                        mdns.append(self._mdns_last[cam.key])
-                    continue
-            else:
-                self._unbound_since.pop(cam.key, None)
-            t = self._target(cam)
+        for cam in list(self.cameras.cameras.values()):
+            placed = self._placed.get(cam.key)
+            if placed is None or cam.discovery_mode != "Discoverable":
+                continue  # endpoint still starting (announced once it is settled), or silent
+            place, generation = placed
+            t = self._target(cam, place, generation)
             targets.append(t)
             if self.mdns is not None and not is_loopback(cam.address):
-                m = self._mdns_last[cam.key] = self._mdns_camera(cam, t)
-                mdns.append(m)
+                mdns.append(self._mdns_camera(cam, t, place))
         if self._running:
             hello, bye = self.core.update(targets)
             for t in bye:
@@ -752,14 +767,30 @@ class DiscoveryService:
             self.mdns.update(mdns)
         self._forget_removed()
 
-    def _camera_removed(self, cam: Camera) -> None:
-        """Registry callback: a camera is gone for good (its state file too)."""
-        self._removed.add(f"urn:uuid:{cam.uuid}")
+    def _on_event(self, ev: Event) -> None:
+        """EndpointBound: the camera is reachable there (bound, rebound after a reboot or an
+        update, or on the main port only): Hello (again). CameraRemoved: gone for good (its
+        state file too): Bye. CameraUpdated: announce what changed. EndpointUnbound is not
+        heard: what was announced stays until the endpoint is back or the camera is gone."""
+        if isinstance(ev, EndpointBound):
+            cam = self.cameras.cameras.get(ev.camera)
+            if cam is None:
+                return
+            place = Place(cam.slug, cam.path, ev.address, ev.port, cam.cfg.rtsp_port, ev.own_rtsp)
+            self._placed[cam.key] = (place, cam.reboots)
+            self._eprs[cam.key] = f"urn:uuid:{cam.uuid}"
+        elif isinstance(ev, CameraRemoved):
+            self._placed.pop(ev.camera, None)
+            epr = self._eprs.pop(ev.camera, None)
+            if epr is not None:
+                self._removed.add(epr)
+        if self._running:
+            self._sync(asyncio.get_running_loop().time())
 
     def _forget_removed(self) -> None:
         """After their Bye: drop what is kept for cameras that are gone for good."""
-        cams = self.web.cameras.cameras
-        for table in (self._first_seen, self._unbound_since, self._mdns_last):
+        cams = self.cameras.cameras
+        for table in (self._placed, self._eprs):
             for key in [k for k in table if k not in cams]:
                 del table[key]
         if self._removed:
@@ -785,21 +816,25 @@ class DiscoveryService:
             return
         self.mdns = adv
 
-    def _mdns_camera(self, cam: Camera, t: Target) -> MdnsCamera:
+    def _mdns_camera(self, cam: Camera, t: Target, place: Place) -> MdnsCamera:
         if cam.address:
             addrs: tuple[str, ...] = (cam.address,)
         elif _is_ip(t.host) and not is_loopback(t.host):
             addrs = (t.host,)
         else:
             addrs = tuple(self._mdns_addrs)
-        port = cam.bound[0][1] if cam.bound else self.web.port
-        path = "/onvif/device_service" if cam.bound else f"/onvif/{quote(cam.slug)}/device_service"
+        port = place.onvif_port or self.addressing.http_port
+        path = (
+            "/onvif/device_service"
+            if place.onvif_port
+            else f"/onvif/{quote(cam.slug)}/device_service"
+        )
         return MdnsCamera(
             key=cam.key,
             name=cam.name,
             hostname=cam.hostname,
             addresses=addrs,
-            rtsp_port=cam.cfg.rtsp_port or self.app.rtsp.port,
+            rtsp_port=self.addressing.rtsp_port_of(place),
             rtsp_path=cam.path,
             http_port=port,
             http_path=path,

@@ -20,6 +20,7 @@ import time
 import typing
 from collections.abc import Iterable
 
+from onvifcam.addressing import sdp_host
 from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SdpError, SessionDescription
@@ -860,11 +861,8 @@ class RtspServer:
         return self.udp_rtp_transport is not None
 
     def advertised_host(self, local_ip: str) -> str:
-        """The address to put in URLs: the advertise setting, else the one the client used."""
-        adv = self.cfg.server.advertise
-        if adv:
-            return adv
-        return local_ip if local_ip not in ("0.0.0.0", "::") else "127.0.0.1"
+        """The address to put in the SDP (:func:`onvifcam.addressing.sdp_host`)."""
+        return sdp_host(self.cfg.server, local_ip)
 
     async def start(self, host: str, port: int) -> None:
         """Bind the RTSP listener and the UDP ports."""

@@ -7,14 +7,15 @@ from typing import Any
 
 from onvifcam.cameras import Camera, CameraRegistry
 
-CameraUrls = Callable[[Camera], dict[str, str]]
+CameraUrls = Callable[[Camera], dict[str, Any]]
 
 
 def cameras_json(
     registry: CameraRegistry, now: float, urls: CameraUrls | None = None
 ) -> dict[str, Any]:
-    """Every camera: name, path, endpoint port, identity, online state and video, plus the
-    ``onvif_url``, ``rtsp_url`` and ``snapshot_url`` that ``urls`` gives for it."""
+    """Every camera: name, path, identity, online state and video, plus what ``urls`` gives
+    for it (the web component: its endpoint ``port``, ``onvif_url``, ``rtsp_url`` and
+    ``snapshot_url``)."""
     out = []
     for cam in registry.cameras.values():
         entry = cam.summary()

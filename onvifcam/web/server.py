@@ -8,8 +8,10 @@ One aiohttp runner serves several sockets:
   ``/onvif/device_service`` (the path many NVRs assume) and the sibling services.
 
 Which camera a request is for comes from the socket it arrived on (camera sockets) or the
-name in the path (main port). XAddrs and URIs carry the camera's own address, else the
-``advertise`` setting, else the address the request arrived on - never 0.0.0.0.
+name in the path (main port). The hosts and ports in XAddrs and URIs come from
+:mod:`onvifcam.addressing` for the request's :class:`~onvifcam.addressing.Arrival` and the
+camera's :class:`~onvifcam.addressing.Place`. This component owns the cameras' sockets:
+which port each camera is bound to, and the cameras' own RTSP listeners.
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import re
 import socket
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from aiohttp import web
 
+from onvifcam.addressing import Addressing, Arrival, Place, url_host
 from onvifcam.cameras import ADMIN, MAIN_PROFILE, Camera, CameraRegistry, User
-from onvifcam.media.stream import Stream
+from onvifcam.config import Config
+from onvifcam.events import EndpointBound, EndpointUnbound, EventBus
+from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.netutil import (
     SERVER_HOST,
     binding,
     camera_listener,
     camera_rtsp_listener,
-    url_host,
 )
 from onvifcam.onvif import device, media, media2
 from onvifcam.onvif.deviceio import DeviceIO
@@ -50,13 +53,24 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.state import StateStore
 from onvifcam.web.api import cameras_json
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import landing_page
 
-if typing.TYPE_CHECKING:
-    from onvifcam.app import App
+
+class Routes(typing.Protocol):
+    """A component serving HTTP routes of its own on the main port (WHIP...)."""
+
+    def add_routes(self, router: web.UrlDispatcher) -> None: ...
+
+
+class RtspListen(typing.Protocol):
+    """What the web component needs from the RTSP server: serving a camera's own address."""
+
+    async def listen(
+        self, host: str, port: int, role: str, setting: str, host_setting: str
+    ) -> asyncio.base_events.Server: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -80,41 +94,6 @@ def operation_table(events: EventService | None = None) -> OperationTable:
     table.merge(events.io.ops)
     table.merge(events.ops)
     return table
-
-
-def _url_host(host: str) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
-
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-)
-
-
-def host_from_header(value: str | None) -> str:
-    """The host part of a Host header if it is a usable name or address, else ""."""
-    v = (value or "").strip()
-    if v.startswith("["):
-        end = v.find("]")
-        name = v[1:end] if end > 0 else ""
-    else:
-        name = v.rsplit(":", 1)[0] if v.count(":") == 1 else v
-    if not name:
-        return ""
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return name.lower() if _HOSTNAME.fullmatch(name) else ""
-    if ip.is_unspecified:
-        return ""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return str(mapped or ip)
 
 
 def _bind(
@@ -142,13 +121,24 @@ def _bind(
 class WebServer:
     """The app component serving ONVIF and snapshots over HTTP."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.cfg = app.cfg
-        self.store = StateStore(self.cfg.server.state_dir)
-        self.cameras = CameraRegistry(self.cfg, self.store, app.registry)
-        self.io = DeviceIO(app.bus)
-        self.events = EventService(app.bus, self.io, self.cameras)
+    def __init__(
+        self,
+        cfg: Config,
+        cameras: CameraRegistry,
+        streams: StreamRegistry,
+        addressing: Addressing,
+        rtsp: RtspListen,
+        bus: EventBus,
+        routes: Sequence[Routes] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.addressing = addressing
+        self.cameras = cameras
+        self.bus = bus
+        self._rtsp_server = rtsp
+        self._routes = list(routes)  # other components' HTTP routes on the main port
+        self.io = DeviceIO(bus)
+        self.events = EventService(bus, self.io, self.cameras)
         self.dispatcher = Dispatcher(
             operation_table(self.events),
             clock_skew=self.cfg.onvif.clock_skew,
@@ -162,15 +152,16 @@ class WebServer:
         self._factory: Callable[[], GuardedHandler] | None = None
         self._sites: dict[str, list[Listener]] = {}
         self._by_sock: dict[tuple[str, int], Camera] = {}
+        self._bound: dict[str, tuple[str, int]] = {}  # camera key -> its ONVIF socket
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
         self.cameras.on_added.append(self._camera_added)
+        self.cameras.on_updated.append(self._camera_updated)
         self.cameras.on_removed.append(self._camera_removed)
         if self.cfg.onvif.enabled:
-            app.registry.listeners.append(self.cameras.stream_changed)
-            app.registry.listeners.append(self._stream_changed)
+            streams.listeners.append(self._stream_changed)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -182,8 +173,8 @@ class WebServer:
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
         aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
-        if self.app.whip is not None:
-            self.app.whip.add_routes(aio.router)  # /whip/PATH: WebRTC ingest (RFC 9725)
+        for r in self._routes:
+            r.add_routes(aio.router)  # e.g. /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
             aio, access_log=None, handle_signals=False, handler_cancellation=True
         )
@@ -193,10 +184,10 @@ class WebServer:
         s = self.cfg.server
         sock = _bind(s.host, s.http_port)
         self.port = sock.getsockname()[1]
+        self.addressing.http_port = self.port
         site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
-        self.cameras.load()  # configured cameras, auto cameras seen before, live paths
         for cam in list(self.cameras.cameras.values()):
             await self._start_camera(cam)
         await self.events.start()
@@ -217,6 +208,7 @@ class WebServer:
             await self._runner.cleanup()
         self._sites.clear()
         self._by_sock.clear()
+        self._bound.clear()
         self.snapshots.close()
 
     def tick(self, now: float) -> None:
@@ -228,6 +220,21 @@ class WebServer:
         # A stream's cached JPEG can never be served again once its publisher left.
         if what == "unpublish":
             self.snapshots.forget(stream.path)
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Counters: endpoints bound, HTTP caps and errors, SOAP and snapshot work."""
+        d, snap = self.dispatcher, self.snapshots
+        return {
+            "camera_endpoints": len(self._by_sock),
+            "camera_rtsp_listeners": len(self._rtsp),
+            "http": self.http.stats(),
+            "soap": {
+                "requests": d.requests,
+                "faults": d.faults,
+                "auth_failures": d.auth_failures,
+            },
+            "snapshots": {"decodes": snap.decodes, "hits": snap.hits},
+        }
 
     def ready_info(self) -> dict[str, str]:
         """The main HTTP port for the ready line."""
@@ -258,9 +265,29 @@ class WebServer:
         sites = self._sites.pop(cam.key, [])
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
-        cam.bound = []
+        self._bound.pop(cam.key, None)
+        rtsp = self._rtsp.pop(cam.key, None)
+        if rtsp is not None:
+            rtsp.close()
         for site in sites:
             self._spawn(site.stop())
+        if sites:
+            self.bus.publish(EndpointUnbound(cam.key, "removed"))
+
+    def _camera_updated(self, old: Camera, new: Camera) -> None:
+        """A camera's configuration changed: its endpoint restarts for the new one (on the
+        same port when it can)."""
+        new.on_reboot = self._schedule_reboot
+        if new.path != old.path or new.sub_path != old.sub_path:
+            self.snapshots.forget(old.path)
+            self.snapshots.forget(old.sub_path)
+
+        async def restart() -> None:
+            await self._stop_camera(old, "update")
+            await self._start_camera(new)
+
+        if self._started:
+            self._spawn(restart())
 
     def _spawn(self, coro: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -278,7 +305,7 @@ class WebServer:
         out = []
         if o.port_range_start <= preferred <= o.port_range_end:
             out.append(preferred)
-        taken = {int(c.doc.get("port") or 0) for c in self.cameras.cameras.values() if c is not cam}
+        taken = {c.state.port for c in self.cameras.cameras.values() if c is not cam}
         for p in range(o.port_range_start, o.port_range_end + 1):
             if p not in used and p not in taken and p not in out:
                 out.append(p)
@@ -293,14 +320,15 @@ class WebServer:
         self._sites[cam.key] = reserved  # reserved while binding
         host = cam.address or self.cfg.server.host
         candidates = self._port_candidates(cam)
+        fixed = bool(cam.cfg.onvif_port or (cam.address and not cam.auto))
         last = self._last_port.get(cam.key)
-        if last and candidates[:1] != [last]:
-            candidates.insert(0, last)  # a rebooted camera keeps its port
+        if last and not fixed and candidates[:1] != [last]:
+            candidates.insert(0, last)  # a rebooted (or updated) camera keeps its port
         for port in candidates:
             try:
                 sock = _bind(host, port, *camera_listener(self.cfg.cameras, cam))
             except OSError as exc:
-                if cam.cfg.onvif_port or (cam.address and not cam.auto):
+                if fixed:
                     log.error(
                         "onvif: %s; camera %r is still reachable at /onvif/%s/device_service "
                         "on the main port",
@@ -309,6 +337,7 @@ class WebServer:
                         cam.slug,
                     )
                     del self._sites[cam.key]
+                    self._settled(cam)
                     return
                 continue
             bound = sock.getsockname()[:2]
@@ -321,11 +350,11 @@ class WebServer:
                 return
             self._sites[cam.key] = [site]
             self._by_sock[(bound[0], bound[1])] = cam
-            cam.bound = [(bound[0], bound[1])]
+            self._bound[cam.key] = (bound[0], bound[1])
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
-            shown = url_host(bound[0], self.cfg.server.advertise)
+            shown = url_host(self.addressing.host(self.place(cam)))
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
                 cam.name,
@@ -333,12 +362,21 @@ class WebServer:
                 shown,
                 bound[1],
             )
+            self._settled(cam)
             return
         del self._sites[cam.key]
         log.error(
             "onvif: no free port for camera %r in [onvif] port_range_start..port_range_end "
             "(--onvif-ports); widen the range, or set it to 0 for any free port",
             cam.name,
+        )
+        self._settled(cam)
+
+    def _settled(self, cam: Camera) -> None:
+        """EndpointBound: where ``cam`` is reachable now (port 0: the main port only)."""
+        place = self.place(cam)
+        self.bus.publish(
+            EndpointBound(cam.key, place.onvif_port, place.address, own_rtsp=place.own_rtsp)
         )
 
     def _listener(self, sock: socket.socket) -> Listener:
@@ -350,9 +388,9 @@ class WebServer:
         """With ``rtsp_listen``, serve RTSP on the camera's own address too."""
         if not (cam.address and cam.cfg.rtsp_listen) or cam.key in self._rtsp:
             return
-        port = cam.cfg.rtsp_port or self.app.rtsp.port
+        port = self.addressing.rtsp_port_of(self.place(cam))
         try:
-            self._rtsp[cam.key] = await self.app.rtsp.listen(
+            self._rtsp[cam.key] = await self._rtsp_server.listen(
                 cam.address, port, *camera_rtsp_listener(self.cfg.cameras, cam)
             )
         except OSError as exc:
@@ -360,7 +398,7 @@ class WebServer:
             return
         log.info("onvif: camera %r serves RTSP at rtsp://%s:%d/", cam.name, cam.address, port)
 
-    async def _stop_camera(self, cam: Camera) -> None:
+    async def _stop_camera(self, cam: Camera, reason: str) -> None:
         rtsp = self._rtsp.pop(cam.key, None)
         if rtsp is not None:
             rtsp.close()
@@ -368,13 +406,14 @@ class WebServer:
             await site.stop()
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
-        cam.bound = []
+        self._bound.pop(cam.key, None)
+        self.bus.publish(EndpointUnbound(cam.key, reason))
 
     def _schedule_reboot(self, cam: Camera) -> None:
         async def reboot() -> None:
             await asyncio.sleep(1.0)
             log.info("onvif: camera %r reboots", cam.name)
-            await self._stop_camera(cam)
+            await self._stop_camera(cam, "reboot")
             await self._start_camera(cam)
 
         self._spawn(reboot())
@@ -401,70 +440,48 @@ class WebServer:
         prefix = f"/onvif/{quote(found.slug)}" if found else ""
         return found, prefix, service
 
-    def _host(self, cam: Camera, request: web.Request) -> str:
-        if cam.address:
-            return cam.address
-        if self.cfg.server.advertise:
-            return self.cfg.server.advertise
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        ip = sock[0] if sock else ""
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        if ip and ip not in _WILDCARD:
-            return ip
-        return (request.host or "127.0.0.1").rsplit(":", 1)[0].strip("[]")
+    def place(self, cam: Camera) -> Place:
+        """Where ``cam`` is reachable: its own address and the ports bound for it."""
+        return Place(
+            slug=cam.slug,
+            path=cam.path,
+            address=cam.address,
+            onvif_port=self._bound[cam.key][1] if cam.key in self._bound else 0,
+            rtsp_port=cam.cfg.rtsp_port,
+            own_rtsp=cam.key in self._rtsp,
+        )
 
-    def _request_host(self, request: web.Request) -> str:
-        """The host to put in URLs shown to this client: ``advertise``, else (listening on a
-        wildcard) the request's Host header, else the address the request came in on."""
-        if self.cfg.server.advertise:
-            return self.cfg.server.advertise
-        if self.cfg.server.host in _WILDCARD:
-            named = host_from_header(request.host)
-            if named:
-                return named
+    @staticmethod
+    def _arrival(request: web.Request) -> Arrival:
         sock = request.transport.get_extra_info("sockname") if request.transport else None
-        ip = str(sock[0]) if sock else ""
-        if ip.startswith("::ffff:"):
-            ip = ip[7:]
-        if ip and ip not in _WILDCARD:
-            return ip
-        return host_from_header(request.host) or "127.0.0.1"
+        return Arrival(
+            local=str(sock[0]) if sock else "",
+            port=int(sock[1]) if sock else 0,
+            host_header=request.host,
+        )
 
-    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str]:
-        """``onvif_url``, ``rtsp_url`` and ``snapshot_url`` of a camera, ready to paste."""
-        own = cam.address if cam.address and cam.address not in _WILDCARD else ""
-        host = own or self._request_host(request)
-        if cam.bound:
-            base = f"http://{_url_host(host)}:{cam.bound[0][1]}/onvif"
-        else:  # no socket of its own: reachable by name on the main port
-            base = f"http://{_url_host(host)}:{self.port}/onvif/{quote(cam.slug)}"
-        rtsp_host = own if cam.key in self._rtsp else self._rtsp_host(host)
-        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
+    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]:
+        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
+        ``snapshot_url``, ready to paste."""
+        place = self.place(cam)
         return {
-            "onvif_url": f"{base}/device_service",
-            "rtsp_url": f"rtsp://{_url_host(rtsp_host)}:{rtsp_port}/{quote(cam.path, safe='/')}",
-            "snapshot_url": f"{base}/snapshot",
+            "port": place.onvif_port,
+            **self.addressing.urls(place, self._arrival(request)).as_dict(),
         }
-
-    def _rtsp_host(self, host: str) -> str:
-        rtsp_host = self.cfg.server.host
-        if rtsp_host in _WILDCARD or rtsp_host == host:
-            return host
-        return self.cfg.server.advertise or rtsp_host
 
     def _context(
         self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
-        host = self._host(cam, request)
-        sock = request.transport.get_extra_info("sockname") if request.transport else None
-        port = sock[1] if sock else self.port
-        base = f"http://{_url_host(host)}:{port}{prefix}"
-        rtsp_host = _url_host(cam.address if cam.key in self._rtsp else self._rtsp_host(host))
-        rtsp_port = cam.cfg.rtsp_port or self.app.rtsp.port
+        addressing = self.addressing
+        place = self.place(cam)
+        arrival = self._arrival(request)
+        host = addressing.host(place, arrival)
+        port = arrival.port or self.port
+        base = addressing.service_base(place, host, port, prefix)
+        rtsp_port = addressing.rtsp_port_of(place)
 
         def stream_uri(path: str, scheme: str) -> str:
-            return f"{scheme}://{rtsp_host}:{rtsp_port}/{quote(path, safe='/')}"
+            return addressing.stream_uri(place, path, host, scheme)
 
         def snapshot_uri(profile: str) -> str:
             return f"{base}/snapshot?profile={quote(profile)}"
@@ -477,7 +494,7 @@ class WebServer:
                 xaddr=lambda service: f"{base}/{service}_service",
                 stream_uri=stream_uri,
                 snapshot_uri=snapshot_uri,
-                host=host,
+                host=addressing.ip(place, arrival),
                 http_port=port,
                 rtsp_port=rtsp_port,
                 multicast=self.cfg.rtsp.multicast,
@@ -624,8 +641,8 @@ class WebServer:
 
     async def _landing(self, request: web.Request) -> web.Response:
         data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
-        host = _url_host(self._rtsp_host(self._request_host(request)))
-        page = landing_page(data["cameras"], f"rtsp://{host}:{self.app.rtsp.port}/NAME")
+        template = self.addressing.rtsp_template(self._arrival(request))
+        page = landing_page(data["cameras"], template)
         return web.Response(
             text=page,
             content_type="text/html",

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from onvifcam.addressing import display_host, url_host
 from onvifcam.app import App
-from onvifcam.config import Config, from_dict
-from onvifcam.netutil import BindError, Listener, describe, url_host
+from onvifcam.config import Config, ServerConfig, from_dict
+from onvifcam.netutil import BindError, Listener, describe
 from tests.helpers import ROOT, ServerProc, _die_with_parent, free_port, rtsp_exchange, status_of
 from tests.netns import can_make_netns, lan
 
@@ -377,9 +378,9 @@ def test_discover_into_a_closed_pipe_exits_quietly() -> None:
 
 def test_url_host_is_pasteable() -> None:
     assert url_host("127.0.0.1") == "127.0.0.1"
-    assert url_host("0.0.0.0", "cam.example") == "cam.example"
+    assert display_host(ServerConfig(host="0.0.0.0", advertise="cam.example")) == "cam.example"
     assert url_host("::1") == "[::1]"
-    wild = url_host("0.0.0.0")
+    wild = display_host(ServerConfig(host="0.0.0.0"))
     assert wild not in ("0.0.0.0", "", "ANY-ADDRESS")
     socket.inet_aton(wild)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from onvifcam.addressing import display_host
 from onvifcam.cameras import CameraRegistry, User
 from onvifcam.config import Config, ConfigError, ServerConfig, from_dict
 from onvifcam.discovery.netif import Iface
@@ -17,7 +18,6 @@ from onvifcam.firststart import (
     PASSWORD_FILE,
     PasswordFileError,
     _create_once,
-    display_host,
     generate_password,
     load_or_create,
     with_admin_password,
@@ -155,7 +155,8 @@ DOWN = Iface("eth2", 4, ("10.0.0.9",), False, up=False)
 @pytest.mark.parametrize(
     ("host", "advertise", "table", "shown"),
     [
-        ("127.0.0.1", "cams.example", [LO, ETH], "127.0.0.1"),  # a specific host wins
+        ("127.0.0.1", "cams.example", [LO, ETH], "cams.example"),  # as in the URLs served
+        ("127.0.0.1", "", [LO, ETH], "127.0.0.1"),  # a specific host
         ("0.0.0.0", "cams.example", [LO, ETH], "cams.example"),
         ("0.0.0.0", "", [LO, DOWN, LINK_LOCAL, ETH], "192.168.1.5"),
         ("::", "", [LO, DOWN, LINK_LOCAL], "127.0.0.1"),

@@ -7,10 +7,10 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from hypothesis import given
 from hypothesis import strategies as st
 
+from onvifcam.addressing import host_from_header
 from onvifcam.config import ConfigError, from_dict
 from onvifcam.web.guard import ConnectionGuard, LogPacer
 from onvifcam.web.listener import bad_request_reason
-from onvifcam.web.server import host_from_header
 
 
 def test_per_ip_cap_refuses_and_frees_on_release() -> None:

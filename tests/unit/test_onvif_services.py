@@ -15,7 +15,7 @@ from typing import Any
 import av
 import pytest
 
-from onvifcam.cameras import CameraRegistry, User
+from onvifcam.cameras import CameraRegistry, User, VideoView
 from onvifcam.config import from_dict
 from onvifcam.media import h264, rtp
 from onvifcam.media.sdp import SessionDescription
@@ -480,17 +480,9 @@ def test_media2_stream_uri(world: Any, proto: str) -> None:
 def test_media2_h265_is_described(tmp_path: Path) -> None:
     reg, streams, disp = make_world(tmp_path, {"onvif": {"max_profiles": 4}})
     cam = reg.cameras["Lobby"]
-    cam.doc["last_seen"] = {
-        "main": {
-            "codec": "H265",
-            "width": 3840,
-            "height": 2160,
-            "fps": 30.0,
-            "bitrate_kbps": 8000,
-            "profile": "Main",
-            "gov_length": 60,
-        }
-    }
+    cam.state.seen_video["main"] = VideoView(
+        codec="H265", width=3840, height=2160, fps=30.0, bitrate_kbps=8000, gov_length=60
+    )
     world = (reg, streams, disp)
     body = call(world, f"<GetProfiles {TR2}><Type>All</Type></GetProfiles>").decode()
     assert "<tt:Encoding>H265</tt:Encoding>" in body

@@ -1,19 +1,15 @@
-"""Virtual cameras: identity, users, media profiles and endpoints, plus their registry.
+"""The ONVIF view of a camera: its configuration, persisted state and live stream together.
 
 A :class:`Camera` shows one stream path (and optionally a second "sub" path) as an ONVIF
-device. Cameras come from ``[[cameras]]`` entries and, unless ``[onvif] auto_cameras`` is
-off, from every path that gets a publisher. Everything a client can change (users, scopes,
-hostname, profiles, encoder settings, clock) and the generated identity (EPR UUID, MAC,
-serial, auto-assigned port) lives in one JSON document per camera (:mod:`onvifcam.state`).
-
-An auto camera is written to disk only once its stream has carried video (a keyframe on a
-video track); one whose publisher leaves before that is removed at once, and with
-``[onvif] auto_expire`` an auto camera offline for that long is removed with its state file.
+device: identity, users, clock, scopes, media profiles and the live video/audio views.
+Everything a client can change and the generated identity live in a typed
+:class:`~onvifcam.cameras.model.CameraState`, stored as one JSON document per camera
+(:mod:`onvifcam.state`). Sockets are not the camera's business: the web component binds
+them and knows where each camera is reachable.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import re
@@ -21,18 +17,27 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from onvifcam import __version__
+from onvifcam.cameras.model import (
+    ADMIN,
+    DISCOVERABLE,
+    LEVELS,
+    NON_DISCOVERABLE,
+    AudioView,
+    CameraState,
+    Clock,
+    ProfileState,
+    StoredUser,
+    User,
+    VideoView,
+)
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.state import StateStore
 
 log = logging.getLogger(__name__)
-
-ADMIN, OPERATOR, USER = "Administrator", "Operator", "User"
-LEVELS = (ADMIN, OPERATOR, USER)
 
 VSRC = "VideoSource_1"
 VSC = "VideoSourceConfig_1"
@@ -56,61 +61,6 @@ class CameraError(ValueError):
         super().__init__(message)
         self.subcode = subcode
         self.code = code
-
-
-@dataclass(frozen=True)
-class User:
-    """An ONVIF user; ``fixed`` users come from the configuration and cannot be changed."""
-
-    name: str
-    password: str
-    level: str = ADMIN
-    fixed: bool = False
-
-
-@dataclass
-class VideoView:
-    """What a profile's video encoder shows: the live stream, else the last-seen values."""
-
-    codec: str = "H264"
-    width: int = 1920
-    height: int = 1080
-    fps: float = 25.0
-    bitrate_kbps: int = 4096
-    profile: str = "Main"
-    gov_length: int = 50
-    online: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The persisted form."""
-        return {k: v for k, v in self.__dict__.items() if k != "online"}
-
-
-@dataclass
-class AudioView:
-    """The audio track of a stream."""
-
-    codec: str  # RTP encoding name: MPEG4-GENERIC, PCMU, PCMA, OPUS ...
-    sample_rate: int
-    channels: int
-    bitrate_kbps: int = 64
-
-
-@dataclass
-class ProfileState:
-    """A media profile: which configurations it holds."""
-
-    token: str
-    name: str
-    fixed: bool = False
-    vsc: str | None = None
-    vec: str | None = None
-    asc: str | None = None
-    aec: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The persisted form."""
-        return dict(self.__dict__)
 
 
 def slugify(name: str) -> str:
@@ -160,6 +110,7 @@ class Camera:
         *,
         auto: bool,
         persist: bool = True,
+        state: CameraState | None = None,
     ) -> None:
         self.key = key
         self.persist = persist  # False: the document lives in memory only (see save)
@@ -176,51 +127,65 @@ class Camera:
         self.address = cfg.address
         self.started_at = time.time()
         self.reboots = 0
-        self.bound: list[tuple[str, int]] = []
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
-        self.doc: dict[str, Any] = store.load(key)
+        self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 
     # ------------------------------------------------------------------ identity
     def _ensure_identity(self) -> None:
-        d = self.doc
+        st = self.state
         changed = False
-        if not d.get("uuid"):
-            d["uuid"] = str(uuid.uuid4())
+        if not st.uuid:
+            st.uuid = str(uuid.uuid4())
             changed = True
-        if not d.get("mac"):
-            d["mac"] = _mac_from(d["uuid"])
+        if not st.mac:
+            st.mac = _mac_from(st.uuid)
             changed = True
-        if not d.get("serial"):
-            d["serial"] = "OC" + uuid.UUID(d["uuid"]).hex[:12].upper()
+        if not st.serial:
+            try:
+                st.serial = "OC" + uuid.UUID(st.uuid).hex[:12].upper()
+            except ValueError:  # a hand-edited UUID
+                st.serial = "OC" + hashlib.sha1(st.uuid.encode()).hexdigest()[:12].upper()
             changed = True
-        if self.auto and (d.get("auto") is not True or d.get("path") != self.path):
-            d["auto"] = True
-            d["path"] = self.path
+        if self.auto and (not st.auto or st.path != self.path):
+            st.auto = True
+            st.path = self.path
             changed = True
         if changed:
             self.save()
 
+    def regenerate_identity(self) -> None:
+        """A new EPR UUID, MAC and serial (a state file copied from another camera)."""
+        self.state.uuid = self.state.mac = self.state.serial = ""
+        self._ensure_identity()
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """Persisted keys without a typed field in :class:`CameraState` (settings other
+        components keep with the camera, e.g. DeviceIO relays): read and change them here,
+        then :meth:`save`. Everything else lives in ``state``."""
+        return self.state.extra
+
     def save(self) -> None:
         """Persist the camera's document (atomic write); kept in memory while not ``persist``."""
         if self.persist:
-            self.store.save(self.key, self.doc)
+            self.store.save(self.key, self.state.to_json())
 
     @property
     def uuid(self) -> str:
         """The EPR address UUID (urn:uuid:...)."""
-        return str(self.doc["uuid"])
+        return self.state.uuid
 
     @property
     def mac(self) -> str:
         """The network interface's hardware address."""
-        return self.cfg.mac.lower() or str(self.doc["mac"])
+        return self.cfg.mac.lower() or self.state.mac
 
     @property
     def serial(self) -> str:
         """Serial number."""
-        return self.cfg.serial or str(self.doc["serial"])
+        return self.cfg.serial or self.state.serial
 
     @property
     def manufacturer(self) -> str:
@@ -249,40 +214,37 @@ class Camera:
             return self.cfg.onvif_port
         if self.address and not self.auto:
             return self.app_cfg.onvif.address_port
-        return int(self.doc.get("port") or 0)
+        return self.state.port
 
     def remember_port(self, port: int) -> None:
         """Persist the port an auto camera got, so it keeps it across restarts."""
         if self.cfg.onvif_port or (self.address and not self.auto):
             return
-        if self.doc.get("port") != port and self.app_cfg.onvif.port_range_start:
-            self.doc["port"] = port
+        if self.state.port != port and self.app_cfg.onvif.port_range_start:
+            self.state.port = port
             self.save()
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
         """The camera's clock (UNIX time): the host clock plus any SetSystemDateAndTime."""
-        return time.time() + float(self.doc.get("time", {}).get("offset", 0.0))
+        clock = self.state.clock
+        return time.time() + (clock.offset if clock is not None else 0.0)
 
     @property
     def time_settings(self) -> dict[str, Any]:
         """DateTimeType, TZ and DST flag."""
-        t = self.doc.get("time", {})
-        return {
-            "type": t.get("type", "NTP"),
-            "tz": t.get("tz", "UTC0"),
-            "dst": bool(t.get("dst", False)),
-        }
+        t = self.state.clock or Clock()
+        return {"type": t.type, "tz": t.tz, "dst": t.dst}
 
     def set_time(self, kind: str, tz: str | None, dst: bool, utc: float | None) -> None:
         """SetSystemDateAndTime: Manual sets an offset to the host clock, NTP clears it."""
-        t = dict(self.doc.get("time", {}))
-        t["type"] = kind
-        t["dst"] = dst
-        if tz is not None:
-            t["tz"] = tz
-        t["offset"] = (utc - time.time()) if (kind == "Manual" and utc is not None) else 0.0
-        self.doc["time"] = t
+        old = self.state.clock or Clock()
+        self.state.clock = Clock(
+            type=kind,
+            tz=tz if tz is not None else old.tz,
+            dst=dst,
+            offset=(utc - time.time()) if (kind == "Manual" and utc is not None) else 0.0,
+        )
         self.save()
 
     # ------------------------------------------------------------------ users
@@ -294,9 +256,9 @@ class Camera:
         password = self.cfg.password if self.cfg.username else self.app_cfg.onvif.password
         if name:
             out.append(User(name, password, ADMIN, fixed=True))
-        for u in self.doc.get("users", []):
-            if not any(x.name == u["name"] for x in out):
-                out.append(User(u["name"], u.get("password", ""), u.get("level", USER)))
+        for u in self.state.users:
+            if not any(x.name == u.name for x in out):
+                out.append(User(u.name, u.password, u.level))
         return out
 
     @property
@@ -330,9 +292,7 @@ class Camera:
                 raise CameraError("ter:UsernameTooLong", "user names are 1 to 64 characters")
             _check_password(u.name, u.password)
             _check_level(u.level)
-        self.doc.setdefault("users", []).extend(
-            {"name": u.name, "password": u.password, "level": u.level} for u in new
-        )
+        self.state.users.extend(StoredUser(u.name, u.password, u.level) for u in new)
         self.save()
 
     def delete_users(self, names: Iterable[str]) -> None:
@@ -344,7 +304,7 @@ class Camera:
                 raise CameraError("ter:UsernameMissing", f"no user {n!r}")
             if u.fixed:
                 raise CameraError("ter:FixedUser", f"user {n!r} comes from the configuration")
-        self.doc["users"] = [u for u in self.doc.get("users", []) if u["name"] not in names]
+        self.state.users = [u for u in self.state.users if u.name not in names]
         self.save()
 
     def set_user(self, name: str, password: str | None, level: str) -> None:
@@ -357,24 +317,24 @@ class Camera:
         _check_level(level)
         if password is not None:
             _check_password(name, password)
-        for d in self.doc.get("users", []):
-            if d["name"] == name:
-                d["level"] = level
+        for d in self.state.users:
+            if d.name == name:
+                d.level = level
                 if password is not None:
-                    d["password"] = password
+                    d.password = password
         self.save()
 
     # ------------------------------------------------------------------ device settings
     @property
     def hostname(self) -> str:
         """The device hostname (settable)."""
-        return str(self.doc.get("hostname") or f"onvifcam-{self.slug}"[:63])
+        return self.state.hostname or f"onvifcam-{self.slug}"[:63]
 
     def set_hostname(self, name: str) -> None:
         """SetHostname with RFC 1123 checks."""
         if not re.fullmatch(r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", name):
             raise CameraError("ter:InvalidHostname", f"invalid hostname {name[:64]!r}")
-        self.doc["hostname"] = name
+        self.state.hostname = name
         self.save()
 
     @property
@@ -393,7 +353,7 @@ class Camera:
     @property
     def config_scopes(self) -> list[str]:
         """Settable scopes: name and location (defaults), replaced by SetScopes."""
-        stored = self.doc.get("scopes")
+        stored = self.state.scopes
         if stored is not None:
             return list(stored)
         base = "onvif://www.onvif.org"
@@ -404,18 +364,18 @@ class Camera:
     @property
     def added_scopes(self) -> list[str]:
         """Scopes added with AddScopes."""
-        return list(self.doc.get("added_scopes", []))
+        return list(self.state.added_scopes)
 
     def set_scopes(self, scopes: list[str]) -> None:
         """SetScopes replaces the configurable scopes."""
-        self.doc["scopes"] = scopes
+        self.state.scopes = list(scopes)
         self.save()
 
     def add_scopes(self, scopes: list[str]) -> None:
         """AddScopes."""
         have = set(self.fixed_scopes + self.config_scopes + self.added_scopes)
         extra = [s for s in scopes if s not in have]
-        self.doc["added_scopes"] = self.added_scopes + extra
+        self.state.added_scopes = self.added_scopes + extra
         self.save()
 
     def remove_scopes(self, scopes: list[str]) -> None:
@@ -425,30 +385,25 @@ class Camera:
                 raise CameraError("ter:FixedScope", f"scope {s} is fixed")
             if s not in self.config_scopes and s not in self.added_scopes:
                 raise CameraError("ter:NoScope", f"scope {s} does not exist")
-        self.doc["scopes"] = [s for s in self.config_scopes if s not in scopes]
-        self.doc["added_scopes"] = [s for s in self.added_scopes if s not in scopes]
+        self.state.scopes = [s for s in self.config_scopes if s not in scopes]
+        self.state.added_scopes = [s for s in self.added_scopes if s not in scopes]
         self.save()
 
     @property
     def discovery_mode(self) -> str:
         """Discoverable or NonDiscoverable."""
-        return str(self.doc.get("discovery_mode", "Discoverable"))
+        return self.state.discovery_mode
 
     def set_discovery_mode(self, mode: str) -> None:
         """SetDiscoveryMode."""
-        if mode not in ("Discoverable", "NonDiscoverable"):
+        if mode not in (DISCOVERABLE, NON_DISCOVERABLE):
             raise CameraError("ter:InvalidArgVal", f"discovery mode {mode!r}")
-        self.doc["discovery_mode"] = mode
+        self.state.discovery_mode = mode
         self.save()
 
     def factory_default(self) -> None:
         """SetSystemFactoryDefault: forget every client change, keep the identity."""
-        keep = {
-            k: self.doc[k]
-            for k in ("uuid", "mac", "serial", "port", "auto", "path")
-            if k in self.doc
-        }
-        self.doc = {**keep, "last_seen": self.doc.get("last_seen", {})}
+        self.state = self.state.factory_default()
         self.save()
 
     def reboot(self) -> None:
@@ -482,12 +437,9 @@ class Camera:
             v = self._live_view(s, which)
             if v is not None:
                 return v
-        seen = self.doc.get("last_seen", {}).get(which)
-        if isinstance(seen, dict):
-            try:
-                return VideoView(**{k: v for k, v in seen.items() if k != "online"})
-            except TypeError:
-                pass
+        seen = self.state.seen_video.get(which)
+        if seen is not None:
+            return VideoView(**seen.to_json())
         c = self.cfg
         v = VideoView(
             codec=_norm_codec(c.codec) if c.codec else "H264",
@@ -539,13 +491,8 @@ class Camera:
                         ch = int(rtpmap[2])
                     return AudioView(t.codec.upper(), t.clock_rate, ch)
             return None
-        seen = self.doc.get("last_seen", {}).get(which + "_audio")
-        if isinstance(seen, dict):
-            try:
-                return AudioView(**seen)
-            except TypeError:
-                return None
-        return None
+        seen = self.state.seen_audio.get(which)
+        return AudioView(**seen.to_json()) if seen is not None else None
 
     def measure(self) -> None:
         """Once a second: remember the live values so they survive the publisher leaving."""
@@ -564,15 +511,13 @@ class Camera:
             v = self._live_view(s, which) or v
         if v is None:
             return
-        seen = dict(self.doc.get("last_seen", {}))
-        new = v.to_json()
+        st = self.state
+        new = VideoView(**v.to_json())
         a = self.audio(which)
-        new_audio = a.__dict__ if a is not None else None
-        if seen.get(which) == new and seen.get(which + "_audio") == new_audio:
+        if st.seen_video.get(which) == new and st.seen_audio.get(which) == a:
             return
-        seen[which] = new
-        seen[which + "_audio"] = new_audio
-        self.doc["last_seen"] = seen
+        st.seen_video[which] = new
+        st.seen_audio[which] = a
         self.save()
 
     # ------------------------------------------------------------------ profiles
@@ -595,16 +540,10 @@ class Camera:
     @property
     def profiles(self) -> list[ProfileState]:
         """Every profile, fixed ones first."""
-        stored = self.doc.get("profiles")
+        stored = self.state.profiles
         if stored is None:
             return self.default_profiles()
-        out = []
-        for p in stored:
-            try:
-                out.append(ProfileState(**p))
-            except TypeError:
-                continue
-        return out
+        return [ProfileState(**p.to_json()) for p in stored]
 
     def profile(self, token: str) -> ProfileState:
         """The profile with ``token``; CameraError ter:NoProfile when missing."""
@@ -614,7 +553,7 @@ class Camera:
         raise CameraError("ter:NoProfile", f"no profile with token {token!r}")
 
     def _store_profiles(self, profiles: list[ProfileState]) -> None:
-        self.doc["profiles"] = [p.to_json() for p in profiles]
+        self.state.profiles = [ProfileState(**p.to_json()) for p in profiles]
         self.save()
 
     def create_profile(self, name: str, token: str | None, **configs: str | None) -> ProfileState:
@@ -665,13 +604,11 @@ class Camera:
 
     def encoder_settings(self, token: str) -> dict[str, Any]:
         """Client-set encoder values (name, quality, multicast, rate limits...)."""
-        return dict(self.doc.get("encoders", {}).get(token, {}))
+        return dict(self.state.encoders.get(token, {}))
 
     def set_encoder_settings(self, token: str, settings: dict[str, Any]) -> None:
         """Persist client-set encoder values."""
-        enc = copy.deepcopy(self.doc.get("encoders", {}))
-        enc[token] = settings
-        self.doc["encoders"] = enc
+        self.state.encoders[token] = dict(settings)
         self.save()
 
     def which(self, vec: str | None) -> str:
@@ -689,192 +626,9 @@ class Camera:
             "auto": self.auto,
             "online": self.online,
             "address": self.address,
-            "port": self.bound[0][1] if self.bound else 0,
             "uuid": self.uuid,
             "mac": self.mac,
             "serial": self.serial,
             "auth": self.auth_required,
             "video": {"codec": v.codec, "width": v.width, "height": v.height, "fps": v.fps},
         }
-
-
-@dataclass
-class CameraRegistry:
-    """Every camera by key, created from the configuration and from publishes."""
-
-    cfg: Config
-    store: StateStore
-    streams: StreamRegistry
-    cameras: dict[str, Camera] = field(default_factory=dict)
-    on_added: list[Callable[[Camera], None]] = field(default_factory=list)
-    on_removed: list[Callable[[Camera], None]] = field(default_factory=list)
-    loaded: bool = False
-
-    def load(self) -> None:
-        """Create the configured cameras, restore auto cameras seen before, and add auto
-        cameras for paths that went live before the registry was loaded."""
-        self.loaded = True
-        for c in self.cfg.cameras:
-            cam = Camera(c.name or c.path, c, self.cfg, self.store, self.streams, auto=False)
-            self._add(cam)
-        if not self.cfg.onvif.auto_cameras:
-            return
-        for key in self.store.keys():
-            if key in self.cameras:
-                continue
-            doc = self.store.load(key)
-            path = doc.get("path")
-            if doc.get("auto") and isinstance(path, str) and path and not self.claimed(path):
-                cam = self._auto(path)
-                cam.offline_since = self._offline_since(cam, doc)
-        for s in self.streams.online():
-            if not self.claimed(s.path):
-                self._auto(s.path, persist=False)
-
-    def _offline_since(self, cam: Camera, doc: dict[str, Any]) -> float | None:
-        """When a restored auto camera was last online: recorded, else its file's age."""
-        if cam.online:
-            return None
-        last = doc.get("last_online")
-        if isinstance(last, int | float):
-            return float(last)
-        try:
-            return self.store.path(cam.key).stat().st_mtime
-        except OSError:
-            return time.time()
-
-    def claimed(self, path: str) -> bool:
-        """True when some camera shows ``path`` as its main or sub stream."""
-        return any(path in (c.path, c.sub_path) for c in self.cameras.values())
-
-    def _auto(self, path: str, persist: bool = True) -> Camera:
-        """An auto camera for ``path``; a new one (``persist`` False) stays in memory until
-        its stream carries video, unless a state file for it exists already."""
-        if not persist and self.store.path(path).exists():
-            persist = True
-        cam = Camera(
-            path,
-            CameraConfig(name=path, path=path),
-            self.cfg,
-            self.store,
-            self.streams,
-            auto=True,
-            persist=persist,
-        )
-        self._add(cam)
-        return cam
-
-    @staticmethod
-    def carried_video(cam: Camera) -> bool:
-        """Whether the camera's main stream has delivered a keyframe on a video track."""
-        s = cam.stream("main")
-        return s is not None and s.video_track is not None and s.stats.keyframes_in > 0
-
-    def _keep(self, cam: Camera) -> None:
-        """Persist an auto camera whose stream has become a real video stream."""
-        if not cam.persist and self.carried_video(cam):
-            cam.persist = True
-            cam.save()
-            log.info("onvif: camera %r carries video; its identity is saved", cam.name)
-
-    def remove(self, cam: Camera, reason: str) -> None:
-        """Remove a camera for good: from the registry, its endpoint (listeners) and its
-        state file."""
-        if self.cameras.get(cam.key) is not cam:
-            return
-        del self.cameras[cam.key]
-        if cam.persist:
-            try:
-                self.store.path(cam.key).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("onvif: cannot delete %s (%s)", self.store.path(cam.key), exc)
-        cam.persist = False
-        log.info("onvif: camera %r removed: %s", cam.name, reason)
-        for fn in self.on_removed:
-            fn(cam)
-
-    def _add(self, cam: Camera) -> None:
-        for other in self.cameras.values():
-            if other.slug == cam.slug:
-                cam.slug = f"{cam.slug}-{hashlib.sha1(cam.key.encode()).hexdigest()[:6]}"
-            # copied state files: regenerate the stored identity (a configured mac or serial
-            # is the operator's choice; a clash there would regenerate the EPR on every start)
-            if other.uuid == cam.uuid or other.doc["mac"] == cam.doc["mac"]:
-                cam.doc.pop("uuid", None)
-                cam.doc.pop("mac", None)
-                cam.doc.pop("serial", None)
-                cam._ensure_identity()
-            if other.mac == cam.mac:
-                log.warning("onvif: cameras %r and %r have the same MAC", other.name, cam.name)
-        self.cameras[cam.key] = cam
-        for fn in self.on_added:
-            fn(cam)
-
-    def stream_changed(self, stream: Stream, what: str) -> None:
-        """StreamRegistry listener: auto cameras on publish, last-seen values on changes."""
-        path = stream.path
-        if not self.loaded:
-            return
-        if what == "publish" and self.cfg.onvif.auto_cameras and not self.claimed(path):
-            if len(self.cameras) >= self.cfg.onvif.max_cameras:
-                log.warning("onvif: not creating a camera for %s: max_cameras reached", path)
-                return
-            cam = self._auto(path, persist=False)
-            log.info("onvif: new camera %r for path %s", cam.name, path)
-        for cam in list(self.cameras.values()):
-            if cam.auto and cam.path == path:
-                if what == "unpublish" and not cam.persist and not self.carried_video(cam):
-                    self.remove(cam, "its publisher left before sending any video")
-                    continue
-                self._keep(cam)
-                if what == "publish":
-                    cam.offline_since = None
-                elif what == "unpublish":
-                    cam.offline_since = time.time()
-                    cam.doc["last_online"] = cam.offline_since
-            for which, p in (("main", cam.path), ("sub", cam.sub_path)):
-                if p == path and p:
-                    writes = self.store.writes
-                    cam.remember_stream(which)
-                    if what == "unpublish" and cam.auto and self.store.writes == writes:
-                        cam.save()  # last_online
-
-    def rtsp_users(self, path: str) -> tuple[list[tuple[str, str]], bool]:
-        """ONVIF users (name, password) of the cameras showing ``path``, and whether one of
-        those cameras requires them for reading it over RTSP."""
-        path = self.streams.normalize(path)
-        users: list[tuple[str, str]] = []
-        required = False
-        for c in self.cameras.values():
-            if path and path in (c.path, c.sub_path):
-                users.extend((u.name, u.password) for u in c.users)
-                required = required or c.rtsp_needs_users
-        return users, required
-
-    def find(self, name: str) -> Camera | None:
-        """A camera by name, key, slug or path (case-insensitive slug as a last resort)."""
-        for c in self.cameras.values():
-            if name in (c.name, c.key, c.slug, c.path):
-                return c
-        low = name.lower()
-        for c in self.cameras.values():
-            if c.slug.lower() == low or slugify(name).lower() == c.slug.lower():
-                return c
-        return None
-
-    def tick(self, now: float | None = None) -> None:
-        """Once a second: remember measured rates of live streams, save auto cameras whose
-        stream has carried video, remove auto cameras offline longer than ``auto_expire``.
-        ``now`` is UNIX time (default: the clock)."""
-        now = time.time() if now is None else now
-        expire = self.cfg.onvif.auto_expire
-        for c in list(self.cameras.values()):
-            c.measure()
-            if not c.auto:
-                continue
-            self._keep(c)
-            since = c.offline_since
-            if expire > 0 and since is not None and not c.online and now - since >= expire:
-                self.remove(
-                    c, f"offline for {now - since:.0f} s ([onvif] auto_expire = {expire:g})"
-                )
