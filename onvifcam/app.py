@@ -20,6 +20,7 @@ from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.sources.manager import SourceManager, with_demo_camera
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
 
@@ -47,7 +48,7 @@ class App:
 
     def __init__(self, cfg: Config) -> None:
         # no [onvif] credentials: cameras get a generated admin password (see firststart.py)
-        cfg, self.login = with_admin_password(cfg)
+        cfg, self.login = with_admin_password(with_demo_camera(cfg))
         self.cfg = cfg
         lim = cfg.limits
         self.limiter = ConnectionLimiter(
@@ -66,6 +67,8 @@ class App:
             self.components.append(DiscoveryService(self, web))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
+        self.sources = SourceManager(cfg, self.registry)
+        self.components.append(self.sources)
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -160,6 +163,22 @@ class App:
                 cam.cfg.rtsp_port or self.rtsp.port,
                 quote(cam.path, safe="/"),
             )
+        for cam in cams:
+            if cam.path == info.get("demo_path"):
+                port = cam.bound[0][1] if cam.bound else int(info["http_port"])
+                where = (
+                    "/onvif/device_service" if cam.bound else f"/onvif/{cam.slug}/device_service"
+                )
+                log.info(
+                    "demo: test pattern camera: rtsp://%s:%s/%s, ONVIF http://%s:%d%s "
+                    "(--no-demo or [demo] enabled = false turns it off)",
+                    host,
+                    info["rtsp_port"],
+                    quote(cam.path, safe="/"),
+                    host,
+                    port,
+                    where,
+                )
         if len(cams) > _LOGGED_CAMERAS:
             log.info(
                 "onvif: %d more cameras: GET /api/cameras lists them", len(cams) - _LOGGED_CAMERAS

@@ -214,6 +214,23 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """[demo]: a test-pattern camera. ``onvifcam serve`` without ``--config`` turns it on
+    (``--no-demo`` keeps it off); with a configuration file it is on only when this section
+    says ``enabled = true``."""
+
+    enabled: bool = False
+    name: str = "demo"
+    path: str = "demo"
+    width: int = 640
+    height: int = 360
+    fps: float = 15.0
+    bitrate_kbps: int = 600
+    # With no reader, encode one keyframe this often (seconds) for snapshots; nothing else.
+    idle_keyframe_interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -227,6 +244,7 @@ class Config:
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
+    demo: DemoConfig = field(default_factory=DemoConfig)
     any_path: bool = True
     source: str = "<defaults>"
 
@@ -398,6 +416,7 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [http] max_header_bytes must be at least 1024")
     if h.log_lines_per_s <= 0 or h.log_burst < 1:
         raise ConfigError(f"{where}: [http] log_lines_per_s and log_burst must be positive")
+    _validate_demo(cfg, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -435,6 +454,38 @@ def _validate(cfg: Config, where: str) -> None:
                 ) from None
 
 
+def _validate_demo(cfg: Config, where: str) -> None:
+    d = cfg.demo
+    if not (16 <= d.width <= 3840 and 16 <= d.height <= 2160) or d.width % 2 or d.height % 2:
+        raise ConfigError(
+            f"{where}: [demo] width and height must be even, 16..3840 x 16..2160, "
+            f"got {d.width}x{d.height}"
+        )
+    if not 1 <= d.fps <= 60:
+        raise ConfigError(f"{where}: [demo] fps must be 1..60, got {d.fps:g}")
+    if not 50 <= d.bitrate_kbps <= 20000:
+        raise ConfigError(f"{where}: [demo] bitrate_kbps must be 50..20000")
+    if not 0.5 <= d.idle_keyframe_interval <= 10:
+        raise ConfigError(
+            f"{where}: [demo] idle_keyframe_interval must be 0.5..10 seconds (below the "
+            "media timeout, so the demo stream stays online)"
+        )
+    if not d.path.strip("/"):
+        raise ConfigError(f"{where}: [demo] path must not be empty")
+    if d.enabled:
+        for i, cam in enumerate(cfg.cameras):
+            if cam.path.strip("/") == d.path.strip("/"):
+                raise ConfigError(
+                    f"{where}: cameras[{i}].path {cam.path!r} is the [demo] path; "
+                    "set [demo] path to another one or enabled = false"
+                )
+            if (cam.name or cam.path) == d.name:
+                raise ConfigError(
+                    f"{where}: cameras[{i}] is named {d.name!r} like the demo camera; "
+                    "set [demo] name to another one"
+                )
+
+
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "rtsp": RtspConfig,
@@ -444,6 +495,7 @@ _SECTIONS: dict[str, type] = {
     "discovery": DiscoveryConfig,
     "http": HttpConfig,
     "defaults": PathConfig,
+    "demo": DemoConfig,
 }
 
 
