@@ -67,7 +67,7 @@ class App:
             self.components.append(DiscoveryService(self, web))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
-        self.sources = SourceManager(cfg, self.registry)
+        self.sources = SourceManager(cfg, self.registry, web.cameras, self.push_urls)
         self.components.append(self.sources)
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -96,6 +96,15 @@ class App:
             self.watchdog = LoopWatchdog(ms / 1000)
             self.watchdog.start()
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
+
+    def push_urls(self, path: str) -> list[str]:
+        """The URLs a publisher of ``path`` can push to (RTMP when the path is APP/KEY)."""
+        host = url_host(display_host(self.cfg.server))
+        urls = [f"rtsp://{host}:{self.rtsp.port}/{path}"]
+        rtmp = [c.ready_info().get("rtmp_port") for c in self.components]
+        if "/" in path and any(rtmp):
+            urls.append(f"rtmp://{host}:{next(p for p in rtmp if p)}/{path}")
+        return urls
 
     def ready_line(self) -> str:
         """The line printed once everything listens (ports chosen for 0 included), as

@@ -153,6 +153,9 @@ class CameraConfig:
     height: int = 0
     fps: float = 0.0
     codec: str = ""
+    # While no publisher is there, readers get "placeholder" (an offline picture) or
+    # "none" (DESCRIBE answers 404); "": as [onvif] offline.
+    offline: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,8 @@ class OnvifConfig:
     clock_skew: float = 300.0
     max_body: int = 262144
     snapshot_offline: str = "placeholder"
+    # Default of [[cameras]] offline: "none" (no stream while offline) or "placeholder".
+    offline: str = "none"
     username: str = ""
     password: str = ""
     # Without username/password: generate an admin password once (kept in the state
@@ -328,6 +333,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
 
 
 RTSP_AUTH = ("path", "onvif")
+OFFLINE = ("placeholder", "none")
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -372,6 +378,8 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: [onvif] auth = false contradicts [onvif] username; remove one of them"
         )
+    if cfg.onvif.offline not in OFFLINE:
+        raise ConfigError(f"{where}: [onvif] offline must be 'placeholder' or 'none'")
     if cfg.onvif.rtsp_auth not in RTSP_AUTH:
         raise ConfigError(f"{where}: [onvif] rtsp_auth must be 'path' or 'onvif'")
     d = cfg.discovery
@@ -441,6 +449,8 @@ def _validate(cfg: Config, where: str) -> None:
         seen.add(key)
         if cam.password and not cam.username:
             raise ConfigError(f"{where}: cameras[{i}]: password without username")
+        if cam.offline and cam.offline not in OFFLINE:
+            raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
             raise ConfigError(f"{where}: cameras[{i}].rtsp_auth must be 'path' or 'onvif'")
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):

@@ -1,4 +1,5 @@
-"""Starts and stops the configured sources (today: the ``[demo]`` test-pattern camera).
+"""Starts and stops the configured sources: the ``[demo]`` test-pattern camera and the
+offline placeholders of cameras with ``offline = "placeholder"``.
 
 A source is a publisher of a stream like any pushing client; the manager creates its stream
 in the registry, starts it with the app and stops it (unpublishing) before the streams
@@ -7,14 +8,20 @@ close. Encoding work runs in the manager's small thread pool, never on the event
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onvifcam.config import CameraConfig, Config
-from onvifcam.media.stream import StreamRegistry
+from onvifcam.media.stream import Stream, StreamRegistry
+from onvifcam.sources.placeholder import Placeholders
 from onvifcam.sources.testpattern import TestPatternSource
+
+if TYPE_CHECKING:
+    from onvifcam.cameras import Camera, CameraRegistry
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +48,60 @@ def with_demo_camera(cfg: Config) -> Config:
 class SourceManager:
     """The app component that runs the sources the configuration asks for."""
 
-    def __init__(self, cfg: Config, registry: StreamRegistry) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        registry: StreamRegistry,
+        cameras: CameraRegistry | None = None,
+        push_urls: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.registry = registry
+        self.cameras = cameras
         self.sources: list[TestPatternSource] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
+        self.placeholders = Placeholders(registry, self._pool, push_urls or (lambda _p: []))
+        self._started = False
 
     async def start(self) -> None:
-        """Start every configured source."""
+        """Start every configured source, then the placeholders of offline cameras."""
+        await self._start_demo()
+        self._started = True
+        if self.cameras is not None:
+            self.registry.listeners.append(self._stream_changed)
+            self.cameras.on_added.append(self._camera_added)
+            self.cameras.on_removed.append(self._camera_removed)
+            for cam in list(self.cameras.cameras.values()):
+                self._camera_added(cam)
+
+    def _offline_mode(self, cam: Camera) -> str:
+        return cam.cfg.offline or self.cfg.onvif.offline
+
+    def _camera_added(self, cam: Camera) -> None:
+        if not self._started or self._offline_mode(cam) != "placeholder":
+            return
+        s = self.registry.get(cam.path)
+        if s is None or s.publisher is None:
+            v = cam.video("main")
+            self.placeholders.ensure(cam.path, cam.name, v.width, v.height)
+
+    def _camera_removed(self, cam: Camera) -> None:
+        task = asyncio.get_running_loop().create_task(self.placeholders.remove(cam.path))
+        self.placeholders._tasks.add(task)
+        task.add_done_callback(self.placeholders._tasks.discard)
+
+    def _stream_changed(self, stream: Stream, what: str) -> None:
+        if what != "unpublish" or self.cameras is None:
+            return
+        for cam in list(self.cameras.cameras.values()):
+            if cam.path == stream.path:
+                self._camera_added(cam)
+
+    async def _start_demo(self) -> None:
         d = self.cfg.demo
         if not d.enabled:
             return
-        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
+        assert self._pool is not None
         src = TestPatternSource(
             self.registry.get_or_create(d.path),
             self._pool,
@@ -76,6 +125,10 @@ class SourceManager:
 
     async def stop(self) -> None:
         """Stop every source (they unpublish) and the worker threads."""
+        self._started = False
+        if self._stream_changed in self.registry.listeners:
+            self.registry.listeners.remove(self._stream_changed)
+        await self.placeholders.stop()
         for src in reversed(self.sources):
             try:
                 await src.stop()
@@ -93,6 +146,9 @@ class SourceManager:
         """``demo_path=PATH`` in the ready line when the demo runs."""
         return {"demo_path": self.cfg.demo.path.strip("/")} if self.sources else {}
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Counters of every running source."""
-        return [s.stats() for s in self.sources]
+    def stats(self) -> dict[str, Any]:
+        """Counters of every running source and of the placeholders."""
+        return {
+            "sources": [s.stats() for s in self.sources],
+            "placeholders": self.placeholders.stats(),
+        }

@@ -135,17 +135,17 @@ class EncodedUnit:
     keyframe: bool
 
 
-class PatternEncoder:
-    """Renders and encodes frames with libx264 (blocking: call from an executor thread)."""
+class H264Encoder:
+    """libx264, ultrafast and zero latency, constrained baseline, one thread, a keyframe
+    every second (and whenever asked), SPS/PPS in front of every keyframe. Blocking: call
+    from an executor thread. The parameter sets depend only on the settings, not on the
+    pictures."""
 
-    def __init__(
-        self, width: int, height: int, fps: float, title: str, bitrate_kbps: int = 600
-    ) -> None:
+    def __init__(self, width: int, height: int, fps: float, bitrate_kbps: int = 600) -> None:
         import av
 
         self._av = av
-        self.renderer = PatternRenderer(width, height, title)
-        self.fps = fps
+        self.width, self.height, self.fps = width, height, fps
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
         rate = Fraction(fps).limit_denominator(1001)
@@ -165,10 +165,9 @@ class PatternEncoder:
         self._ctx = ctx
         self._n = 0
 
-    def encode(self, clock: str, keyframe: bool = False) -> list[EncodedUnit]:
-        """Render and encode the next frame; ``keyframe`` forces an IDR."""
+    def encode_array(self, arr: np.ndarray, keyframe: bool = False) -> list[EncodedUnit]:
+        """Encode one ``(height * 3 // 2, width)`` yuv420p frame; ``keyframe`` forces an IDR."""
         av = self._av
-        arr = self.renderer.render(self._n, clock)
         frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
         frame.pts = self._n
         if keyframe:
@@ -185,6 +184,20 @@ class PatternEncoder:
             self._ctx.encode(None)
         except Exception:  # flushing a closed or broken encoder: nothing to keep
             pass
+
+
+class PatternEncoder(H264Encoder):
+    """Renders and encodes test pattern frames (blocking: call from an executor thread)."""
+
+    def __init__(
+        self, width: int, height: int, fps: float, title: str, bitrate_kbps: int = 600
+    ) -> None:
+        self.renderer = PatternRenderer(width, height, title)
+        super().__init__(width, height, fps, bitrate_kbps)
+
+    def encode(self, clock: str, keyframe: bool = False) -> list[EncodedUnit]:
+        """Render and encode the next frame; ``keyframe`` forces an IDR."""
+        return self.encode_array(self.renderer.render(self._n, clock), keyframe)
 
 
 def clock_text(now: float | None = None) -> str:

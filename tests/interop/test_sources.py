@@ -6,13 +6,16 @@ test uses) and ``--no-demo`` give no demo camera."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -22,7 +25,18 @@ import onvif
 import pytest
 from onvif import ONVIFCamera
 
-from tests.helpers import ROOT, ServerProc, ffmpeg_read, probe, wait_online
+from tests.helpers import (
+    FFMPEG,
+    FFPROBE,
+    ROOT,
+    ServerProc,
+    ffmpeg_push,
+    ffmpeg_read,
+    probe,
+    running,
+    stop_process,
+    wait_online,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -193,5 +207,108 @@ def test_a_config_file_runs_the_demo_only_when_it_asks() -> None:
         with urllib.request.urlopen(url, timeout=10) as r:
             names = [c["name"] for c in json.loads(r.read())["cameras"]]
         assert names == ["Pattern"]
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- placeholder
+
+PLACEHOLDER_CONFIG = """
+[[cameras]]
+name = "Lobby"
+path = "lobby"
+width = 320
+height = 240
+offline = "placeholder"
+"""
+
+
+class ShowInfo:
+    """An ffmpeg reader that logs every decoded frame (showinfo): size and pts_time."""
+
+    def __init__(self, url: str) -> None:
+        self.frames: list[tuple[str, float]] = []
+        self.proc = subprocess.Popen(
+            [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "info", "-rtsp_transport", "tcp",
+             "-timeout", "8000000", "-i", url, "-map", "0:v", "-vf", "showinfo", "-f", "null",
+             "-"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"pts_time:\s*([-\d.]+).*? s:(\d+x\d+)", line)
+            if m:
+                self.frames.append((m.group(2), float(m.group(1))))
+
+    def wait(self, pred: Callable[[list[tuple[str, float]]], bool], limit: float = 20) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if pred(list(self.frames)):
+                return
+            assert self.proc.poll() is None, "".join(self.lines[-20:])
+            time.sleep(0.1)
+        raise AssertionError(f"reader: {self.frames[-5:]}\n{''.join(self.lines[-20:])}")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._thread.join(5)
+
+
+def test_a_reader_gets_the_placeholder_then_the_publisher_on_one_connection() -> None:
+    srv = ServerProc(config=PLACEHOLDER_CONFIG).start()
+    reader = None
+    try:
+        url = srv.url("lobby")
+        reader = ShowInfo(url)  # connected before any publisher came
+        reader.wait(lambda f: len(f) >= 5)
+        assert {s for s, _t in reader.frames} == {"320x240"}
+        pub = ffmpeg_push(url, frames=75, size="640x480", audio=False, gop=25)
+        with running(pub):
+            reader.wait(lambda f: sum(s == "640x480" for s, _t in f) >= 25)
+            pub.wait(30)
+        # the publisher left: the same reader gets the placeholder again, at the last size
+        n = len(reader.frames)
+        reader.wait(lambda f: len(f) >= n + 5)
+        sizes = [s for s, _t in reader.frames]
+        runs = [s for i, s in enumerate(sizes) if i == 0 or sizes[i - 1] != s]
+        assert runs == ["320x240", "640x480"], runs  # placeholder, publisher, placeholder
+        assert sizes.count("640x480") >= 60, sizes.count("640x480")
+        # ffmpeg gives the very first RTP packet no pts (shown as 0): check from the second
+        times = [t for _s, t in reader.frames][1:]
+        bad = [(i, a, b) for i, (a, b) in enumerate(itertools.pairwise(times)) if b <= a]
+        assert not bad, (bad, times[:10])
+        assert reader.proc.poll() is None
+        assert srv.log().count("plays lobby") == 1  # one connection throughout
+    finally:
+        if reader is not None:
+            reader.stop()
+        srv.stop()
+
+
+def test_describe_before_any_publisher() -> None:
+    srv = ServerProc(config=PLACEHOLDER_CONFIG.replace('offline = "placeholder"', "")).start()
+    try:
+        # the default ("none"): no placeholder, 404 as before
+        r = subprocess.run(
+            [FFPROBE, "-v", "error", "-rtsp_transport", "tcp", srv.url("lobby")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode != 0 and "404" in r.stderr
+    finally:
+        srv.stop()
+    srv = ServerProc(config=PLACEHOLDER_CONFIG).start()
+    try:
+        streams = probe(srv.url("lobby"))
+        assert [(s["codec_name"], s["width"], s["height"]) for s in streams] == [("h264", 320, 240)]
+        url = f"http://127.0.0.1:{srv.ports['http_port']}/api/cameras"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            cams = json.loads(resp.read())["cameras"]
+        assert [c["online"] for c in cams] == [False]  # a placeholder is not a publisher
     finally:
         srv.stop()
