@@ -4,7 +4,7 @@ A :class:`PlaceholderSource` stands in for the publisher of a camera's main path
 treats it as a placeholder: not online, no listeners told, replaced by any real publisher
 without a conflict). Its picture (mid-grey, the camera name, "OFFLINE", the URL to push to)
 is encoded once per camera, the first time somebody reads it, as one second of H.264 at
-5 fps (an IDR and four all-skip P-frames) that is replayed in a loop while read; with no
+5 fps (an IDR and four small P-frames) that is replayed in a loop while read; with no
 reader nothing is sent. Its SDP's parameter sets come from a per-size cache (they depend only
 on the encoder settings), so a reader can DESCRIBE before any picture was encoded.
 
