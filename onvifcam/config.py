@@ -156,6 +156,9 @@ class CameraConfig:
     # While no publisher is there, readers get "placeholder" (an offline picture) or
     # "none" (DESCRIBE answers 404); "": as [onvif] offline.
     offline: str = ""
+    # "file:///path/clip.mp4": the server plays this clip on the camera's path in a loop
+    # (MP4, MKV, MPEG-TS with H.264/H.265 and AAC; no re-encoding); "": pushed by clients.
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,8 @@ def _validate(cfg: Config, where: str) -> None:
         seen.add(key)
         if cam.password and not cam.username:
             raise ConfigError(f"{where}: cameras[{i}]: password without username")
+        if cam.source:
+            _validate_source(cam.source, f"{where}: cameras[{i}].source")
         if cam.offline and cam.offline not in OFFLINE:
             raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
@@ -462,6 +467,21 @@ def _validate(cfg: Config, where: str) -> None:
                 raise ConfigError(
                     f"{where}: cameras[{i}].address: {cam.address!r} is not an IP address"
                 ) from None
+
+
+def _validate_source(source: str, where: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(source)
+    if parts.scheme != "file":
+        raise ConfigError(
+            f"{where}: {source!r} is not supported; use file:///absolute/path/clip.mp4"
+        )
+    if parts.netloc not in ("", "localhost") or not unquote(parts.path).startswith("/"):
+        raise ConfigError(
+            f"{where}: {source!r} must name a local file by its absolute path "
+            "(file:///absolute/path/clip.mp4)"
+        )
 
 
 def _validate_demo(cfg: Config, where: str) -> None:

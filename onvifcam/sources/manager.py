@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
+from onvifcam.sources.fileloop import ClipError, FileLoopSource, path_of
 from onvifcam.sources.placeholder import Placeholders
 from onvifcam.sources.testpattern import TestPatternSource
 
@@ -58,7 +59,7 @@ class SourceManager:
         self.cfg = cfg
         self.registry = registry
         self.cameras = cameras
-        self.sources: list[TestPatternSource] = []
+        self.sources: list[TestPatternSource | FileLoopSource] = []
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
         self.placeholders = Placeholders(registry, self._pool, push_urls or (lambda _p: []))
         self._started = False
@@ -66,6 +67,7 @@ class SourceManager:
     async def start(self) -> None:
         """Start every configured source, then the placeholders of offline cameras."""
         await self._start_demo()
+        await self._start_files()
         self._started = True
         if self.cameras is not None:
             self.registry.listeners.append(self._stream_changed)
@@ -96,6 +98,23 @@ class SourceManager:
         for cam in list(self.cameras.cameras.values()):
             if cam.path == stream.path:
                 self._camera_added(cam)
+
+    async def _start_files(self) -> None:
+        for i, cam in enumerate(self.cfg.cameras):
+            if not cam.source:
+                continue
+            try:
+                src = FileLoopSource(
+                    self.registry.get_or_create(cam.path), self._pool, path_of(cam.source)
+                )
+                await src.start()
+            except (ClipError, ValueError, OSError) as exc:
+                log.error(
+                    "cameras[%d].source (%s): %s; the camera stays offline", i, cam.source, exc
+                )
+                continue
+            self.sources.append(src)
+            log.info("file source: %s plays in a loop on path %s", cam.source, cam.path)
 
     async def _start_demo(self) -> None:
         d = self.cfg.demo

@@ -226,12 +226,12 @@ offline = "placeholder"
 class ShowInfo:
     """An ffmpeg reader that logs every decoded frame (showinfo): size and pts_time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, extra: list[str] | None = None) -> None:
         self.frames: list[tuple[str, float]] = []
         self.proc = subprocess.Popen(
             [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "info", "-rtsp_transport", "tcp",
-             "-timeout", "8000000", "-i", url, "-map", "0:v", "-vf", "showinfo", "-f", "null",
-             "-"],
+             "-timeout", "8000000", *(extra or []), "-i", url, "-map", "0:v", "-vf", "showinfo",
+             "-f", "null", "-"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -310,5 +310,69 @@ def test_describe_before_any_publisher() -> None:
         with urllib.request.urlopen(url, timeout=10) as resp:
             cams = json.loads(resp.read())["cameras"]
         assert [c["online"] for c in cams] == [False]  # a placeholder is not a publisher
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------- file loop
+
+
+def _clip(path: Path, codec: str) -> None:
+    audio = codec == "libx264"
+    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"]  # fmt: skip
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    cmd += ["-t", "2", "-c:v", codec, "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"]
+    if codec == "libx265":
+        cmd += ["-x265-params", "log-level=error"]
+    if audio:
+        cmd += ["-c:a", "aac", "-shortest"]
+    subprocess.run([*cmd, str(path)], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "probe_codecs"),
+    [
+        ("clip.mp4", "libx264", ["h264", "aac"]),
+        ("clip.ts", "libx264", ["h264", "aac"]),
+        ("clip.mkv", "libx265", ["hevc"]),
+    ],
+)
+def test_a_file_loops_with_continuous_timestamps(
+    tmp_path: Path, name: str, codec: str, probe_codecs: list[str]
+) -> None:
+    clip = tmp_path / name
+    _clip(clip, codec)
+    config = f'[[cameras]]\nname = "Clip"\npath = "clip"\nsource = "file://{clip}"\n'
+    srv = ServerProc(config=config).start()
+    try:
+        url = srv.url("clip")
+        assert [s["codec_name"] for s in probe(url)] == probe_codecs
+        reader = ShowInfo(url, ["-t", "7"])  # three loop points of a 2 s clip
+        reader.proc.wait(60)
+        reader.stop()
+        frames = reader.frames
+        times = [t for _s, t in frames][1:]  # ffmpeg: no pts on the very first packet
+        bad = [(a, b) for a, b in itertools.pairwise(times) if b <= a]
+        assert not bad, bad
+        assert times[-1] >= 6.5 and len(frames) >= 150, (times[-1], len(frames))
+        assert {s for s, _t in frames} == {"320x240"}
+        assert "error" not in "".join(reader.lines).lower(), "".join(reader.lines)[-2000:]
+        assert "file source: file://" in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_a_missing_file_is_one_clear_line_and_the_camera_stays(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    config = f'[[cameras]]\nname = "Clip"\npath = "clip"\nsource = "file://{missing}"\n'
+    srv = ServerProc(config=config).start()
+    try:
+        log = srv.log()
+        assert f"cameras[0].source (file://{missing}): cannot open {missing}" in log
+        url = f"http://127.0.0.1:{srv.ports['http_port']}/api/cameras"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert [c["name"] for c in json.loads(resp.read())["cameras"]] == ["Clip"]
     finally:
         srv.stop()
