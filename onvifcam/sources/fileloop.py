@@ -110,8 +110,9 @@ class ClipReader:
             if a_extra:
                 self.asc = aac.parse_audio_specific_config(a_extra)
         self._offset = 0  # added to every timestamp of the current pass
-        self._pass_end = 0  # the largest video dts + one frame seen in this pass
-        self._first: dict[int, int] = {}
+        self._pass_end = 0  # the end of the last picture or audio frame of this pass
+        self._lead = 0  # how far timestamps of a pass go below its first packet's dts
+        self._base: int | None = None  # the first packet's dts in this pass (90 kHz)
         self.loops = 0
         self._it = self._c.demux(*self._streams())
         self._pending: list[Unit] = []
@@ -140,13 +141,14 @@ class ClipReader:
         self.loops = 0
         self._offset = 0
         self._pass_end = 0
+        self._lead = 0
         if not self.params:
             raise ClipError(f"{self.path}: no parameter sets ({self.codec}) found")
 
     def _restart(self) -> None:
         self._c.seek(0)
         self._it = self._c.demux(*self._streams())
-        self._first.clear()
+        self._base = None
 
     def specs(self) -> list[TrackSpec]:
         """The tracks: video, then AAC when the clip has it."""
@@ -166,7 +168,7 @@ class ClipReader:
                 pkt = next(self._it)
             except StopIteration:
                 self.loops += 1
-                self._offset = self._pass_end
+                self._offset = self._pass_end + self._lead
                 self._restart()
                 if not out and self.loops > 3 and self._pass_end == 0:
                     raise ClipError(f"{self.path}: no packets") from None
@@ -190,9 +192,12 @@ class ClipReader:
         pts = pkt.pts if pkt.pts is not None else dts
         d90 = int(dts * tb * CLOCK)
         p90 = int(pts * tb * CLOCK)
-        first = self._first.setdefault(s.index, d90)
-        d90 += self._offset - first
-        p90 += self._offset - first
+        if self._base is None:
+            self._base = d90  # one base for all tracks keeps their sync
+        if self.loops == 0:
+            self._lead = max(self._lead, self._base - min(d90, p90))
+        d90 += self._offset - self._base
+        p90 += self._offset - self._base
         data = bytes(pkt)
         if s is self._video:
             self._pass_end = max(self._pass_end, p90 + self._frame, d90 + self._frame)
@@ -210,6 +215,9 @@ class ClipReader:
             self.asc = self.asc or cfg
         else:
             frames = [data]
+        rate = self.asc.sample_rate if self.asc is not None else 48000
+        end = max(p90, d90) + len(frames) * 1024 * CLOCK // rate
+        self._pass_end = max(self._pass_end, end)
         return Unit(1, p90, d90, frames, False)
 
     def close(self) -> None:

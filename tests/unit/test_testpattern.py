@@ -142,6 +142,16 @@ def test_demo_config_is_off_by_default_and_adds_a_camera(tmp_path: Path) -> None
             "[demo]\nenabled = true\n[[cameras]]\nname = 'demo'\npath = 'a'\n",
             r"cameras\[0\] is named 'demo'",
         ),
+        (
+            "[[cameras]]\npath = 'a'\nsource = 'rtsp://h/x'\n",
+            r"cameras\[0\]\.source: 'rtsp://h/x' is not supported; use file:///",
+        ),
+        (
+            "[[cameras]]\npath = 'a'\nsource = 'file://clip.mp4'\n",
+            r"cameras\[0\]\.source: 'file://clip.mp4' must name a local file by its absolute",
+        ),
+        ("[[cameras]]\npath = 'a'\noffline = 'grey'\n", r"cameras\[0\]\.offline must be"),
+        ("[onvif]\noffline = 'grey'\n", r"\[onvif\] offline must be 'placeholder' or 'none'"),
     ],
 )
 def test_demo_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
