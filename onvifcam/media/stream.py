@@ -761,8 +761,8 @@ class StreamRegistry:
                 del self.streams[path]
 
     def online(self) -> Iterable[Stream]:
-        """Streams with a publisher."""
-        return [s for s in self.streams.values() if s.publisher is not None]
+        """Streams with a real publisher (placeholders do not count)."""
+        return [s for s in self.streams.values() if s.online]
 
     def close(self, reason: str) -> None:
         """Close every stream."""
