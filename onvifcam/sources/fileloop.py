@@ -225,35 +225,70 @@ class ClipReader:
         self._c.close()
 
 
-class FileLoopSource:
-    """Publishes a clip on ``stream`` in a loop, in real time, while started."""
+class _Feed:
+    """The publisher a :class:`FileLoopSource` is on one of its streams."""
 
-    def __init__(self, stream: Stream, executor: Executor, path: str) -> None:
+    def __init__(self, source: FileLoopSource, stream: Stream) -> None:
+        self.source = source
         self.stream = stream
+        self.description = f"file loop {source.path}"
+
+    def kick(self, reason: str) -> None:
+        """Another publisher took this path: stop feeding it (the others carry on)."""
+        self.source.detach(self, reason)
+
+
+class FileLoopSource:
+    """Publishes a clip in a loop, in real time, on one or more streams (one demux and one
+    packetizer for all of them: cameras sharing a clip cost one camera)."""
+
+    def __init__(self, streams: list[Stream], executor: Executor, path: str) -> None:
         self.executor = executor
         self.path = path
         self.description = f"file loop {path}"
+        self.feeds = [_Feed(self, s) for s in streams]
         self._reader: ClipReader | None = None
-        self._packetizer = Packetizer(stream.on_rtp, name=stream.path, time_base=Fraction(1, CLOCK))
-        self._packetizer.needed = lambda: bool(stream.readers)
-        self._packetizer.on_count = stream.note_input
+        self._packetizer = Packetizer(self._fan_out, name=path, time_base=Fraction(1, CLOCK))
+        self._packetizer.needed = self._needed
+        self._packetizer.on_count = self._count
         self._task: asyncio.Task[None] | None = None
         self.units = 0
         self.kicked = ""
 
-    def kick(self, reason: str) -> None:
-        """Another publisher took the path: stop."""
-        self.kicked = reason
-        if self._task is not None:
-            self._task.cancel()
+    def _fan_out(self, track: int, packet: bytes) -> None:
+        for f in self.feeds:
+            f.stream.on_rtp(track, packet)
+
+    def _needed(self) -> bool:
+        return any(f.stream.readers for f in self.feeds)
+
+    def _count(self, nbytes: int, frames: int) -> None:
+        for f in self.feeds:
+            f.stream.note_input(nbytes, frames)
+
+    def detach(self, feed: _Feed, reason: str) -> None:
+        """Stop feeding one stream; with none left, stop reading the file."""
+        if feed in self.feeds:
+            self.feeds.remove(feed)
+        if not self.feeds:
+            self.kicked = reason
+            if self._task is not None:
+                self._task.cancel()
 
     async def start(self) -> None:
         """Open the clip (ClipError when it cannot be played) and start playing."""
         loop = asyncio.get_running_loop()
         self._reader = await loop.run_in_executor(self.executor, ClipReader, self.path)
         session = self._packetizer.configure(self._reader.specs())
-        self.stream.publish(self, session)
-        self._task = asyncio.create_task(self._run(), name=f"fileloop-{self.stream.path}")
+        for f in list(self.feeds):
+            try:
+                f.stream.publish(f, session)
+            except Exception as exc:  # StreamBusy: a client holds the path already
+                log.warning("file loop %s: not on path %s: %s", self.path, f.stream.path, exc)
+                self.feeds.remove(f)
+        if not self.feeds:
+            raise ClipError(f"{self.path}: every path it should play on is taken")
+        self._task = asyncio.create_task(self._run(), name=f"fileloop-{self.path}")
 
     async def stop(self) -> None:
         """Stop playing, unpublish and close the file."""
@@ -264,7 +299,8 @@ class FileLoopSource:
                 await task
             except asyncio.CancelledError:
                 pass
-        self.stream.unpublish(self, "source stopped")
+        for f in self.feeds:
+            f.stream.unpublish(f, "source stopped")
         reader, self._reader = self._reader, None
         if reader is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, reader.close)
@@ -274,7 +310,7 @@ class FileLoopSource:
         r = self._reader
         return {
             "kind": "file",
-            "path": self.stream.path,
+            "paths": [f.stream.path for f in self.feeds],
             "file": self.path,
             "units": self.units,
             "loops": r.loops if r is not None else 0,
@@ -302,7 +338,6 @@ class FileLoopSource:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "file loop %s on %s failed; the source stops", self.path, self.stream.path
-            )
-            self.stream.unpublish(self, "file source failed")
+            log.exception("file loop %s failed; the source stops", self.path)
+            for f in self.feeds:
+                f.stream.unpublish(f, "file source failed")

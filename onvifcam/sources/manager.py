@@ -100,21 +100,25 @@ class SourceManager:
                 self._camera_added(cam)
 
     async def _start_files(self) -> None:
+        """One FileLoopSource per distinct ``source``: cameras sharing a clip share its demux."""
+        by_source: dict[str, list[tuple[int, CameraConfig]]] = {}
         for i, cam in enumerate(self.cfg.cameras):
-            if not cam.source:
-                continue
+            if cam.source:
+                by_source.setdefault(cam.source, []).append((i, cam))
+        for source, cams in by_source.items():
+            keys = ", ".join(f"cameras[{i}]" for i, _c in cams[:3])
+            keys += f" and {len(cams) - 3} more" if len(cams) > 3 else ""
             try:
-                src = FileLoopSource(
-                    self.registry.get_or_create(cam.path), self._pool, path_of(cam.source)
-                )
+                streams = [self.registry.get_or_create(c.path) for _i, c in cams]
+                src = FileLoopSource(streams, self._pool, path_of(source))
                 await src.start()
             except (ClipError, ValueError, OSError) as exc:
-                log.error(
-                    "cameras[%d].source (%s): %s; the camera stays offline", i, cam.source, exc
-                )
+                log.error("%s source (%s): %s; the camera stays offline", keys, source, exc)
                 continue
             self.sources.append(src)
-            log.info("file source: %s plays in a loop on path %s", cam.source, cam.path)
+            paths = [f.stream.path for f in src.feeds]
+            more = f" and {len(paths) - 5} more paths" if len(paths) > 5 else ""
+            log.info("file source: %s plays in a loop on %s%s", source, ", ".join(paths[:5]), more)
 
     async def _start_demo(self) -> None:
         d = self.cfg.demo

@@ -370,7 +370,7 @@ def test_a_missing_file_is_one_clear_line_and_the_camera_stays(tmp_path: Path) -
     srv = ServerProc(config=config).start()
     try:
         log = srv.log()
-        assert f"cameras[0].source (file://{missing}): cannot open {missing}" in log
+        assert f"cameras[0] source (file://{missing}): cannot open {missing}" in log
         url = f"http://127.0.0.1:{srv.ports['http_port']}/api/cameras"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert [c["name"] for c in json.loads(resp.read())["cameras"]] == ["Clip"]
