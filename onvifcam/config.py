@@ -8,8 +8,10 @@ and the reason, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -162,6 +164,25 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """One [[fleets]] entry: ``count`` cameras made from templates ({fleet}: the fleet's
+    name, {n}: start..start+count-1). Their MAC and serial derive from the fleet name and n,
+    so they stay the same whatever the order or the state directory."""
+
+    name: str = ""
+    count: int = 0
+    start: int = 1
+    camera_name: str = "{fleet}-{n}"
+    path: str = "{fleet}/{n}"
+    source: str = ""  # cameras sharing one file source share one demux
+    offline: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    codec: str = ""
+
+
+@dataclass(frozen=True)
 class OnvifConfig:
     """[onvif]: camera services shared settings."""
 
@@ -252,6 +273,7 @@ class Config:
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
+    fleets: tuple[FleetConfig, ...] = ()
     demo: DemoConfig = field(default_factory=DemoConfig)
     any_path: bool = True
     source: str = "<defaults>"
@@ -554,13 +576,72 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
             kwargs["cameras"] = tuple(
                 _build(CameraConfig, t, f"{source}: cameras[{i}]") for i, t in enumerate(value)
             )
+        elif key == "fleets":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: 'fleets' must be an array of tables ([[fleets]])")
+            kwargs["fleets"] = tuple(
+                _build(FleetConfig, t, f"{source}: fleets[{i}]") for i, t in enumerate(value)
+            )
         elif key == "any_path":
             kwargs["any_path"] = _coerce(value, bool, f"{source}: any_path")
         else:
             raise ConfigError(f"{source}: unknown section or key '{key}'")
     cfg = Config(**kwargs)
+    if cfg.fleets:
+        cfg = dataclasses.replace(cfg, cameras=(*cfg.cameras, *_fleet_cameras(cfg, source)))
     _validate(cfg, source)
     return cfg
+
+
+_FLEET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
+    """The cameras of every [[fleets]] entry."""
+    out: list[CameraConfig] = []
+    names: set[str] = set()
+    for i, f in enumerate(cfg.fleets):
+        at = f"{where}: fleets[{i}]"
+        if not _FLEET_NAME.fullmatch(f.name):
+            raise ConfigError(
+                f"{at}.name: {f.name!r} must be 1..64 letters, digits, '_', '.' or '-' "
+                "(it seeds the cameras' identity)"
+            )
+        if f.name in names:
+            raise ConfigError(f"{at}.name: another fleet is named {f.name!r}")
+        names.add(f.name)
+        if not 1 <= f.count <= cfg.onvif.max_cameras:
+            raise ConfigError(
+                f"{at}.count must be 1..{cfg.onvif.max_cameras} ([onvif] max_cameras)"
+            )
+        for key in ("camera_name", "path"):
+            if not re.search(r"\{n(:[^}]*)?\}", getattr(f, key)):
+                raise ConfigError(f"{at}.{key} must contain {{n}} (one camera per n)")
+        for n in range(f.start, f.start + f.count):
+            try:
+                name = f.camera_name.format(fleet=f.name, n=n)
+                path = f.path.format(fleet=f.name, n=n)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"{at}: bad template ({exc!s}); use {{fleet}} and {{n}} only"
+                ) from None
+            seed = hashlib.sha256(f"onvifcam-fleet:{f.name}:{n}".encode()).digest()
+            mac = ":".join(f"{b:02x}" for b in (0x02, *seed[:5]))  # locally administered
+            out.append(
+                CameraConfig(
+                    name=name,
+                    path=path,
+                    source=f.source,
+                    offline=f.offline,
+                    width=f.width,
+                    height=f.height,
+                    fps=f.fps,
+                    codec=f.codec,
+                    mac=mac,
+                    serial="FL" + seed[5:11].hex().upper(),
+                )
+            )
+    return out
 
 
 def load(path: str | os.PathLike[str]) -> Config:

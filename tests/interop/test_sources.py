@@ -376,3 +376,24 @@ def test_a_missing_file_is_one_clear_line_and_the_camera_stays(tmp_path: Path) -
             assert [c["name"] for c in json.loads(resp.read())["cameras"]] == ["Clip"]
     finally:
         srv.stop()
+
+
+def test_a_fleet_shares_one_demux_of_its_file(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    _clip(clip, "libx264")
+    config = f'[[fleets]]\nname = "lot"\ncount = 3\nsource = "file://{clip}"\n'
+    srv = ServerProc(config=config).start()
+    try:
+        log = srv.log()
+        assert f"file source: file://{clip} plays in a loop on lot/1, lot/2, lot/3" in log
+        assert log.count("file source:") == 1  # one demux for the three cameras
+        url = f"http://127.0.0.1:{srv.ports['http_port']}/api/cameras"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            cams = json.loads(resp.read())["cameras"]
+        assert sorted(c["name"] for c in cams) == ["lot-1", "lot-2", "lot-3"]
+        assert len({c["mac"] for c in cams}) == 3, cams
+        for n in (1, 3):
+            r = ffmpeg_read(srv.url(f"lot/{n}"), extra=["-t", "3"])
+            assert r.returncode == 0 and r.video_frames >= 50, r
+    finally:
+        srv.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from onvifcam.config import Config, ConfigError, load
 from onvifcam.media.packetizer import AacSpec, LengthPrefixed, VideoSpec
 from onvifcam.sources.fileloop import ClipError, ClipReader, path_of
 
@@ -60,3 +61,70 @@ def test_bad_sources(tmp_path: Path) -> None:
     )
     with pytest.raises(ClipError, match=r"no H\.264 or H\.265 video stream"):
         ClipReader(str(wav))
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return load(p)
+
+
+def test_fleets_expand_into_cameras_with_identity_from_name_and_n(tmp_path: Path) -> None:
+    text = """
+[[cameras]]
+name = "Door"
+path = "door"
+[[fleets]]
+name = "lobby"
+count = 3
+source = "file:///clips/a.mp4"
+offline = "placeholder"
+width = 640
+height = 360
+"""
+    cfg = _load(tmp_path, text)
+    cams = cfg.cameras
+    assert [(c.name, c.path) for c in cams] == [
+        ("Door", "door"),
+        ("lobby-1", "lobby/1"),
+        ("lobby-2", "lobby/2"),
+        ("lobby-3", "lobby/3"),
+    ]
+    fleet = cams[1:]
+    assert all(c.source == "file:///clips/a.mp4" and c.offline == "placeholder" for c in fleet)
+    assert all((c.width, c.height) == (640, 360) for c in fleet)
+    assert len({c.mac for c in fleet}) == 3 and all(c.mac.startswith("02:") for c in fleet)
+    assert len({c.serial for c in fleet}) == 3
+    # stable: the same fleet name and n give the same identity whatever else changes
+    again = _load(tmp_path, "[[fleets]]" + text.split("[[fleets]]")[1].replace("3", "5"))
+    assert [c.mac for c in again.cameras[:3]] == [c.mac for c in fleet]  # no Door, 5 cameras
+    custom = _load(
+        tmp_path,
+        '[[fleets]]\nname = "f"\ncount = 2\nstart = 7\ncamera_name = "Cam {n:02d}"\n'
+        'path = "{fleet}-{n}"\n',
+    )
+    assert [(c.name, c.path) for c in custom.cameras] == [("Cam 07", "f-7"), ("Cam 08", "f-8")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[fleets]]\nname = ""\ncount = 1\n', r"fleets\[0\]\.name: '' must be"),
+        ('[[fleets]]\nname = "a b"\ncount = 1\n', r"fleets\[0\]\.name: 'a b' must be"),
+        ('[[fleets]]\nname = "a"\ncount = 0\n', r"fleets\[0\]\.count must be 1\.\.1024"),
+        ('[[fleets]]\nname = "a"\ncount = 2\npath = "x"\n', r"fleets\[0\]\.path must contain"),
+        ('[[fleets]]\nname = "a"\ncount = 2\npath = "{m}/{n}"\n', r"fleets\[0\]: bad template"),
+        (
+            '[[fleets]]\nname = "a"\ncount = 1\n[[fleets]]\nname = "a"\ncount = 1\n',
+            r"fleets\[1\]\.name: another fleet is named 'a'",
+        ),
+        (
+            '[[cameras]]\nname = "a-1"\npath = "z"\n[[fleets]]\nname = "a"\ncount = 1\n',
+            r"duplicate camera name 'a-1'",
+        ),
+        ('[[fleets]]\nname = "a"\ncount = 1\nsource = "http://x"\n', r"\.source: 'http://x'"),
+    ],
+)
+def test_fleet_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)
