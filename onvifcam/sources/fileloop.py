@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class ClipReader:
         except (OSError, av.error.FFmpegError) as exc:
             raise ClipError(f"cannot open {path}: {exc}") from None
         self.path = path
+        self._lock = threading.Lock()
+        self._closed = False
         self._video = next(
             (s for s in self._c.streams.video if s.codec_context.name in ("h264", "hevc")), None
         )
@@ -160,7 +163,12 @@ class ClipReader:
         return out
 
     def read(self, span: int = _CHUNK) -> list[Unit]:
-        """The next access units, about ``span`` ticks of decoding time; loops at the end."""
+        """The next access units, about ``span`` ticks of decoding time; loops at the end.
+        Nothing once closed."""
+        with self._lock:
+            return [] if self._closed else self._read(span)
+
+    def _read(self, span: int) -> list[Unit]:
         out: list[Unit] = []
         start: int | None = None
         for _ in range(100000):
@@ -221,8 +229,11 @@ class ClipReader:
         return Unit(1, p90, d90, frames, False)
 
     def close(self) -> None:
-        """Close the file."""
-        self._c.close()
+        """Close the file (waits for a read in progress on another thread)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._c.close()
 
 
 class _Feed:

@@ -159,7 +159,7 @@ class SourceManager:
                 log.exception("stopping source %s failed", src.description)
         self.sources.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)  # never block the loop
             self._pool = None
 
     def tick(self, now: float) -> None:

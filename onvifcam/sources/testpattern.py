@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -164,26 +165,37 @@ class H264Encoder:
         ctx.open()
         self._ctx = ctx
         self._n = 0
+        # encode and close may run on two pool threads (a stop while a frame is encoded)
+        self._lock = threading.Lock()
+        self._closed = False
 
     def encode_array(self, arr: np.ndarray, keyframe: bool = False) -> list[EncodedUnit]:
-        """Encode one ``(height * 3 // 2, width)`` yuv420p frame; ``keyframe`` forces an IDR."""
+        """Encode one ``(height * 3 // 2, width)`` yuv420p frame; ``keyframe`` forces an IDR.
+        Nothing once closed."""
         av = self._av
-        frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
-        frame.pts = self._n
-        if keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
-        self._n += 1
-        return [
-            EncodedUnit(h264.split_annexb(bytes(p)), bool(p.is_keyframe))
-            for p in self._ctx.encode(frame)
-        ]
+        with self._lock:
+            if self._closed:
+                return []
+            frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
+            frame.pts = self._n
+            if keyframe:
+                frame.pict_type = av.video.frame.PictureType.I
+            self._n += 1
+            return [
+                EncodedUnit(h264.split_annexb(bytes(p)), bool(p.is_keyframe))
+                for p in self._ctx.encode(frame)
+            ]
 
     def close(self) -> None:
-        """Release the encoder."""
-        try:
-            self._ctx.encode(None)
-        except Exception:  # flushing a closed or broken encoder: nothing to keep
-            pass
+        """Release the encoder (waits for a frame being encoded)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._ctx.encode(None)
+            except Exception:  # flushing a broken encoder: nothing to keep
+                pass
 
 
 class PatternEncoder(H264Encoder):
