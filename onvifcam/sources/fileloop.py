@@ -78,6 +78,16 @@ class ClipReader:
             self._c = av.open(path)
         except (OSError, av.error.FFmpegError) as exc:
             raise ClipError(f"cannot open {path}: {exc}") from None
+        try:
+            self._setup(path)
+        except ClipError:
+            self._c.close()
+            raise
+        except (ValueError, av.error.FFmpegError) as exc:
+            self._c.close()
+            raise ClipError(f"cannot play {path}: {exc}") from None
+
+    def _setup(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
@@ -85,7 +95,6 @@ class ClipReader:
             (s for s in self._c.streams.video if s.codec_context.name in ("h264", "hevc")), None
         )
         if self._video is None:
-            self._c.close()
             raise ClipError(f"{path}: no H.264 or H.265 video stream (found: {self._names()})")
         self._audio = next(
             (s for s in self._c.streams.audio if s.codec_context.name == "aac"), None
@@ -348,7 +357,8 @@ class FileLoopSource:
                     self.units += 1
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("file loop %s failed; the source stops", self.path)
+        except Exception as exc:
+            # one line: a damaged file is an input problem, not a bug worth a traceback
+            log.error("file loop %s: %s: %s; the source stops", self.path, type(exc).__name__, exc)
             for f in self.feeds:
                 f.stream.unpublish(f, "file source failed")

@@ -47,11 +47,11 @@ def fit_size(width: int, height: int) -> tuple[int, int]:
 
 def render(width: int, height: int, lines: list[str]) -> np.ndarray:
     """The placeholder picture as a ``(height * 3 // 2, width)`` yuv420p array: white block
-    letters (the 5x7 font has upper case, digits and ``-._/:``) centred on mid-grey."""
+    letters (the 5x7 font has letters, digits and ``-._/:``) centred on mid-grey."""
     buf = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
     y = buf[:height]
     y[:] = 0x50
-    texts = [ln.upper() for ln in lines if ln]
+    texts = [ln for ln in lines if ln]
     longest = max((len(t) for t in texts), default=1)
     scale = max(1, min(width // (6 * longest + 6), height // (12 * max(1, len(texts)))))
     line_h = 10 * scale
@@ -219,7 +219,7 @@ class Placeholders:
         if old is not None and (old.width, old.height) == (w, h) and old.stream is stream:
             ph = old  # keeps its encoded picture
         else:
-            lines = [name, "offline", *self.push_urls(stream.path)]
+            lines = [name, "OFFLINE", *self.push_urls(stream.path)]
             ph = PlaceholderSource(
                 stream, self.executor, lines=lines, width=w, height=h, params=params
             )

@@ -128,3 +128,16 @@ height = 360
 def test_fleet_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _load(tmp_path, text)
+
+
+def test_a_damaged_file_is_a_clip_error(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "a.mp4")
+    data = bytearray(clip.read_bytes())
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data[:200]))  # the header and nothing else
+    with pytest.raises(ClipError, match=r"bad\.mp4"):
+        ClipReader(str(bad))
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(b"\x47" + bytes(range(256)) * 50)
+    with pytest.raises(ClipError):
+        ClipReader(str(junk))
