@@ -75,6 +75,8 @@ class SourceManager:
             self.cameras.on_removed.append(self._camera_removed)
             for cam in list(self.cameras.cameras.values()):
                 self._camera_added(cam)
+            # readers that connect once the server is ready find the placeholders there
+            await asyncio.gather(*self.placeholders._tasks, return_exceptions=True)
 
     def _offline_mode(self, cam: Camera) -> str:
         return cam.cfg.offline or self.cfg.onvif.offline
@@ -85,7 +87,11 @@ class SourceManager:
         s = self.registry.get(cam.path)
         if s is None or s.publisher is None:
             v = cam.video("main")
-            self.placeholders.ensure(cam.path, cam.name, v.width, v.height)
+            a = cam.audio("main")
+            audio = None
+            if a is not None and a.codec.upper() == "MPEG4-GENERIC" and a.sample_rate > 0:
+                audio = (a.sample_rate, a.channels)  # mirror the last publisher's layout
+            self.placeholders.ensure(cam.path, cam.name, v.width, v.height, audio)
 
     def _camera_removed(self, cam: Camera) -> None:
         task = asyncio.get_running_loop().create_task(self.placeholders.remove(cam.path))

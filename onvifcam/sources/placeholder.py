@@ -9,10 +9,11 @@ reader nothing is sent. Its SDP's parameter sets come from a per-size cache (the
 on the encoder settings), so a reader can DESCRIBE before any picture was encoded.
 
 When a real publisher arrives, readers carry on without reconnecting if its media is
-compatible (one H.264 video track, like the placeholder): the stream keeps SSRC, sequence
-numbers and timestamps continuous, the new publisher starts on an IDR and its parameter sets
-are sent in front of it. Other layouts (H.265, or video plus audio) close the readers so they
-DESCRIBE again and get the real SDP.
+compatible with the placeholder's: H.264 video, plus AAC at the same rate when the camera's
+last publisher had AAC (the placeholder then sends silence in that format): the stream keeps
+SSRC, sequence numbers and timestamps continuous, the new publisher starts on an IDR and its
+parameter sets are sent in front of it. Other layouts (H.265, another audio format or track
+count) close the readers so they DESCRIBE again and get the real SDP.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from onvifcam.media import h264
-from onvifcam.media.packetizer import Packetizer, VideoSpec
+from onvifcam.media.packetizer import AAC_FRAME_SAMPLES, AacSpec, Packetizer, TrackSpec, VideoSpec
 from onvifcam.media.stream import Stream
 from onvifcam.sources.testpattern import EncodedUnit, H264Encoder, _glyph
 
@@ -66,6 +68,35 @@ def render(width: int, height: int, lines: list[str]) -> np.ndarray:
     return buf
 
 
+@dataclass(frozen=True)
+class Silence:
+    """Silent AAC: the AudioSpecificConfig and one raw frame (1024 samples) to repeat."""
+
+    config: bytes
+    frame: bytes
+    sample_rate: int
+    channels: int
+
+
+def silent_aac(sample_rate: int, channels: int) -> Silence:
+    """Encode AAC-LC silence once (blocking)."""
+    import av
+
+    layout = "mono" if channels == 1 else "stereo"
+    ctx = av.CodecContext.create("aac", "w")
+    ctx.sample_rate, ctx.layout, ctx.format = sample_rate, layout, "fltp"
+    ctx.time_base = Fraction(1, sample_rate)
+    ctx.open()
+    frames: list[bytes] = []
+    for i in range(4):
+        f = av.AudioFrame(format="fltp", layout=layout, samples=1024)
+        for plane in f.planes:
+            plane.update(bytes(plane.buffer_size))
+        f.sample_rate, f.pts = sample_rate, i * 1024
+        frames += [bytes(p) for p in ctx.encode(f)]
+    return Silence(bytes(ctx.extradata or b""), frames[-1], sample_rate, 1 if channels == 1 else 2)
+
+
 def parameter_sets(width: int, height: int) -> list[bytes]:
     """SPS and PPS of the placeholder encoder at this size (blocking)."""
     enc = H264Encoder(width, height, FPS, _BITRATE)
@@ -97,8 +128,10 @@ class PlaceholderSource:
         width: int,
         height: int,
         params: list[bytes],
+        audio: Silence | None = None,
     ) -> None:
         self.stream = stream
+        self.audio = audio
         self.executor = executor
         self.lines = lines
         self.width, self.height = width, height
@@ -117,8 +150,13 @@ class PlaceholderSource:
 
     def publish(self) -> None:
         """Take the stream's publisher slot (it must be free) and start serving readers."""
-        spec = VideoSpec("H264", list(self.params), self.width, self.height, FPS)
-        self.stream.publish(self, self._packetizer.configure([spec]))
+        specs: list[TrackSpec] = [
+            VideoSpec("H264", list(self.params), self.width, self.height, FPS)
+        ]
+        a = self.audio
+        if a is not None:
+            specs.append(AacSpec(a.config, a.sample_rate, a.channels))
+        self.stream.publish(self, self._packetizer.configure(specs))
         self._task = asyncio.create_task(self._run(), name=f"placeholder-{self.stream.path}")
 
     def kick(self, reason: str) -> None:
@@ -143,6 +181,8 @@ class PlaceholderSource:
         period = 1.0 / FPS
         origin = loop.time()
         i = 0
+        samples = -1  # audio samples sent since reading started (-1: not yet)
+        next_frame = origin
         try:
             while True:
                 if not self.stream.readers:
@@ -157,9 +197,20 @@ class PlaceholderSource:
                     next_frame = loop.time()
                 if i == 0:
                     next_frame = loop.time()
+                    samples = -1
                 u = self._units[i % len(self._units)]
-                pts = round((loop.time() - origin) * 90000)
+                elapsed = loop.time() - origin
+                pts = round(elapsed * 90000)
                 self._packetizer.on_access_unit(0, pts, pts, u.nals, u.keyframe)
+                a = self.audio
+                if a is not None:
+                    if samples < 0:
+                        samples = int(elapsed * a.sample_rate)
+                    n = (int((elapsed + 1.0 / FPS) * a.sample_rate) - samples) // AAC_FRAME_SAMPLES
+                    if n > 0:
+                        apts = samples * 90000 // a.sample_rate
+                        self._packetizer.on_access_unit(1, apts, apts, [a.frame] * n)
+                        samples += n * AAC_FRAME_SAMPLES
                 self.frames += 1
                 i += 1
                 next_frame += period
@@ -185,16 +236,35 @@ class Placeholders:
         self.push_urls = push_urls
         self.by_path: dict[str, PlaceholderSource] = {}
         self._params: dict[tuple[int, int], asyncio.Future[list[bytes]]] = {}
+        self._silence: dict[tuple[int, int], Silence] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def ensure(self, path: str, name: str, width: int, height: int) -> None:
-        """Put a placeholder on ``path`` soon, unless a publisher is there by then."""
-        task = asyncio.get_running_loop().create_task(self._ensure(path, name, width, height))
+    def ensure(
+        self, path: str, name: str, width: int, height: int, audio: tuple[int, int] | None = None
+    ) -> None:
+        """Put a placeholder on ``path`` soon, unless a publisher is there by then; with
+        ``audio`` (sample rate, channels) it also sends silent AAC in that format."""
+        task = asyncio.get_running_loop().create_task(
+            self._ensure(path, name, width, height, audio)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ensure(self, path: str, name: str, width: int, height: int) -> None:
+    async def _ensure(
+        self, path: str, name: str, width: int, height: int, audio: tuple[int, int] | None
+    ) -> None:
         w, h = fit_size(width, height)
+        silence = None
+        if audio is not None:
+            silence = self._silence.get(audio)
+            if silence is None:
+                loop = asyncio.get_running_loop()
+                try:
+                    silence = await loop.run_in_executor(self.executor, silent_aac, *audio)
+                except Exception as exc:  # an AAC rate the encoder refuses: video only
+                    log.warning("placeholder for %s: no silent AAC at %s: %s", path, audio, exc)
+                else:
+                    self._silence[audio] = silence
         fut = self._params.get((w, h))
         if fut is None:
             loop = asyncio.get_running_loop()
@@ -216,12 +286,23 @@ class Placeholders:
         if stream.publisher is not None:
             return
         old = self.by_path.get(stream.path)
-        if old is not None and (old.width, old.height) == (w, h) and old.stream is stream:
+        if (
+            old is not None
+            and (old.width, old.height) == (w, h)
+            and old.stream is stream
+            and old.audio == silence
+        ):
             ph = old  # keeps its encoded picture
         else:
             lines = [name, "OFFLINE", *self.push_urls(stream.path)]
             ph = PlaceholderSource(
-                stream, self.executor, lines=lines, width=w, height=h, params=params
+                stream,
+                self.executor,
+                lines=lines,
+                width=w,
+                height=h,
+                params=params,
+                audio=silence,
             )
         ph.publish()
         self.by_path[stream.path] = ph

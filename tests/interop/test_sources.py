@@ -397,3 +397,37 @@ def test_a_fleet_shares_one_demux_of_its_file(tmp_path: Path) -> None:
             assert r.returncode == 0 and r.video_frames >= 50, r
     finally:
         srv.stop()
+
+
+def test_after_an_av_publisher_the_placeholder_keeps_its_layout() -> None:
+    srv = ServerProc(config=PLACEHOLDER_CONFIG).start()
+    reader = None
+    try:
+        url = srv.url("lobby")
+        first = ffmpeg_push(url, frames=50, size="640x480", audio=True, gop=25)
+        with running(first):
+            first.wait(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the placeholder comes back, with silent AAC
+            streams = [(s["codec_name"], s.get("width")) for s in probe(url)]
+            if streams == [("h264", 640), ("aac", None)]:
+                break
+            time.sleep(0.3)
+        assert streams == [("h264", 640), ("aac", None)], streams
+        plays = srv.log().count("plays lobby")  # ffprobe played it too
+        reader = ShowInfo(url)
+        reader.wait(lambda f: len(f) >= 5)
+        second = ffmpeg_push(url, frames=75, size="480x360", audio=True, gop=25)
+        with running(second):
+            reader.wait(lambda f: sum(s == "480x360" for s, _t in f) >= 25)
+        sizes = [s for s, _t in reader.frames]
+        runs = [s for i, s in enumerate(sizes) if i == 0 or sizes[i - 1] != s]
+        assert runs[:2] == ["640x480", "480x360"], runs
+        assert reader.proc.poll() is None
+        log = srv.log()
+        assert "media format changed" not in log
+        assert log.count("plays lobby") == plays + 1  # one connection throughout
+    finally:
+        if reader is not None:
+            reader.stop()
+        srv.stop()

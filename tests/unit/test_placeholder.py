@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from onvifcam.media import h264, rtp
-from onvifcam.media.packetizer import VideoSpec, describe
+from onvifcam.media.packetizer import AacSpec, VideoSpec, describe
 from onvifcam.media.stream import RTP, Batch, Stream
 from onvifcam.sources.placeholder import (
     PlaceholderSource,
@@ -21,6 +21,7 @@ from onvifcam.sources.placeholder import (
     fit_size,
     parameter_sets,
     render,
+    silent_aac,
 )
 from onvifcam.sources.testpattern import H264Encoder
 
@@ -145,3 +146,54 @@ def test_a_real_publisher_takes_over_and_readers_carry_on() -> None:
         assert sizes[0] == (160, 96) and sizes[-5:] == [(320, 240)] * 5, (sizes, len(units))
 
     asyncio.run(run())
+
+
+def test_with_the_last_publishers_aac_an_av_publisher_is_compatible() -> None:
+    async def run() -> None:
+        stream = Stream("cam")
+        pool = ThreadPoolExecutor(1)
+        silence = silent_aac(48000, 2)
+        assert len(silence.frame) < 32 and silence.config
+        ph = PlaceholderSource(
+            stream,
+            pool,
+            lines=["cam"],
+            width=160,
+            height=96,
+            params=parameter_sets(160, 96),
+            audio=silence,
+        )
+        ph.publish()
+        assert [t.codec for t in stream.tracks] == ["H264", "MPEG4-GENERIC"]
+        reader = Collect2()
+        stream.add_reader(reader)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if len(reader.tracks.get(1, [])) >= 10:
+                break
+        audio = [rtp.parse(p) for p in reader.tracks[1]]
+        assert len(audio) >= 10 and len({h.ssrc for h in audio}) == 1
+        # timestamps at 48 kHz, 1024 samples a frame, sample-exact
+        ts = [h.timestamp for h in audio]
+        assert all((b - a) % 1024 == 0 and b > a for a, b in itertools.pairwise(ts))
+        enc = H264Encoder(160, 96, 25)
+        units = enc.encode_array(np.full((144, 160), 90, dtype=np.uint8), True)
+        pub = Pub()
+        specs = [VideoSpec("H264", _sps_pps(units[0].nals)), AacSpec(silence.config, 48000, 2)]
+        stream.publish(pub, describe(specs))
+        assert reader in stream.readers and reader.closed == []  # compatible: no reconnect
+        await ph.stop()
+        pool.shutdown()
+
+    asyncio.run(run())
+
+
+class Collect2(Collect):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracks: dict[int, list[bytes]] = {}
+
+    def deliver(self, batch: Batch) -> None:
+        for t, k, p in batch.packets():
+            if k == RTP:
+                self.tracks.setdefault(t, []).append(p)
