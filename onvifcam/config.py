@@ -257,6 +257,8 @@ class DemoConfig:
     bitrate_kbps: int = 600
     # With no reader, encode one keyframe this often (seconds) for snapshots; nothing else.
     idle_keyframe_interval: float = 2.0
+    # Add a 1 kHz AAC tone (48 kHz mono) while read.
+    tone: bool = False
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ class SourceManager:
             fps=d.fps,
             bitrate_kbps=d.bitrate_kbps,
             idle_keyframe_interval=d.idle_keyframe_interval,
+            tone=d.tone,
         )
         await src.start()
         self.sources.append(src)

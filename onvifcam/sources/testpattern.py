@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from onvifcam.media import h264
-from onvifcam.media.packetizer import Packetizer, VideoSpec
+from onvifcam.media.packetizer import (
+    AAC_FRAME_SAMPLES,
+    AacSpec,
+    Packetizer,
+    TrackSpec,
+    VideoSpec,
+)
 from onvifcam.media.stream import Stream
 from onvifcam.onvif.snapshot import _FONT
 
@@ -242,6 +248,48 @@ class PatternEncoder(H264Encoder):
         return self.encode_array(self.renderer.render(self._n, clock), keyframe)
 
 
+class ToneEncoder:
+    """A continuous 1 kHz sine at -20 dBFS as mono AAC-LC (blocking: executor thread)."""
+
+    def __init__(self, sample_rate: int = 48000, freq: float = 1000.0) -> None:
+        import av
+
+        self._av = av
+        self.sample_rate = sample_rate
+        ctx = av.CodecContext.create("aac", "w")
+        ctx.sample_rate, ctx.layout, ctx.format = sample_rate, "mono", "fltp"
+        ctx.time_base = Fraction(1, sample_rate)
+        ctx.bit_rate = 64000
+        ctx.open()
+        self._ctx = ctx
+        self.config = bytes(ctx.extradata or b"")
+        self._step = 2 * np.pi * freq / sample_rate
+        self._n = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def encode(self, frames: int) -> list[bytes]:
+        """Encode ``frames`` x 1024 more samples; the raw AAC frames that came out."""
+        av = self._av
+        out: list[bytes] = []
+        with self._lock:
+            if self._closed:
+                return out
+            for _ in range(frames):
+                t = np.arange(self._n, self._n + 1024)
+                samples = (0.1 * np.sin(t * self._step)).astype(np.float32).reshape(1, -1)
+                f = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                f.sample_rate, f.pts = self.sample_rate, self._n
+                self._n += 1024
+                out += [bytes(p) for p in self._ctx.encode(f)]
+        return out
+
+    def close(self) -> None:
+        """Stop encoding."""
+        with self._lock:
+            self._closed = True
+
+
 def clock_text(now: float | None = None) -> str:
     """``YYYY-MM-DD HH:MM:SS.d`` in UTC (the glyphs have digits, '-', ':' and '.')."""
     t = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.UTC)
@@ -264,8 +312,13 @@ class TestPatternSource:
         fps: float,
         bitrate_kbps: int = 600,
         idle_keyframe_interval: float = 2.0,
+        tone: bool = False,
     ) -> None:
         self.stream = stream
+        self.tone = tone
+        self._tone: ToneEncoder | None = None
+        self._audio_base = -1  # 48 kHz sample the audio of the current read spell starts at
+        self._audio_out = 0  # AAC frames sent in this spell
         self.executor = executor
         self.title = title
         self.width, self.height, self.fps = width, height, fps
@@ -302,6 +355,8 @@ class TestPatternSource:
             self.title,
             self.bitrate_kbps,
         )
+        if self.tone:
+            self._tone = await loop.run_in_executor(self.executor, ToneEncoder)
         self._origin = loop.time()
         units, spent = await loop.run_in_executor(self.executor, self._encode, time.time(), True)
         self.encode_seconds += spent
@@ -319,6 +374,8 @@ class TestPatternSource:
             except asyncio.CancelledError:
                 pass
         self.stream.unpublish(self, "source stopped")
+        if self._tone is not None:
+            self._tone.close()
         enc, self._encoder = self._encoder, None
         if enc is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, enc.close)
@@ -338,10 +395,32 @@ class TestPatternSource:
 
     # ------------------------------------------------------------------ work
     def _encode(self, wall: float, key: bool) -> tuple[list[EncodedUnit], float]:
-        assert self._encoder is not None
+        enc = self._encoder
+        if enc is None:  # stopped meanwhile
+            return [], 0.0
         t0 = time.thread_time()
-        units = self._encoder.encode(clock_text(wall), key)
+        units = enc.encode(clock_text(wall), key)
         return units, time.thread_time() - t0
+
+    async def _audio(self, elapsed: float) -> None:
+        """Send the tone up to one video frame ahead of ``elapsed`` (seconds since start)."""
+        tone = self._tone
+        if tone is None:
+            return
+        rate = tone.sample_rate
+        if self._audio_base < 0:
+            self._audio_base, self._audio_out = int(elapsed * rate), 0
+        due = int((elapsed + 1.0 / self.fps) * rate) - self._audio_base
+        n = due // AAC_FRAME_SAMPLES - self._audio_out
+        if n <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        frames = await loop.run_in_executor(self.executor, tone.encode, n)
+        if frames:
+            start = self._audio_base + self._audio_out * AAC_FRAME_SAMPLES
+            pts = start * 90000 // rate
+            self._packetizer.on_access_unit(1, pts, pts, frames)
+            self._audio_out += len(frames)
 
     def _send(self, units: list[EncodedUnit], pts: int) -> None:
         for u in units:
@@ -369,9 +448,13 @@ class TestPatternSource:
                     )
                     self.encode_seconds += spent
                     self._send(units, round((now - origin) * 90000))
-                    if not reading:
+                    if reading:
+                        await self._audio(now - origin)
+                    else:
+                        self._audio_base = -1  # nobody listens: no audio
                         next_idle_key = now + self.idle_keyframe_interval
                 elif was_reading:
+                    self._audio_base = -1
                     next_idle_key = now + self.idle_keyframe_interval
                 next_frame += period
                 if next_frame < loop.time() - 1.0:  # fell far behind (loaded machine)
@@ -396,5 +479,8 @@ class TestPatternSource:
             fps=self.fps,
             bitrate=self.bitrate_kbps,
         )
-        session = self._packetizer.configure([spec])
+        specs: list[TrackSpec] = [spec]
+        if self._tone is not None:
+            specs.append(AacSpec(self._tone.config, self._tone.sample_rate, 1))
+        session = self._packetizer.configure(specs)
         self.stream.publish(self, session)

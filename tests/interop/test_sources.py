@@ -197,12 +197,17 @@ def test_a_config_file_runs_the_demo_only_when_it_asks() -> None:
         assert "demo_path" not in srv.ports
     finally:
         srv.stop()
-    srv = ServerProc(config='[demo]\nenabled = true\nname = "Pattern"\npath = "test/pattern"\n')
+    srv = ServerProc(
+        config='[demo]\nenabled = true\nname = "Pattern"\npath = "test/pattern"\ntone = true\n'
+    )
     srv = srv.start()
     try:
         assert srv.ports["demo_path"] == "test/pattern"
         streams = probe(srv.url("test/pattern"))
-        assert [(s["codec_name"], s["width"]) for s in streams] == [("h264", 640)]
+        assert [(s["codec_name"], s.get("width")) for s in streams] == [
+            ("h264", 640),
+            ("aac", None),
+        ]
         url = f"http://127.0.0.1:{srv.ports['http_port']}/api/cameras"
         with urllib.request.urlopen(url, timeout=10) as r:
             names = [c["name"] for c in json.loads(r.read())["cameras"]]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from onvifcam.config import ConfigError, load
-from onvifcam.media import h264, rtp
+from onvifcam.media import aac, h264, rtp
 from onvifcam.media.stream import RTP, Batch, Stream
 from onvifcam.sources.manager import with_demo_camera
 from onvifcam.sources.testpattern import PatternEncoder, PatternRenderer, TestPatternSource
@@ -157,3 +157,44 @@ def test_demo_config_is_off_by_default_and_adds_a_camera(tmp_path: Path) -> None
 def test_demo_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(_cfg(tmp_path, text))
+
+
+def test_the_tone_is_sent_while_read() -> None:
+    async def run() -> None:
+        stream = Stream("demo")
+        pool = ThreadPoolExecutor(1)
+        src = TestPatternSource(stream, pool, title="t", width=160, height=96, fps=10, tone=True)
+        await src.start()
+        assert [t.codec for t in stream.tracks] == ["H264", "MPEG4-GENERIC"]
+        assert stream.tracks[1].clock_rate == 48000
+        reader = Tracks()
+        stream.add_reader(reader)
+        await asyncio.sleep(1.5)
+        await src.stop()
+        pool.shutdown()
+        audio = reader.tracks.get(1, [])
+        assert len(audio) >= 10
+        ts = [rtp.parse(p).timestamp for p in audio]
+        assert all(b > a and (b - a) % 1024 == 0 for a, b in itertools.pairwise(ts))
+        cfg = aac.parse_audio_specific_config(src._tone.config if src._tone else b"")
+        frames = [f for p in audio for f in aac.depacketize(p[rtp.parse(p).payload_start :])]
+        dec = av.CodecContext.create("aac", "r")
+        dec.extradata = cfg.raw
+        pcm = [f.to_ndarray() for fr in frames for f in dec.decode(av.Packet(fr))]
+        level = float(np.sqrt(np.mean(np.concatenate(pcm, axis=1)[:, 2048:] ** 2)))
+        assert 0.05 < level < 0.1  # 0.1 peak sine: RMS 0.0707
+
+    asyncio.run(run())
+
+
+class Tracks:
+    def __init__(self) -> None:
+        self.tracks: dict[int, list[bytes]] = {}
+
+    def deliver(self, batch: Batch) -> None:
+        for t, k, p in batch.packets():
+            if k == RTP:
+                self.tracks.setdefault(t, []).append(p)
+
+    def stream_closed(self, reason: str) -> None:
+        raise AssertionError(reason)
