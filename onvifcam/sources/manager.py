@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
-from onvifcam.sources.fileloop import ClipError, FileLoopSource, path_of
+from onvifcam.sources.file import ClipError, FileLoopSource, path_of
 from onvifcam.sources.placeholder import Placeholders
 from onvifcam.sources.testpattern import TestPatternSource
 

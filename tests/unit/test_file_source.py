@@ -11,7 +11,7 @@ import pytest
 
 from onvifcam.config import Config, ConfigError, load
 from onvifcam.media.packetizer import AacSpec, LengthPrefixed, VideoSpec
-from onvifcam.sources.fileloop import ClipError, ClipReader, path_of
+from onvifcam.sources.file import ClipError, ClipReader, path_of
 
 
 def _clip(path: Path, vcodec: str = "libx264", bframes: int = 0) -> Path:
