@@ -23,6 +23,7 @@ from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
+from onvifcam.sources.manager import SourceManager, with_demo_camera
 from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
@@ -54,7 +55,7 @@ class App:
 
     def __init__(self, cfg: Config) -> None:
         # no [onvif] credentials: cameras get a generated admin password (see firststart.py)
-        cfg, self.login = with_admin_password(cfg)
+        cfg, self.login = with_admin_password(with_demo_camera(cfg))
         self.cfg = cfg
         lim = cfg.limits
         self.limiter = ConnectionLimiter.from_config(lim)
@@ -92,6 +93,8 @@ class App:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
         if self.whip is not None:
             self.components.append(self.whip)
+        self.sources = SourceManager(cfg, self.registry, self.cameras, self.push_urls)
+        self.components.append(self.sources)
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -122,6 +125,15 @@ class App:
             self.watchdog = LoopWatchdog(ms / 1000)
             self.watchdog.start()
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
+
+    def push_urls(self, path: str) -> list[str]:
+        """The URLs a publisher of ``path`` can push to (RTMP when the path is APP/KEY)."""
+        host = url_host(self.addressing.host())
+        urls = [f"rtsp://{host}:{self.rtsp.port}/{path}"]
+        rtmp = [c.ready_info().get("rtmp_port") for c in self.components]
+        if "/" in path and any(rtmp):
+            urls.append(f"rtmp://{host}:{next(p for p in rtmp if p)}/{path}")
+        return urls
 
     def ready_line(self) -> str:
         """The line printed once everything listens (ports chosen for 0 included), as
@@ -180,6 +192,15 @@ class App:
         for cam in cams[:_LOGGED_CAMERAS]:
             urls = self.addressing.urls(self.web.place(cam))
             log.info("onvif: camera %r: %s, stream %s", cam.name, urls.onvif_url, urls.rtsp_url)
+        for cam in cams:
+            if cam.path == info.get("demo_path"):
+                urls = self.addressing.urls(self.web.place(cam))
+                log.info(
+                    "demo: test pattern camera: %s, ONVIF %s "
+                    "(--no-demo or [demo] enabled = false turns it off)",
+                    urls.rtsp_url,
+                    urls.onvif_url,
+                )
         if len(cams) > _LOGGED_CAMERAS:
             log.info(
                 "onvif: %d more cameras: GET /api/cameras lists them", len(cams) - _LOGGED_CAMERAS

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--advertise", metavar="ADDR", help="address put in URLs given to clients")
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="no demo test-pattern camera (it runs when no --config is given)",
+    )
     d = sub.add_parser("discover", help="find ONVIF devices with a WS-Discovery Probe")
     d.add_argument("--interface", "-i", default="", help="interface name or local IPv4 address")
     d.add_argument("--address", default="", help="send a directed Probe to this host instead")
@@ -177,6 +182,10 @@ def _section_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     if ports is not None:
         onvif = dataclasses.replace(cfg.onvif, port_range_start=ports[0], port_range_end=ports[1])
         cfg = dataclasses.replace(cfg, onvif=onvif)
+    if getattr(args, "no_demo", False):
+        cfg = dataclasses.replace(cfg, demo=dataclasses.replace(cfg.demo, enabled=False))
+    elif not getattr(args, "config", None):
+        cfg = dataclasses.replace(cfg, demo=dataclasses.replace(cfg.demo, enabled=True))
     disc = getattr(args, "discovery_port", None)
     if disc is not None:
         cfg = dataclasses.replace(cfg, discovery=dataclasses.replace(cfg.discovery, port=disc))

@@ -8,8 +8,10 @@ and the reason, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -199,6 +201,31 @@ class CameraConfig:
     height: int = 0
     fps: float = 0.0
     codec: str = ""
+    # While no publisher is there, readers get "placeholder" (an offline picture) or
+    # "none" (DESCRIBE answers 404); "": as [onvif] offline.
+    offline: str = ""
+    # "file:///path/clip.mp4": the server plays this clip on the camera's path in a loop
+    # (MP4, MKV, MPEG-TS with H.264/H.265 and AAC; no re-encoding); "": pushed by clients.
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """One [[fleets]] entry: ``count`` cameras made from templates ({fleet}: the fleet's
+    name, {n}: start..start+count-1). Their MAC and serial derive from the fleet name and n,
+    so they stay the same whatever the order or the state directory."""
+
+    name: str = ""
+    count: int = 0
+    start: int = 1
+    camera_name: str = "{fleet}-{n}"
+    path: str = "{fleet}/{n}"
+    source: str = ""  # cameras sharing one file source share one demux
+    offline: str = ""
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    codec: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,6 +239,8 @@ class OnvifConfig:
     clock_skew: float = 300.0
     max_body: int = 262144
     snapshot_offline: str = "placeholder"
+    # Default of [[cameras]] offline: "none" (no stream while offline) or "placeholder".
+    offline: str = "none"
     username: str = ""
     password: str = ""
     # Without username/password: generate an admin password once (kept in the state
@@ -279,6 +308,25 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """[demo]: a test-pattern camera. ``onvifcam serve`` without ``--config`` turns it on
+    (``--no-demo`` keeps it off); with a configuration file it is on only when this section
+    says ``enabled = true``."""
+
+    enabled: bool = False
+    name: str = "demo"
+    path: str = "demo"
+    width: int = 640
+    height: int = 360
+    fps: float = 15.0
+    bitrate_kbps: int = 600
+    # With no reader, encode one keyframe this often (seconds) for snapshots; nothing else.
+    idle_keyframe_interval: float = 2.0
+    # Add a 1 kHz AAC tone (48 kHz mono) while read.
+    tone: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -294,6 +342,8 @@ class Config:
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
+    fleets: tuple[FleetConfig, ...] = ()
+    demo: DemoConfig = field(default_factory=DemoConfig)
     any_path: bool = True
     source: str = "<defaults>"
 
@@ -387,6 +437,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
 
 
 RTSP_AUTH = ("path", "onvif")
+OFFLINE = ("placeholder", "none")
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -453,6 +504,8 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: [onvif] auth = false contradicts [onvif] username; remove one of them"
         )
+    if cfg.onvif.offline not in OFFLINE:
+        raise ConfigError(f"{where}: [onvif] offline must be 'placeholder' or 'none'")
     if cfg.onvif.rtsp_auth not in RTSP_AUTH:
         raise ConfigError(f"{where}: [onvif] rtsp_auth must be 'path' or 'onvif'")
     d = cfg.discovery
@@ -518,6 +571,7 @@ def _validate(cfg: Config, where: str) -> None:
         )
     if ev.digital_inputs > 64 or ev.relay_outputs > 64:
         raise ConfigError(f"{where}: [events] digital_inputs and relay_outputs must be 0..64")
+    _validate_demo(cfg, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -542,6 +596,10 @@ def _validate(cfg: Config, where: str) -> None:
         seen.add(key)
         if cam.password and not cam.username:
             raise ConfigError(f"{where}: cameras[{i}]: password without username")
+        if cam.source:
+            _validate_source(cam.source, f"{where}: cameras[{i}].source")
+        if cam.offline and cam.offline not in OFFLINE:
+            raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
             raise ConfigError(f"{where}: cameras[{i}].rtsp_auth must be 'path' or 'onvif'")
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
@@ -587,6 +645,53 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
         raise ConfigError(f"{where}: [whip] reorder_packets must be 64..16384")
 
 
+def _validate_source(source: str, where: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(source)
+    if parts.scheme != "file":
+        raise ConfigError(
+            f"{where}: {source!r} is not supported; use file:///absolute/path/clip.mp4"
+        )
+    if parts.netloc not in ("", "localhost") or not unquote(parts.path).startswith("/"):
+        raise ConfigError(
+            f"{where}: {source!r} must name a local file by its absolute path "
+            "(file:///absolute/path/clip.mp4)"
+        )
+
+
+def _validate_demo(cfg: Config, where: str) -> None:
+    d = cfg.demo
+    if not (16 <= d.width <= 3840 and 16 <= d.height <= 2160) or d.width % 2 or d.height % 2:
+        raise ConfigError(
+            f"{where}: [demo] width and height must be even, 16..3840 x 16..2160, "
+            f"got {d.width}x{d.height}"
+        )
+    if not 1 <= d.fps <= 60:
+        raise ConfigError(f"{where}: [demo] fps must be 1..60, got {d.fps:g}")
+    if not 50 <= d.bitrate_kbps <= 20000:
+        raise ConfigError(f"{where}: [demo] bitrate_kbps must be 50..20000")
+    if not 0.5 <= d.idle_keyframe_interval <= 10:
+        raise ConfigError(
+            f"{where}: [demo] idle_keyframe_interval must be 0.5..10 seconds (below the "
+            "media timeout, so the demo stream stays online)"
+        )
+    if not d.path.strip("/"):
+        raise ConfigError(f"{where}: [demo] path must not be empty")
+    if d.enabled:
+        for i, cam in enumerate(cfg.cameras):
+            if cam.path.strip("/") == d.path.strip("/"):
+                raise ConfigError(
+                    f"{where}: cameras[{i}].path {cam.path!r} is the [demo] path; "
+                    "set [demo] path to another one or enabled = false"
+                )
+            if (cam.name or cam.path) == d.name:
+                raise ConfigError(
+                    f"{where}: cameras[{i}] is named {d.name!r} like the demo camera; "
+                    "set [demo] name to another one"
+                )
+
+
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "rtsp": RtspConfig,
@@ -598,6 +703,7 @@ _SECTIONS: dict[str, type] = {
     "whip": WhipConfig,
     "events": EventsConfig,
     "defaults": PathConfig,
+    "demo": DemoConfig,
 }
 
 
@@ -626,13 +732,72 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
             kwargs["cameras"] = tuple(
                 _build(CameraConfig, t, f"{source}: cameras[{i}]") for i, t in enumerate(value)
             )
+        elif key == "fleets":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: 'fleets' must be an array of tables ([[fleets]])")
+            kwargs["fleets"] = tuple(
+                _build(FleetConfig, t, f"{source}: fleets[{i}]") for i, t in enumerate(value)
+            )
         elif key == "any_path":
             kwargs["any_path"] = _coerce(value, bool, f"{source}: any_path")
         else:
             raise ConfigError(f"{source}: unknown section or key '{key}'")
     cfg = Config(**kwargs)
+    if cfg.fleets:
+        cfg = dataclasses.replace(cfg, cameras=(*cfg.cameras, *_fleet_cameras(cfg, source)))
     _validate(cfg, source)
     return cfg
+
+
+_FLEET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
+    """The cameras of every [[fleets]] entry."""
+    out: list[CameraConfig] = []
+    names: set[str] = set()
+    for i, f in enumerate(cfg.fleets):
+        at = f"{where}: fleets[{i}]"
+        if not _FLEET_NAME.fullmatch(f.name):
+            raise ConfigError(
+                f"{at}.name: {f.name!r} must be 1..64 letters, digits, '_', '.' or '-' "
+                "(it seeds the cameras' identity)"
+            )
+        if f.name in names:
+            raise ConfigError(f"{at}.name: another fleet is named {f.name!r}")
+        names.add(f.name)
+        if not 1 <= f.count <= cfg.onvif.max_cameras:
+            raise ConfigError(
+                f"{at}.count must be 1..{cfg.onvif.max_cameras} ([onvif] max_cameras)"
+            )
+        for key in ("camera_name", "path"):
+            if not re.search(r"\{n(:[^}]*)?\}", getattr(f, key)):
+                raise ConfigError(f"{at}.{key} must contain {{n}} (one camera per n)")
+        for n in range(f.start, f.start + f.count):
+            try:
+                name = f.camera_name.format(fleet=f.name, n=n)
+                path = f.path.format(fleet=f.name, n=n)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"{at}: bad template ({exc!s}); use {{fleet}} and {{n}} only"
+                ) from None
+            seed = hashlib.sha256(f"onvifcam-fleet:{f.name}:{n}".encode()).digest()
+            mac = ":".join(f"{b:02x}" for b in (0x02, *seed[:5]))  # locally administered
+            out.append(
+                CameraConfig(
+                    name=name,
+                    path=path,
+                    source=f.source,
+                    offline=f.offline,
+                    width=f.width,
+                    height=f.height,
+                    fps=f.fps,
+                    codec=f.codec,
+                    mac=mac,
+                    serial="FL" + seed[5:11].hex().upper(),
+                )
+            )
+    return out
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -53,7 +53,12 @@ class StreamBusy(StreamError):
 
 
 class Publisher(Protocol):
-    """What a stream needs from whoever feeds it."""
+    """What a stream needs from whoever feeds it.
+
+    A publisher with a true ``placeholder`` attribute (the offline picture) stands in for a
+    real one: the stream is not :attr:`Stream.online`, listeners hear nothing of it, no media
+    timeout applies, and any real publisher replaces it without a conflict.
+    """
 
     description: str
 
@@ -85,6 +90,23 @@ def _keyframe_fn(codec: str) -> Callable[[bytes | memoryview], bool] | None:
     return None
 
 
+def _sdp_parameter_sets(track: Track) -> list[bytes]:
+    """The video parameter sets in a track's SDP (sprop-parameter-sets / sprop-vps...)."""
+    fmtp = track.media.fmtp.get(track.payload_type, {})
+    try:
+        if track.codec == "H264":
+            from onvifcam.media import h264
+
+            return h264.parse_sprop_parameter_sets(fmtp.get("sprop-parameter-sets", ""))
+        if track.codec in ("H265", "HEVC"):
+            from onvifcam.media import h265
+
+            return h265.parse_sprop(fmtp)
+    except ValueError:
+        pass
+    return []
+
+
 @dataclass(eq=False)
 class Track:
     """One media section of a stream and its output rewrite state."""
@@ -113,6 +135,8 @@ class Track:
     octets: int = 0
     last_sr_time: float = 0.0
     publisher_sr: bool = False
+    # parameter sets to send before the next keyframe (a compatible publisher took over)
+    pending_params: list[bytes] = field(default_factory=list)
 
     @property
     def control(self) -> str:
@@ -224,8 +248,13 @@ class Stream:
     # ------------------------------------------------------------------ publishing
     @property
     def online(self) -> bool:
-        """True while a publisher is attached."""
-        return self.publisher is not None
+        """True while a real publisher (not a placeholder) is attached."""
+        return self.publisher is not None and not getattr(self.publisher, "placeholder", False)
+
+    @property
+    def playable(self) -> bool:
+        """True while readers can get media: a publisher or a placeholder with tracks."""
+        return self.publisher is not None and bool(self.tracks)
 
     def publish(
         self, publisher: Publisher, session: SessionDescription, *, replace: bool = False
@@ -235,6 +264,11 @@ class Stream:
         Raises StreamBusy when another publisher is live and ``replace`` is false, and
         StreamError when the SDP has no usable media.
         """
+        if self.publisher is not None and getattr(self.publisher, "placeholder", False):
+            if self.publisher is not publisher:
+                stand_in = self.publisher
+                self.unpublish(stand_in, f"{publisher.description} arrived")
+                stand_in.kick(f"replaced by {publisher.description}")
         if self.publisher is not None and self.publisher is not publisher:
             if not replace:
                 raise StreamBusy(
@@ -254,6 +288,10 @@ class Stream:
                 old_t.au = []
                 old_t.au_ts = -1
                 old_t.payload_type = new_t.payload_type
+                if self.readers and new_t.keyframe is not None and old_t.media != new_t.media:
+                    # Readers carry on across the change: the new publisher's parameter
+                    # sets (often only in its SDP) go in front of its first keyframe.
+                    old_t.pending_params = _sdp_parameter_sets(new_t)
                 old_t.media = new_t.media
         else:
             if self.readers:
@@ -284,7 +322,8 @@ class Stream:
             publisher.description,
             ", ".join(f"{t.kind}/{t.codec}" for t in self.tracks),
         )
-        self._notify("publish")
+        if not getattr(publisher, "placeholder", False):
+            self._notify("publish")
 
     def unpublish(self, publisher: Publisher, reason: str = "") -> None:
         """Detach a publisher; readers stay and resume when a publisher comes back."""
@@ -298,7 +337,8 @@ class Stream:
         self.stats.bitrate = 0.0
         self.stats.fps = 0.0
         log.info("stream %s: publisher %s left (%s)", self.path, publisher.description, reason)
-        self._notify("unpublish")
+        if not getattr(publisher, "placeholder", False):
+            self._notify("unpublish")
 
     def _notify(self, what: str) -> None:
         if self._on_change is not None:
@@ -368,6 +408,8 @@ class Stream:
             self._waiting_key = False
         if track.seq_offset is None:
             self._start_track(track, seq, ts, now)
+        if track.pending_params and is_key:
+            self._inject_params(track, b1 & 0x7F, seq, ts, now)
         out_seq = (seq + track.seq_offset) & 0xFFFF  # type: ignore[operator]
         out_ts = (ts + track.ts_offset) & 0xFFFFFFFF  # type: ignore[operator]
         track.last_seq = out_seq
@@ -386,6 +428,22 @@ class Stream:
         track.au.append(out)
         if b1 & 0x80 or keyfn is None:
             self._complete(track)
+
+    def _inject_params(self, track: Track, pt: int, seq: int, ts: int, now: float) -> None:
+        """Send the pending parameter sets (one RTP packet each, the keyframe's timestamp)
+        just before the keyframe packet with input sequence ``seq``."""
+        params, track.pending_params = track.pending_params, []
+        out_ts = (ts + track.ts_offset) & 0xFFFFFFFF  # type: ignore[operator]
+        out_seq = (seq + track.seq_offset) & 0xFFFF  # type: ignore[operator]
+        if track.au and out_ts != track.au_ts:
+            self._complete(track)
+        if not track.au:
+            track.au_ts = out_ts
+            track.au_key = True
+        for nal in params:
+            track.au.append(_RTP_HDR.pack(0x80, pt, out_seq, out_ts, track.ssrc) + nal)
+            out_seq = (out_seq + 1) & 0xFFFF
+        track.seq_offset = (track.seq_offset + len(params)) & 0xFFFF  # type: ignore[operator]
 
     def note_input(self, nbytes: int, frames: int) -> None:
         """Count media a publisher received but holds back from RTP (lazy packetising), so
@@ -609,7 +667,7 @@ class Stream:
             st._time_mark, st._bytes_mark, st._frames_mark = now, st.bytes_in, st.frames_in
         if self.publisher is None:
             return
-        if now - self._last_input > self.media_timeout:
+        if now - self._last_input > self.media_timeout and self.online:
             pub = self.publisher
             reason = f"no media for {self.media_timeout:g} s"
             self.unpublish(pub, reason)
@@ -703,8 +761,8 @@ class StreamRegistry:
                 del self.streams[path]
 
     def online(self) -> Iterable[Stream]:
-        """Streams with a publisher."""
-        return [s for s in self.streams.values() if s.publisher is not None]
+        """Streams with a real publisher (placeholders do not count)."""
+        return [s for s in self.streams.values() if s.online]
 
     def close(self, reason: str) -> None:
         """Close every stream."""

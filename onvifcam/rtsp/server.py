@@ -509,7 +509,7 @@ class RtspConnection(asyncio.Protocol):
         self._auth(req, path, "read")
         self._proven()
         stream = self.server.registry.get(path)
-        if stream is None or not stream.online or not stream.tracks:
+        if stream is None or not stream.playable:
             raise Reply(404, f"no stream is published at '{path}'")
         host = self.server.advertised_host(self.local_ip)
         body = stream.reader_sdp(host)
@@ -632,7 +632,7 @@ class RtspConnection(asyncio.Protocol):
         stream, control = found
         self._auth(req, stream.path, "read")
         self._proven()
-        if not stream.online or not stream.tracks:
+        if not stream.playable:
             raise Reply(404, f"no stream is published at '{stream.path}'")
         if s is not None and s.stream is not None and s.stream is not stream:
             raise Reply(459, "one session cannot read two streams")

@@ -1,0 +1,143 @@
+"""File loop: ClipReader turns MP4/MKV/TS clips into access units whose timestamps keep
+rising across loop points (no decoding), with the tracks' specs; bad sources are clear."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from onvifcam.config import Config, ConfigError, load
+from onvifcam.media.packetizer import AacSpec, LengthPrefixed, VideoSpec
+from onvifcam.sources.file import ClipError, ClipReader, path_of
+
+
+def _clip(path: Path, vcodec: str = "libx264", bframes: int = 0) -> Path:
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25",
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-t", "1", "-c:v", vcodec, "-g", "25", "-bf", str(bframes), "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-shortest", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize(("name", "bframes"), [("a.mp4", 2), ("a.mkv", 0), ("a.ts", 0)])
+def test_three_loops_keep_timestamps_rising(tmp_path: Path, name: str, bframes: int) -> None:
+    r = ClipReader(str(_clip(tmp_path / name, bframes=bframes)))
+    specs = r.specs()
+    assert isinstance(specs[0], VideoSpec) and specs[0].codec == "H264"
+    assert (specs[0].width, specs[0].height) == (160, 96) and len(specs[0].parameter_sets) == 2
+    assert isinstance(specs[1], AacSpec) and specs[1].sample_rate == 48000
+    units = []
+    while r.loops < 3:
+        units += r.read()
+    video = [u for u in units if u.track == 0]
+    audio = [u for u in units if u.track == 1]
+    assert all(b.dts > a.dts for a, b in itertools.pairwise(video))
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(audio))
+    assert all(u.pts >= u.dts for u in video)
+    # display order: every pass's pictures come after the previous pass's
+    assert sorted(u.pts for u in video) == sorted(set(u.pts for u in video))
+    assert sum(u.keyframe for u in video) >= 3
+    assert isinstance(video[0].data, LengthPrefixed) == (not name.endswith(".ts"))
+    assert all(isinstance(u.data, list) and u.data for u in audio)
+    r.close()
+
+
+def test_bad_sources(tmp_path: Path) -> None:
+    assert path_of("file:///tmp/a%20b.mp4") == "/tmp/a b.mp4"
+    with pytest.raises(ClipError, match="not a file:// URL"):
+        path_of("rtsp://x/y")
+    with pytest.raises(ClipError, match="cannot open"):
+        ClipReader(str(tmp_path / "missing.mp4"))
+    wav = tmp_path / "a.wav"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine", "-t", "0.2", str(wav)],
+        check=True,
+        timeout=30,
+    )
+    with pytest.raises(ClipError, match=r"no H\.264 or H\.265 video stream"):
+        ClipReader(str(wav))
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return load(p)
+
+
+def test_fleets_expand_into_cameras_with_identity_from_name_and_n(tmp_path: Path) -> None:
+    text = """
+[[cameras]]
+name = "Door"
+path = "door"
+[[fleets]]
+name = "lobby"
+count = 3
+source = "file:///clips/a.mp4"
+offline = "placeholder"
+width = 640
+height = 360
+"""
+    cfg = _load(tmp_path, text)
+    cams = cfg.cameras
+    assert [(c.name, c.path) for c in cams] == [
+        ("Door", "door"),
+        ("lobby-1", "lobby/1"),
+        ("lobby-2", "lobby/2"),
+        ("lobby-3", "lobby/3"),
+    ]
+    fleet = cams[1:]
+    assert all(c.source == "file:///clips/a.mp4" and c.offline == "placeholder" for c in fleet)
+    assert all((c.width, c.height) == (640, 360) for c in fleet)
+    assert len({c.mac for c in fleet}) == 3 and all(c.mac.startswith("02:") for c in fleet)
+    assert len({c.serial for c in fleet}) == 3
+    # stable: the same fleet name and n give the same identity whatever else changes
+    again = _load(tmp_path, "[[fleets]]" + text.split("[[fleets]]")[1].replace("3", "5"))
+    assert [c.mac for c in again.cameras[:3]] == [c.mac for c in fleet]  # no Door, 5 cameras
+    custom = _load(
+        tmp_path,
+        '[[fleets]]\nname = "f"\ncount = 2\nstart = 7\ncamera_name = "Cam {n:02d}"\n'
+        'path = "{fleet}-{n}"\n',
+    )
+    assert [(c.name, c.path) for c in custom.cameras] == [("Cam 07", "f-7"), ("Cam 08", "f-8")]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[fleets]]\nname = ""\ncount = 1\n', r"fleets\[0\]\.name: '' must be"),
+        ('[[fleets]]\nname = "a b"\ncount = 1\n', r"fleets\[0\]\.name: 'a b' must be"),
+        ('[[fleets]]\nname = "a"\ncount = 0\n', r"fleets\[0\]\.count must be 1\.\.1024"),
+        ('[[fleets]]\nname = "a"\ncount = 2\npath = "x"\n', r"fleets\[0\]\.path must contain"),
+        ('[[fleets]]\nname = "a"\ncount = 2\npath = "{m}/{n}"\n', r"fleets\[0\]: bad template"),
+        (
+            '[[fleets]]\nname = "a"\ncount = 1\n[[fleets]]\nname = "a"\ncount = 1\n',
+            r"fleets\[1\]\.name: another fleet is named 'a'",
+        ),
+        (
+            '[[cameras]]\nname = "a-1"\npath = "z"\n[[fleets]]\nname = "a"\ncount = 1\n',
+            r"duplicate camera name 'a-1'",
+        ),
+        ('[[fleets]]\nname = "a"\ncount = 1\nsource = "http://x"\n', r"\.source: 'http://x'"),
+    ],
+)
+def test_fleet_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)
+
+
+def test_a_damaged_file_is_a_clip_error(tmp_path: Path) -> None:
+    clip = _clip(tmp_path / "a.mp4")
+    data = bytearray(clip.read_bytes())
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data[:200]))  # the header and nothing else
+    with pytest.raises(ClipError, match=r"bad\.mp4"):
+        ClipReader(str(bad))
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(b"\x47" + bytes(range(256)) * 50)
+    with pytest.raises(ClipError):
+        ClipReader(str(junk))
