@@ -38,6 +38,7 @@ __all__ = [
     "decode_loss_list",
     "decode_words",
     "encode_loss_list",
+    "encode_loss_lists",
     "encode_words",
     "parse",
     "peer_ip_field",
@@ -413,18 +414,30 @@ def encode_loss_list(
     ranges: Iterable[tuple[int, int]], max_bytes: int = MAX_DATAGRAM - 16
 ) -> bytes:
     """Loss ranges (first, last inclusive) -> NAK CIF, cut to ``max_bytes``."""
+    lists = encode_loss_lists(ranges, max_bytes)
+    return lists[0] if lists else b""
+
+
+def encode_loss_lists(
+    ranges: Iterable[tuple[int, int]], max_bytes: int = MAX_DATAGRAM - 16
+) -> list[bytes]:
+    """Loss ranges -> as many NAK CIFs of at most ``max_bytes`` as they need."""
     out: list[bytes] = []
+    cur: list[bytes] = []
     size = 0
     for first, last in ranges:
         if first == last:
             item = _WORD.pack(first & SEQ_MASK)
         else:
             item = _WORD.pack(0x80000000 | (first & SEQ_MASK)) + _WORD.pack(last & SEQ_MASK)
-        if size + len(item) > max_bytes:
-            break
-        out.append(item)
+        if size + len(item) > max_bytes and cur:
+            out.append(b"".join(cur))
+            cur, size = [], 0
+        cur.append(item)
         size += len(item)
-    return b"".join(out)
+    if cur:
+        out.append(b"".join(cur))
+    return out
 
 
 def decode_loss_list(cif: bytes, max_items: int = 4096) -> list[tuple[int, int]]:

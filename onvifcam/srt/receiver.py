@@ -9,10 +9,13 @@ the caller) and :attr:`Receiver.delivered` (payloads, in sequence order), and ch
 What it does (draft-sharabayko-srt section 4):
 
 * Reliability: a gap in sequence numbers is reported at once with a NAK, and every lost
-  packet again each NAK interval ``max((RTT + 4 RTTVar) / 2, 20 ms)`` until it arrives or
-  its time has passed. A full ACK every 10 ms when the acknowledged position moved (or was
-  not confirmed within RTT + 4 RTTVar), a light ACK every 64 packets; the caller's ACKACK
-  gives the RTT (7/8 smoothing, variance 3/4).
+  packet again each NAK interval until it arrives or its time has passed. The interval is
+  ``max(RTT - 4 RTTVar + 2 ms, 20 ms)`` per packet, not the draft's ``(RTT + 4 RTTVar) / 2``:
+  a libsrt sender ignores a NAK for a packet it retransmitted less than ``SRTT - 4 RTTVar``
+  ago, so a repeat sent sooner is wasted and the next useful one comes a whole interval
+  later. A full ACK every 10 ms when the acknowledged position moved (or was not confirmed
+  within RTT + 4 RTTVar), a light ACK every 64 packets; the caller's ACKACK gives the RTT
+  (7/8 smoothing, variance 3/4).
 * Timestamp-based delivery (TSBPD): a packet is delivered at
   ``base + timestamp + latency``, where ``base`` is our clock minus the caller's timestamp
   of its conclusion handshake, corrected for clock drift from ACKACK timestamps; 32-bit
@@ -33,6 +36,7 @@ ahead than that is dropped and counted, never stored.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 
 from onvifcam.srt.crypto import KM_BADSECRET, KM_NOSECRET, CryptoError, Decryptor, KeyMaterial
@@ -47,6 +51,7 @@ from onvifcam.srt.packet import (
     build_ack,
     build_control,
     encode_loss_list,
+    encode_loss_lists,
     seq_add,
     seq_diff,
     seq_ranges,
@@ -55,6 +60,9 @@ from onvifcam.srt.packet import (
 __all__ = ["TICK", "Receiver", "ReceiverSettings", "ReceiverStats"]
 
 TICK = 0.01  # the ACK period; tick() wants to be called at least this often
+_NAK_FLOOR = 0.02  # the shortest NAK interval
+_NAK_MARGIN = 2_000  # microseconds beyond the sender's retransmission window
+_SLACK = 0.001  # timers on a 10 ms tick fire this much early rather than a tick late
 _US = 1_000_000
 _Entry = tuple[int, bytes, int]  # unwrapped timestamp, payload, message word
 _MISSING: _Entry = (-1, b"", -1)
@@ -139,6 +147,7 @@ class Receiver:
         self.max_seq = seq_add(self.isn, -1)  # highest received
         self.buf: dict[int, _Entry | None] = {}
         self.loss: dict[int, float] = {}  # missing seq -> when last NAKed (circle order)
+        self.nak_queue: deque[tuple[float, int]] = deque()  # (when NAKed, seq), time order
         self.last_rx = now
         self.last_tx = now
         self.ack_no = 0
@@ -150,7 +159,6 @@ class Receiver:
         self.rtt = 100_000  # microseconds
         self.rtt_var = 50_000
         self.rtt_measured = False
-        self.last_nak = now
         self.rate = _RateMeter(now)
         self._drift_sum = 0
         self._drift_n = 0
@@ -222,8 +230,10 @@ class Receiver:
                 first = seq_add(self.max_seq, 1)
                 last = seq_add(seq, -1)
                 s = first
+                queue = self.nak_queue
                 for _ in range(d - 1):
                     self.loss[s] = now
+                    queue.append((now, s))
                     s = seq_add(s, 1)
                 st.lost += d - 1
                 st.naks += 1
@@ -351,10 +361,9 @@ class Receiver:
             return
         self._deliver(now)
         self._ack(now)
-        if self.loss:
-            interval = max((self.rtt + 4 * self.rtt_var) / 2 / _US, 0.02)
-            if now - self.last_nak >= interval:
-                self._periodic_nak(now, interval)
+        if self.nak_queue:
+            interval = max((self.rtt - 4 * self.rtt_var + _NAK_MARGIN) / _US, _NAK_FLOOR)
+            self._periodic_nak(now, interval)
         if now - self.last_tx >= self.settings.keepalive:
             self._send(build_control(ControlType.KEEPALIVE, self._ts(now), self.peer_id), now)
 
@@ -393,15 +402,23 @@ class Receiver:
         )
 
     def _periodic_nak(self, now: float, interval: float) -> None:
-        due = [s for s, t in self.loss.items() if now - t >= interval]
-        self.last_nak = now
+        queue, loss = self.nak_queue, self.loss
+        limit = now - interval + _SLACK
+        due: list[int] = []
+        while queue and queue[0][0] <= limit:
+            t, s = queue.popleft()
+            if loss.get(s) == t:  # else recovered, given up or NAKed since
+                due.append(s)
         if not due:
             return
-        cif = encode_loss_list(seq_ranges(due))
+        nxt = self.next_seq
+        due.sort(key=lambda s: seq_diff(s, nxt))
         for s in due:
-            self.loss[s] = now
-        self.stats.naks += 1
-        self._send(build_control(ControlType.NAK, self._ts(now), self.peer_id, cif), now)
+            loss[s] = now
+            queue.append((now, s))
+        for cif in encode_loss_lists(seq_ranges(due)):
+            self.stats.naks += 1
+            self._send(build_control(ControlType.NAK, self._ts(now), self.peer_id, cif), now)
 
     def _deliver(self, now: float) -> None:
         buf = self.buf
