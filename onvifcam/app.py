@@ -13,6 +13,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from onvifcam import __version__
+from onvifcam.auth.gate import Gate
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.firststart import display_host, url_host, with_admin_password
@@ -22,6 +23,7 @@ from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
+from onvifcam.whip.server import WhipServer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class App:
             max_streams=lim.max_streams,
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
+        self.gate = Gate(cfg)  # publish admission shared by the ingests
+        self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
         web = WebServer(self)
         self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
         self.components: list[Component] = [web]
@@ -66,6 +70,8 @@ class App:
             self.components.append(DiscoveryService(self, web))
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter))
+        if self.whip is not None:
+            self.components.append(self.whip)
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -123,6 +129,8 @@ class App:
         publish = f"publish to {rtsp}/PATH"
         if "rtmp_port" in info:
             publish += f" or rtmp://{host}:{info['rtmp_port']}/APP/KEY (path APP/KEY)"
+        if "http_port" in info and self.whip is not None:
+            publish += f" or WHIP http://{host}:{info['http_port']}/whip/PATH"
         if self.login is not None:
             log.info(
                 "onvif: cameras without their own credentials need user %r, password %r "

@@ -5,6 +5,10 @@ device. Cameras come from ``[[cameras]]`` entries and, unless ``[onvif] auto_cam
 off, from every path that gets a publisher. Everything a client can change (users, scopes,
 hostname, profiles, encoder settings, clock) and the generated identity (EPR UUID, MAC,
 serial, auto-assigned port) lives in one JSON document per camera (:mod:`onvifcam.state`).
+
+An auto camera is written to disk only once its stream has carried video (a keyframe on a
+video track); one whose publisher leaves before that is removed at once, and with
+``[onvif] auto_expire`` an auto camera offline for that long is removed with its state file.
 """
 
 from __future__ import annotations
@@ -155,8 +159,11 @@ class Camera:
         streams: StreamRegistry,
         *,
         auto: bool,
+        persist: bool = True,
     ) -> None:
         self.key = key
+        self.persist = persist  # False: the document lives in memory only (see save)
+        self.offline_since: float | None = None  # UNIX time the main stream went offline
         self.cfg = cfg
         self.app_cfg = app_cfg
         self.store = store
@@ -196,8 +203,9 @@ class Camera:
             self.save()
 
     def save(self) -> None:
-        """Persist the camera's document (atomic write)."""
-        self.store.save(self.key, self.doc)
+        """Persist the camera's document (atomic write); kept in memory while not ``persist``."""
+        if self.persist:
+            self.store.save(self.key, self.doc)
 
     @property
     def uuid(self) -> str:
@@ -699,6 +707,7 @@ class CameraRegistry:
     streams: StreamRegistry
     cameras: dict[str, Camera] = field(default_factory=dict)
     on_added: list[Callable[[Camera], None]] = field(default_factory=list)
+    on_removed: list[Callable[[Camera], None]] = field(default_factory=list)
     loaded: bool = False
 
     def load(self) -> None:
@@ -716,21 +725,73 @@ class CameraRegistry:
             doc = self.store.load(key)
             path = doc.get("path")
             if doc.get("auto") and isinstance(path, str) and path and not self.claimed(path):
-                self._auto(path)
+                cam = self._auto(path)
+                cam.offline_since = self._offline_since(cam, doc)
         for s in self.streams.online():
             if not self.claimed(s.path):
-                self._auto(s.path)
+                self._auto(s.path, persist=False)
+
+    def _offline_since(self, cam: Camera, doc: dict[str, Any]) -> float | None:
+        """When a restored auto camera was last online: recorded, else its file's age."""
+        if cam.online:
+            return None
+        last = doc.get("last_online")
+        if isinstance(last, int | float):
+            return float(last)
+        try:
+            return self.store.path(cam.key).stat().st_mtime
+        except OSError:
+            return time.time()
 
     def claimed(self, path: str) -> bool:
         """True when some camera shows ``path`` as its main or sub stream."""
         return any(path in (c.path, c.sub_path) for c in self.cameras.values())
 
-    def _auto(self, path: str) -> Camera:
+    def _auto(self, path: str, persist: bool = True) -> Camera:
+        """An auto camera for ``path``; a new one (``persist`` False) stays in memory until
+        its stream carries video, unless a state file for it exists already."""
+        if not persist and self.store.path(path).exists():
+            persist = True
         cam = Camera(
-            path, CameraConfig(name=path, path=path), self.cfg, self.store, self.streams, auto=True
+            path,
+            CameraConfig(name=path, path=path),
+            self.cfg,
+            self.store,
+            self.streams,
+            auto=True,
+            persist=persist,
         )
         self._add(cam)
         return cam
+
+    @staticmethod
+    def carried_video(cam: Camera) -> bool:
+        """Whether the camera's main stream has delivered a keyframe on a video track."""
+        s = cam.stream("main")
+        return s is not None and s.video_track is not None and s.stats.keyframes_in > 0
+
+    def _keep(self, cam: Camera) -> None:
+        """Persist an auto camera whose stream has become a real video stream."""
+        if not cam.persist and self.carried_video(cam):
+            cam.persist = True
+            cam.save()
+            log.info("onvif: camera %r carries video; its identity is saved", cam.name)
+
+    def remove(self, cam: Camera, reason: str) -> None:
+        """Remove a camera for good: from the registry, its endpoint (listeners) and its
+        state file."""
+        if self.cameras.get(cam.key) is not cam:
+            return
+        del self.cameras[cam.key]
+        if cam.persist:
+            try:
+                self.store.path(cam.key).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("onvif: cannot delete %s (%s)", self.store.path(cam.key), exc)
+        cam.persist = False
+        log.info("onvif: camera %r removed: %s", cam.name, reason)
+        for fn in self.on_removed:
+            fn(cam)
 
     def _add(self, cam: Camera) -> None:
         for other in self.cameras.values():
@@ -758,12 +819,25 @@ class CameraRegistry:
             if len(self.cameras) >= self.cfg.onvif.max_cameras:
                 log.warning("onvif: not creating a camera for %s: max_cameras reached", path)
                 return
-            cam = self._auto(path)
+            cam = self._auto(path, persist=False)
             log.info("onvif: new camera %r for path %s", cam.name, path)
-        for cam in self.cameras.values():
+        for cam in list(self.cameras.values()):
+            if cam.auto and cam.path == path:
+                if what == "unpublish" and not cam.persist and not self.carried_video(cam):
+                    self.remove(cam, "its publisher left before sending any video")
+                    continue
+                self._keep(cam)
+                if what == "publish":
+                    cam.offline_since = None
+                elif what == "unpublish":
+                    cam.offline_since = time.time()
+                    cam.doc["last_online"] = cam.offline_since
             for which, p in (("main", cam.path), ("sub", cam.sub_path)):
                 if p == path and p:
+                    writes = self.store.writes
                     cam.remember_stream(which)
+                    if what == "unpublish" and cam.auto and self.store.writes == writes:
+                        cam.save()  # last_online
 
     def rtsp_users(self, path: str) -> tuple[list[tuple[str, str]], bool]:
         """ONVIF users (name, password) of the cameras showing ``path``, and whether one of
@@ -788,7 +862,19 @@ class CameraRegistry:
                 return c
         return None
 
-    def tick(self) -> None:
-        """Once a second: remember measured rates of live streams."""
-        for c in self.cameras.values():
+    def tick(self, now: float | None = None) -> None:
+        """Once a second: remember measured rates of live streams, save auto cameras whose
+        stream has carried video, remove auto cameras offline longer than ``auto_expire``.
+        ``now`` is UNIX time (default: the clock)."""
+        now = time.time() if now is None else now
+        expire = self.cfg.onvif.auto_expire
+        for c in list(self.cameras.values()):
             c.measure()
+            if not c.auto:
+                continue
+            self._keep(c)
+            since = c.offline_since
+            if expire > 0 and since is not None and not c.online and now - since >= expire:
+                self.remove(
+                    c, f"offline for {now - since:.0f} s ([onvif] auto_expire = {expire:g})"
+                )

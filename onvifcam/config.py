@@ -131,6 +131,31 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class WhipConfig:
+    """[whip]: WebRTC-HTTP ingestion (RFC 9725) on the main HTTP port."""
+
+    enabled: bool = True
+    # Extra host candidate(s) offered to publishers behind NAT: this server's public address
+    # (the UDP ports must reach this host: use udp_port_min..udp_port_max and forward them).
+    public_ip: str = ""
+    udp_port_min: int = 0  # 0 and 0: any free port (one UDP socket per session and address)
+    udp_port_max: int = 0
+    # STUN/TURN URLs sent to publishers as Link headers (rel="ice-server"), e.g.
+    # "stun:stun.example.net:3478"; nothing is contacted by the server itself.
+    ice_servers: tuple[str, ...] = ()
+    turn_username: str = ""  # credentials sent with every turn:/turns: URL
+    turn_password: str = ""
+    max_sessions: int = 64  # concurrent WHIP sessions, all clients together
+    max_sessions_per_ip: int = 4  # concurrent WHIP sessions from one address
+    max_offer_bytes: int = 32768  # an SDP offer larger than this gets 413
+    connect_timeout: float = 15.0  # POST -> ICE+DTLS connected and media flowing
+    # Packets after a gap are held this long for the NACKed retransmission (video).
+    nack_wait_ms: int = 200
+    reorder_packets: int = 2048  # at most this many packets held while waiting
+    max_bitrate_kbps: int = 8000  # announced to publishers (REMB) as the ceiling
+
+
+@dataclass(frozen=True)
 class PathConfig:
     """Policy for one stream path; [defaults] holds the values every path inherits."""
 
@@ -201,6 +226,9 @@ class OnvifConfig:
     # for 2 x clock_skew, so a user may hold rate x 2 x clock_skew (6000) nonces, then is refused.
     nonce_rate_per_user: float = 10.0
     snapshot_quality: int = 85
+    # seconds an auto-created camera may stay offline before it is removed with its
+    # endpoint and state file (0: never)
+    auto_expire: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -220,6 +248,13 @@ class DiscoveryConfig:
     send_rate: int = 4000  # datagrams per second, all cameras together
     max_datagram: int = 16384
     mdns: bool = True
+    replies_per_s: int = 2000  # ProbeMatch/ResolveMatch datagrams per second, all sources
+    max_backlog: int = 4096  # replies waiting to be sent, datagrams...
+    max_backlog_bytes: int = 4 * 1024 * 1024  # ...and bytes; beyond: oldest answers dropped
+    source_interval: float = 5.0  # a source answered this recently waits behind new ones
+    # sources a directed (unicast) Probe/Resolve is answered for: "local" (loopback,
+    # link-local, the subnets of the interfaces served) and/or networks ("10.20.0.0/16")
+    unicast_from: tuple[str, ...] = ("local",)
 
 
 @dataclass(frozen=True)
@@ -234,6 +269,7 @@ class Config:
     onvif: OnvifConfig = field(default_factory=OnvifConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    whip: WhipConfig = field(default_factory=WhipConfig)
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
@@ -264,6 +300,8 @@ _PORT_KEYS = {
     "port_range_start",
     "port_range_end",
     "port",
+    "udp_port_min",
+    "udp_port_max",
 }
 
 
@@ -380,6 +418,22 @@ def _validate(cfg: Config, where: str) -> None:
         )
     if not 512 <= d.max_datagram <= 65507:
         raise ConfigError(f"{where}: [discovery] max_datagram must be 512..65507")
+    if d.replies_per_s < 1 or d.max_backlog < 1:
+        raise ConfigError(f"{where}: [discovery] replies_per_s and max_backlog must be positive")
+    if d.max_backlog_bytes < 65536:
+        raise ConfigError(
+            f"{where}: [discovery] max_backlog_bytes must be at least 65536 (about 48 answers)"
+        )
+    for i, spec in enumerate(d.unicast_from):
+        if spec == "local":
+            continue
+        try:
+            ipaddress.ip_network(spec, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f'{where}: [discovery] unicast_from[{i}]: {spec!r} is neither "local" nor '
+                'a network such as "192.168.1.0/24"'
+            ) from None
     _validate_srt(cfg, where)
     h = cfg.http
     if h.max_connections < 1 or h.max_connections_per_ip < 1:
@@ -393,6 +447,7 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [http] max_header_bytes must be at least 1024")
     if h.log_lines_per_s <= 0 or h.log_burst < 1:
         raise ConfigError(f"{where}: [http] log_lines_per_s and log_burst must be positive")
+    _validate_whip(cfg.whip, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -461,6 +516,38 @@ def _validate_srt(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [srt] peer_idle_timeout_ms must be at least 1000")
 
 
+def _validate_whip(w: WhipConfig, where: str) -> None:
+    if w.public_ip:
+        try:
+            ipaddress.ip_address(w.public_ip)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: [whip] public_ip {w.public_ip!r} is not an IP address"
+            ) from None
+    if (w.udp_port_min == 0) != (w.udp_port_max == 0) or w.udp_port_min > w.udp_port_max:
+        raise ConfigError(
+            f"{where}: [whip] udp_port_min..udp_port_max must both be 0 (any port) or a "
+            f"range with min <= max, got {w.udp_port_min}..{w.udp_port_max}"
+        )
+    for url in w.ice_servers:
+        if url.split(":", 1)[0].lower() not in ("stun", "stuns", "turn", "turns"):
+            raise ConfigError(
+                f"{where}: [whip] ice_servers: {url!r} is not a stun:, stuns:, turn: or turns: URL"
+            )
+    if w.max_sessions < 1 or w.max_sessions_per_ip < 1:
+        raise ConfigError(
+            f"{where}: [whip] max_sessions and max_sessions_per_ip must be at least 1"
+        )
+    if not 1024 <= w.max_offer_bytes <= 65536:
+        raise ConfigError(f"{where}: [whip] max_offer_bytes must be 1024..65536")
+    if w.connect_timeout <= 0:
+        raise ConfigError(f"{where}: [whip] connect_timeout must be positive (seconds)")
+    if w.nack_wait_ms > 2000:
+        raise ConfigError(f"{where}: [whip] nack_wait_ms must be 0..2000")
+    if not 64 <= w.reorder_packets <= 16384:
+        raise ConfigError(f"{where}: [whip] reorder_packets must be 64..16384")
+
+
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "rtsp": RtspConfig,
@@ -470,6 +557,7 @@ _SECTIONS: dict[str, type] = {
     "onvif": OnvifConfig,
     "discovery": DiscoveryConfig,
     "http": HttpConfig,
+    "whip": WhipConfig,
     "defaults": PathConfig,
 }
 

@@ -95,7 +95,9 @@ def prepare(path: Path, chunk_size: int) -> Media:
     def on_packet(track: int, packet: bytes) -> None:
         current.append(b"$" + bytes((2 * track,)) + len(packet).to_bytes(2, "big") + packet)
 
-    ingest = flv.FlvIngest(sdp_box.append, on_packet, name="bench")
+    ingest = flv.FlvIngest(
+        lambda session: sdp_box.append(session.serialize().decode()), on_packet, name="bench"
+    )
     for t in tags:
         if t.type_id == 9:
             ingest.video_message(t.timestamp, t.data)

@@ -12,11 +12,14 @@ address of every datagram is known from IP_PKTINFO):
   camera, and the camera's ProbeMatches, Hello and Bye, so they come from its own IP;
 - ``udp6``: [::]:3702 joined to FF02::C on the chosen interfaces, when IPv6 is there.
 
-Every datagram goes through a heap ordered by due time and a global token bucket
-(``send_rate``), so a Probe answered by a thousand cameras spreads over the random
-APP_MAX_DELAY window without overflowing socket buffers. The camera registry has no change
-notifications: ``tick`` polls it and the sans-I/O :class:`Responder` turns the difference
-into Hello and Bye.
+Replies wait in the sans-I/O :class:`Backlog` of the :class:`Responder` (bounded, paced by
+``replies_per_s``, fresh sources first); Hello and Bye wait in a heap ordered by due time.
+Both leave through one global token bucket (``send_rate``), announcements first, so a Probe
+answered by a thousand cameras spreads over the random APP_MAX_DELAY window without
+overflowing socket buffers. Directed Probes are answered only for sources in
+``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
+The camera registry has no change notifications: ``tick`` polls it and the sans-I/O
+:class:`Responder` turns the difference into Hello and Bye.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ SO_RCVBUF_SIZE = 1 << 20
 SETTLE = 2.0  # seconds an unbound new camera waits for its endpoint before its Hello
 RESCAN = 30.0  # seconds between interface rescans
 SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
+PRESSURE_LOG = 10.0  # seconds between two log lines about dropped or refused requests
+_DROP_KEYS = ("backlog_dropped", "unicast_refused", "rate_limited")
+_LOCAL_NETS = ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10")
 _ANC = socket.CMSG_SPACE(32)
 _PORT_KEY = "--discovery-port or [discovery] port"
 _ADVICE = (
@@ -135,6 +141,10 @@ class DiscoveryService:
             burst=self.dcfg.probe_burst,
             unicast_repeat=self.dcfg.unicast_repeat,
             max_datagram=self.dcfg.max_datagram,
+            max_backlog=self.dcfg.max_backlog,
+            max_backlog_bytes=self.dcfg.max_backlog_bytes,
+            replies_per_s=float(self.dcfg.replies_per_s),
+            source_interval=self.dcfg.source_interval,
         )
         self.stats = self.core.stats
         self.port = 0
@@ -164,6 +174,10 @@ class DiscoveryService:
         self._mdns_addrs: list[str] = []
         self._avoid: list[str] = []  # camera addresses: never an interface's own address
         self._running = False
+        self._drops_logged = {k: 0 for k in _DROP_KEYS}
+        self._removed: set[str] = set()  # EPRs of cameras removed for good
+        web.cameras.on_removed.append(self._camera_removed)
+        self._last_drop_log = -1e9
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -174,6 +188,7 @@ class DiscoveryService:
         self._load_versions()
         self._avoid = self._cam_addrs()
         self.ifaces = netif.choose(self.dcfg.interfaces, self.cfg.server.host, self._avoid)
+        self.core.unicast_from = self._unicast_networks(self.ifaces)
         try:
             self._open_v4()
         except OSError as exc:
@@ -204,6 +219,7 @@ class DiscoveryService:
             # not running from here on: a Probe during the drain neither re-syncs the
             # registry (which would queue a Hello after the Bye) nor gets an answer
             self._running = False
+            self.core.backlog.clear()
             await self._drain(3.0)
         if self.mdns is not None:
             await self.mdns.stop()
@@ -214,10 +230,12 @@ class DiscoveryService:
         self._close_sockets()
         self._save_versions()
         s = self.stats
+        log.debug("discovery: counters %s", dict(sorted(s.items())))
         if s["received"]:
             log.info(
-                "discovery: %d datagrams in, %d probes, %d matches sent, %d hello, %d bye; "
-                "ignored %d malformed, %d oversized, %d foreign, %d rate-limited",
+                "discovery: %d datagrams in, %d probes, %d matches queued, %d hello, %d bye; "
+                "ignored %d malformed, %d oversized, %d foreign, %d rate-limited, "
+                "%d unicast refused; %d replies dropped (backlog peak %d datagrams, %d bytes)",
                 s["received"],
                 s["probe"],
                 s["probe_match"],
@@ -227,6 +245,10 @@ class DiscoveryService:
                 s["oversized"],
                 s["foreign"],
                 s["rate_limited"],
+                s["unicast_refused"],
+                s["backlog_dropped"],
+                s["backlog_peak"],
+                s["backlog_peak_bytes"],
             )
 
     def tick(self, now: float) -> None:
@@ -237,6 +259,29 @@ class DiscoveryService:
         self._sync(loop_now)
         if self._saved_versions != self.core.versions:
             self._save_versions()
+        self._log_pressure(loop_now)
+
+    def _log_pressure(self, now: float) -> None:
+        """One line per PRESSURE_LOG seconds while requests are dropped or refused."""
+        if now - self._last_drop_log < PRESSURE_LOG:
+            return
+        new = {k: self.stats[k] - self._drops_logged[k] for k in _DROP_KEYS}
+        if not any(new.values()):
+            return
+        self._last_drop_log = now
+        self._drops_logged = {k: self.stats[k] for k in _DROP_KEYS}
+        log.warning(
+            "discovery: under load: %d replies dropped (backlog over [discovery] max_backlog "
+            "= %d datagrams or max_backlog_bytes = %d), %d requests over "
+            "probes_per_source_per_s, %d directed requests from outside unicast_from; "
+            "backlog now %d datagrams",
+            new["backlog_dropped"],
+            self.dcfg.max_backlog,
+            self.dcfg.max_backlog_bytes,
+            new["rate_limited"],
+            new["unicast_refused"],
+            len(self.core.backlog),
+        )
 
     def ready_info(self) -> dict[str, str]:
         """The discovery port for the ready line."""
@@ -383,9 +428,33 @@ class DiscoveryService:
         self._uc4 = self._mc4 = self._udp6 = None
         self._cam_socks.clear()
 
+    def _unicast_networks(
+        self, ifaces: list[netif.Iface]
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``[discovery] unicast_from`` with "local" expanded: loopback, link-local and the
+        subnets of the interfaces discovery serves."""
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for spec in self.dcfg.unicast_from:
+            if spec != "local":
+                nets.append(ipaddress.ip_network(spec, strict=False))
+                continue
+            nets += [ipaddress.ip_network(n) for n in _LOCAL_NETS]
+            names = {i.name for i in ifaces}
+            for a in ifaddr.get_adapters():
+                if a.name not in names:
+                    continue
+                for ip in a.ips:
+                    text = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
+                    with contextlib.suppress(ValueError):
+                        nets.append(
+                            ipaddress.ip_network(f"{text}/{ip.network_prefix}", strict=False)
+                        )
+        return tuple(dict.fromkeys(nets))
+
     def _rescan(self, now: float) -> None:
         self._last_rescan = now
         new = netif.choose(self.dcfg.interfaces, self.cfg.server.host, self._avoid)
+        self.core.unicast_from = self._unicast_networks(new)
         if new == self.ifaces:
             return
         old = self.ifaces
@@ -442,31 +511,29 @@ class DiscoveryService:
         if kind == "udp6":
             iface = next((i for i in self.ifaces if i.index == ifindex), None)
             host = iface.address(self._avoid) if iface and iface.ipv4 else ""
-        replies = self.core.receive(data, src, local, multicast, now, host=host)
-        for r in replies:
-            self._schedule_reply(r, now, kind == "udp6")
+        queued = self.core.receive(data, src, local, multicast, now, host=host)
+        if queued and self._wake is not None:
+            self._wake.set()
 
-    def _schedule_reply(self, r: Reply, now: float, v6: bool) -> None:
-        sock: socket.socket | None = None
-        src = ""
-        if v6:
+    def _reply_out(self, r: Reply) -> _Out | None:
+        """The socket a reply leaves from: IPv6 from the IPv6 socket, else the camera's own
+        address when it has one, else the server's unicast socket (source = where the
+        request arrived)."""
+        if _family(r.dest[0]) == socket.AF_INET6:
             sock = self._udp6
-        else:
-            if (
-                r.target is not None
-                and r.target.address
-                and _family(r.target.address) == (socket.AF_INET)
-            ):
-                sock = self._cam_socket(r.target.address)
-            if sock is None:
-                sock, src = self._uc4, r.local
-        if sock is None:
-            return
-        due = now + r.delay
-        out = _Out(sock, r, None, r.dest, None, src)
-        self._push(due, out)
-        for off in retransmit_offsets(r.repeat, self.core.rng):
-            self._push(due + off, out)
+            return _Out(sock, r, None, r.dest) if sock is not None else None
+        own = None
+        if (
+            r.target is not None
+            and r.target.address
+            and _family(r.target.address) == socket.AF_INET
+        ):
+            own = self._cam_socket(r.target.address)
+        if own is not None:
+            return _Out(own, r, None, r.dest)
+        if self._uc4 is None:
+            return None
+        return _Out(self._uc4, r, None, r.dest, None, r.local)
 
     # ------------------------------------------------------------------ announcing
     def _announce(self, t: Target, hello: bool) -> None:
@@ -521,31 +588,50 @@ class DiscoveryService:
         if self._wake is not None:
             self._wake.set()
 
+    def _next(self, now: float) -> _Out | float | None:
+        """The next datagram due now, else when one will be (None: nothing queued).
+        Hello and Bye go before replies; replies come from the backlog only while running."""
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)[2]
+        backlog = self.core.backlog
+        while self._running:
+            r = backlog.pop(now)
+            if r is None:
+                break
+            out = self._reply_out(r)
+            if out is not None:
+                return out
+            self.stats["send_error"] += 1
+        due = [self._heap[0][0]] if self._heap else []
+        later = backlog.next_due(now) if self._running else None
+        if later is not None:
+            due.append(later)
+        return min(due) if due else None
+
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
         rate = float(self.dcfg.send_rate)
         sent = 0
         while True:
-            if not self._heap:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
             now = loop.time()
-            due = self._heap[0][0]
-            if due > now:
-                self._wake.clear()
-                handle = loop.call_later(due - now, self._wake.set)
-                await self._wake.wait()
-                handle.cancel()
-                continue
             self._tokens = min(float(self._burst), self._tokens + (now - self._last_refill) * rate)
             self._last_refill = now
             if self._tokens < 1.0:
                 await asyncio.sleep((1.0 - self._tokens) / rate)
                 continue
-            _, _, out = heapq.heappop(self._heap)
+            nxt = self._next(now)
+            if not isinstance(nxt, _Out):
+                self._wake.clear()
+                if nxt is None:
+                    self._idle.set()
+                    await self._wake.wait()
+                else:
+                    handle = loop.call_later(max(0.0, nxt - now), self._wake.set)
+                    await self._wake.wait()
+                    handle.cancel()
+                continue
+            out = nxt
             self._tokens -= 1.0
             try:
                 done = self._send(out)
@@ -591,6 +677,7 @@ class DiscoveryService:
             log.debug("discovery: send to %s failed: %s", out.dest[0], exc)
             return True
         self.stats["sent"] += 1
+        self.stats["sent_bytes"] += len(data)
         return True
 
     async def _drain(self, limit: float) -> None:
@@ -663,6 +750,22 @@ class DiscoveryService:
                 self._announce(t, hello=True)
         if self.mdns is not None:
             self.mdns.update(mdns)
+        self._forget_removed()
+
+    def _camera_removed(self, cam: Camera) -> None:
+        """Registry callback: a camera is gone for good (its state file too)."""
+        self._removed.add(f"urn:uuid:{cam.uuid}")
+
+    def _forget_removed(self) -> None:
+        """After their Bye: drop what is kept for cameras that are gone for good."""
+        cams = self.web.cameras.cameras
+        for table in (self._first_seen, self._unbound_since, self._mdns_last):
+            for key in [k for k in table if k not in cams]:
+                del table[key]
+        if self._removed:
+            live = {t.epr for t in self.core.targets.values()}
+            self.core.forget(self._removed - live)
+            self._removed &= live
 
     # ------------------------------------------------------------------ mDNS
     async def _start_mdns(self) -> None:

@@ -7,10 +7,14 @@ Three layers, none of which touches a socket:
 - ``build_*`` functions write Probe, ProbeMatches, Resolve, ResolveMatches, Hello, Bye and
   the MatchingRuleNotSupported fault with lxml's ElementMaker.
 - :class:`Responder` holds the decisions of the target side: which targets match a Probe or
-  a Resolve, duplicate suppression by MessageID, a per-source token bucket (so a spoofed
-  Probe cannot turn the server into an amplifier), the random APP_MAX_DELAY back-off, the
+  a Resolve, duplicate suppression by MessageID, a per-source token bucket, which sources a
+  directed (unicast) Probe is answered for, the random APP_MAX_DELAY back-off, the
   AppSequence counters, and the MetadataVersion bookkeeping that produces Hello and Bye when
   the set of targets changes.
+- :class:`Backlog` holds the replies waiting to leave: bounded in datagrams and bytes,
+  paced by a global replies-per-second budget, with sources that were quiet for a while
+  served (and kept) before sources that keep asking, so a flood of Probes from many
+  addresses neither grows memory nor starves a real client.
 
 The asyncio layer (:mod:`onvifcam.discovery.responder`) only moves the bytes.
 """
@@ -18,7 +22,9 @@ The asyncio layer (:mod:`onvifcam.discovery.responder`) only moves the bytes.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import ipaddress
+import itertools
 import random
 import re
 import uuid
@@ -66,6 +72,9 @@ APP_MAX_DELAY = 0.5  # WS-Discovery appendix I, seconds
 UDP_MIN_DELAY, UDP_MAX_DELAY, UDP_UPPER_DELAY = 0.05, 0.25, 0.5  # SOAP-over-UDP, seconds
 MAX_DATAGRAM = 16384
 MAX_ITEMS = 64  # types or scopes in one message
+MAX_MESSAGE_ID = 256  # characters of a request's wsa:MessageID we echo as RelatesTo
+_HEADER_BASE = 680  # a match's envelope and headers without RelatesTo (estimate)
+_BODY_BASE = 220  # a match body without EPR, scopes, XAddrs and types (estimate)
 
 NSMAP = {"s": NS_SOAP12, "a": NS_WSA, "d": NS_WSD, "dn": NS_DN, "tds": NS_TDS}
 _NSMAP11 = {**NSMAP, "s": NS_SOAP11}
@@ -623,6 +632,7 @@ class Reply:
     delay: float = 0.0
     local: str = ""  # the local address the request arrived on (source hint)
     repeat: int = 0
+    size: int = 0  # estimated length of the datagram, for the byte bound of the backlog
     _data: bytes | None = None
 
     @property
@@ -637,6 +647,219 @@ class Reply:
 class _Bucket:
     tokens: float
     last: float
+
+
+@dataclass(eq=False)
+class _Job:
+    """The replies to one request, as the backlog accounts for them."""
+
+    key: int
+    source: str
+    fresh: bool
+    pending: int = 0
+    nbytes: int = 0
+    dead: bool = False
+
+
+# waiting for its time: (due, order, job, reply, size)
+_Pending = tuple[float, int, _Job, Reply, int]
+# due: (0 fresh / 1 recent, -job key: newest job first, due, order, job, reply, size)
+_Ready = tuple[int, int, float, int, _Job, Reply, int]
+
+
+@dataclass
+class Backlog:
+    """The replies waiting to be sent: bounded, paced, fresh sources and new work first.
+
+    Each answered request is a job: its replies and their SOAP-over-UDP copies, each due at
+    its own time. A job whose source sent no request in the last ``source_interval``
+    seconds is *fresh* (a flooding source never is; a client that probes now and then
+    always is). Of the replies that are due, those of fresh jobs go first, and
+    among those the newest job's (under overload the newest request is the one whose
+    client still listens). A fresh job that does not fit ``max_datagrams`` and
+    ``max_bytes`` makes room by dropping whole jobs, oldest first: recent sources' jobs,
+    then older fresh jobs. The job of a recent source is queued only if it fits. :meth:`pop`
+    hands out at most ``rate`` replies per second for all sources together. Sans-I/O: the
+    caller passes the clock.
+    """
+
+    max_datagrams: int = 4096
+    max_bytes: int = 4 << 20
+    rate: float = 2000.0
+    source_interval: float = 5.0
+    max_sources: int = 4096
+    rng: random.Random = field(default_factory=random.Random)
+    stats: Counter[str] = field(default_factory=Counter)
+    datagrams: int = 0  # pending datagrams
+    nbytes: int = 0  # their estimated bytes
+    _pending: list[_Pending] = field(default_factory=list)
+    _ready: list[_Ready] = field(default_factory=list)
+    _jobs: tuple[OrderedDict[int, _Job], OrderedDict[int, _Job]] = field(
+        default_factory=lambda: (OrderedDict(), OrderedDict())
+    )
+    _heard: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
+    _dead: int = 0
+    _avg_size: float = 1024.0  # bytes per reply, recent answers
+    _tokens: float = -1.0
+    _last: float = 0.0
+
+    @property
+    def burst(self) -> float:
+        """How many replies may leave back to back."""
+        return max(16.0, self.rate / 50.0)
+
+    def __len__(self) -> int:
+        return self.datagrams
+
+    def heard(self, source: str, now: float) -> bool:
+        """Note a request from ``source``; True when it is fresh (none in the last
+        ``source_interval`` seconds)."""
+        last = self._heard.get(source)
+        self._heard[source] = now
+        self._heard.move_to_end(source)
+        while len(self._heard) > self.max_sources:
+            self._heard.popitem(last=False)
+        return last is None or now - last >= self.source_interval
+
+    def may_admit(self, fresh: bool, datagrams: int = 1) -> bool:
+        """A cheap look before any work is done for a request: False when its answer (about
+        ``datagrams`` of the size seen lately) would be dropped: a recent source, no room."""
+        fits = (
+            self.datagrams + datagrams <= self.max_datagrams
+            and self.nbytes + datagrams * self._avg_size <= self.max_bytes
+        )
+        return fits or fresh
+
+    def push(
+        self, replies: list[Reply], source: str, now: float, fresh: bool | None = None
+    ) -> list[Reply]:
+        """Queue the replies to one request from ``source`` (``fresh``: from :meth:`heard`,
+        which is asked when not given); returns those queued."""
+        if fresh is None:
+            fresh = self.heard(source, now)
+        if not replies:
+            return []
+        items = [(now + r.delay, r) for r in replies]
+        for r in replies:
+            offsets = retransmit_offsets(r.repeat, self.rng) if r.repeat else []
+            items += [(now + r.delay + off, r) for off in offsets]
+        size = sum(r.size for _, r in items)
+        self._avg_size = 0.8 * self._avg_size + 0.2 * size / len(items)
+        if len(items) > self.max_datagrams or size > self.max_bytes:
+            # one answer larger than the whole backlog: a random part of it, never the same
+            items = self._fit(items)
+            size = sum(r.size for _, r in items)
+        while (
+            self.datagrams + len(items) > self.max_datagrams or self.nbytes + size > self.max_bytes
+        ):
+            victims = (self._jobs[1] or self._jobs[0]) if fresh else None
+            if not victims:
+                self._dropped(len(items))
+                return []
+            self._evict(next(iter(victims.values())))
+        job = _Job(next(self._order), source, fresh, len(items), size)
+        self._jobs[0 if fresh else 1][job.key] = job
+        for due, r in items:
+            heapq.heappush(self._pending, (due, next(self._order), job, r, r.size))
+        self.datagrams += len(items)
+        self.nbytes += size
+        st = self.stats
+        st["backlog_peak"] = max(st["backlog_peak"], self.datagrams)
+        st["backlog_peak_bytes"] = max(st["backlog_peak_bytes"], self.nbytes)
+        kept: dict[int, Reply] = {id(r): r for _, r in items}
+        return list(kept.values())
+
+    def _fit(self, items: list[tuple[float, Reply]]) -> list[tuple[float, Reply]]:
+        self.rng.shuffle(items)
+        out: list[tuple[float, Reply]] = []
+        size = 0
+        for due, r in items:
+            if len(out) < self.max_datagrams and size + r.size <= self.max_bytes:
+                out.append((due, r))
+                size += r.size
+        self._dropped(len(items) - len(out))
+        return out
+
+    def _dropped(self, n: int) -> None:
+        if n:
+            self.stats["backlog_dropped"] += n
+            self.stats["backlog_jobs_dropped"] += 1
+
+    def _evict(self, job: _Job) -> None:
+        job.dead = True
+        self._jobs[0 if job.fresh else 1].pop(job.key, None)
+        self.datagrams -= job.pending
+        self.nbytes -= job.nbytes
+        self._dead += job.pending
+        self._dropped(job.pending)
+        if self._dead > max(1024, 2 * self.datagrams):
+            self._pending = [e for e in self._pending if not e[2].dead]
+            self._ready = [e for e in self._ready if not e[4].dead]
+            heapq.heapify(self._pending)
+            heapq.heapify(self._ready)
+            self._dead = 0
+
+    def _promote(self, now: float) -> None:
+        """Move the replies that are due from the waiting heap to the ready heap."""
+        pending, ready = self._pending, self._ready
+        while pending and (pending[0][0] <= now or pending[0][2].dead):
+            due, order, job, r, size = heapq.heappop(pending)
+            if job.dead:
+                self._dead -= 1
+            else:
+                heapq.heappush(ready, (0 if job.fresh else 1, -job.key, due, order, job, r, size))
+        while ready and ready[0][4].dead:
+            heapq.heappop(ready)
+            self._dead -= 1
+
+    def _refill(self, now: float) -> None:
+        if self._tokens < 0.0:
+            self._tokens, self._last = self.burst, now
+        self._tokens = min(self.burst, self._tokens + max(0.0, now - self._last) * self.rate)
+        self._last = now
+
+    def pop(self, now: float) -> Reply | None:
+        """The next reply to send now, if one is due and the budget allows it."""
+        self._refill(now)
+        if self._tokens < 1.0:
+            return None
+        self._promote(now)
+        if not self._ready:
+            return None
+        *_, job, reply, size = heapq.heappop(self._ready)
+        job.pending -= 1
+        job.nbytes -= size
+        if job.pending == 0:
+            self._jobs[0 if job.fresh else 1].pop(job.key, None)
+        self.datagrams -= 1
+        self.nbytes -= size
+        self._tokens -= 1.0
+        return reply
+
+    def next_due(self, now: float) -> float | None:
+        """When :meth:`pop` may next return a reply (None: nothing is queued)."""
+        self._promote(now)
+        if self._ready:
+            due = now
+        else:
+            while self._pending and self._pending[0][2].dead:
+                heapq.heappop(self._pending)
+                self._dead -= 1
+            if not self._pending:
+                return None
+            due = self._pending[0][0]
+        self._refill(now)
+        ready = now if self._tokens >= 1.0 else now + (1.0 - self._tokens) / self.rate
+        return max(due, ready)
+
+    def clear(self) -> None:
+        """Forget every pending reply (shutdown)."""
+        self._pending.clear()
+        self._ready.clear()
+        for jobs in self._jobs:
+            jobs.clear()
+        self.datagrams = self.nbytes = self._dead = 0
 
 
 @dataclass
@@ -658,17 +881,41 @@ class Responder:
     max_sources: int = 4096
     max_seen: int = 2048
     max_bodies: int = 8192
+    max_backlog: int = 4096
+    max_backlog_bytes: int = 4 << 20
+    replies_per_s: float = 2000.0
+    source_interval: float = 5.0
+    # networks a directed (unicast) Probe/Resolve is answered for; None: any source
+    unicast_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None
     rng: random.Random = field(default_factory=random.Random)
     targets: dict[str, Target] = field(default_factory=dict)
     versions: dict[str, tuple[str, int]] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
-    _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[str, bool] = field(default_factory=OrderedDict)  # MessageID: fresh
     _buckets: OrderedDict[str, _Bucket] = field(default_factory=OrderedDict)
     _seq: dict[str, _Seq] = field(default_factory=dict)
-    # serialised match bodies by (kind, target, host, MetadataVersion); cleared on changes
-    _bodies: dict[tuple[str, Target, str, int], tuple[bytes, dict[str, str]]] = field(
+    # serialised match bodies and their lengths by (kind, EPR, host, MetadataVersion): the
+    # MetadataVersion rises with every change of what goes into a body; cleared on changes
+    _bodies: dict[tuple[str, str, str, int], tuple[bytes, dict[str, str]]] = field(
         default_factory=dict
     )
+    _sizes: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    # which targets match a (types, scopes, rule) Probe
+    _hits: dict[tuple[tuple[QName, ...], tuple[str, ...], str], frozenset[str]] = field(
+        default_factory=dict
+    )
+    backlog: Backlog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backlog = Backlog(
+            self.max_backlog,
+            self.max_backlog_bytes,
+            self.replies_per_s,
+            self.source_interval,
+            self.max_sources,
+            self.rng,
+            self.stats,
+        )
 
     # ------------------------------------------------------------------ state changes
     def update(self, targets: Iterable[Target]) -> tuple[list[Target], list[Target]]:
@@ -696,6 +943,8 @@ class Responder:
         self.targets = new
         if hello or bye:
             self._bodies.clear()
+            self._sizes.clear()
+            self._hits.clear()
         return hello, bye
 
     def metadata_version(self, epr: str) -> int:
@@ -721,9 +970,12 @@ class Responder:
             seq.number,
         )
 
-    def _match(self, kind: str, header: Header, t: Target, host: str, version: int) -> bytes:
-        """A ProbeMatches/ResolveMatches datagram; its body is built once per target state."""
-        key = (kind, t, host, version)
+    def _match(self, kind: str, request: Header, t: Target, host: str, version: int) -> bytes:
+        """A ProbeMatches/ResolveMatches datagram answering ``request``, made when it is sent
+        (MessageID and MessageNumber then, too); its body is built once per target state."""
+        action = ACTION_PROBE_MATCHES if kind == "ProbeMatch" else ACTION_RESOLVE_MATCHES
+        header = _with_soap(self._header(t, action, request.message_id), request.soap_ns)
+        key = (kind, t.epr, host, version)
         body = self._bodies.get(key)
         if body is None:
             if len(self._bodies) >= self.max_bodies:
@@ -731,6 +983,44 @@ class Responder:
             ep = Endpoint(t.epr, t.types, t.scopes, t.xaddrs(host), version)
             body = self._bodies[key] = match_body(kind, ep)
         return build_with_body(header, body)
+
+    def _size(self, kind: str, request: Header, t: Target, host: str, version: int) -> int:
+        """The length of a match datagram, estimated without building it."""
+        key = (kind, t.epr, host, version)
+        blen = self._sizes.get(key)
+        if blen is None:
+            body = self._bodies.get(key)
+            if body is not None:
+                blen = len(body[0])
+            else:
+                h = t.host or host
+                blen = (
+                    _BODY_BASE
+                    + len(t.epr)
+                    + sum(len(x) + 1 for x in t.scopes)
+                    + (len(t.xaddr) + len(h) if t.xaddr else 0)
+                    + sum(len(q.local) + 5 for q in t.types)
+                )
+            if len(self._sizes) >= self.max_bodies:
+                self._sizes.clear()
+            self._sizes[key] = blen
+        return _HEADER_BASE + len(request.message_id) + blen
+
+    def forget(self, eprs: Iterable[str]) -> None:
+        """Drop the MetadataVersion and AppSequence state of endpoints gone for good."""
+        for epr in eprs:
+            self.versions.pop(epr, None)
+            self._seq.pop(epr, None)
+
+    def unicast_allowed(self, addr: str) -> bool:
+        """Whether a directed Probe/Resolve from ``addr`` is answered (``unicast_from``)."""
+        if self.unicast_from is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        except ValueError:
+            return False
+        return ip.is_loopback or any(ip in net for net in self.unicast_from)
 
     def hello(self, t: Target, host: str) -> bytes:
         """A Hello for ``t`` announcing XAddrs for ``host``."""
@@ -758,13 +1048,11 @@ class Responder:
         b.tokens -= 1.0
         return True
 
-    def _duplicate(self, message_id: str) -> bool:
-        if message_id in self._seen:
-            return True
-        self._seen[message_id] = None
+    def _remember(self, message_id: str, fresh: bool) -> None:
+        self._seen[message_id] = fresh
+        self._seen.move_to_end(message_id)
         while len(self._seen) > self.max_seen:
             self._seen.popitem(last=False)
-        return False
 
     def receive(
         self,
@@ -795,9 +1083,19 @@ class Responder:
         if source[1] < 1024:
             self.stats["bad_source_port"] += 1
             return []
-        if self._duplicate(msg.header.message_id):
+        if len(msg.header.message_id) > MAX_MESSAGE_ID:
+            # it comes back as RelatesTo in every match: a long one multiplies the bytes
+            self.stats["malformed"] += 1
+            return []
+        if not multicast and not self.unicast_allowed(source[0]):
+            self.stats["unicast_refused"] += 1
+            return []
+        seen = self._seen.get(msg.header.message_id)
+        if seen:
             self.stats["duplicate"] += 1
             return []
+        # a request dropped here is not remembered: its SOAP-over-UDP copy, or the copy a
+        # client sent from another of its addresses, gets the next chance
         if not self._allow(source[0], now):
             self.stats["rate_limited"] += 1
             return []
@@ -812,12 +1110,43 @@ class Responder:
         else:
             own = [t for t in self.targets.values() if t.address and t.address == local]
             candidates = own or [t for t in self.targets.values() if not t.address]
+        n = 1
+        if isinstance(msg, Probe) and msg.match_by in SUPPORTED_RULES:
+            n = min(len(candidates), len(self._probe_hits(msg)))
+        n *= 1 + self.unicast_repeat
+        fresh = self.backlog.heard(source[0], now)
+        if seen is not None and not fresh:
+            # answered for a recent source already; a copy from a fresh source (a client
+            # probing from all its addresses) is answered again, with priority
+            self.stats["duplicate"] += 1
+            return []
+        if not self.backlog.may_admit(fresh, n):
+            self.stats["backlog_jobs_dropped"] += 1
+            return []
+        self._remember(msg.header.message_id, fresh)
         host = host or local
         if isinstance(msg, Probe):
             self.stats["probe"] += 1
-            return self._answer_probe(msg, candidates, source, local, host, multicast)
-        self.stats["resolve"] += 1
-        return self._answer_resolve(msg, candidates, source, local, host, multicast)
+            replies = self._answer_probe(msg, candidates, source, local, host, multicast)
+        else:
+            self.stats["resolve"] += 1
+            replies = self._answer_resolve(msg, candidates, source, local, host, multicast)
+        queued = self.backlog.push(replies, source[0], now, fresh)
+        kind = "probe_match" if isinstance(msg, Probe) else "resolve_match"
+        self.stats[kind] += sum(1 for r in queued if r.target is not None)
+        return queued
+
+    def _probe_hits(self, probe: Probe) -> frozenset[str]:
+        """Keys of the targets that match ``probe``, cached per (types, scopes, rule)."""
+        key = (probe.types, probe.scopes, probe.match_by)
+        hits = self._hits.get(key)
+        if hits is None:
+            if len(self._hits) >= 256:
+                self._hits.clear()
+            hits = self._hits[key] = frozenset(
+                t.key for t in self.targets.values() if probe_matches(probe, t.types, t.scopes)
+            )
+        return hits
 
     def _delay(self, multicast: bool) -> float:
         return self.rng.uniform(0.0, self.max_delay) if multicast else 0.0
@@ -848,17 +1177,18 @@ class Responder:
                 "the matching rule is not supported",
                 (MATCH_RFC3986, MATCH_STRCMP0, MATCH_UUID),
             )
-            return [Reply(None, lambda: data, source, self._delay(multicast), local)]
+            delay = self._delay(multicast)
+            return [Reply(None, lambda: data, source, delay, local, size=len(data))]
         out = []
+        hits = self._probe_hits(probe)
         for t in candidates:
-            if not probe_matches(probe, t.types, t.scopes):
+            if t.key not in hits:
                 continue
-            header = self._header(t, ACTION_PROBE_MATCHES, probe.header.message_id)
-            header = _with_soap(header, probe.header.soap_ns)
             version = self.metadata_version(t.epr)
-            build = partial(self._match, "ProbeMatch", header, t, host, version)
-            out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
-        self.stats["probe_match"] += len(out)
+            build = partial(self._match, "ProbeMatch", probe.header, t, host, version)
+            size = self._size("ProbeMatch", probe.header, t, host, version)
+            delay = self._delay(multicast)
+            out.append(Reply(t, build, source, delay, local, self.unicast_repeat, size))
         return out
 
     def _answer_resolve(
@@ -876,12 +1206,11 @@ class Responder:
             same = (want is not None and want == _uuid(t.epr)) or resolve.epr == t.epr
             if not same:
                 continue
-            header = self._header(t, ACTION_RESOLVE_MATCHES, resolve.header.message_id)
-            header = _with_soap(header, resolve.header.soap_ns)
             version = self.metadata_version(t.epr)
-            build = partial(self._match, "ResolveMatch", header, t, host, version)
-            out.append(Reply(t, build, source, self._delay(multicast), local, self.unicast_repeat))
-        self.stats["resolve_match"] += len(out)
+            build = partial(self._match, "ResolveMatch", resolve.header, t, host, version)
+            size = self._size("ResolveMatch", resolve.header, t, host, version)
+            delay = self._delay(multicast)
+            out.append(Reply(t, build, source, delay, local, self.unicast_repeat, size))
         return out
 
 

@@ -33,6 +33,8 @@ RTCP = 1
 
 _RTP_HDR = rtp.HEADER
 _IL = struct.Struct("!cBH")
+# publisher attributes a reader's SDP does not repeat (we set direction and control)
+_READER_DROPPED = frozenset(("control", "ssrc", "sendonly", "recvonly", "sendrecv", "range"))
 
 
 class StreamError(Exception):
@@ -575,29 +577,26 @@ class Stream:
         return self.tracks[self.key_track] if self.key_track >= 0 else None
 
     def reader_sdp(self, host: str = "0.0.0.0") -> bytes:
-        """The SDP readers get from DESCRIBE."""
+        """The SDP readers get from DESCRIBE: the publisher's media with our controls."""
         sid = abs(hash(self.path)) % 10**10
-        lines = [
-            "v=0",
-            f"o=- {sid} {self.version} IN IP4 {host}",
-            f"s={self.path}",
-            "c=IN IP4 0.0.0.0",
-            "t=0 0",
-            "a=tool:onvifcam",
-            "a=control:*",
-            "a=range:npt=now-",
-        ]
+        media = []
         for t in self.tracks:
             md = t.media
-            lines.append(f"m={md.media} 0 RTP/AVP {' '.join(md.formats)}")
-            lines.extend(f"b={b}" for b in md.bandwidth)
-            for name, value in md.attributes:
-                if name.lower() in ("control", "ssrc", "sendonly", "recvonly", "sendrecv", "range"):
-                    continue
-                lines.append(f"a={name}" if value is None else f"a={name}:{value}")
-            lines.append("a=recvonly")
-            lines.append(f"a=control:{t.control}")
-        return ("\r\n".join(lines) + "\r\n").encode()
+            attributes = [a for a in md.attributes if a[0].lower() not in _READER_DROPPED]
+            attributes += [("recvonly", None), ("control", t.control)]
+            media.append(
+                MediaDescription(
+                    md.media, 0, "RTP/AVP", list(md.formats), attributes, None, list(md.bandwidth)
+                )
+            )
+        return SessionDescription(
+            origin=f"- {sid} {self.version} IN IP4 {host}",
+            name=self.path,
+            connection="IN IP4 0.0.0.0",
+            times=["0 0"],
+            attributes=[("tool", "onvifcam"), ("control", "*"), ("range", "npt=now-")],
+            media=media,
+        ).serialize()
 
     # ------------------------------------------------------------------ housekeeping
     def tick(self, now: float) -> None:

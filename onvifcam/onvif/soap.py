@@ -365,7 +365,7 @@ class ReplayCache:
 
     def record(self, user: str, nonce: bytes, created: float, now: float) -> None:
         """Record a token's nonce; raises ter:NotAuthorized on a replay or a full quota."""
-        self._purge(now)
+        self.purge(now)
         key = hashlib.sha1(nonce).digest()  # fixed size whatever the client sends
         seen, heap = self._users.setdefault(user, (set(), []))
         if key in seen:
@@ -386,7 +386,8 @@ class ReplayCache:
         seen.add(key)
         heapq.heappush(heap, (created, key))
 
-    def _purge(self, now: float) -> None:
+    def purge(self, now: float) -> None:
+        """Drop nonces whose Created left the window."""
         for user in list(self._users):
             seen, heap = self._users[user]
             # the same test that refuses a token for its Created, so the two always agree
@@ -537,6 +538,15 @@ class Dispatcher:
         if cache is None:
             cache = self._nonces[camera.key] = ReplayCache(self.clock_skew, self.nonces_per_user)
         return cache
+
+    def forget(self, camera: Camera) -> None:
+        """A removed camera: drop its replay cache once none of its nonces can be replayed
+        (a camera re-created with the same key within the window still refuses them)."""
+        cache = self._nonces.get(camera.key)
+        if cache is not None:
+            cache.purge(camera.now())
+            if not len(cache):
+                del self._nonces[camera.key]
 
     def dispatch(
         self,

@@ -1,23 +1,35 @@
-"""FLV tag bodies (as carried in RTMP audio/video messages) and their conversion to RTP.
+"""FLV tag bodies (as carried in RTMP audio/video messages) and their access units.
 
 Sans-I/O. :func:`parse_video` / :func:`parse_audio` read the FLV VIDEODATA / AUDIODATA
 headers: legacy codec ids (7 = AVC, 12 = HEVC as deployed by Chinese CDNs and FFmpeg
 forks) and Enhanced RTMP v1 (``IsExHeader`` bit, FourCC ``avc1``/``hvc1``, packet types
 SequenceStart, CodedFrames, CodedFramesX, SequenceEnd). :class:`FlvIngest` turns the tags
-of one publisher into an SDP and RTP packets (RFC 6184, RFC 7798, RFC 3640 AAC-hbr).
+of one publisher into track specs and access units (AVCC NAL units, PTS from the
+composition time, AAC frames) for a :class:`~onvifcam.media.packetizer.Packetizer`, which
+makes the SessionDescription and the RTP packets.
 :func:`read_file` splits an FLV file into tags (tests and the benchmark replay files).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, NamedTuple
 
-from onvifcam.media import aac, h264, h265, rtp
+from onvifcam.media import aac, h264, h265
+from onvifcam.media.packetizer import (
+    MTU,
+    AacSpec,
+    LengthPrefixed,
+    Packetizer,
+    TrackSpec,
+    VideoSpec,
+    merge_parameter_sets,
+)
+from onvifcam.media.sdp import SessionDescription
 
 __all__ = [
     "AudioTag",
@@ -66,11 +78,8 @@ VIDEO_CODECS = {
 }
 _FOURCC = {b"avc1": "H264", b"hvc1": "H265"}
 
-VIDEO_PT = 96
-AUDIO_PT = 97
-MTU = 1400
-AAC_FRAME_SAMPLES = 1024
 _U32 = struct.Struct("!I")
+_lp = tuple.__new__  # LengthPrefixed without NamedTuple's Python-level __new__ (hot path)
 
 
 class FlvError(ValueError):
@@ -220,28 +229,23 @@ class _VideoConfig:
     raw: bytes
 
 
-@dataclass
-class _Track:
-    index: int
-    pt: int
-    clock: int
-    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
-    seq: int = field(default_factory=lambda: random.getrandbits(16))
-    last_ts: int = -1  # audio: the last RTP timestamp, for sample-exact spacing
-
-
 class FlvIngest:
-    """One publisher's FLV tags -> an SDP and RTP packets, through two callbacks.
+    """One publisher's FLV tags -> access units for a :class:`Packetizer`.
 
-    ``on_publish(sdp_text)`` is called once the media is known (video sequence header and
+    FLV parsing stays here (AVCC/HVCC NAL units, composition time -> PTS, sequence
+    headers, onMetaData); RTP and the SDP are the packetizer's (``self.packetizer``, which
+    also does the lazy packetising: set its ``needed`` and ``on_count``).
+
+    ``on_publish(session)`` is called once the media is known (video sequence header and
     the first keyframe, plus the AAC sequence header if it came before; or audio only
     when no video shows up) and again when a sequence header changes; it may raise to
-    refuse. ``on_packet(track_index, rtp_packet)`` gets every RTP packet afterwards.
+    refuse. ``on_packet(track_index, rtp_packet)`` gets every RTP packet afterwards
+    (``self.packetizer.on_packet``).
     """
 
     def __init__(
         self,
-        on_publish: Callable[[str], None],
+        on_publish: Callable[[SessionDescription], None],
         on_packet: Callable[[int, bytes], None],
         *,
         name: str = "rtmp",
@@ -249,31 +253,20 @@ class FlvIngest:
         audio_only_after: int = 50,
     ) -> None:
         self.on_publish = on_publish
-        self.on_packet = on_packet
+        self.packetizer = Packetizer(on_packet, name=name, mtu=mtu, time_base=Fraction(1, 1000))
         self.name = name
-        self.mtu = mtu
         self.audio_only_after = audio_only_after
         self.metadata: dict[str, Any] = {}
         self.stats = IngestStats()
         self.video: _VideoConfig | None = None
         self.audio: aac.AacConfig | None = None
         self.published = False
-        self.sdp = ""
-        self._vtrack: _Track | None = None
-        self._atrack: _Track | None = None
+        self.session: SessionDescription | None = None
+        self._vindex: int | None = None  # packetizer track of the video, once published
+        self._aindex: int | None = None
         self._audio_before_video = 0
         self._video_seen = False
         self._warned: set[str] = set()
-        # Lazy packetising: with ``needed`` set, access units after a keyframe are held
-        # (not packetised) while needed() is false, and packetised in order once it is
-        # true; keyframes always go out so the stream's GOP cache and snapshots have them.
-        self.needed: Callable[[], bool] | None = None
-        self.on_count: Callable[[int, int], None] | None = None
-        self.max_held_bytes = 8 * 1024 * 1024
-        self.max_held_ms = 5000
-        self._held: list[tuple[_Track, int, bytes, int, bool]] = []
-        self._held_bytes = 0
-        self._last_emit = 0
 
     # ------------------------------------------------------------------ helpers
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
@@ -285,85 +278,33 @@ class FlvIngest:
         """Keep onMetaData (declared resolution, frame rate, bitrates, encoder)."""
         self.metadata = dict(meta)
 
-    def build_sdp(self) -> str:
-        """The SDP of the current video/audio configuration."""
-        lines = ["v=0", "o=- 0 0 IN IP4 127.0.0.1", f"s={self.name}", "t=0 0"]
+    def track_specs(self) -> list[TrackSpec]:
+        """The packetizer tracks of the current video/audio configuration (video first)."""
         meta = self.metadata
+        specs: list[TrackSpec] = []
         v = self.video
         if v is not None:
-            lines.append(f"m=video 0 RTP/AVP {VIDEO_PT}")
-            rate = _number(meta.get("videodatarate"))
-            if rate and rate > 0:
-                lines.append(f"b=AS:{int(rate)}")
-            if v.codec == "H264":
-                lines.append(f"a=rtpmap:{VIDEO_PT} H264/90000")
-                fmtp = ["packetization-mode=1"]
-                sps = [p for p in v.params if p[0] & 0x1F == h264.NAL_SPS]
-                pps = [p for p in v.params if p[0] & 0x1F == h264.NAL_PPS]
-                if sps:
-                    try:
-                        fmtp.append(f"profile-level-id={h264.profile_level_id(sps[0])}")
-                    except h264.H264Error:
-                        pass
-                    if pps:
-                        fmtp.append(
-                            f"sprop-parameter-sets={h264.sprop_parameter_sets(sps[0], pps[0])}"
-                        )
-                lines.append(f"a=fmtp:{VIDEO_PT} {';'.join(fmtp)}")
-            else:
-                lines.append(f"a=rtpmap:{VIDEO_PT} H265/90000")
-                by_type: dict[int, bytes] = {}
-                for p in v.params:
-                    by_type.setdefault(h265.nal_type(p), p)
-                if all(t in by_type for t in (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS)):
-                    fmtp_text = h265.sprop_fmtp(
-                        by_type[h265.NAL_VPS], by_type[h265.NAL_SPS], by_type[h265.NAL_PPS]
-                    )
-                    lines.append(f"a=fmtp:{VIDEO_PT} {fmtp_text}")
-            fps = _number(meta.get("framerate") or meta.get("fps"))
-            if fps and 0 < fps < 1000:
-                lines.append(f"a=framerate:{fps:g}")
-            lines.append("a=control:trackID=0")
-        a = self.audio
-        if a is not None:
-            channels = a.channels or 2
-            lines.append(f"m=audio 0 RTP/AVP {AUDIO_PT}")
-            rate = _number(meta.get("audiodatarate"))
-            if rate and rate > 0:
-                lines.append(f"b=AS:{int(rate)}")
-            lines.append(f"a=rtpmap:{AUDIO_PT} MPEG4-GENERIC/{a.sample_rate}/{channels}")
-            lines.append(f"a=fmtp:{aac.fmtp_mpeg4_generic(a, AUDIO_PT)}")
-            lines.append(f"a=control:trackID={1 if v is not None else 0}")
-        return "\r\n".join(lines) + "\r\n"
+            specs.append(
+                VideoSpec(
+                    v.codec,
+                    list(v.params),
+                    fps=_number(meta.get("framerate") or meta.get("fps")),
+                    bitrate=_number(meta.get("videodatarate")),
+                )
+            )
+        if self.audio is not None:
+            specs.append(
+                AacSpec.from_config(self.audio, bitrate=_number(meta.get("audiodatarate")))
+            )
+        return specs
 
     def _publish(self) -> None:
-        sdp = self.build_sdp()
-        self._drop_held()
-        self.on_publish(sdp)  # may raise: the caller refuses the publisher
-        self.sdp = sdp
+        session = self.packetizer.configure(self.track_specs())  # drops held access units
+        self.on_publish(session)  # may raise: the caller refuses the publisher
+        self.session = session
         self.published = True
-        old_v, old_a = self._vtrack, self._atrack
-        index = 0
-        self._vtrack = self._atrack = None
-        if self.video is not None:
-            self._vtrack = old_v or _Track(0, VIDEO_PT, 90000)
-            self._vtrack.index = index
-            index += 1
-        if self.audio is not None:
-            self._atrack = old_a or _Track(0, AUDIO_PT, self.audio.sample_rate)
-            self._atrack.index = index
-            self._atrack.clock = self.audio.sample_rate
-
-    def _send(self, track: _Track, ts: int, payloads: list[bytes]) -> None:
-        seq = track.seq
-        last = len(payloads) - 1
-        emit = self.on_packet
-        index = track.index
-        build = rtp.build
-        for i, p in enumerate(payloads):
-            emit(index, build(track.pt, seq, ts, track.ssrc, p, i == last))
-            seq = (seq + 1) & 0xFFFF
-        track.seq = seq
+        self._vindex = 0 if self.video is not None else None
+        self._aindex = None if self.audio is None else 0 if self.video is None else 1
 
     # ------------------------------------------------------------------ video
     def video_message(self, timestamp: int, payload: bytes) -> None:
@@ -416,9 +357,13 @@ class FlvIngest:
             self.stats.dropped_frames += 1
             self._warn_once("bad-avcc", "malformed %s frame: %s", codec, exc)
             return
+        nals: list[bytes] | None = None
         if has_params:
+            # In-band parameter sets replace the stored ones (for the SDP and keyframes).
             nals = h264.nals_from_avcc(memoryview(payload)[off:], cfg.length_size)
-            self._update_params(cfg, nals)
+            cfg.params = merge_parameter_sets(cfg.codec, cfg.params, nals)
+            if self._vindex is not None:
+                self.packetizer.set_parameter_sets(self._vindex, cfg.params)
         if not vcl:
             self.stats.dropped_frames += 1  # SEI / parameter sets / AUD only
             return
@@ -427,95 +372,18 @@ class FlvIngest:
                 self.stats.dropped_frames += 1
                 return
             self._publish()
-        track = self._vtrack
-        if track is None:
+        vindex = self._vindex
+        if vindex is None:
             return
         self.stats.video_frames += 1
-        ts = ((timestamp + cts) * 90) & 0xFFFFFFFF
-        needed = self.needed
-        if needed is not None:
-            if key:
-                if self._held and not needed():
-                    self._drop_held()  # the stream's GOP cache restarts at this keyframe
-            elif self._may_hold(timestamp, needed):
-                self._hold(track, ts, payload, off, True)
-                return
-            if self._held:
-                self._flush_held()
-        self._last_emit = timestamp
-        self._emit_video(track, ts, payload, off, key and not has_params)
-
-    def _emit_video(
-        self, track: _Track, ts: int, payload: bytes, off: int, add_params: bool
-    ) -> None:
-        cfg = self.video
-        assert cfg is not None
-        nals = h264.nals_from_avcc(memoryview(payload)[off:], cfg.length_size)
-        if add_params:
-            # Readers joining at this keyframe need the parameter sets in-band.
-            if nals and self._is_aud(cfg.codec, nals[0]):
-                nals = [nals[0], *cfg.params, *nals[1:]]
-            else:
-                nals = [*cfg.params, *nals]
-        if cfg.codec == "H264":
-            payloads = h264.packetize(nals, self.mtu)
-        else:
-            payloads = h265.packetize(nals, self.mtu)
-        self._send(track, ts, payloads)
-
-    # ------------------------------------------------------------------ lazy packetising
-    def _may_hold(self, timestamp: int, needed: Callable[[], bool]) -> bool:
-        return (
-            not needed()
-            and self._held_bytes < self.max_held_bytes
-            and (timestamp - self._last_emit) & 0xFFFFFFFF < self.max_held_ms
+        self.packetizer.on_access_unit(
+            vindex,
+            timestamp + cts,
+            timestamp,
+            nals if nals is not None else _lp(LengthPrefixed, (payload, off, cfg.length_size)),
+            key,
+            params_in_band=has_params,
         )
-
-    def _hold(self, track: _Track, ts: int, payload: bytes, off: int, video: bool) -> None:
-        size = len(payload) - off
-        self._held.append((track, ts, payload, off, video))
-        self._held_bytes += size
-        if self.on_count is not None:
-            self.on_count(_rtp_size(size), 1 if video else 0)
-
-    def _drop_held(self) -> None:
-        self._held.clear()
-        self._held_bytes = 0
-
-    def _flush_held(self) -> None:
-        """Packetise what was held back (oldest first); it counts once, as RTP input."""
-        held = self._held
-        self._held = []
-        self._held_bytes = 0
-        count = self.on_count
-        for track, ts, payload, off, video in held:
-            if count is not None:
-                count(-_rtp_size(len(payload) - off), -1 if video else 0)
-            if video:
-                self._emit_video(track, ts, payload, off, False)
-            else:
-                self._emit_audio(track, ts, payload[off:])
-
-    @staticmethod
-    def _is_aud(codec: str, nal: bytes) -> bool:
-        if codec == "H264":
-            return nal[0] & 0x1F == h264.NAL_AUD
-        return len(nal) > 1 and (nal[0] >> 1) & 0x3F == h265.NAL_AUD
-
-    @staticmethod
-    def _update_params(cfg: _VideoConfig, nals: list[bytes]) -> None:
-        """In-band parameter sets replace the stored ones (same order: [V]PS, SPS, PPS)."""
-        if cfg.codec == "H264":
-            found = {nal[0] & 0x1F: nal for nal in nals if nal[0] & 0x1F in (7, 8)}
-            order = (7, 8)
-            kind: Callable[[bytes], int] = lambda p: p[0] & 0x1F  # noqa: E731
-        else:
-            found = {(nal[0] >> 1) & 0x3F: nal for nal in nals if 32 <= (nal[0] >> 1) & 0x3F <= 34}
-            order = (32, 33, 34)
-            kind = h265.nal_type
-        current = {kind(p): p for p in cfg.params}
-        current.update(found)
-        cfg.params = [current[t] for t in order if t in current]
 
     # ------------------------------------------------------------------ audio
     def audio_message(self, timestamp: int, payload: bytes) -> None:
@@ -553,8 +421,8 @@ class FlvIngest:
 
     def _audio_frame(self, timestamp: int, payload: bytes) -> None:
         """A raw AAC frame (``payload[2:]``) of a published stream."""
-        track = self._atrack
-        if track is None:
+        aindex = self._aindex
+        if aindex is None:
             self.stats.late_audio += 1
             return
         size = len(payload) - 2
@@ -563,34 +431,8 @@ class FlvIngest:
         if size > 8191:
             self.stats.malformed += 1
             return
-        clock = track.clock
-        ts = (timestamp * clock // 1000) & 0xFFFFFFFF
-        last = track.last_ts
-        if last >= 0:
-            expected = (last + AAC_FRAME_SAMPLES) & 0xFFFFFFFF
-            diff = (ts - expected) & 0xFFFFFFFF
-            if diff >= 0x80000000:
-                diff -= 0x100000000
-            if -AAC_FRAME_SAMPLES // 2 < diff < AAC_FRAME_SAMPLES // 2:
-                ts = expected  # millisecond timestamps jitter; keep sample-exact spacing
-        track.last_ts = ts
         self.stats.audio_frames += 1
-        needed = self.needed
-        if needed is not None and self._vtrack is not None:
-            if self._may_hold(timestamp, needed):
-                self._hold(track, ts, payload, 2, False)
-                return
-            if self._held:
-                self._flush_held()
-        self._last_emit = timestamp
-        self._emit_audio(track, ts, payload[2:])
-
-    def _emit_audio(self, track: _Track, ts: int, frame: bytes) -> None:
-        self.on_packet(
-            track.index,
-            rtp.build(track.pt, track.seq, ts, track.ssrc, aac.packetize([frame]), True),
-        )
-        track.seq = (track.seq + 1) & 0xFFFF
+        self.packetizer.on_access_unit(aindex, timestamp, timestamp, payload[2:])
 
     def _wants_audio_only(self) -> bool:
         if self._video_seen:
@@ -610,7 +452,7 @@ class FlvIngest:
             self.stats.malformed += 1
             self._warn_once("bad-asc", "bad AAC sequence header: %s", exc)
             return
-        if self.published and self._atrack is None:
+        if self.published and self._aindex is None:
             self._warn_once(
                 "late-asc", "AAC sequence header after the stream started; audio ignored"
             )
@@ -620,11 +462,6 @@ class FlvIngest:
         if self.published and changed:
             log.info("%s: AAC sequence header changed; re-announcing", self.name)
             self._publish()
-
-
-def _rtp_size(payload: int) -> int:
-    """About how many RTP bytes a payload of this size becomes (headers included)."""
-    return payload + 14 * (payload // MTU + 1)
 
 
 def scan_nal_units(

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
-from onvifcam.media.sdp import SdpError, SessionDescription
+from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import Stream, StreamBusy, StreamError, StreamRegistry
 from onvifcam.netutil import binding
 from onvifcam.rtmp import amf0, chunk
@@ -478,12 +478,8 @@ class RtmpConnection(asyncio.Protocol):
     def _drop_packet(track: int, packet: bytes) -> None:
         """on_packet before the stream exists (never called: publish comes first)."""
 
-    def _on_publish(self, sdp_text: str) -> None:
+    def _on_publish(self, session: SessionDescription) -> None:
         """FlvIngest callback: the media is known; attach to (or re-announce) the stream."""
-        try:
-            session = SessionDescription.parse(sdp_text)
-        except SdpError as exc:  # pragma: no cover - we generate the SDP
-            raise PublishRefused("NetStream.Publish.BadName", f"bad media: {exc}") from None
         policy = self.server.cfg.path_policy(self.path)
         try:
             stream = self.server.registry.get_or_create(self.path)
@@ -495,10 +491,11 @@ class RtmpConnection(asyncio.Protocol):
         self.stream = stream
         ingest = self.ingest
         if ingest is not None:
-            ingest.on_packet = stream.on_rtp
+            packetizer = ingest.packetizer
+            packetizer.on_packet = stream.on_rtp
             if self.server.cfg.rtmp.lazy_packetize:
-                ingest.needed = stream.readers.__len__
-                ingest.on_count = stream.note_input
+                packetizer.needed = stream.readers.__len__
+                packetizer.on_count = stream.note_input
 
     def _refuse(self, exc: PublishRefused) -> None:
         log.warning("rtmp: refused %s: %s (%s)", self.description, exc.reason, exc.code)

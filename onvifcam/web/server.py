@@ -157,6 +157,7 @@ class WebServer:
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
         self.cameras.on_added.append(self._camera_added)
+        self.cameras.on_removed.append(self._camera_removed)
         if self.cfg.onvif.enabled:
             app.registry.listeners.append(self.cameras.stream_changed)
             app.registry.listeners.append(self._stream_changed)
@@ -170,6 +171,8 @@ class WebServer:
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        if self.app.whip is not None:
+            self.app.whip.add_routes(aio.router)  # /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
             aio, access_log=None, handle_signals=False, handler_cancellation=True
         )
@@ -231,6 +234,21 @@ class WebServer:
         if self._started and cam.key not in self._sites:
             self._spawn(self._start_camera(cam))
 
+    def _registered(self, cam: Camera) -> bool:
+        return self.cameras.cameras.get(cam.key) is cam
+
+    def _camera_removed(self, cam: Camera) -> None:
+        """A removed auto camera: close its endpoint, so its port is free again."""
+        self._last_port.pop(cam.key, None)
+        self.dispatcher.forget(cam)
+        self.snapshots.forget(cam.path)
+        sites = self._sites.pop(cam.key, [])
+        for k in [k for k, c in self._by_sock.items() if c is cam]:
+            del self._by_sock[k]
+        cam.bound = []
+        for site in sites:
+            self._spawn(site.stop())
+
     def _spawn(self, coro: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -256,9 +274,10 @@ class WebServer:
         return out
 
     async def _start_camera(self, cam: Camera) -> None:
-        if self._runner is None or cam.key in self._sites:
+        if self._runner is None or cam.key in self._sites or not self._registered(cam):
             return
-        self._sites[cam.key] = []  # reserved while binding
+        reserved: list[web.SockSite] = []
+        self._sites[cam.key] = reserved  # reserved while binding
         host = cam.address or self.cfg.server.host
         candidates = self._port_candidates(cam)
         last = self._last_port.get(cam.key)
@@ -282,6 +301,11 @@ class WebServer:
             bound = sock.getsockname()[:2]
             site = self._listener(sock)
             await site.start()
+            if not self._registered(cam):  # removed while its endpoint was starting
+                await site.stop()
+                if self._sites.get(cam.key) is reserved:
+                    del self._sites[cam.key]
+                return
             self._sites[cam.key] = [site]
             self._by_sock[(bound[0], bound[1])] = cam
             cam.bound = [(bound[0], bound[1])]

@@ -528,6 +528,7 @@ def test_auto_cameras_get_unique_identities_and_come_back(tmp_path: Path) -> Non
     assert len({a1.uuid, a2.uuid, reg.cameras["Lobby"].uuid}) == 3
     assert a1.mac != a2.mac and a1.serial != a2.serial
     assert a1.video().width == W  # last seen values were stored
+    reg.tick()  # auto cameras are saved once their stream has carried video
     again, _s, _d2 = make_world(tmp_path)
     assert again.cameras["auto1"].uuid == a1.uuid
     assert again.cameras["auto1"].video().width == W

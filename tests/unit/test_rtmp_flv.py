@@ -1,4 +1,5 @@
-"""FLV tag parsing and FLV -> SDP + RTP conversion, against PyAV-encoded FLV files."""
+"""FLV tag parsing and FLV -> SDP + RTP conversion (through the packetizer), against
+PyAV-encoded FLV files."""
 
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ class Sink:
         self.packets: list[tuple[int, bytes]] = []
         self.counted = [0, 0]
 
-    def publish(self, sdp: str) -> None:
-        self.sdps.append(sdp)
+    def publish(self, session: SessionDescription) -> None:
+        self.sdps.append(session.serialize().decode())
 
     def packet(self, track: int, data: bytes) -> None:
         self.packets.append((track, data))
@@ -279,7 +280,7 @@ def test_frames_before_sequence_header_and_refusal() -> None:
     sink = Sink()
     config, idr = _avc_config_and_idr()
 
-    def refuse(sdp: str) -> None:
+    def refuse(session: SessionDescription) -> None:
         raise RuntimeError("busy")
 
     ing = FlvIngest(refuse, sink.packet)
@@ -306,8 +307,8 @@ def test_lazy_packetising_holds_until_needed_then_flushes_in_order() -> None:
     sink = Sink()
     readers = [False]
     ing = FlvIngest(sink.publish, sink.packet)
-    ing.needed = lambda: readers[0]
-    ing.on_count = sink.count
+    ing.packetizer.needed = lambda: readers[0]
+    ing.packetizer.on_count = sink.count
     tags = [t for t in flv.read_file(make_flv("libx264")) if t.type_id in (8, 9)]
     half = len(tags) // 2
     for tag in tags[:half]:
@@ -362,9 +363,9 @@ def test_lazy_mode_keeps_stream_counters_and_gop_cache_right() -> None:
         stream = Stream("t")
         pub = Pub()
 
-        def on_publish(sdp: str) -> None:
-            stream.publish(pub, SessionDescription.parse(sdp))
-            ing.on_packet = stream.on_rtp
+        def on_publish(session: SessionDescription) -> None:
+            stream.publish(pub, session)
+            ing.packetizer.on_packet = stream.on_rtp
             if lazy:
                 stats = stream.stats
 
@@ -372,8 +373,8 @@ def test_lazy_mode_keeps_stream_counters_and_gop_cache_right() -> None:
                     stats.bytes_in += nbytes
                     stats.frames_in += frames
 
-                ing.needed = stream.readers.__len__
-                ing.on_count = count
+                ing.packetizer.needed = stream.readers.__len__
+                ing.packetizer.on_count = count
 
         ing = FlvIngest(on_publish, lambda _t, _p: None)
         for tag in flv.read_file(make_flv("libx264")):

@@ -291,3 +291,50 @@ def test_structured_parse_only_raises_sdperror(lines: list[str], eol: str) -> No
         return
     again = SessionDescription.parse(sdp.serialize())
     assert again.media == sdp.media and again.serialize() == sdp.serialize()
+
+
+def test_reader_sdp_is_written_by_the_one_sdp_writer() -> None:
+    from onvifcam.media.stream import Stream
+
+    class Pub:
+        description = "test"
+
+        def kick(self, reason: str) -> None:
+            pass
+
+    stream = Stream("live/cam")
+    stream.publish(Pub(), SessionDescription.parse(GST_SDP))
+    sid = abs(hash("live/cam")) % 10**10
+    # The publisher's media, without its controls, direction, range and ssrc; ours added.
+    assert (
+        stream.reader_sdp("10.1.2.3")
+        == (
+            "v=0\r\n"
+            f"o=- {sid} 1 IN IP4 10.1.2.3\r\n"
+            "s=live/cam\r\n"
+            "c=IN IP4 0.0.0.0\r\n"
+            "t=0 0\r\n"
+            "a=tool:onvifcam\r\n"
+            "a=control:*\r\n"
+            "a=range:npt=now-\r\n"
+            "m=video 0 RTP/AVP 96\r\n"
+            "a=rtpmap:96 H265/90000\r\n"
+            "a=framerate:30\r\n"
+            "a=fmtp:96 sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwA/lZgJ;"
+            "sprop-sps=QgEBAWAAAAMAkAAAAwAAAwA/oAUCAXHy5lZkkmS8BAAAAwAEAAADAGQg;"
+            "sprop-pps=RAHBcrRiQA==\r\n"
+            "a=ts-refclk:local\r\n"
+            "a=mediaclk:sender\r\n"
+            "a=recvonly\r\n"
+            "a=control:trackID=0\r\n"
+            "m=audio 0 RTP/AVP 0\r\n"
+            "a=recvonly\r\n"
+            "a=control:trackID=1\r\n"
+        ).encode()
+    )
+    # A stream at the root path still gets a valid (non-empty) s= line.
+    root = Stream("")
+    root.publish(Pub(), SessionDescription.parse(FFMPEG_SDP.format(sprop="Z0IAH+KQ,aM48gA==")))
+    text = root.reader_sdp()
+    assert b"\r\ns= \r\n" in text
+    assert SessionDescription.parse(text).media[1].control == "trackID=1"

@@ -572,3 +572,15 @@ def test_doctype_is_refused_with_one_text_whatever_file_it_names(
         bodies.append(resp.body)
     assert bodies[0] == bodies[1] == bodies[2]
     assert b"DTDs (DOCTYPE and ENTITY declarations) are not allowed" in bodies[0]
+
+
+def test_forget_keeps_a_removed_cameras_live_nonces() -> None:
+    """Removing a camera drops its replay cache only once nothing in it can be replayed."""
+    from onvifcam.onvif.soap import ReplayCache
+
+    cache = ReplayCache(window=300.0, per_user=10)
+    cache.record("admin", b"n1", created=1000.0, now=1000.0)
+    cache.purge(1200.0)
+    assert cache.held("admin") == 1  # still inside the window: must stay refused
+    cache.purge(1301.0)
+    assert len(cache) == 0

@@ -438,3 +438,215 @@ def test_discovery_config_defaults() -> None:
     d = from_dict({"discovery": {"interfaces": ["eth0", "10.0.0.5"]}}).discovery
     assert d.interfaces == ("eth0", "10.0.0.5")
     assert (d.enabled, d.mdns, d.port, d.ttl, d.max_delay) == (True, True, 3702, 1, 0.5)
+
+
+# --------------------------------------------------------------------------- flood policy
+def drain(b: w.Backlog, now: float, until: float, step: float = 0.01) -> list[w.Reply]:
+    """Pop the backlog as the sender would from ``now`` to ``until``."""
+    return [rep for _t, rep in drain_timed(b, now, until, step)]
+
+
+def drain_timed(
+    b: w.Backlog, now: float, until: float, step: float = 0.01
+) -> list[tuple[float, w.Reply]]:
+    """Like :func:`drain`, with the time each reply left."""
+    out = []
+    t = now
+    while t <= until + 1e-9:
+        while (rep := b.pop(t)) is not None:
+            out.append((t, rep))
+        t += step
+    return out
+
+
+def test_backlog_is_bounded_in_datagrams_and_bytes_under_a_flood() -> None:
+    r = responder(200, max_backlog=1000, max_backlog_bytes=10**9, burst=8)
+    for i in range(500):  # 500 sources, each its whole burst: 800,000 replies before
+        for _ in range(8):
+            r.receive(w.build_probe(), (f"10.1.{i // 250}.{i % 250}", 40000), "h", True, 0.0)
+            assert len(r.backlog) <= 1000
+    assert len(r.backlog) == 1000 and r.stats["backlog_peak"] == 1000
+    # every source's first Probe was fresh and pushed older answers out; the repeats found
+    # the backlog full and were dropped before any work was done for them
+    assert r.stats["probe"] < 600  # 500 first Probes, and a few while there was room
+    assert r.stats["backlog_dropped"] == r.stats["probe"] * 200 - 1000
+    assert r.stats["backlog_jobs_dropped"] == 4000 - 1000 // 200  # all but those queued
+    r = responder(200, max_backlog=10**6, max_backlog_bytes=300_000)
+    for i in range(100):
+        r.receive(w.build_probe(), (f"10.1.0.{i}", 40000), "h", True, 0.0)
+        assert r.backlog.nbytes <= 300_000
+    assert r.backlog.nbytes > 300_000 - 200 * 1400  # full: whole answers are dropped
+    assert r.stats["backlog_peak_bytes"] <= 300_000
+
+
+def test_global_budget_paces_replies_for_all_sources() -> None:
+    r = responder(50, replies_per_s=100.0)
+    for i in range(20):
+        r.receive(w.build_probe(), (f"10.1.0.{i}", 40000), "h", True, 0.0)
+    sent = drain(r.backlog, 0.0, 2.0)
+    # the burst plus 100 per second, whatever the number of sources
+    assert len(sent) <= r.backlog.burst + 100 * 2.0 + 1
+    assert len(sent) >= 100 * 2.0
+    due = r.backlog.next_due(2.0)
+    assert due is not None and 2.0 <= due <= 2.0 + 1 / 100 + 1e-9
+
+
+def test_fresh_source_is_answered_first_during_a_flood() -> None:
+    r = responder(50, max_backlog=1000, replies_per_s=500.0, source_interval=5.0)
+    flood = [(f"10.1.0.{i}", 40000) for i in range(200)]
+    probe = w.build_probe(message_id="urn:uuid:{}")
+    n = 0
+
+    def flood_round(now: float) -> None:
+        nonlocal n
+        for src in flood:
+            n += 1
+            r.receive(probe.replace(b"{}", str(n).encode()), src, "h", True, now)
+
+    t = 0.0
+    answered = 0
+    while t < 8.0:  # every flooder probes twice a second, longer than source_interval
+        flood_round(t)
+        answered += len(drain(r.backlog, t, t + 0.49))
+        t += 0.5
+    # the flood got answers, at the global budget (500 a second) and no faster
+    assert 3000 < answered <= 8.0 * 500 + r.backlog.burst
+    assert len(r.backlog) > 500
+    client = ("10.9.9.9", 3702)
+    mine = r.receive(w.build_probe(), client, "h", True, t)
+    assert len(mine) == 50  # admitted whole: older work of recent sources made room
+    flood_round(t + 0.1)  # the flood goes on after the client's Probe
+    sent = drain_timed(r.backlog, t + 0.1, t + 2.0)
+    to_client = [at for at, x in sent if x.dest == client]
+    assert len(to_client) == 50 and len(sent) > 500
+    # each when due (0-0.5 s after the Probe), not behind the work queued before
+    assert max(to_client) <= t + w.APP_MAX_DELAY + 0.02
+    assert r.stats["backlog_dropped"] > 0 and r.stats["backlog_jobs_dropped"] > 0
+
+
+def test_oldest_work_is_dropped_and_the_newest_sent_first() -> None:
+    b = w.Backlog(max_datagrams=10, max_bytes=10**6, rate=1000.0, rng=random.Random(1))
+
+    def reps(src: str, n: int) -> list[w.Reply]:
+        return [w.Reply(None, lambda: b"x", (src, 4000), 0.1, size=1) for _ in range(n)]
+
+    assert len(b.push(reps("a", 4), "a", 0.0)) == 4
+    assert len(b.push(reps("b", 4), "b", 0.0)) == 4
+    assert len(b.push(reps("c", 4), "c", 0.0)) == 4  # both fresh: "a" (oldest) makes room
+    assert len(b) == 8 and b.stats["backlog_dropped"] == 4
+    assert len(b.push(reps("d", 4), "d", 0.5)) == 4  # fresh: the oldest, "b", makes room
+    assert [j.source for j in b._jobs[0].values()] == ["c", "d"]
+    assert len(b.push(reps("a", 4), "a", 0.6)) == 0  # heard 0.6 s ago: recent, no room
+    assert b.stats["backlog_dropped"] == 12
+    assert [x.dest[0] for x in drain(b, 0.6, 1.0)] == ["d"] * 4 + ["c"] * 4  # newest first
+    assert len(b.push(reps("a", 4), "a", 1.0)) == 4  # recent, but there is room now
+    assert len(b.push(reps("a", 4), "a", 1.0)) == 4
+    assert not b.may_admit(False, 4) and b.may_admit(True, 4)
+    assert len(b.push(reps("a", 4), "a", 1.0)) == 0
+    # a source that keeps asking stays recent, even though it got no answer
+    assert not b.heard("a", 5.5) and not b.heard("a", 10.0)
+    assert b.heard("a", 15.0) and b.heard("e", 15.0)
+
+
+def test_copies_of_a_probe_from_several_addresses() -> None:
+    r = responder(2, max_backlog=4, rate=1.0, burst=1)
+    busy = ("10.0.0.50", 40000)
+    r.receive(w.build_probe(), busy, "h", True, 0.0)  # heard: recent from now on
+    r.receive(w.build_probe(), ("10.0.0.51", 40000), "h", True, 0.0)  # backlog full
+    probe = w.build_probe()
+    # a client probing from all its addresses: the copy from a busy address is rate-limited
+    # and not remembered; the copy from its own quiet address is answered first
+    assert r.receive(probe, busy, "h", True, 0.5) == []
+    assert r.stats["rate_limited"] == 1
+    assert len(r.receive(probe, SRC, "h", True, 0.5)) == 2
+    assert r.receive(probe, SRC, "h", True, 0.6) == []  # its SOAP-over-UDP repeat
+    assert r.stats["duplicate"] == 1
+    # answered for a recent source first, the copy from a fresh one is answered again
+    r2 = responder(2)
+    r2.receive(w.build_probe(), ("10.0.0.60", 40000), "h", True, 0.0)
+    probe = w.build_probe()
+    assert len(r2.receive(probe, ("10.0.0.60", 40000), "h", True, 1.0)) == 2
+    assert len(r2.receive(probe, ("10.0.0.61", 40000), "h", True, 1.0)) == 2
+    assert r2.receive(probe, ("10.0.0.62", 40000), "h", True, 1.0) == []
+    assert r2.receive(probe, ("10.0.0.60", 40000), "h", True, 1.1) == []
+
+
+def test_an_answer_larger_than_the_backlog_is_cut_at_random() -> None:
+    r = responder(30, max_backlog=10)
+    first = {x.target.key for x in r.receive(w.build_probe(), SRC, "h", True, 0.0) if x.target}
+    assert len(first) == 10 and r.stats["backlog_dropped"] == 20
+    r.backlog.clear()
+    again = {x.target.key for x in r.receive(w.build_probe(), SRC, "h", True, 9.0) if x.target}
+    assert len(again) == 10 and again != first  # not always the same cameras left out
+
+
+def test_unicast_repeats_count_as_datagrams() -> None:
+    r = responder(3, unicast_repeat=2)
+    replies = r.receive(w.build_probe(), SRC, "10.0.0.1", False, 0.0)
+    assert len(replies) == 3 and len(r.backlog) == 9
+    sent = drain(r.backlog, 0.0, 3.0)
+    assert len(sent) == 9 and {id(x) for x in sent} == {id(x) for x in replies}
+
+
+def test_unicast_only_from_allowed_networks() -> None:
+    import ipaddress
+
+    r = responder(3)
+    r.unicast_from = (ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("fe80::/10"))
+    assert len(r.receive(w.build_probe(), ("10.0.0.9", 40000), "10.0.0.1", False, 0.0)) == 3
+    assert len(r.receive(w.build_probe(), ("fe80::9%eth0", 40000), "fe80::1", False, 0.0)) == 3
+    assert len(r.receive(w.build_probe(), ("127.0.0.1", 40000), "127.0.0.1", False, 0.0)) == 3
+    assert r.receive(w.build_probe(), ("203.0.113.7", 40000), "10.0.0.1", False, 0.0) == []
+    assert r.receive(w.build_resolve(target(0).epr), ("198.51.100.1", 4000), "h", False, 0) == []
+    assert r.stats["unicast_refused"] == 2
+    # a multicast Probe comes from the link: answered (and paced) whatever its source
+    assert len(r.receive(w.build_probe(), ("203.0.113.7", 40000), "10.0.0.1", True, 0.0)) == 3
+
+
+def test_long_message_ids_are_not_echoed() -> None:
+    r = responder(3)
+    probe = w.build_probe(message_id="urn:x:" + "a" * 5000)
+    assert r.receive(probe, SRC, "h", True, 0.0) == []
+    assert r.stats["malformed"] == 1
+
+
+def test_reply_size_estimate_is_close() -> None:
+    r = responder(3)
+    lab = tuple(f"{ONVIF}/location/{'x' * n}" for n in (10, 200, 400))
+    r.update([target(0), target(1, scopes=SCOPES + lab), target(2, scopes=SCOPES[:1])])
+    for now in (0.0, 1.0):  # before and after the bodies are cached
+        for rep in r.receive(w.build_probe(), SRC, "10.0.0.1", True, now):
+            assert abs(rep.size - len(rep.data)) <= 0.05 * len(rep.data), rep.target
+
+
+def test_forget_drops_state_of_removed_endpoints() -> None:
+    r = responder(2)
+    r.hello(target(0), "h")
+    r.update([target(1)])
+    r.forget([target(0).epr])
+    assert target(0).epr not in r.versions and target(0).epr not in r._seq
+    assert r.metadata_version(target(1).epr) == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"max_backlog": 0}, "max_backlog"),
+        ({"replies_per_s": 0}, "replies_per_s"),
+        ({"max_backlog_bytes": 1000}, "max_backlog_bytes"),
+        ({"unicast_from": ["lan"]}, "unicast_from"),
+        ({"unicast_from": ["10.0.0.0/33"]}, "unicast_from"),
+        ({"source_interval": -1}, "source_interval"),
+    ],
+)
+def test_flood_config_errors(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict({"discovery": table}, "t.toml")
+
+
+def test_flood_config_defaults() -> None:
+    d = from_dict({}).discovery
+    assert (d.max_backlog, d.max_backlog_bytes, d.replies_per_s) == (4096, 4 << 20, 2000)
+    assert d.source_interval == 5.0 and d.unicast_from == ("local",)
+    d = from_dict({"discovery": {"unicast_from": ["local", "10.20.0.0/16"]}}).discovery
+    assert d.unicast_from == ("local", "10.20.0.0/16")
