@@ -92,6 +92,8 @@ class SrtConfig:
     recv_buffer_packets: int = 8192  # per connection, about 12 MB at most
     peer_idle_timeout_ms: int = 5000  # nothing from the caller this long: closed
     socket_buffer_bytes: int = 4 * 1024 * 1024  # UDP receive buffer (SO_RCVBUF)
+    # Packetise for RTSP only while the stream has readers (keyframes always).
+    lazy_packetize: bool = True
 
 
 @dataclass(frozen=True)

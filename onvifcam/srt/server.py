@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from onvifcam.auth.gate import Claim, Gate, PlainCredentials, Refusal, RefusalKind
 from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
-from onvifcam.media.stream import StreamError
+from onvifcam.media.stream import StreamBusy, StreamError
 from onvifcam.netutil import binding
 from onvifcam.srt.handshake import RejectCode, Rejection
-from onvifcam.srt.ingest import PayloadSink, SinkFactory
+from onvifcam.srt.ingest import IngestError, PayloadSink, SinkFactory
 from onvifcam.srt.listener import Connection, Listener, ListenerSettings, Output
 from onvifcam.srt.receiver import TICK, ReceiverSettings
 from onvifcam.web.guard import LogPacer
@@ -125,7 +125,7 @@ class SrtServer:
     async def start(self) -> None:
         """Bind the UDP socket; raises BindError."""
         loop = asyncio.get_running_loop()
-        with binding("udp", self.host, self.port, "SRT port", "[srt] port"):
+        with binding("udp", self.host, self.port, "SRT port", "--srt-port or [srt] port"):
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Protocol(self), local_addr=(self.host or "0.0.0.0", self.port)
             )
@@ -198,6 +198,9 @@ class SrtServer:
             raise Rejection(REFUSAL_CODES[r.kind], r.reason) from None
         try:
             pub.sink = self.sink_factory(s.path, pub)
+        except StreamBusy as exc:
+            claim.release()
+            raise Rejection(RejectCode.X_CONFLICT, str(exc)) from None
         except StreamError as exc:
             claim.release()
             raise Rejection(RejectCode.RESOURCE, str(exc)) from None
@@ -221,8 +224,11 @@ class SrtServer:
             if pub is not None and pub.sink is not None:
                 try:
                     pub.sink.feed(payloads)
+                except IngestError as exc:
+                    log.warning("srt: %s on '%s': %s", conn.description, conn.path, exc)
+                    self.listener.close(conn, str(exc), time.monotonic())
                 except Exception:
-                    log.exception("srt: %s: ingest failed", conn.description)
+                    log.exception("srt: %s on '%s': ingest failed", conn.description, conn.path)
                     self.listener.close(conn, "ingest failed", time.monotonic())
         for conn in out.opened:
             req = conn.request
@@ -255,10 +261,23 @@ class SrtServer:
             self.carry_out(self.listener.take())
 
     def _closed(self, conn: Connection, reason: str) -> None:
+        pub = conn.app
+        extra = ""
+        if isinstance(pub, SrtPublisher):
+            if pub.sink is not None:
+                try:
+                    pub.sink.close(reason)
+                except Exception:
+                    log.exception("srt: %s: closing the ingest failed", conn.description)
+                summary = getattr(pub.sink, "summary", None)
+                if callable(summary):
+                    extra = f"; {summary()}"
+            if pub.claim is not None:
+                pub.claim.release()
         st = conn.receiver.stats
         log.info(
             "srt: %s on '%s' closed: %s (%d packets, %d lost, %d recovered, %d dropped, "
-            "rtt %.1f ms)",
+            "rtt %.1f ms%s)",
             conn.description,
             conn.path,
             reason,
@@ -267,16 +286,8 @@ class SrtServer:
             st.recovered,
             st.dropped,
             conn.receiver.rtt / 1000,
+            extra,
         )
-        pub = conn.app
-        if isinstance(pub, SrtPublisher):
-            if pub.sink is not None:
-                try:
-                    pub.sink.close(reason)
-                except Exception:
-                    log.exception("srt: %s: closing the ingest failed", conn.description)
-            if pub.claim is not None:
-                pub.claim.release()
 
     # ------------------------------------------------------------------ timer
     def _arm(self) -> None:

@@ -17,6 +17,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FFMPEG, FFPROBE, GST_LAUNCH, ROOT, _die_with_parent
+from tests.helpers import (
+    FFMPEG,
+    FFPROBE,
+    GST_LAUNCH,
+    ROOT,
+    ServerProc,
+    _die_with_parent,
+    ffmpeg_read,
+    probe,
+    running,
+    wait_online,
+)
 from tests.netns import can_make_netns, lan
 
 pytestmark = pytest.mark.interop
@@ -458,3 +470,88 @@ def test_listener_survives_garbage(rec: Recorder, source_ts: Path, tmp_path: Pat
     (got,) = rec.wait_done("after")
     assert got.read_bytes() == sent.read_bytes()
     assert "Traceback" not in rec.log()
+
+
+# ---------------------------------------------------------------------------- whole server
+@pytest.fixture(scope="module")
+def app() -> Iterator[ServerProc]:
+    """The real server: SRT in, RTSP out."""
+    s = ServerProc(
+        config=textwrap.dedent(
+            """
+            [srt]
+            port = 0
+            latency_ms = 120
+            [paths."secret/cam"]
+            srt_passphrase = "path passphrase 1"
+            [onvif]
+            enabled = false
+            """
+        )
+    ).start()
+    yield s
+    s.stop()
+
+
+def test_ffmpeg_srt_push_is_read_over_rtsp(app: ServerProc, tmp_path: Path) -> None:
+    src = tmp_path / "src.ts"
+    make_ts(src, seconds=6)
+    port = int(app.ports["srt_port"])
+    with running(push(src, srt_url(port, "publish:live/srt1", latency="200000"))):
+        url = app.url("live/srt1")
+        wait_online(url)
+        kinds = {s["codec_type"]: s for s in probe(url)}
+        assert kinds["video"]["codec_name"] == "h264"
+        assert (kinds["video"]["width"], kinds["video"]["height"]) == (320, 240)
+        assert (kinds["audio"]["codec_name"], kinds["audio"]["sample_rate"]) == ("aac", "48000")
+        res = ffmpeg_read(url, io_timeout=3.0)
+    assert res.video_frames >= 50, res
+    assert "publishes 'live/srt1' (latency 200 ms)" in app.log()
+    assert "stream live/srt1: publishing from srt://127.0.0.1:" in app.log()
+
+
+def test_gstreamer_srtsink_push_is_read_over_rtsp(app: ServerProc) -> None:
+    port = int(app.ports["srt_port"])
+    gst = subprocess.Popen(
+        [GST_LAUNCH, "-q", "videotestsrc", "is-live=true", "num-buffers=250", "!",
+         "video/x-raw,format=I420,width=320,height=240,framerate=25/1", "!",
+         "x264enc", "tune=zerolatency", "key-int-max=25", "!", "mpegtsmux", "!",
+         "srtsink", f"uri=srt://127.0.0.1:{port}", "streamid=publish:live/srt2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with running(gst):
+        url = app.url("live/srt2")
+        wait_online(url)
+        (video,) = probe(url)
+        assert (video["codec_name"], video["width"], video["height"]) == ("h264", 320, 240)
+        res = ffmpeg_read(url, io_timeout=3.0)
+    assert res.video_frames >= 25, res
+
+
+def test_encrypted_push_is_read_over_rtsp(app: ServerProc, tmp_path: Path) -> None:
+    src = tmp_path / "src.ts"
+    make_ts(src, seconds=4)
+    port = int(app.ports["srt_port"])
+    url = srt_url(port, "publish:secret/cam", passphrase="path passphrase 1", pbkeylen="24")
+    with running(push(src, url)):
+        wait_online(app.url("secret/cam"))
+        res = ffmpeg_read(app.url("secret/cam"), io_timeout=3.0)
+    assert res.video_frames >= 25, res
+    wrong = push(src, srt_url(port, "publish:secret/cam", passphrase="not the passphrase"))
+    assert "Incorrect passphrase" in finish(wrong) and wrong.returncode != 0
+
+
+def test_not_mpegts_closes_with_a_reason(app: ServerProc) -> None:
+    port = int(app.ports["srt_port"])
+    r = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
+         "-i", "testsrc2=size=160x120:rate=25", "-t", "3", "-c:v", "mjpeg", "-f", "mjpeg",
+         srt_url(port, "publish:live/junk")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    del r  # ffmpeg notices the closed connection only on its next write, or not at all
+    deadline = time.monotonic() + 10
+    while "the payload is not MPEG-TS" not in app.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "srt: srt://127.0.0.1:" in app.log()
+    assert "on 'live/junk': the payload is not MPEG-TS" in app.log()
