@@ -289,7 +289,7 @@ class TsIngest:
         except (PacketizerError, ValueError) as exc:
             raise IngestError(f"unusable media: {exc}") from None
         stream = self.stream
-        was = self.published
+        was = stream is not None
         try:
             if stream is None:
                 stream = self.registry.get_or_create(self.path)

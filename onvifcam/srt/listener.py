@@ -15,6 +15,7 @@ buckets bounded), no state before a valid cookie, a connection cap.
 from __future__ import annotations
 
 import secrets
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from onvifcam.srt.handshake import (
     Responder,
 )
 from onvifcam.srt.packet import (
+    HEADER_SIZE,
+    MAX_DATAGRAM,
     ControlPacket,
     ControlType,
     ExtType,
@@ -43,6 +46,7 @@ from onvifcam.srt.receiver import Receiver, ReceiverSettings
 __all__ = ["Connection", "Listener", "ListenerSettings", "Output", "Rejected"]
 
 Addr = tuple[str, int]
+_HEADER = struct.Struct("!IIII")
 MAX_BUCKETS = 4096
 
 
@@ -195,6 +199,21 @@ class Listener:
     # ------------------------------------------------------------------ input
     def datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """One UDP datagram from ``addr``."""
+        n = len(data)
+        if HEADER_SIZE < n <= MAX_DATAGRAM and not data[0] & 0x80:  # data: the hot path
+            seq, msg, ts, dst = _HEADER.unpack_from(data)
+            conn = self.connections.get(dst)
+            if conn is None:
+                self.stats.unknown_socket += 1
+                return
+            if conn.addr != addr:
+                self.stats.wrong_source += 1
+                return
+            rx = conn.receiver
+            rx.on_data(seq, msg, ts, data[HEADER_SIZE:], now)
+            if rx.out:
+                self._flush(conn)
+            return
         try:
             pkt = parse(data)
         except PacketError:

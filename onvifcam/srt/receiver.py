@@ -44,6 +44,7 @@ from onvifcam.srt.packet import (
     PP_FIRST,
     PP_LAST,
     PP_SOLO,
+    SEQ_MASK,
     ControlPacket,
     ControlType,
     DataPacket,
@@ -64,6 +65,7 @@ _NAK_FLOOR = 0.02  # the shortest NAK interval
 _NAK_MARGIN = 2_000  # microseconds beyond the sender's retransmission window
 _SLACK = 0.001  # timers on a 10 ms tick fire this much early rather than a tick late
 _US = 1_000_000
+_HALF = 1 << 30
 _Entry = tuple[int, bytes, int]  # unwrapped timestamp, payload, message word
 _MISSING: _Entry = (-1, b"", -1)
 _DROPREQ = struct.Struct("!II")
@@ -112,8 +114,9 @@ class _RateMeter:
     byte_rate: int = 0
 
     def add(self, size: int, now: float) -> None:
-        self.packets += 1
-        self.nbytes += size
+        if size:
+            self.packets += 1
+            self.nbytes += size
         span = now - self.start
         if span >= 1.0:
             self.pkt_rate = int(self.packets / span)
@@ -203,49 +206,56 @@ class Receiver:
             return
         self.last_rx = now
         if isinstance(pkt, DataPacket):
-            self._on_data(pkt, now)
+            self.on_data(pkt.seq, pkt.msg, pkt.timestamp, pkt.payload, now)
         else:
             self._on_control(pkt, now)
 
-    def _on_data(self, pkt: DataPacket, now: float) -> None:
+    def on_data(self, seq: int, msg: int, timestamp: int, payload: bytes, now: float) -> None:
+        """One data packet from the caller (the fields of its header), the hot path."""
+        if self.closed is not None:
+            return
+        self.last_rx = now
         st = self.stats
-        seq = pkt.seq
         st.packets += 1
-        size = len(pkt.payload)
+        size = len(payload)
         st.bytes += size
-        self.rate.add(size, now)
-        msg = pkt.msg
+        rate = self.rate
+        rate.packets += 1
+        rate.nbytes += size
+        if now - rate.start >= 1.0:
+            rate.add(0, now)
         if msg & 0x04000000:
             st.retransmitted += 1
-        off = seq_diff(seq, self.next_seq)
+        off = ((seq - self.next_seq + _HALF) & SEQ_MASK) - _HALF
         if off < 0:
             st.belated += 1
             return
         if off >= self.settings.buffer_packets:
             st.overflow += 1
             return
-        d = seq_diff(seq, self.max_seq)
-        if d > 0:
-            if d > 1:
-                first = seq_add(self.max_seq, 1)
-                last = seq_add(seq, -1)
-                s = first
-                queue = self.nak_queue
-                for _ in range(d - 1):
-                    self.loss[s] = now
-                    queue.append((now, s))
-                    s = seq_add(s, 1)
-                st.lost += d - 1
-                st.naks += 1
-                self._send(
-                    build_control(
-                        ControlType.NAK,
-                        self._ts(now),
-                        self.peer_id,
-                        encode_loss_list([(first, last)]),
-                    ),
-                    now,
-                )
+        d = ((seq - self.max_seq + _HALF) & SEQ_MASK) - _HALF
+        if d == 1:
+            self.max_seq = seq
+        elif d > 1:
+            first = seq_add(self.max_seq, 1)
+            last = seq_add(seq, -1)
+            s = first
+            queue = self.nak_queue
+            for _ in range(d - 1):
+                self.loss[s] = now
+                queue.append((now, s))
+                s = seq_add(s, 1)
+            st.lost += d - 1
+            st.naks += 1
+            self._send(
+                build_control(
+                    ControlType.NAK,
+                    self._ts(now),
+                    self.peer_id,
+                    encode_loss_list([(first, last)]),
+                ),
+                now,
+            )
             self.max_seq = seq
         else:
             if seq in self.buf:
@@ -256,7 +266,6 @@ class Receiver:
             else:  # neither received nor missing: given up by a DROPREQ
                 st.belated += 1
                 return
-        payload = pkt.payload
         kk = (msg >> 27) & 0b11
         if kk:
             clear = None if self.decryptor is None else self.decryptor.decrypt(kk, seq, payload)
@@ -265,8 +274,9 @@ class Receiver:
                 self.buf[seq] = None  # never deliverable: skip it at once
                 return
             payload = clear
-        ts = self._unwrap(pkt.timestamp, self.ts_last)
-        if ts > self.ts_last:
+        last = self.ts_last
+        ts = last + ((timestamp - last + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        if ts > last:
             self.ts_last = ts
         self.buf[seq] = (ts, payload, msg)
         self.since_ack += 1
@@ -423,38 +433,43 @@ class Receiver:
     def _deliver(self, now: float) -> None:
         buf = self.buf
         st = self.stats
-        while seq_diff(self.next_seq, self.max_seq) <= 0:
-            seq = self.next_seq
-            entry = buf.get(seq, _MISSING)
+        due = (now - self.base - self.latency) * _US  # deliver timestamps up to this
+        nxt, top = self.next_seq, self.max_seq
+        out = self.delivered
+        while ((nxt - top + _HALF) & SEQ_MASK) - _HALF <= 0:
+            entry = buf.get(nxt, _MISSING)
             if entry is None:  # given up at once (DROPREQ or no key)
-                del buf[seq]
+                del buf[nxt]
                 self._partial = None
-                self.next_seq = seq_add(seq, 1)
+                nxt = (nxt + 1) & SEQ_MASK
                 continue
             if entry is _MISSING:
                 # the next packet is lost: give it up when a later one is due
-                s = seq_add(seq, 1)
-                while seq_diff(s, self.max_seq) <= 0 and s in self.loss:
-                    s = seq_add(s, 1)
+                s = (nxt + 1) & SEQ_MASK
+                while seq_diff(s, top) <= 0 and s in self.loss:
+                    s = (s + 1) & SEQ_MASK
                 later = buf.get(s, _MISSING)
-                if later is _MISSING:
+                if later is _MISSING or (later is not None and later[0] > due):
                     break
-                if later is not None and self.play_time(later[0]) > now:
-                    break
-                gone = seq_diff(s, seq)
+                gone = seq_diff(s, nxt)
                 for _ in range(gone):
-                    self.loss.pop(seq, None)
-                    seq = seq_add(seq, 1)
+                    self.loss.pop(nxt, None)
+                    nxt = (nxt + 1) & SEQ_MASK
                 st.dropped += gone
                 self._partial = None
-                self.next_seq = s
                 continue
             ts, payload, msg = entry
-            if self.play_time(ts) > now:
+            if ts > due:
                 break
-            del buf[seq]
-            self.next_seq = seq_add(seq, 1)
-            self._message(payload, msg)
+            del buf[nxt]
+            nxt = (nxt + 1) & SEQ_MASK
+            if msg >> 30 == PP_SOLO and self._partial is None:
+                out.append(payload)
+                st.delivered += 1
+                st.delivered_bytes += len(payload)
+            else:
+                self._message(payload, msg)
+        self.next_seq = nxt
 
     def _drain(self) -> None:
         """Deliver everything still held, in order, giving up what is missing (the caller
