@@ -4,14 +4,25 @@ admission, repeated conclusions, foreign sources; and the [srt] configuration.""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from onvifcam.config import ConfigError, from_dict
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.srt import packet
 from onvifcam.srt.caller import Caller
+from onvifcam.srt.crypto import Encryptor
 from onvifcam.srt.handshake import RejectCode
 from onvifcam.srt.listener import ListenerSettings
-from onvifcam.srt.packet import ControlType, Handshake, HsType
+from onvifcam.srt.packet import (
+    ControlType,
+    Handshake,
+    HsExt,
+    HsType,
+    build_control,
+    build_data,
+    encode_words,
+)
 from tests.unit.srt_sim import ADDR, Sim, ctype_of, refuse
 
 PASS = "correct horse battery"
@@ -205,3 +216,47 @@ def test_srt_config_defaults_and_path_passphrase() -> None:
 def test_srt_config_errors(table: dict, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
         from_dict(table)
+
+
+# ---------------------------------------------------------------------------- fuzz
+_ext = st.tuples(
+    st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 0x7FFF]),
+    st.one_of(
+        st.binary(max_size=64),
+        st.just(HsExt(0x010501, 0x3F, 120, 120).pack()),
+        st.builds(lambda t: encode_words(t), st.text(max_size=40)),
+        st.builds(
+            lambda k: Encryptor("fuzz passphrase", k).key_material().pack(),
+            st.sampled_from([16, 24, 32]),
+        ),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    version=st.sampled_from([0, 4, 5, 6, 0xFFFFFFFF]),
+    hs_type=st.sampled_from([0, 1, 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD, 1003, 2401, 77]),
+    extension=st.integers(0, 0xFFFF),
+    good_cookie=st.booleans(),
+    exts=st.lists(_ext, max_size=6),
+    tail=st.binary(max_size=8),
+)
+def test_arbitrary_handshakes_never_raise(
+    version: int, hs_type: int, extension: int, good_cookie: bool, exts: list, tail: bytes
+) -> None:
+    """Handshakes with any fields and extension blocks (valid or not): the listener answers,
+    refuses or ignores them, and raises nothing."""
+    sim = Sim(passphrase="fuzz passphrase")
+    lst = sim.listener
+    cookie = lst.responder.cookie(ADDR[0], ADDR[1], sim.now) if good_cookie else 7
+    hs = Handshake(
+        version, 0, extension, 5, 1500, 8192, hs_type, 99, cookie, bytes(16), tuple(exts)
+    )
+    lst.datagram(build_control(ControlType.HANDSHAKE, 0, 0, hs.pack() + tail), ADDR, sim.now)
+    out = lst.take()
+    for data, addr in out.send:
+        assert addr == ADDR and packet.parse(data).dst == 99
+    for conn in out.opened:  # whatever was accepted works like any connection
+        lst.datagram(build_data(5, b"x" * 188, 0, conn.id), ADDR, sim.now)
+        lst.tick(sim.now + 1.0)
