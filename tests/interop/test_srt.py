@@ -219,6 +219,27 @@ def test_passphrase_right_one_works(rec: Recorder, source_ts: Path, tmp_path: Pa
     assert "publishes 'enc' (latency 120 ms, AES-256)" in rec.log()
 
 
+def test_key_refresh_every_200_packets(rec: Recorder, source_ts: Path, tmp_path: Path) -> None:
+    """libsrt switches to a new key (even/odd) every 200 packets, announced 50 before."""
+    sent = tmp_path / "sent.ts"
+    url = srt_url(
+        rec.port,
+        "publish:enc",
+        passphrase="path passphrase 1",
+        kmrefreshrate="200",
+        kmpreannounce="50",
+        linger="5",
+    )
+    before = len(rec.files("enc"))
+    p = push(source_ts, url, sent=sent, realtime=False)
+    err = finish(p)
+    assert p.returncode == 0, err
+    got = rec.wait_done("enc", before + 1)[-1]
+    assert got.read_bytes() == sent.read_bytes()
+    closed = re.findall(r"'enc' closed: .* \((\d+) packets", rec.log())
+    assert int(closed[-1]) > 400  # two refreshes at least
+
+
 @pytest.mark.parametrize(
     ("opts", "printed", "logged"),
     [
