@@ -134,8 +134,16 @@ class SrtServer:
         if sock is not None:
             self.port = sock.getsockname()[1]
             want = self.cfg.srt.socket_buffer_bytes
+            force = getattr(socket, "SO_RCVBUFFORCE", None)  # Linux, CAP_NET_ADMIN
+            for opt in (force, socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, want)
+                    break
+                except OSError:
+                    continue
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
                 got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
             except OSError:
                 got = 0
@@ -297,6 +305,10 @@ class SrtServer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.listener.tick(time.monotonic())
-        self.carry_out(self.listener.take())
-        self._arm()
+        try:
+            self.listener.tick(time.monotonic())
+            self.carry_out(self.listener.take())
+        except Exception:  # a bug must not stop the timers of every connection
+            log.exception("srt: timer failed")
+        finally:
+            self._arm()
