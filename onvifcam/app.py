@@ -16,6 +16,7 @@ from onvifcam import __version__
 from onvifcam.auth.gate import Gate
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
+from onvifcam.events import CameraAdded, EventBus, stream_listener
 from onvifcam.firststart import display_host, url_host, with_admin_password
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
@@ -63,10 +64,14 @@ class App:
             max_streams=lim.max_streams,
         )
         self.rtsp = RtspServer(cfg, self.registry, self.limiter)
+        self.bus = EventBus()
         self.gate = Gate(cfg)  # publish admission shared by the ingests
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
         web = WebServer(self)
         self.rtsp.auth.camera_users = web.cameras.rtsp_users  # NVRs log in with ONVIF users
+        # after WebServer's listeners, so a publish has created its camera before the event
+        self.registry.listeners.append(stream_listener(self.bus))
+        web.cameras.on_added.append(lambda cam: self.bus.publish(CameraAdded(cam.key, cam.name)))
         self.components: list[Component] = [web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(DiscoveryService(self, web))

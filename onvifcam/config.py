@@ -234,6 +234,25 @@ class OnvifConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """[events]: ONVIF Events (pull points, basic notification), DeviceIO and the trigger API."""
+
+    max_subscriptions: int = 64  # per camera: pull points and Subscribe together
+    max_queued_messages: int = 256  # per subscription; a full queue drops its oldest message
+    default_termination: float = 60.0  # seconds, when a client gives no termination time
+    max_termination: float = 3600.0  # longer (Initial)TerminationTime requests are shortened
+    max_pull_timeout: float = 600.0  # PullMessages Timeout above this waits only this long
+    max_message_limit: int = 1024  # messages per PullMessages response at most
+    notify_timeout: float = 5.0  # seconds per Notify POST to a consumer
+    notify_retries: int = 2  # extra attempts for one Notify before its messages are dropped
+    notify_batch: int = 32  # messages per Notify POST at most
+    max_consumer_url: int = 1024  # characters of a Subscribe ConsumerReference address
+    digital_inputs: int = 1  # per camera: DI_1..DI_n
+    relay_outputs: int = 1  # per camera: Relay_1..Relay_n
+    trigger_loopback_without_auth: bool = True  # POST /api/cameras/X/events from 127.0.0.1/::1
+
+
+@dataclass(frozen=True)
 class DiscoveryConfig:
     """[discovery]: WS-Discovery responder and mDNS/DNS-SD advertiser."""
 
@@ -272,6 +291,7 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
@@ -450,6 +470,26 @@ def _validate(cfg: Config, where: str) -> None:
     if h.log_lines_per_s <= 0 or h.log_burst < 1:
         raise ConfigError(f"{where}: [http] log_lines_per_s and log_burst must be positive")
     _validate_whip(cfg.whip, where)
+    ev = cfg.events
+    if ev.max_subscriptions < 1 or ev.max_queued_messages < 1 or ev.max_message_limit < 1:
+        raise ConfigError(
+            f"{where}: [events] max_subscriptions, max_queued_messages and max_message_limit "
+            "must be at least 1"
+        )
+    if ev.default_termination < 1 or ev.max_termination < ev.default_termination:
+        raise ConfigError(
+            f"{where}: [events] default_termination must be at least 1 s and at most "
+            "max_termination"
+        )
+    if ev.max_pull_timeout < 60:
+        raise ConfigError(f"{where}: [events] max_pull_timeout must be at least 60 s (ONVIF)")
+    if ev.notify_timeout <= 0 or ev.notify_batch < 1 or ev.max_consumer_url < 16:
+        raise ConfigError(
+            f"{where}: [events] notify_timeout and notify_batch must be positive, "
+            "max_consumer_url at least 16"
+        )
+    if ev.digital_inputs > 64 or ev.relay_outputs > 64:
+        raise ConfigError(f"{where}: [events] digital_inputs and relay_outputs must be 0..64")
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -560,6 +600,7 @@ _SECTIONS: dict[str, type] = {
     "discovery": DiscoveryConfig,
     "http": HttpConfig,
     "whip": WhipConfig,
+    "events": EventsConfig,
     "defaults": PathConfig,
 }
 

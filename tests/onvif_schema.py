@@ -1,7 +1,9 @@
 """Validate SOAP envelopes against the official ONVIF WSDL/XSD files in wsdl/.
 
-The schemas embedded in the Device, Media, Media2 and Events WSDLs are extracted (with the
-WSDL root's namespace declarations merged in), and every file is copied to a temporary tree.
+The schemas embedded in the Device, Media, Media2, Events and DeviceIO WSDLs are extracted
+(with the WSDL root's namespace declarations merged in), and every file is copied to a
+temporary tree. WS-BaseNotification's elements (b-2.xsd: Subscribe, Renew, Notify...) count
+as declared responses too.
 libxml2 rejects a few official types as non-deterministic (an optional element followed by
 an ``xs:any`` of ``##any`` / ``##targetNamespace``); only the wildcards of the types it
 names are narrowed to ``##other``, one at a time, in that test-only copy. wsdl/ stays
@@ -28,7 +30,9 @@ _WSDLS = [
     "ver10/media/wsdl/media.wsdl",
     "ver20/media/wsdl/media.wsdl",
     "ver10/events/wsdl/event.wsdl",
+    "ver10/deviceio.wsdl",
 ]
+_DECLARING_XSDS = ["schema/common/b-2.xsd"]
 _IMPORTS = {
     "http://www.onvif.org/ver10/schema": "ver10/schema/onvif.xsd",
     ENV12: "schema/common/soap-envelope",
@@ -69,6 +73,10 @@ def _build(tmp: Path) -> tuple[etree.XMLSchema, frozenset[str]]:
             out = path.parent / f"_embedded_{i}_{j}.xsd"
             out.write_bytes(etree.tostring(new))
             imports.setdefault(new.get("targetNamespace", ""), str(out))
+    for rel in _DECLARING_XSDS:
+        root = etree.parse(str(tmp / rel), parser).getroot()
+        tns = root.get("targetNamespace", "")
+        names.update(f"{{{tns}}}{e.get('name')}" for e in root.findall(f"{{{XS}}}element"))
     master = etree.Element(f"{{{XS}}}schema", nsmap={"xs": XS})
     for ns, loc in imports.items():
         full = loc if loc.startswith("/") else str(tmp / loc)

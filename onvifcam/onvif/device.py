@@ -8,8 +8,11 @@ import re
 from lxml import etree
 
 from onvifcam.cameras import USER, User
+from onvifcam.onvif.deviceio import NS_TMD, capabilities_tmd, input_tokens, relay_tokens
+from onvifcam.onvif.events import capabilities_tev
 from onvifcam.onvif.soap import (
     NS_TDS,
+    NS_TEV,
     NS_TR2,
     NS_TRT,
     PRE_AUTH,
@@ -39,6 +42,8 @@ SERVICES = (
     ("device", NS_TDS, (25, 12)),
     ("media", NS_TRT, (25, 12)),
     ("media2", NS_TR2, (25, 12)),
+    ("events", NS_TEV, (24, 12)),
+    ("deviceio", NS_TMD, (2, 41)),
 )
 _TZ = re.compile(r"^(?P<std>[A-Za-z]{3,}|<[+-]?[A-Za-z0-9]+>)(?P<off>[+-]?\d{1,2}(:\d{2}){0,2})?")
 
@@ -262,6 +267,8 @@ def get_services(ctx: Context, req: etree._Element) -> etree._Element:
         "device": device_capabilities_tds,
         "media": media_capabilities_trt,
         "media2": media2_capabilities_tr2,
+        "events": capabilities_tev,
+        "deviceio": capabilities_tmd,
     }
     out = TDS.GetServicesResponse()
     for name, ns, (major, minor) in SERVICES:
@@ -275,9 +282,9 @@ def get_services(ctx: Context, req: etree._Element) -> etree._Element:
 
 @ops.op(NS_TDS, "GetCapabilities", PRE_AUTH)
 def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
-    """Legacy capabilities: Device and Media (no Analytics, Events, Imaging, PTZ)."""
+    """Legacy capabilities: Device, Events, Media and (under Extension) DeviceIO."""
     cats = [c.text.strip() for c in children(req, "Category") if c.text] or ["All"]
-    supported = {"All", "Device", "Media"}
+    supported = {"All", "Device", "Events", "Media"}
     for cat in cats:
         if cat not in supported:
             raise Fault(
@@ -308,7 +315,10 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
                         for a, b in ((2, 0), (2, 40), (18, 12), (25, 12))
                     ],
                 ),
-                TT.IO(TT.InputConnectors("0"), TT.RelayOutputs("0")),
+                TT.IO(
+                    TT.InputConnectors(str(len(input_tokens(ctx.camera)))),
+                    TT.RelayOutputs(str(len(relay_tokens(ctx.camera)))),
+                ),
                 TT.Security(
                     TT("TLS1.1", "false"),
                     TT("TLS1.2", "false"),
@@ -319,6 +329,15 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
                     TT.KerberosToken("false"),
                     TT.RELToken("false"),
                 ),
+            )
+        )
+    if {"All", "Events"} & set(cats):
+        caps.append(
+            TT.Events(
+                TT.XAddr(ctx.xaddr("events")),
+                TT.WSSubscriptionPolicySupport("true"),
+                TT.WSPullPointSupport("true"),
+                TT.WSPausableSubscriptionManagerInterfaceSupport("false"),
             )
         )
     if {"All", "Media"} & set(cats):
@@ -336,6 +355,19 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
                         TT.MaximumNumberOfProfiles(str(ctx.camera.app_cfg.onvif.max_profiles))
                     )
                 ),
+            )
+        )
+    if "All" in cats:
+        caps.append(
+            TT.Extension(
+                TT.DeviceIO(
+                    TT.XAddr(ctx.xaddr("deviceio")),
+                    TT.VideoSources("1"),
+                    TT.VideoOutputs("0"),
+                    TT.AudioSources("1" if ctx.camera.audio("main") is not None else "0"),
+                    TT.AudioOutputs("0"),
+                    TT.RelayOutputs(str(len(relay_tokens(ctx.camera)))),
+                )
             )
         )
     return TDS.GetCapabilitiesResponse(caps)
@@ -467,12 +499,6 @@ def get_network_protocols(ctx: Context, req: etree._Element) -> etree._Element:
 def get_network_default_gateway(ctx: Context, req: etree._Element) -> etree._Element:
     """No gateway (virtual device)."""
     return TDS.GetNetworkDefaultGatewayResponse(TDS.NetworkGateway())
-
-
-@ops.op(NS_TDS, "GetRelayOutputs", READ_SYSTEM)
-def get_relay_outputs(ctx: Context, req: etree._Element) -> etree._Element:
-    """A virtual camera has no relays."""
-    return TDS.GetRelayOutputsResponse()
 
 
 # --------------------------------------------------------------------------- users

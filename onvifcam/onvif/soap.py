@@ -25,13 +25,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import heapq
 import hmac
+import inspect
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from lxml import etree
@@ -461,9 +463,14 @@ class Context:
     http_port: int = 80
     rtsp_port: int = 554
     multicast: bool = True
+    subscription: str = ""  # Events: the subscription id in the request URL, if any
 
 
-Handler = Callable[[Context, etree._Element], etree._Element]
+# Plain functions or coroutine functions. A handler returns the Body's child element, or
+# that child already serialised (bytes of one element declaring its own namespaces: hot
+# paths that send the same fragments to many clients build them once).
+Reply = etree._Element | bytes
+Handler = Callable[[Context, etree._Element], Reply | Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
@@ -558,7 +565,58 @@ class Dispatcher:
         method: str = "POST",
         uri: str = "/",
     ) -> Response:
-        """Handle one request body; never raises."""
+        """Handle one request body with a plain (synchronous) handler; never raises.
+
+        A coroutine handler gets an internal-error fault here: use :meth:`dispatch_async`.
+        """
+        out = self._begin(data, make_context, camera, authorization, method, uri)
+        if isinstance(out, Response):
+            return out
+        pending, soap_ns, action, user = out
+        if inspect.isawaitable(pending):
+            if inspect.iscoroutine(pending):
+                pending.close()
+            log.error("onvif: %s has a coroutine handler: use dispatch_async", _short(action))
+            return self._internal_error(camera, soap_ns, action, traceback=False)
+        return self._finish(pending, soap_ns, action, user, camera)
+
+    async def dispatch_async(
+        self,
+        data: bytes,
+        make_context: Callable[[User | None, str], Context],
+        camera: Camera,
+        *,
+        authorization: str | None = None,
+        method: str = "POST",
+        uri: str = "/",
+    ) -> Response:
+        """Like :meth:`dispatch`, awaiting coroutine handlers (long polls); never raises."""
+        out = self._begin(data, make_context, camera, authorization, method, uri)
+        if isinstance(out, Response):
+            return out
+        pending, soap_ns, action, user = out
+        if inspect.isawaitable(pending):
+            try:
+                pending = await pending
+            except CameraError as exc:
+                return self._fault(Fault.from_camera(exc), camera, soap_ns, action)
+            except Fault as f:
+                return self._fault(f, camera, soap_ns, action)
+            except Exception:
+                return self._internal_error(camera, soap_ns, action)
+        return self._finish(pending, soap_ns, action, user, camera)
+
+    def _begin(
+        self,
+        data: bytes,
+        make_context: Callable[[User | None, str], Context],
+        camera: Camera,
+        authorization: str | None,
+        method: str,
+        uri: str,
+    ) -> Response | tuple[object, str, str, User | None]:
+        """Parse, authenticate and call the handler: a Response (fault), or what the handler
+        returned (an element or an awaitable) with the SOAP version, action and user."""
         self.requests += 1
         soap_ns = ENV12
         action = ""
@@ -584,39 +642,60 @@ class Dispatcher:
                 result = op.handler(ctx, req.body)
             except CameraError as exc:
                 raise Fault.from_camera(exc) from None
-            body = serialize(result, soap_ns)
-            return Response(
-                200,
-                body,
-                [("Content-Type", content_type(soap_ns))],
-                action,
-                user.name if user else "",
-            )
+            return result, soap_ns, action, user
         except Fault as f:
-            self.faults += 1
-            denied = "ter:NotAuthorized" in f.subcodes
-            if denied:
-                self.auth_failures += 1
-            if f.logged:
-                pass
-            elif denied and f.public:
-                log.warning("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
-            elif denied:
-                log.info("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
-            elif f.code == "Sender":
-                log.info("onvif %s: %s: %s", camera.name, _short(action) or "request", f.reason)
-            headers = [("Content-Type", content_type(soap_ns))]
-            if f.challenge:
-                headers += self.digest.challenge_headers()
-            reason = "Sender not authorized" if denied and not f.public else f.reason
-            shown = Fault(f.subcodes, reason, f.code, f.status, f.challenge)
-            return Response(f.status, fault_body(shown, soap_ns), headers, action)
+            return self._fault(f, camera, soap_ns, action)
         except Exception:
-            self.faults += 1
+            return self._internal_error(camera, soap_ns, action)
+
+    def _finish(
+        self, result: object, soap_ns: str, action: str, user: User | None, camera: Camera
+    ) -> Response:
+        try:
+            if isinstance(result, bytes):
+                head, tail = _envelope_parts(soap_ns)
+                body = head + result + tail
+            else:
+                body = serialize(result, soap_ns)  # type: ignore[arg-type]
+        except Exception:
+            return self._internal_error(camera, soap_ns, action)
+        return Response(
+            200,
+            body,
+            [("Content-Type", content_type(soap_ns))],
+            action,
+            user.name if user else "",
+        )
+
+    def _fault(self, f: Fault, camera: Camera, soap_ns: str, action: str) -> Response:
+        self.faults += 1
+        denied = "ter:NotAuthorized" in f.subcodes
+        if denied:
+            self.auth_failures += 1
+        if f.logged:
+            pass
+        elif denied and f.public:
+            log.warning("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
+        elif denied:
+            log.info("onvif %s: %s refused: %s", camera.name, _short(action), f.reason)
+        elif f.code == "Sender":
+            log.info("onvif %s: %s: %s", camera.name, _short(action) or "request", f.reason)
+        headers = [("Content-Type", content_type(soap_ns))]
+        if f.challenge:
+            headers += self.digest.challenge_headers()
+        reason = "Sender not authorized" if denied and not f.public else f.reason
+        shown = Fault(f.subcodes, reason, f.code, f.status, f.challenge)
+        return Response(f.status, fault_body(shown, soap_ns), headers, action)
+
+    def _internal_error(
+        self, camera: Camera, soap_ns: str, action: str, traceback: bool = True
+    ) -> Response:
+        self.faults += 1
+        if traceback:
             log.exception("onvif %s: internal error in %s", camera.name, _short(action))
-            f = Fault("ter:Action", "internal error", "Receiver", 500)
-            headers = [("Content-Type", content_type(soap_ns))]
-            return Response(500, fault_body(f, soap_ns), headers, action)
+        f = Fault("ter:Action", "internal error", "Receiver", 500)
+        headers = [("Content-Type", content_type(soap_ns))]
+        return Response(500, fault_body(f, soap_ns), headers, action)
 
     def _authenticate(
         self,
@@ -670,6 +749,15 @@ class Dispatcher:
             log.info("onvif %s: HTTP auth failed: %s", camera.name, res.reason)
             return None
         return next((u for u in users if u.name == res.username), None)
+
+
+@functools.cache
+def _envelope_parts(soap_ns: str) -> tuple[bytes, bytes]:
+    """What :func:`serialize` puts before and after the Body's child."""
+    head, _, tail = serialize(etree.Element("onvifcam-marker"), soap_ns).partition(
+        b"<onvifcam-marker/>"
+    )
+    return head, tail
 
 
 def _short(action: str) -> str:

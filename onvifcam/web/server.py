@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from onvifcam.cameras import MAIN_PROFILE, Camera, CameraRegistry, User
+from onvifcam.cameras import ADMIN, MAIN_PROFILE, Camera, CameraRegistry, User
 from onvifcam.media.stream import Stream
 from onvifcam.netutil import (
     SERVER_HOST,
@@ -37,6 +37,8 @@ from onvifcam.netutil import (
     url_host,
 )
 from onvifcam.onvif import device, media, media2
+from onvifcam.onvif.deviceio import DeviceIO
+from onvifcam.onvif.events import EventService, TriggerError
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
 from onvifcam.onvif.soap import (
     CONTENT_TYPE,
@@ -62,15 +64,21 @@ SERVICES = {
     "device_service": "device",
     "media_service": "media",
     "media2_service": "media2",
+    "events_service": "events",
+    "deviceio_service": "deviceio",
 }
 _WILDCARD = ("", "0.0.0.0", "::")
 
 
-def operation_table() -> OperationTable:
-    """Every SOAP operation of every service."""
+def operation_table(events: EventService | None = None) -> OperationTable:
+    """Every SOAP operation of every service; Events and DeviceIO are bound to ``events``
+    (and its DeviceIO), or to fresh ones on a private event bus."""
     table = OperationTable()
     for mod in (device, media, media2):
         table.merge(mod.ops)
+    events = events if events is not None else EventService()
+    table.merge(events.io.ops)
+    table.merge(events.ops)
     return table
 
 
@@ -139,8 +147,10 @@ class WebServer:
         self.cfg = app.cfg
         self.store = StateStore(self.cfg.server.state_dir)
         self.cameras = CameraRegistry(self.cfg, self.store, app.registry)
+        self.io = DeviceIO(app.bus)
+        self.events = EventService(app.bus, self.io, self.cameras)
         self.dispatcher = Dispatcher(
-            operation_table(),
+            operation_table(self.events),
             clock_skew=self.cfg.onvif.clock_skew,
             nonce_rate_per_user=self.cfg.onvif.nonce_rate_per_user,
             max_nonces=self.cfg.onvif.max_nonces,
@@ -171,6 +181,7 @@ class WebServer:
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
         if self.app.whip is not None:
             self.app.whip.add_routes(aio.router)  # /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
@@ -188,10 +199,12 @@ class WebServer:
         self.cameras.load()  # configured cameras, auto cameras seen before, live paths
         for cam in list(self.cameras.cameras.values()):
             await self._start_camera(cam)
+        await self.events.start()
         self._started = True
 
     async def stop(self) -> None:
         """Close every socket and the snapshot workers."""
+        await self.events.stop()  # long polls return before the runner waits for handlers
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -441,7 +454,7 @@ class WebServer:
         return self.cfg.server.advertise or rtsp_host
 
     def _context(
-        self, cam: Camera, request: web.Request, prefix: str
+        self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
         host = self._host(cam, request)
         sock = request.transport.get_extra_info("sockname") if request.transport else None
@@ -468,6 +481,7 @@ class WebServer:
                 http_port=port,
                 rtsp_port=rtsp_port,
                 multicast=self.cfg.rtsp.multicast,
+                subscription=subscription,
             )
 
         return make
@@ -511,9 +525,10 @@ class WebServer:
             return self._fault(
                 Fault("ter:InvalidArgVal", "malformed request body", status=400), close=True
             )
-        resp = self.dispatcher.dispatch(
+        sid = request.query.get("subscription", "")[:64] if service == "events_service" else ""
+        resp = await self.dispatcher.dispatch_async(
             data,
-            self._context(cam, request, prefix),
+            self._context(cam, request, prefix, sid),
             cam,
             authorization=request.headers.get("Authorization"),
             method=request.method,
@@ -620,3 +635,51 @@ class WebServer:
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
             },
         )
+
+    async def _api_trigger(self, request: web.Request) -> web.Response:
+        """POST /api/cameras/{camera}/events: motion or a digital input, from outside."""
+        name = request.match_info["camera"]
+        cam = self.cameras.find(name)
+        if cam is None:
+            return web.json_response({"error": f"no camera {name[:80]!r}"}, status=404)
+        denied = self._trigger_auth(cam, request)
+        if denied is not None:
+            return denied
+        try:
+            payload = await request.json()
+        except (ValueError, RecursionError) as exc:
+            why = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
+            return web.json_response({"error": f"the body is not JSON: {why}"}, status=400)
+        try:
+            result = self.events.trigger(cam, payload)
+        except TriggerError as exc:
+            log.info("api: trigger on %r refused: %s", cam.name, exc)
+            return web.json_response(exc.to_json(), status=exc.status)
+        log.info("api: trigger on %r: %s", cam.name, result)
+        return web.json_response(result)
+
+    def _trigger_auth(self, cam: Camera, request: web.Request) -> web.Response | None:
+        """The camera's Administrator credentials (Digest or Basic); loopback clients need
+        none while ``[events] trigger_loopback_without_auth`` is on."""
+        if not cam.auth_required:
+            return None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if self.cfg.events.trigger_loopback_without_auth and peer:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(str(peer[0]).removeprefix("::ffff:")).is_loopback:
+                    return None
+        authz = request.headers.get("Authorization")
+        user = (
+            self.dispatcher.check_http(cam, authz, request.method, request.path_qs)
+            if authz
+            else None
+        )
+        if user is not None and user.level == ADMIN:
+            return None
+        resp = web.json_response(
+            {"error": f"camera {cam.name!r} needs its ONVIF Administrator credentials"},
+            status=401,
+        )
+        for k, v in self.dispatcher.digest.challenge_headers():
+            resp.headers.add(k, v)
+        return resp
