@@ -24,6 +24,8 @@ from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
 from onvifcam.sources.manager import SourceManager, with_demo_camera
+from onvifcam.srt.ingest import ts_ingest_factory
+from onvifcam.srt.server import SrtServer
 from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.server import WebServer
@@ -95,6 +97,13 @@ class App:
             self.components.append(self.whip)
         self.sources = SourceManager(cfg, self.registry, self.cameras, self.push_urls)
         self.components.append(self.sources)
+        if cfg.srt.enabled:
+            sinks = ts_ingest_factory(
+                self.registry,
+                lazy=cfg.srt.lazy_packetize,
+                replace_for=lambda path: cfg.path_policy(path).on_conflict == "replace",
+            )
+            self.components.append(SrtServer(cfg, self.gate, sinks, limiter=self.limiter))
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -166,6 +175,8 @@ class App:
             publish += f" or rtmp://{host}:{info['rtmp_port']}/APP/KEY (path APP/KEY)"
         if "http_port" in info and self.whip is not None:
             publish += f" or WHIP http://{host}:{info['http_port']}/whip/PATH"
+        if "srt_port" in info:
+            publish += f" or srt://{host}:{info['srt_port']}?streamid=publish:PATH"
         if self.login is not None:
             log.info(
                 "onvif: cameras without their own credentials need user %r, password %r "

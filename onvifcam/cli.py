@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rtmp-port", type=_port, metavar="N", help="RTMP port (default 1935)")
     s.add_argument("--rtmps-port", type=_port, metavar="N", help="RTMPS port (default 1936)")
     s.add_argument("--http-port", type=_port, metavar="N", help="HTTP port (default 8080)")
+    s.add_argument("--srt-port", type=_port, metavar="N", help="SRT UDP port (default 8890)")
     s.add_argument(
         "--rtp-port",
         type=_rtp_port,
@@ -189,6 +190,9 @@ def _section_overrides(cfg: Config, args: argparse.Namespace) -> Config:
     disc = getattr(args, "discovery_port", None)
     if disc is not None:
         cfg = dataclasses.replace(cfg, discovery=dataclasses.replace(cfg.discovery, port=disc))
+    srt = getattr(args, "srt_port", None)
+    if srt is not None:
+        cfg = dataclasses.replace(cfg, srt=dataclasses.replace(cfg.srt, port=srt))
     return cfg
 
 

@@ -85,6 +85,26 @@ class RtmpConfig:
 
 
 @dataclass(frozen=True)
+class SrtConfig:
+    """[srt]: SRT listener (callers push MPEG-TS)."""
+
+    enabled: bool = True
+    port: int = 8890  # UDP
+    latency_ms: int = 120  # receive latency offered; the larger of ours and the caller's wins
+    max_latency_ms: int = 10000  # cap on what a caller can ask for (the buffer must hold it)
+    passphrase: str = ""  # every path without its own srt_passphrase; 10-80 characters
+    pbkeylen: int = 16  # AES key length offered to callers that do not choose one (16/24/32)
+    max_connections: int = 64
+    handshakes_per_ip_per_s: float = 5.0  # handshake packets per source IP (token bucket)...
+    handshake_burst: int = 10  # ...with this burst
+    recv_buffer_packets: int = 8192  # per connection, about 12 MB at most
+    peer_idle_timeout_ms: int = 5000  # nothing from the caller this long: closed
+    socket_buffer_bytes: int = 4 * 1024 * 1024  # UDP receive buffer (SO_RCVBUF)
+    # Packetise for RTSP only while the stream has readers (keyframes always).
+    lazy_packetize: bool = True
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """[limits]: every bound the servers enforce."""
 
@@ -171,6 +191,7 @@ class PathConfig:
     publish_key: str = ""
     on_conflict: str = "reject"
     publish: bool = True
+    srt_passphrase: str = ""  # SRT callers must encrypt with it (else [srt] passphrase)
 
 
 @dataclass(frozen=True)
@@ -333,6 +354,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    srt: SrtConfig = field(default_factory=SrtConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     onvif: OnvifConfig = field(default_factory=OnvifConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -538,6 +560,7 @@ def _validate(cfg: Config, where: str) -> None:
                 f'{where}: [discovery] unicast_from[{i}]: {spec!r} is neither "local" nor '
                 'a network such as "192.168.1.0/24"'
             ) from None
+    _validate_srt(cfg, where)
     h = cfg.http
     if h.max_connections < 1 or h.max_connections_per_ip < 1:
         raise ConfigError(
@@ -611,6 +634,37 @@ def _validate(cfg: Config, where: str) -> None:
                 raise ConfigError(
                     f"{where}: cameras[{i}].address: {cam.address!r} is not an IP address"
                 ) from None
+
+
+def _validate_srt(cfg: Config, where: str) -> None:
+    s = cfg.srt
+    if not 0 < s.max_latency_ms <= 65535:
+        raise ConfigError(f"{where}: [srt] max_latency_ms must be 1..65535 (milliseconds)")
+    if not 20 <= s.latency_ms <= s.max_latency_ms:
+        raise ConfigError(
+            f"{where}: [srt] latency_ms must be 20..max_latency_ms ({s.max_latency_ms}), "
+            f"got {s.latency_ms}"
+        )
+    if s.pbkeylen not in (16, 24, 32):
+        raise ConfigError(f"{where}: [srt] pbkeylen must be 16, 24 or 32 (AES-128/192/256)")
+    for name, phrase in [
+        ("[srt] passphrase", s.passphrase),
+        ("[defaults] srt_passphrase", cfg.defaults.srt_passphrase),
+        *((f"[paths.{p!r}] srt_passphrase", c.srt_passphrase) for p, c in cfg.paths.items()),
+    ]:
+        if phrase and not 10 <= len(phrase) <= 80:
+            raise ConfigError(
+                f"{where}: {name} must be 10 to 80 characters (SRT's rule), got {len(phrase)}"
+            )
+    if s.max_connections < 1 or s.handshake_burst < 1 or s.handshakes_per_ip_per_s <= 0:
+        raise ConfigError(
+            f"{where}: [srt] max_connections, handshakes_per_ip_per_s and handshake_burst "
+            "must be positive"
+        )
+    if not 32 <= s.recv_buffer_packets <= 1 << 20:
+        raise ConfigError(f"{where}: [srt] recv_buffer_packets must be 32..1048576")
+    if s.peer_idle_timeout_ms < 1000:
+        raise ConfigError(f"{where}: [srt] peer_idle_timeout_ms must be at least 1000")
 
 
 def _validate_whip(w: WhipConfig, where: str) -> None:
@@ -696,6 +750,7 @@ _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "rtsp": RtspConfig,
     "rtmp": RtmpConfig,
+    "srt": SrtConfig,
     "limits": LimitsConfig,
     "onvif": OnvifConfig,
     "discovery": DiscoveryConfig,

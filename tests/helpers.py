@@ -89,6 +89,8 @@ class ServerProc:
             text = _open_onvif(text)
         if "rtp_port" not in text:
             text += "\n[rtsp]\nrtp_port = 0\n" if "[rtsp]" not in text else ""
+        if "[srt]" not in text:
+            text += "\n[srt]\nport = 0\n"
         cfg_path.write_text(text)
         self.log_path = str(Path(self._tmp.name) / "server.log")
         cmd = [

@@ -49,7 +49,7 @@ def test_port_zero_ready_line_and_clean_sigint() -> None:
     p = subprocess.Popen(
         [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
          "--rtmp-port", "0", "--http-port", "0", "--rtp-port", "0", "--onvif-ports", "0",
-         "--discovery-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
+         "--discovery-port", "0", "--srt-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
     )  # fmt: skip
     try:

@@ -46,6 +46,7 @@ def _cfg(tmp: Path, server: dict[str, Any] | None = None, **sections: Any) -> Co
         "rtsp": {"rtp_port": 0, "rtcp_port": 0},
         "onvif": {"port_range_start": 0, "port_range_end": 0},
         "discovery": {"port": 0, "mdns": False},
+        "srt": {"port": 0},
         **sections,
     }
     return from_dict(data, "<test>")
@@ -158,6 +159,7 @@ CASES = {
              "[server] rtmp_port"),
     "rtmps": ("tcp", lambda p: {"server": {"rtmps_port": p}}, "RTMPS port", "--rtmps-port",
               "[server] rtmps_port"),
+    "srt": ("udp", lambda p: {"srt": {"port": p}}, "SRT port", "--srt-port", "[srt] port"),
 }  # fmt: skip
 
 
@@ -251,6 +253,7 @@ def test_address_not_on_this_host_says_so() -> None:
 FLAGS_ALL_ZERO = [
     "--host", "127.0.0.1", "--rtsp-port", "0", "--rtp-port", "0", "--rtmp-port", "0",
     "--rtmps-port", "0", "--http-port", "0", "--onvif-ports", "0", "--discovery-port", "0",
+    "--srt-port", "0",
 ]  # fmt: skip
 
 
