@@ -77,7 +77,7 @@ case "$cmd" in
     .venv/bin/ruff check onvifcam tests scripts
     .venv/bin/ruff format --check onvifcam tests scripts
     # pytest exits 5 when it collected no tests: that is a failure here too.
-    exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+    exec .venv/bin/python -m pytest -p no:cacheprovider --durations=20 "$@"
     ;;
   bench-deps)
     apt_install "${TEST_APT[@]}" "${BENCH_APT[@]}"
