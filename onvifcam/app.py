@@ -72,10 +72,10 @@ class App:
         self.cameras = CameraRegistry(cfg, self.store, self.registry, bus=self.bus)
         if cfg.onvif.enabled:
             self.registry.listeners.append(self.cameras.stream_changed)
-        self.rtsp = RtspServer(cfg, self.registry, self.limiter)
-        self.gate = Gate(cfg)  # publish admission shared by the ingests
+        # publish and read admission shared by every protocol; NVRs read with ONVIF users
+        self.gate = Gate(cfg, camera_users=self.cameras.rtsp_users)
+        self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate)
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
-        self.rtsp.auth.camera_users = self.cameras.rtsp_users  # NVRs log in with ONVIF users
         self.web = WebServer(
             cfg,
             self.cameras,
@@ -92,7 +92,7 @@ class App:
         if cfg.discovery.enabled and cfg.onvif.enabled:
             self.components.append(DiscoveryService(cfg, self.cameras, self.addressing, self.bus))
         if cfg.rtmp.enabled:
-            self.components.append(RtmpServer(cfg, self.registry, self.limiter))
+            self.components.append(RtmpServer(cfg, self.registry, self.limiter, self.gate))
         if self.whip is not None:
             self.components.append(self.whip)
         self.sources = SourceManager(cfg, self.registry, self.cameras, self.push_urls)

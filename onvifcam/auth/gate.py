@@ -44,11 +44,14 @@ class RefusalKind(enum.Enum):
 class Refusal(Exception):
     """The gate refused; ``reason`` is meant for the client and the log."""
 
-    def __init__(self, kind: RefusalKind, reason: str, *, stale: bool = False) -> None:
+    def __init__(
+        self, kind: RefusalKind, reason: str, *, stale: bool = False, key: bool = False
+    ) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.stale = stale  # RTSP/HTTP Digest: the nonce expired, the client may retry
+        self.key = key  # the stream key was wrong (no login challenge helps)
 
 
 class Presented(Protocol):
@@ -175,7 +178,7 @@ class Gate:
                 )
         if policy.publish_key and not _same(presented.key or "", policy.publish_key):
             raise self._refuse(
-                RefusalKind.UNAUTHORIZED, f"wrong or missing stream key for '{path}'"
+                RefusalKind.UNAUTHORIZED, f"wrong or missing stream key for '{path}'", key=True
             )
         replace = policy.on_conflict == "replace"
         old = self.claims.get(path)
@@ -233,9 +236,11 @@ class Gate:
         return res
 
     # ------------------------------------------------------------------ stats
-    def _refuse(self, kind: RefusalKind, reason: str, *, stale: bool = False) -> Refusal:
+    def _refuse(
+        self, kind: RefusalKind, reason: str, *, stale: bool = False, key: bool = False
+    ) -> Refusal:
         self._stats.refused[kind.value] = self._stats.refused.get(kind.value, 0) + 1
-        return Refusal(kind, reason, stale=stale)
+        return Refusal(kind, reason, stale=stale, key=key)
 
     def stats(self) -> dict[str, object]:
         """Counters: admitted, refused by kind, replaced, paths held now."""

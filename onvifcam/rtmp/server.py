@@ -2,12 +2,12 @@
 
 Only this module touches sockets for RTMP. The handshake (:mod:`.handshake`), chunk
 stream (:mod:`.chunk`), AMF0 (:mod:`.amf0`) and FLV-to-RTP conversion (:mod:`.flv`) are
-sans-I/O. Publishing follows the RTSP policies: the path is ``APP/NAME`` (or ``APP`` when
-the name is empty, as with ``rtmp://host/KEY``), a path has one publisher (the next one
-gets ``NetStream.Publish.BadName``, or replaces it when the path's ``on_conflict`` is
-``replace``), publish credentials and stream keys come from the query of the stream name,
-the app or the tcUrl (``?key=``, ``?user=&pass=``) or from ``user:pass@`` in the tcUrl,
-and connections count against the limiter shared with RTSP.
+sans-I/O. Publishing is admitted by the shared gate (:mod:`onvifcam.auth.gate`): the
+path is ``APP/NAME`` (or ``APP`` when the name is empty, as with ``rtmp://host/KEY``), a
+path has one publisher (the next one gets ``NetStream.Publish.BadName``, or replaces it
+when the path's ``on_conflict`` is ``replace``), publish credentials and stream keys come
+from the query of the stream name, the app or the tcUrl (``?key=``, ``?user=&pass=``) or
+from ``user:pass@`` in the tcUrl, and connections count against the limiter shared with RTSP.
 
 Until a publish is accepted a connection is unauthenticated: its chunk parser holds at
 most ``[rtmp] pre_publish_buffer_bytes`` and stops after each command, so the limits that
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import ssl
@@ -28,6 +27,8 @@ import typing
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from onvifcam.auth.gate import Claim, Gate, PlainCredentials, RefusalKind
+from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SessionDescription
@@ -107,7 +108,7 @@ class RtmpConnection(asyncio.Protocol):
         self.path = ""
         self.stream: Stream | None = None
         self.ingest: FlvIngest | None = None
-        self.claimed = False
+        self.claim: Claim | None = None  # the gate's, from publish until unpublish/close
         self.peer_window = 0
         self.last_ack = 0
         self.paused = False
@@ -143,6 +144,7 @@ class RtmpConnection(asyncio.Protocol):
             log.info("rtmp: closing %s: %s", self.description, reason)
         self.closed = True
         self.ingest = None
+        self._release_claim()
         if self.transport is not None and not self.transport.is_closing():
             self.closed_at = time.monotonic()
             self.transport.close()
@@ -167,10 +169,9 @@ class RtmpConnection(asyncio.Protocol):
         self._release_claim()
 
     def _release_claim(self) -> None:
-        if self.claimed:
-            self.claimed = False
-            if self.server.claims.get(self.path) is self:
-                del self.server.claims[self.path]
+        claim, self.claim = self.claim, None
+        if claim is not None:
+            claim.release()
 
     # ------------------------------------------------------------------ output
     def send(self, csid: int, type_id: int, stream_id: int, payload: bytes, ts: int = 0) -> None:
@@ -498,10 +499,9 @@ class RtmpConnection(asyncio.Protocol):
             )
         path = StreamRegistry.normalize(target)
         self.path = path
-        self.server.authorize(self, path, merged)
+        self.claim = self.server.authorize(self, path, merged)
         self._trusted()
         self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}/{path}"
-        self.claimed = True
         self.publish_requested_at = time.monotonic()
         ingest = FlvIngest(self._on_publish, self._drop_packet, name=f"rtmp {path}")
         if self.metadata:
@@ -669,13 +669,19 @@ def _load_tls(cfg: Config) -> ssl.SSLContext | None:
 class RtmpServer:
     """The RTMP and RTMPS listeners, their connections and the publish policy."""
 
-    def __init__(self, cfg: Config, registry: StreamRegistry, limiter: ConnectionLimiter) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        registry: StreamRegistry,
+        limiter: ConnectionLimiter,
+        gate: Gate | None = None,
+    ) -> None:
         self.cfg = cfg
         self.limits = cfg.limits
         self.registry = registry
         self.limiter = limiter
+        self.gate = gate if gate is not None else Gate(cfg)
         self.connections: set[RtmpConnection] = set()
-        self.claims: dict[str, RtmpConnection] = {}
         self.out_chunk_size = max(128, min(cfg.rtmp.chunk_size, 65536))
         self.idle_read_interval = max(0, cfg.rtmp.idle_read_interval_ms) / 1000
         self.port = 0
@@ -782,45 +788,30 @@ class RtmpServer:
                 c.close(reason)
 
     # ------------------------------------------------------------------ policy
-    def authorize(self, conn: RtmpConnection, path: str, params: dict[str, str]) -> None:
-        """Apply the path policy to a publish request; raises PublishRefused."""
-        cfg = self.cfg
-        if not cfg.path_allowed(path):
+    def authorize(self, conn: RtmpConnection, path: str, params: dict[str, str]) -> Claim:
+        """Ask the gate to admit a publish request; raises PublishRefused."""
+        presented = PlainCredentials(
+            params.get("user", params.get("username", "")),
+            params.get("pass", params.get("password", "")),
+            params.get("key"),
+        )
+        try:
+            claim = self.gate.admit_publish(path, presented, conn)
+        except GateRefusal as exc:
+            if exc.kind is RefusalKind.UNAUTHORIZED:
+                self.stats_auth_failures += 1
+            code = "NetStream.Publish.BadName" if exc.kind is RefusalKind.CONFLICT else ""
+            raise PublishRefused(code or "NetStream.Publish.Denied", exc.reason) from None
+        stream = self.registry.get(path)  # a publisher outside the gate (a source)
+        if (
+            not claim.replace
+            and stream is not None
+            and stream.online
+            and stream.publisher is not conn
+        ):
+            claim.release()
+            desc = getattr(stream.publisher, "description", "another publisher")
             raise PublishRefused(
-                "NetStream.Publish.Denied", f"publishing to '{path}' is not allowed"
+                "NetStream.Publish.BadName", f"path '{path}' already has a publisher ({desc})"
             )
-        policy = cfg.path_policy(path)
-        if policy.publish_user:
-            user = params.get("user", params.get("username", ""))
-            password = params.get("pass", params.get("password", ""))
-            ok = hmac.compare_digest(user.encode(), policy.publish_user.encode())
-            ok = hmac.compare_digest(password.encode(), policy.publish_password.encode()) and ok
-            if not ok:
-                self.stats_auth_failures += 1
-                raise PublishRefused(
-                    "NetStream.Publish.Denied", f"wrong or missing credentials for '{path}'"
-                )
-        if policy.publish_key:
-            key = params.get("key", "")
-            if not hmac.compare_digest(key.encode(), policy.publish_key.encode()):
-                self.stats_auth_failures += 1
-                raise PublishRefused(
-                    "NetStream.Publish.Denied", f"wrong or missing stream key for '{path}'"
-                )
-        replace = policy.on_conflict == "replace"
-        holder = self.claims.get(path)
-        stream = self.registry.get(path)
-        if not replace:
-            if holder is not None and holder is not conn and not holder.closed:
-                raise PublishRefused(
-                    "NetStream.Publish.BadName",
-                    f"path '{path}' already has a publisher ({holder.description})",
-                )
-            if stream is not None and stream.online and stream.publisher is not conn:
-                desc = getattr(stream.publisher, "description", "another publisher")
-                raise PublishRefused(
-                    "NetStream.Publish.BadName", f"path '{path}' already has a publisher ({desc})"
-                )
-        elif holder is not None and holder is not conn and holder.stream is None:
-            holder.kick(f"replaced by {conn.description}")  # not on the stream yet
-        self.claims[path] = conn
+        return claim

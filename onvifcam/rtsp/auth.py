@@ -27,7 +27,6 @@ from urllib.parse import unquote
 __all__ = [
     "AuthResult",
     "Authenticator",
-    "CameraUsers",
     "Credentials",
     "digest_response",
     "parse_auth_header",
@@ -53,11 +52,6 @@ class AuthResult:
     username: str | None = None
     stale: bool = False
     reason: str = ""
-
-
-CameraUsers = Callable[[str], tuple[list[tuple[str, str]], bool]]
-"""For a stream path: the ONVIF users (name, password) of the cameras showing it, and
-whether one of those cameras requires them for reading the path over RTSP."""
 
 
 # -- header parsing ---------------------------------------------------------------------
@@ -278,25 +272,6 @@ class Authenticator:
         self.offer_qop = offer_qop
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._clock = clock
-        self.camera_users: CameraUsers | None = None
-
-    def readers(self, path: str, configured: list[Credentials]) -> list[Credentials]:
-        """Who may read ``path``: its configured read users plus the ONVIF users of the
-        cameras showing it (so an NVR can play the stream URI the camera just gave it).
-
-        Empty (open) when neither the path nor one of those cameras requires credentials.
-        """
-        if self.camera_users is None:
-            return configured
-        extra, required = self.camera_users(path)
-        if not (configured or required):
-            return []
-        out = list(configured)
-        for name, password in extra:
-            cred = Credentials(name, password)
-            if cred not in out:
-                out.append(cred)
-        return out
 
     # nonce = 16 hex (ms timestamp) + 16 hex (salt) + 32 hex (HMAC-SHA256 truncated)
     def _mac(self, stamp_salt: bytes) -> bytes:

@@ -21,13 +21,15 @@ import typing
 from collections.abc import Iterable
 
 from onvifcam.addressing import sdp_host
+from onvifcam.auth.gate import Claim, Gate, HttpAuthorization, RefusalKind
+from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
 from onvifcam.netutil import BindError, Listener, binding
 from onvifcam.rtsp import tunnel
-from onvifcam.rtsp.auth import Authenticator, Credentials
+from onvifcam.rtsp.auth import Authenticator
 from onvifcam.rtsp.message import (
     REASONS,
     InterleavedFrame,
@@ -448,21 +450,26 @@ class RtspConnection(asyncio.Protocol):
             raise Reply(400, f"bad request URI: {exc}") from None
         return path, query
 
-    def _auth(self, req: Request, path: str, role: str) -> None:
-        policy = self.server.cfg.path_policy(path)
-        if role == "publish":
-            user, password = policy.publish_user, policy.publish_password
-        else:
-            user, password = policy.read_user, policy.read_password
-        allowed = [Credentials(user, password)] if user else []
-        if role == "read":  # the ONVIF users of the cameras showing the path, too
-            allowed = self.server.auth.readers(path, allowed)
-        if not allowed:
-            return
-        res = self.server.auth.check(req.method, req.headers.get("Authorization"), allowed)
-        if not res.ok:
+    def _auth(self, req: Request, path: str) -> None:
+        """Read admission through the gate (path users and the cameras' ONVIF users)."""
+        presented = HttpAuthorization(
+            self.server.auth, req.method, req.headers.get("Authorization")
+        )
+        try:
+            self.server.gate.admit_read(path, presented)
+        except GateRefusal as exc:
+            raise self._gate_reply(exc, path) from None
+
+    def _gate_reply(self, exc: GateRefusal, path: str) -> Reply:
+        """The RTSP status for a gate refusal (the log gets the whole reason)."""
+        if exc.kind is RefusalKind.UNAUTHORIZED:
             self.server.stats_auth_failures += 1
-            raise Reply(401, res.reason, self.server.auth.challenge_headers(stale=res.stale))
+            if exc.key:  # a stream key in the URL: a login prompt would not help
+                return Reply(401, exc.reason)
+            return Reply(401, exc.reason, self.server.auth.challenge_headers(stale=exc.stale))
+        if exc.kind is RefusalKind.CONFLICT:
+            return Reply(409, exc.reason, public=f"path '{path}' already has a publisher")
+        return Reply(403, exc.reason)
 
     def _session(self, req: Request, required: bool = True) -> RtspSession | None:
         sid = req.headers.get("Session")
@@ -506,7 +513,7 @@ class RtspConnection(asyncio.Protocol):
 
     def m_describe(self, req: Request, cseq: str | None) -> None:
         path, _q = self._path(req)
-        self._auth(req, path, "read")
+        self._auth(req, path)
         self._proven()
         stream = self.server.registry.get(path)
         if stream is None or not stream.playable:
@@ -521,39 +528,51 @@ class RtspConnection(asyncio.Protocol):
 
     def m_announce(self, req: Request, cseq: str | None) -> None:
         path, query = self._path(req)
-        cfg = self.server.cfg
+        server = self.server
         if not path:
             raise Reply(400, "ANNOUNCE needs a stream path")
-        if not cfg.path_allowed(path):
-            raise Reply(403, f"publishing to '{path}' is not allowed")
-        limiter = self.server.limiter
+        limiter = server.limiter
         refusal = limiter.check(self.peer_ip)
         if refusal is not None:
             raise Reply.refused(refusal)
-        self._auth(req, path, "publish")
+        s = RtspSession(server, self, mode="record", path=path, remote_ip=self.peer_ip)
+        key = next(
+            (v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "key"), None
+        )
+        presented = HttpAuthorization(
+            server.auth, req.method, req.headers.get("Authorization"), key=key
+        )
+        try:
+            claim = server.gate.admit_publish(path, presented, s)
+        except GateRefusal as exc:
+            if exc.kind is RefusalKind.CONFLICT:  # the credentials were right
+                self._proven()
+                limiter.charge(self.peer_ip)
+            raise self._gate_reply(exc, path) from None
         self._proven()
         limiter.charge(self.peer_ip)  # a publish attempt costs from the address's budget
-        key = cfg.path_policy(path).publish_key
-        if key and f"key={key}" not in query.split("&"):
-            self.server.stats_auth_failures += 1
-            raise Reply(401, f"wrong or missing stream key for '{path}'")
         try:
-            sdp = SessionDescription.parse(req.body)
-        except SdpError as exc:
-            self.server.stats_malformed += 1
-            raise Reply(400, f"bad SDP: {exc}") from None
-        existing = self.server.registry.get(path)
-        if (
-            existing is not None
-            and existing.online
-            and cfg.path_policy(path).on_conflict == "reject"
-        ):
-            raise Reply(409, f"path '{path}' already has a publisher")
-        self._check_session_room()
-        s = self.server.new_session(self, "record", path)
+            try:
+                sdp = SessionDescription.parse(req.body)
+            except SdpError as exc:
+                server.stats_malformed += 1
+                raise Reply(400, f"bad SDP: {exc}") from None
+            existing = server.registry.get(path)  # a publisher outside the gate (a source)
+            if (
+                existing is not None
+                and existing.online
+                and server.cfg.path_policy(path).on_conflict == "reject"
+            ):
+                raise Reply(409, f"path '{path}' already has a publisher")
+            self._check_session_room()
+        except Reply:
+            claim.release()
+            raise
+        server.new_session(self, "record", path, s)
+        server.claims[s.id] = claim
         s.announced = sdp
         s.base_url = self._url(req)
-        self.record_deadline = time.monotonic() + self.server.limits.publish_timeout
+        self.record_deadline = time.monotonic() + server.limits.publish_timeout
         self.send(response(200, cseq, [self._session_header(s)]))
 
     def _record_track(self, s: RtspSession, req: Request) -> int:
@@ -626,11 +645,11 @@ class RtspConnection(asyncio.Protocol):
         path, _q = self._path(req)
         found = self.server.registry.find_prefix(path)
         if found is None:
-            self._auth(req, path, "read")
+            self._auth(req, path)
             self._proven()
             raise Reply(404, f"no stream is published at '{path}'")
         stream, control = found
-        self._auth(req, stream.path, "read")
+        self._auth(req, stream.path)
         self._proven()
         if not stream.playable:
             raise Reply(404, f"no stream is published at '{stream.path}'")
@@ -819,11 +838,19 @@ class _UdpIn(asyncio.DatagramProtocol):
 class RtspServer:
     """Owns the RTSP listener, UDP ports, sessions and tunnels."""
 
-    def __init__(self, cfg: Config, registry: StreamRegistry, limiter: ConnectionLimiter) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        registry: StreamRegistry,
+        limiter: ConnectionLimiter,
+        gate: Gate | None = None,
+    ) -> None:
         self.cfg = cfg
         self.limits = cfg.limits
         self.registry = registry
         self.limiter = limiter
+        self.gate = gate if gate is not None else Gate(cfg)
+        self.claims: dict[str, Claim] = {}  # publishing session id -> its claim on the path
         self.parser_limits = Limits(
             max_line=cfg.limits.max_request_line,
             max_headers=cfg.limits.max_headers,
@@ -956,9 +983,12 @@ class RtspServer:
                 pass
 
     # ------------------------------------------------------------------ sessions
-    def new_session(self, conn: RtspConnection, mode: str, path: str) -> RtspSession:
-        """Create and register a session on a connection."""
-        s = RtspSession(self, conn, mode=mode, path=path, remote_ip=conn.peer_ip)
+    def new_session(
+        self, conn: RtspConnection, mode: str, path: str, s: RtspSession | None = None
+    ) -> RtspSession:
+        """Create (unless given) and register a session on a connection."""
+        if s is None:
+            s = RtspSession(self, conn, mode=mode, path=path, remote_ip=conn.peer_ip)
         self.sessions[s.id] = s
         conn.sessions.add(s)
         return s
@@ -968,6 +998,9 @@ class RtspServer:
         if self.sessions.pop(s.id, None) is None:
             return
         if s.mode == "record":
+            claim = self.claims.pop(s.id, None)
+            if claim is not None:
+                claim.release()
             if s.stream is not None and unpublish:
                 s.stream.unpublish(s, reason)
             for key, val in list(self.udp_publishers.items()):

@@ -22,9 +22,11 @@ from tests.helpers import (
     FFMPEG,
     GST_LAUNCH,
     ServerProc,
+    ffmpeg_push,
     ffmpeg_read,
     ffmpeg_read_async,
     probe,
+    rtsp_exchange,
     running,
     wait_online,
 )
@@ -268,6 +270,52 @@ def test_second_publisher_gets_bad_name(srv: ServerProc) -> None:
     assert code == "NetStream.Publish.BadName"
     assert "already has a publisher" in description and closed
     assert late.returncode != 0 and "already has a publisher" in late.stderr
+
+
+_SDP = "v=0\r\ns=t\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+
+
+def _announce(srv: ServerProc, path: str) -> bytes:
+    url = srv.url(path)
+    return rtsp_exchange(
+        srv.rtsp_port,
+        f"ANNOUNCE {url} RTSP/1.0\r\nCSeq: 3\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(_SDP)}\r\n\r\n{_SDP}".encode(),
+    )
+
+
+def test_rtsp_and_rtmp_publishers_share_one_gate(srv: ServerProc) -> None:
+    # An RTMP publisher that has not sent media yet already holds its path: an RTSP
+    # ANNOUNCE is refused by the gate with 409 and who holds the path.
+    async def rtmp_claims_then_rtsp_announces() -> tuple[str, bytes]:
+        pub, res = await _publish(srv, "live", "cross0")
+        try:
+            return _code(res), await asyncio.to_thread(_announce, srv, "live/cross0")
+        finally:
+            await pub.close()
+
+    code, raw = asyncio.run(rtmp_claims_then_rtsp_announces())
+    assert code == "NetStream.Publish.Start"
+    assert raw.startswith(b"RTSP/1.0 409 Conflict: path 'live/cross0' already has a publisher\r\n")
+    assert "already has a publisher (rtmp://127.0.0.1:" in srv.log()  # who holds it
+    # Real encoders: ffmpeg over RTMP holds the path, ffmpeg over RTSP gets the 409 ...
+    url = srv.url("live/cross1")
+    with running(ffmpeg_push_rtmp(rtmp_url(srv, "live/cross1"), frames=250)) as first:
+        wait_online(url)
+        second = ffmpeg_push(url, frames=25, audio=False)
+        _out, err = second.communicate(timeout=60)
+        assert first.poll() is None  # the first publisher is untouched
+    reason = "409 Conflict: path 'live/cross1' already has a publisher"
+    assert second.returncode != 0 and reason in err, err
+    # ... and the reverse: ffmpeg over RTSP holds it, ffmpeg over RTMP is refused.
+    url = srv.url("live/cross2")
+    with running(ffmpeg_push(url, frames=250, audio=False)) as first:
+        wait_online(url)
+        late = ffmpeg_push_rtmp(rtmp_url(srv, "live/cross2"), frames=25, audio=False)
+        _out, err = late.communicate(timeout=60)
+        assert first.poll() is None
+
+    assert late.returncode != 0 and "already has a publisher (rtsp://127.0.0.1" in err, err
 
 
 def test_url_without_app_publishes_to_the_key(srv: ServerProc) -> None:

@@ -3,6 +3,7 @@ who may read a stream over RTSP (path read users plus the cameras' ONVIF users).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 from onvifcam.addressing import display_host
+from onvifcam.auth.gate import Gate
 from onvifcam.cameras import CameraRegistry, User
-from onvifcam.config import Config, ConfigError, ServerConfig, from_dict
+from onvifcam.config import Config, ConfigError, PathConfig, ServerConfig, from_dict
 from onvifcam.discovery.netif import Iface
 from onvifcam.firststart import (
     PASSWORD_FILE,
@@ -23,7 +25,7 @@ from onvifcam.firststart import (
     with_admin_password,
 )
 from onvifcam.media.stream import StreamRegistry
-from onvifcam.rtsp.auth import Authenticator, Credentials
+from onvifcam.rtsp.auth import Credentials
 from onvifcam.state import StateStore
 
 
@@ -170,15 +172,21 @@ def test_printed_address_is_never_the_wildcard(
 
 
 def test_rtsp_readers_are_the_path_users_plus_the_cameras_onvif_users() -> None:
-    auth = Authenticator()
     viewer = [Credentials("viewer", "v")]
-    assert auth.readers("p", viewer) == viewer  # no camera registry attached
-    cams = {"p": ([("admin", "A"), ("viewer", "v")], False), "q": ([("admin", "A")], True)}
-    auth.camera_users = lambda path: cams.get(path, ([], False))
-    assert auth.readers("p", []) == []  # open path, camera does not ask: stays open
-    assert auth.readers("p", viewer) == [Credentials("viewer", "v"), Credentials("admin", "A")]
-    assert auth.readers("q", []) == [Credentials("admin", "A")]  # rtsp_auth = "onvif"
-    assert auth.readers("other", viewer) == viewer
+    paths = {"pv": PathConfig(read_user="viewer", read_password="v")}
+    cfg = dataclasses.replace(Config(), paths=paths)
+    gate = Gate(cfg)
+    assert gate.readers("pv") == viewer  # no camera registry attached
+    cams = {
+        "p": ([("admin", "A"), ("viewer", "v")], False),
+        "pv": ([("admin", "A"), ("viewer", "v")], False),
+        "q": ([("admin", "A")], True),
+    }
+    gate.camera_users = lambda path: cams.get(path, ([], False))
+    assert gate.readers("p") == []  # open path, camera does not ask: stays open
+    assert gate.readers("pv") == [Credentials("viewer", "v"), Credentials("admin", "A")]
+    assert gate.readers("q") == [Credentials("admin", "A")]  # rtsp_auth = "onvif"
+    assert gate.readers("other") == []
 
 
 def test_registry_rtsp_users_follow_rtsp_auth(tmp_path: Path) -> None:

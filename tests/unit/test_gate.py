@@ -145,3 +145,13 @@ def test_only_the_right_secret_admits(user: str, password: str, key: str | None)
         assert not ok and r.kind is RefusalKind.UNAUTHORIZED
     else:
         assert ok
+
+
+def test_a_wrong_stream_key_is_told_apart_from_wrong_credentials() -> None:
+    # RTSP answers a wrong key with a plain 401 (a login prompt would not help).
+    g = gate(**{"both/cam": {"publish_user": "enc", "publish_password": "pw", "publish_key": "k"}})
+    a = FakeHolder("a")
+    creds = refusal(g.admit_publish, "both/cam", PlainCredentials("enc", "x", "k"), a)
+    key = refusal(g.admit_publish, "both/cam", PlainCredentials("enc", "pw", "nope"), a)
+    assert creds.kind is key.kind is RefusalKind.UNAUTHORIZED
+    assert (creds.key, key.key) == (False, True)

@@ -125,7 +125,7 @@ def test_policy_keys_credentials_and_conflicts() -> None:
     # With on_conflict = replace, a newcomer takes the claim and the old one is kicked.
     srv.authorize(a, "swap/cam", {})  # type: ignore[arg-type]
     srv.authorize(b, "swap/cam", {})  # type: ignore[arg-type]
-    assert "replaced by" in a.kicked and srv.claims["swap/cam"] is b
+    assert "replaced by" in a.kicked and srv.gate.holder("swap/cam") is b
 
 
 def test_delete_stream_with_a_nan_stream_id_is_ignored() -> None:
