@@ -2,7 +2,8 @@
 # One entry point for people and CI.
 #   bash scripts/dev.sh serve [onvifcam serve flags...]  install into .venv and run the server
 #   bash scripts/dev.sh test  [pytest args...]           install everything the tests need, run them
-#   bash scripts/dev.sh bench-deps                       also install the benchmark peers
+#   bash scripts/dev.sh bench-deps                       also install the benchmark peers and
+#                                                        atheris for scripts/fuzz.py
 # Works on a fresh Debian 12 (Python 3.11) as root or with sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ case "$cmd" in
     ;;
   bench-deps)
     apt_install "${TEST_APT[@]}" "${BENCH_APT[@]}"
-    venv "test,fast"
+    venv "test,fast,fuzz"
     ;;
   *)
     echo "usage: bash scripts/dev.sh serve|test|bench-deps [args...]" >&2
