@@ -70,6 +70,7 @@ VIDEO_PT = 96
 AUDIO_PT = 97
 MTU = 1400
 AAC_FRAME_SAMPLES = 1024
+_MAX_KBPS = 10_000_000  # onMetaData bitrates (kbit/s) above this are not put in the SDP
 _U32 = struct.Struct("!I")
 
 
@@ -293,7 +294,7 @@ class FlvIngest:
         if v is not None:
             lines.append(f"m=video 0 RTP/AVP {VIDEO_PT}")
             rate = _number(meta.get("videodatarate"))
-            if rate and rate > 0:
+            if rate and 0 < rate < _MAX_KBPS:  # not inf, which int() refuses
                 lines.append(f"b=AS:{int(rate)}")
             if v.codec == "H264":
                 lines.append(f"a=rtpmap:{VIDEO_PT} H264/90000")
@@ -329,7 +330,7 @@ class FlvIngest:
             channels = a.channels or 2
             lines.append(f"m=audio 0 RTP/AVP {AUDIO_PT}")
             rate = _number(meta.get("audiodatarate"))
-            if rate and rate > 0:
+            if rate and 0 < rate < _MAX_KBPS:  # not inf, which int() refuses
                 lines.append(f"b=AS:{int(rate)}")
             lines.append(f"a=rtpmap:{AUDIO_PT} MPEG4-GENERIC/{a.sample_rate}/{channels}")
             lines.append(f"a=fmtp:{aac.fmtp_mpeg4_generic(a, AUDIO_PT)}")
