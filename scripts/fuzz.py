@@ -1410,7 +1410,9 @@ def main(argv: list[str] | None = None) -> int:
         _child(name, rest, stats)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default="all", help="a target name or 'all' (see --list)")
+    ap.add_argument(
+        "--target", default="all", help="a target name, several (a,b) or 'all' (see --list)"
+    )
     ap.add_argument("--runs", type=int, default=1_000_000, help="inputs per target")
     ap.add_argument("--seconds", type=int, default=0, help="time limit per target (0: none)")
     ap.add_argument(
@@ -1436,7 +1438,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("fuzz.py: atheris is missing: pip install -e '.[fuzz]'", file=sys.stderr)
         return 2
-    names = list(TARGETS) if args.target == "all" else [args.target]
+    names = list(TARGETS) if args.target == "all" else args.target.split(",")
     for n in names:
         if n not in TARGETS:
             ap.error(f"unknown target {n!r}; one of: all, {', '.join(TARGETS)}")
