@@ -93,7 +93,8 @@ def target(
     fuzzing child imports it under atheris instrumentation first)."""
 
     def deco(fn: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        first = " ".join((fn.__doc__ or "").split("\n\n")[0].split())
+        doc = re.split(r"(?<=\.)\s", first)[0]
         TARGETS[name] = Target(name, fn, errors, doc, max_len)
         return fn
 
@@ -1431,6 +1432,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{t.name:<15} {len(corpus_files(t.name)):>3} files  {t.doc}")
         return 0
     if args.make_seeds:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))  # tests.helpers starts the server and ffmpeg
         make_seeds(CORPUS)
         return 0
     try:
