@@ -2,7 +2,8 @@
 # One entry point for people and CI.
 #   bash scripts/dev.sh serve [onvifcam serve flags...]  install into .venv and run the server
 #   bash scripts/dev.sh test  [pytest args...]           install everything the tests need, run them
-#   bash scripts/dev.sh bench-deps                       also install the benchmark peers
+#   bash scripts/dev.sh bench-deps                       also install the benchmark peers and
+#                                                        atheris for scripts/fuzz.py
 # pip and npm run on the first call, then again only when pyproject.toml or the npm
 # lockfile changed (stamps in .venv and node_modules), so `serve` starts in about a second.
 # Works on a fresh Debian 12 (Python 3.11) as root or with sudo.
@@ -81,7 +82,7 @@ case "$cmd" in
     ;;
   bench-deps)
     apt_install "${TEST_APT[@]}" "${BENCH_APT[@]}"
-    venv "test,fast"
+    venv "test,fast,fuzz"
     ;;
   *)
     echo "usage: bash scripts/dev.sh serve|test|bench-deps [args...]" >&2

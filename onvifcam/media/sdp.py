@@ -47,6 +47,15 @@ class SdpError(ValueError):
     """Malformed or unacceptable SDP."""
 
 
+def _decimal(text: str, max_digits: int = 10) -> int | None:
+    """``text`` as a non-negative integer of at most ``max_digits`` significant digits, else
+    None (int() itself refuses strings of over 4300 digits with a plain ValueError)."""
+    text = text.strip()
+    if not text.isdecimal() or len(text.lstrip("0")) > max_digits:
+        return None
+    return int(text)
+
+
 def _split_attribute(value: str) -> Attribute:
     name, sep, rest = value.partition(":")
     return (name.strip(), rest if sep else None)
@@ -317,7 +326,8 @@ def _parse_media_line(value: str, number: int) -> MediaDescription:
         raise SdpError(f"port {port} out of range in m= line {number}")
     if parts[2].upper().startswith("RTP/"):
         for fmt in parts[3:]:
-            if not fmt.isdecimal() or int(fmt) > 127:
+            pt = _decimal(fmt)
+            if pt is None or pt > 127:
                 raise SdpError(f"invalid RTP payload type {fmt[:20]!r} in m= line {number}")
     return MediaDescription(media=parts[0], port=port, proto=parts[2], formats=parts[3:])
 
@@ -327,7 +337,8 @@ def _check_attribute(attr: Attribute, number: int) -> None:
     lname = name.lower()
     if lname == "rtpmap":
         pt_text, spec = _split_pt(value or "")
-        if not pt_text.isdecimal() or not 0 <= int(pt_text) <= 127:
+        pt = _decimal(pt_text)
+        if pt is None or pt > 127:
             raise SdpError(f"rtpmap with invalid payload type on line {number}")
         encoding, _, rest = spec.partition("/")
         if not encoding:
@@ -335,7 +346,7 @@ def _check_attribute(attr: Attribute, number: int) -> None:
         rate, _, channels = rest.partition("/")
         if not rate.strip():
             raise SdpError(f"rtpmap without clock rate on line {number}")
-        if not rate.strip().isdecimal() or int(rate) == 0:
+        if not _decimal(rate):
             raise SdpError(f"rtpmap with invalid clock rate {rate[:20]!r} on line {number}")
         if channels.strip() and not channels.strip().isdecimal():
             raise SdpError(f"rtpmap with invalid channel count on line {number}")

@@ -13,6 +13,7 @@ makes the SessionDescription and the RTP packets.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ VIDEO_CODECS = {
     12: "H265",
 }
 _FOURCC = {b"avc1": "H264", b"hvc1": "H265"}
+_MAX_NUMBER = 1e9  # onMetaData sizes, rates and bitrates above this are ignored
 
 _U32 = struct.Struct("!I")
 _lp = tuple.__new__  # LengthPrefixed without NamedTuple's Python-level __new__ (hot path)
@@ -505,8 +507,8 @@ def scan_nal_units(
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool):
+    """An onMetaData number, or None when absent or unusable (bool, NaN, infinite, absurd)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    return None
+    number = float(value)
+    return number if math.isfinite(number) and 0 < number < _MAX_NUMBER else None
