@@ -208,6 +208,7 @@ class Soak:
     reads: int = 0
     read_failures: int = 0
     hostile: dict[str, int] = field(default_factory=dict)
+    hostile_cut: dict[str, int] = field(default_factory=dict)  # attacks the server cut short
     held: list[socket.socket] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     live: set[str] = field(default_factory=set)
@@ -348,8 +349,10 @@ class Soak:
             await asyncio.sleep(self.hostile_interval)
             name, attack = attacks[i % len(attacks)]
             i += 1
-            with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
-                await attack()
+            try:
+                await asyncio.wait_for(attack(), 10)
+            except Exception:  # the server cut us off (as it should) or refused: still sent
+                self.hostile_cut[name] = self.hostile_cut.get(name, 0) + 1
             self.hostile[name] = self.hostile.get(name, 0) + 1
             # hold at most 200 idle/dribbling sockets; release the oldest first
             while len(self.held) > 200:
@@ -532,6 +535,7 @@ async def run(args: argparse.Namespace) -> int:
             ("ONVIF requests", f"{soak.onvif_ok} ok, {soak.onvif_failed} failed"),
             ("discovery probes", f"{soak.probes} sent, {soak.probe_matches} answered"),
             ("hostile inputs", f"{sum(soak.hostile.values())}: {soak.hostile}"),
+            ("cut short by the server", str(soak.hostile_cut)),
             ("server still running", str(alive)),
         ]
         print("\nsummary")
