@@ -31,6 +31,7 @@ from onvifcam.config import SourcesConfig
 from onvifcam.events import EventBus, SourceSwitched
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import Stream, StreamError
+from onvifcam.rtmp.client import RtmpPuller
 from onvifcam.rtsp.auth import AuthResult, Credentials
 from onvifcam.rtsp.client import PullError, RtspPuller, redact
 
@@ -292,6 +293,17 @@ class PullSource:
         if self._published:
             self.stream.on_rtp(track, packet)
 
+    def on_session(self, session: SessionDescription) -> None:
+        """The connection in use announced new media (RTMP: a new sequence header)."""
+        if not self._published:
+            return
+        try:
+            self.stream.publish(self, session)
+        except StreamError as exc:
+            self.last_error = f"new media refused: {exc}"
+            self._published = False
+            self.stream.unpublish(self, self.last_error)
+
     def on_rtcp(self, track: int, data: bytes) -> None:
         """RTCP from the connection in use."""
         if self._published:
@@ -397,7 +409,7 @@ def _default_connect(uri: str, src: PullSource) -> _Connection:
             max_sdp_bytes=src.cfg.max_sdp_bytes,
         )
     if scheme in ("rtmp", "rtmps"):
-        from onvifcam.rtmp.client import RtmpPuller
-
-        return RtmpPuller(uri, on_rtp=src.on_rtp, timeout=src.cfg.connect_timeout)
+        return RtmpPuller(
+            uri, on_rtp=src.on_rtp, on_session=src.on_session, timeout=src.cfg.connect_timeout
+        )
     raise PullError(f"{redact(uri)}: unsupported scheme {scheme!r}")
