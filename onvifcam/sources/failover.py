@@ -51,6 +51,14 @@ class FailoverState:
     primary_down_since: float | None = None
     active_down_since: float | None = None
 
+    def shown(self, side: str | None) -> None:
+        """``side`` is what the camera shows from now on."""
+        self.active = side
+        self.active_down_since = None
+
+    def _for(self, since: float | None, now: float) -> float:
+        return 0.0 if since is None else now - since
+
     def update(self, now: float, primary_on: bool, backup_on: bool) -> tuple[str | None, bool]:
         """The side that should be shown now (None: none, go offline) and whether to take it
         from its GOP cache at once (True) or at its next live keyframe (False)."""
@@ -70,21 +78,19 @@ class FailoverState:
         if self.active is None:
             if primary_on:
                 return PRIMARY, True
-            assert self.primary_down_since is not None
-            if backup_on and now - self.primary_down_since >= self.failover_after:
+            if backup_on and self._for(self.primary_down_since, now) >= self.failover_after:
                 return BACKUP, True
             return None, True
         if self.active == PRIMARY:
-            gone = 0.0 if primary_on else now - (self.active_down_since or now)
-            if gone >= self.failover_after:
+            if self._for(self.active_down_since, now) >= self.failover_after:
                 return (BACKUP, True) if backup_on else (None, True)
             return PRIMARY, True
         # showing the backup
         if primary_on and not backup_on:
             return PRIMARY, True
-        if primary_on and now - (self.primary_up_since or now) >= self.failback_after:
+        if primary_on and self._for(self.primary_up_since, now) >= self.failback_after:
             return PRIMARY, False
-        if not backup_on and now - (self.active_down_since or now) >= self.failover_after:
+        if not backup_on and self._for(self.active_down_since, now) >= self.failover_after:
             return None, True
         return BACKUP, True
 
@@ -226,7 +232,7 @@ class FailoverSource:
         if want is None:
             if active is not None:
                 self._switch_log(active, None, "both paths are gone")
-                self.state.active = None
+                self.state.shown(None)
                 self._go_offline("primary and backup are gone")
             self._cancel_pending()
             return
@@ -301,8 +307,7 @@ class FailoverSource:
             return False
         self._published = True
         self.pending = None
-        self.state.active = tap.side
-        self.state.active_down_since = None
+        self.state.shown(tap.side)
         if old is not None and old != tap.side:
             old_tap = self._taps.get(old)
             if old_tap is not None:
