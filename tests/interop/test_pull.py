@@ -31,20 +31,21 @@ from tests.helpers import (
 pytestmark = pytest.mark.interop
 
 NGINX_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+SECRET = "s3cret-pw"
 FAST = "\n[sources]\nretry_interval = 0.3\nswitch_after = 1.0\nconnect_timeout = 2.0\n"
 
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[tuple[ServerProc, ServerProc, list[subprocess.Popen[str]]]]:
     a = ServerProc("").start()
-    b = ServerProc("").start()
+    b = ServerProc(f'[paths."up-b"]\nread_user = "u"\nread_password = "{SECRET}"\n').start()
     pushers = [
         ffmpeg_push(s.url(p), frames=25 * 120, gop=25, audio=False)
         for s, p in ((a, "up-a"), (b, "up-b"))
     ]
     try:
         wait_online(a.url("up-a"))
-        wait_online(b.url("up-b"))
+        wait_online(b.url("up-b", user=f"u:{SECRET}"))
         yield a, b, pushers
     finally:
         for p in pushers:
@@ -59,7 +60,7 @@ def test_pull_fails_over_to_the_next_uri_without_reader_reconnect(
     a, b, pushers = upstreams
     cfg = (
         '[[cameras]]\nname = "pulled"\npath = "pulled"\n'
-        f'source = ["{a.url("up-a")}", "{b.url("up-b")}"]\n' + FAST
+        f'source = ["{a.url("up-a")}", "{b.url("up-b", user=f"u:{SECRET}")}"]\n' + FAST
     )
     srv = ServerProc(cfg).start()
     try:
@@ -79,6 +80,7 @@ def test_pull_fails_over_to_the_next_uri_without_reader_reconnect(
         log = srv.log()
         assert re.search(r"switched from .*up-a to .*up-b", log), log[-3000:]
         assert log.count("publishing from pull") >= 2  # one stream, two publishes
+        assert SECRET not in log  # Digest answered, the password never logged
     finally:
         srv.stop()
 
