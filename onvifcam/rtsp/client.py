@@ -31,6 +31,7 @@ __all__ = ["PullError", "PullTarget", "RtspPuller", "rtp_media"]
 log = logging.getLogger(__name__)
 
 USER_AGENT = "onvifcam-pull"
+MAX_TRACKS = 8  # media sections set up at most (a hostile SDP could list thousands)
 
 
 class PullError(Exception):
@@ -152,6 +153,10 @@ class RtspPuller:
         self.tracks = rtp_media(sdp)
         if not self.tracks:
             raise PullError(f"DESCRIBE {t.url}: the SDP has no RTP media")
+        if len(self.tracks) > MAX_TRACKS:
+            raise PullError(
+                f"DESCRIBE {t.url}: the SDP has {len(self.tracks)} media (at most {MAX_TRACKS})"
+            )
         for n, i in enumerate(self.tracks):
             url = resolve_control(base, sdp.media[i].control)
             hdrs = [("Transport", f"RTP/AVP/TCP;unicast;interleaved={2 * n}-{2 * n + 1}")]
