@@ -95,7 +95,9 @@ class App:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter, self.gate))
         if self.whip is not None:
             self.components.append(self.whip)
-        self.sources = SourceManager(cfg, self.registry, self.cameras, self.push_urls)
+        self.sources = SourceManager(
+            cfg, self.registry, self.cameras, self.push_urls, gate=self.gate, bus=self.bus
+        )
         self.components.append(self.sources)
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(

@@ -226,8 +226,23 @@ class CameraConfig:
     # "none" (DESCRIBE answers 404); "": as [onvif] offline.
     offline: str = ""
     # "file:///path/clip.mp4": the server plays this clip on the camera's path in a loop
-    # (MP4, MKV, MPEG-TS with H.264/H.265 and AAC; no re-encoding); "": pushed by clients.
-    source: str = ""
+    # (MP4, MKV, MPEG-TS with H.264/H.265 and AAC; no re-encoding); "rtsp://..." or
+    # "rtmp://...", or a list of them: pulled from another server, the next URI when one
+    # fails ([sources]); "": pushed by clients.
+    source: str | tuple[str, ...] = ""
+    # Pull only while somebody reads the camera (pull sources only).
+    on_demand: bool = False
+    # Readers of this camera get the stream pushed to path ``primary``, or the one pushed to
+    # ``backup`` while the primary is gone ([sources] failover_after / failback_after).
+    primary: str = ""
+    backup: str = ""
+
+    @property
+    def source_uris(self) -> tuple[str, ...]:
+        """``source`` as a tuple of URIs (empty: no source)."""
+        if isinstance(self.source, str):
+            return (self.source,) if self.source else ()
+        return self.source
 
 
 @dataclass(frozen=True)
@@ -241,7 +256,9 @@ class FleetConfig:
     start: int = 1
     camera_name: str = "{fleet}-{n}"
     path: str = "{fleet}/{n}"
-    source: str = ""  # cameras sharing one file source share one demux
+    # cameras sharing one file source share one demux; pull URLs may contain {n}
+    source: str | tuple[str, ...] = ""
+    on_demand: bool = False
     offline: str = ""
     width: int = 0
     height: int = 0
@@ -329,6 +346,20 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class SourcesConfig:
+    """[sources]: pulled sources (``source = "rtsp://..."``) and primary/backup failover."""
+
+    retry_interval: float = 3.0  # seconds between connection attempts of a pull source
+    switch_after: float = 3.0  # media missing this long: the next URI is tried (round robin)
+    give_up_after: float = 7200.0  # missing this long: status failed until enabled (0: never)
+    connect_timeout: float = 5.0  # one attempt: TCP connect to the reply to PLAY / play
+    on_demand_linger: float = 10.0  # on_demand: pulling stops this long after the last reader
+    failover_after: float = 3.0  # primary gone this long: the camera shows the backup
+    failback_after: float = 60.0  # primary back this long without a break: it is shown again
+    max_sdp_bytes: int = 65536  # largest DESCRIBE reply body a pulled server may send
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """[demo]: a test-pattern camera. ``onvifcam serve`` without ``--config`` turns it on
     (``--no-demo`` keeps it off); with a configuration file it is on only when this section
@@ -366,6 +397,7 @@ class Config:
     cameras: tuple[CameraConfig, ...] = ()
     fleets: tuple[FleetConfig, ...] = ()
     demo: DemoConfig = field(default_factory=DemoConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
     any_path: bool = True
     source: str = "<defaults>"
 
@@ -416,7 +448,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - not used
+        arms = typing.get_args(tp)
+        # str | tuple[str, ...]: one value or a list of them
+        for arm in arms:
+            if (typing.get_origin(arm) is tuple) == isinstance(value, list):
+                return _coerce(value, arm, where)
+        names = " or ".join(
+            "a list" if typing.get_origin(a) is tuple else _type_name(a) for a in arms
+        )
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -595,6 +635,7 @@ def _validate(cfg: Config, where: str) -> None:
     if ev.digital_inputs > 64 or ev.relay_outputs > 64:
         raise ConfigError(f"{where}: [events] digital_inputs and relay_outputs must be 0..64")
     _validate_demo(cfg, where)
+    _validate_sources(cfg, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -619,8 +660,9 @@ def _validate(cfg: Config, where: str) -> None:
         seen.add(key)
         if cam.password and not cam.username:
             raise ConfigError(f"{where}: cameras[{i}]: password without username")
-        if cam.source:
-            _validate_source(cam.source, f"{where}: cameras[{i}].source")
+        if cam.source_uris:
+            _validate_source(cam.source_uris, f"{where}: cameras[{i}].source")
+        _validate_failover(cfg, i, cam, f"{where}: cameras[{i}]")
         if cam.offline and cam.offline not in OFFLINE:
             raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
@@ -699,19 +741,78 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
         raise ConfigError(f"{where}: [whip] reorder_packets must be 64..16384")
 
 
-def _validate_source(source: str, where: str) -> None:
+PULL_SCHEMES = ("rtsp", "rtmp")
+MAX_SOURCE_URIS = 16
+
+
+def _validate_source(uris: tuple[str, ...], where: str) -> None:
     from urllib.parse import unquote, urlsplit
 
-    parts = urlsplit(source)
-    if parts.scheme != "file":
+    if not 1 <= len(uris) <= MAX_SOURCE_URIS:
+        raise ConfigError(f"{where}: give 1..{MAX_SOURCE_URIS} URIs")
+    for source in uris:
+        parts = urlsplit(source)
+        if parts.scheme == "file":
+            if len(uris) > 1:
+                raise ConfigError(
+                    f"{where}: a file:// source stands alone; failover lists are for "
+                    f"{' and '.join(s + '://' for s in PULL_SCHEMES)} pulls"
+                )
+            if parts.netloc not in ("", "localhost") or not unquote(parts.path).startswith("/"):
+                raise ConfigError(
+                    f"{where}: {source!r} must name a local file by its absolute path "
+                    "(file:///absolute/path/clip.mp4)"
+                )
+        elif parts.scheme in PULL_SCHEMES:
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
+            if not parts.hostname or port == -1 or not parts.path.strip("/"):
+                raise ConfigError(
+                    f"{where}: {source!r} needs a host, an optional port and a path "
+                    f"({parts.scheme}://host:port/path)"
+                )
+        else:
+            raise ConfigError(
+                f"{where}: {source!r} is not supported; use file:///absolute/path/clip.mp4, "
+                "rtsp://host:port/path or rtmp://host:port/app/stream"
+            )
+
+
+def _validate_failover(cfg: Config, i: int, cam: CameraConfig, where: str) -> None:
+    path = cam.path.strip("/")
+    if cam.on_demand and not (cam.source_uris and not cam.source_uris[0].startswith("file:")):
+        raise ConfigError(f"{where}.on_demand: only pull sources (rtsp://, rtmp://) pull on demand")
+    if not (cam.primary or cam.backup):
+        return
+    if not (cam.primary and cam.backup):
+        raise ConfigError(f"{where}: primary and backup go together (two pushed paths)")
+    if cam.source_uris:
+        raise ConfigError(f"{where}: a camera has either a source or primary/backup, not both")
+    names = {path, cam.primary.strip("/"), cam.backup.strip("/")}
+    if len(names) != 3 or "" in names:
         raise ConfigError(
-            f"{where}: {source!r} is not supported; use file:///absolute/path/clip.mp4"
+            f"{where}: path, primary and backup must be three different non-empty paths "
+            f"(readers read {path!r}; encoders push to primary and backup)"
         )
-    if parts.netloc not in ("", "localhost") or not unquote(parts.path).startswith("/"):
+
+
+def _validate_sources(cfg: Config, where: str) -> None:
+    s = cfg.sources
+    for key in ("retry_interval", "switch_after", "connect_timeout", "failover_after"):
+        if not 0.05 <= getattr(s, key) <= 3600:
+            raise ConfigError(f"{where}: [sources] {key} must be 0.05..3600 seconds")
+    if s.give_up_after and s.give_up_after < s.switch_after:
         raise ConfigError(
-            f"{where}: {source!r} must name a local file by its absolute path "
-            "(file:///absolute/path/clip.mp4)"
+            f"{where}: [sources] give_up_after must be 0 (never) or at least switch_after"
         )
+    if s.failback_after < 0 or s.on_demand_linger < 0:
+        raise ConfigError(
+            f"{where}: [sources] failback_after and on_demand_linger must not be negative"
+        )
+    if not 1024 <= s.max_sdp_bytes <= 1 << 20:
+        raise ConfigError(f"{where}: [sources] max_sdp_bytes must be 1024..1048576")
 
 
 def _validate_demo(cfg: Config, where: str) -> None:
@@ -759,6 +860,7 @@ _SECTIONS: dict[str, type] = {
     "events": EventsConfig,
     "defaults": PathConfig,
     "demo": DemoConfig,
+    "sources": SourcesConfig,
 }
 
 
@@ -842,7 +944,8 @@ def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
                 CameraConfig(
                     name=name,
                     path=path,
-                    source=f.source,
+                    source=_fleet_source(f.source, n),
+                    on_demand=f.on_demand,
                     offline=f.offline,
                     width=f.width,
                     height=f.height,
@@ -853,6 +956,17 @@ def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
                 )
             )
     return out
+
+
+def _fleet_source(source: str | tuple[str, ...], n: int) -> str | tuple[str, ...]:
+    """A fleet's source for camera ``n``: ``{n}`` in pull URLs is replaced (file paths stay)."""
+
+    def one(uri: str) -> str:
+        if uri.startswith("file:"):
+            return uri
+        return re.sub(r"\{n(:[^}]*)?\}", lambda m: format(n, (m.group(1) or ":")[1:]), uri)
+
+    return one(source) if isinstance(source, str) else tuple(one(u) for u in source)
 
 
 def load(path: str | os.PathLike[str]) -> Config:

@@ -132,6 +132,18 @@ class RelayChanged(Event):
     state: bool
 
 
+@dataclass(frozen=True)
+class SourceSwitched(Event):
+    """The readers of ``path`` now get their media from ``new`` instead of ``old``
+    (a pull source moved to another URI, or a camera moved between its primary and backup
+    path; "" means none). Readers stay connected; the new media starts on an IDR."""
+
+    path: str
+    old: str
+    new: str
+    reason: str = ""
+
+
 # --------------------------------------------------------------------------- queue
 
 

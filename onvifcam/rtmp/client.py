@@ -1,21 +1,28 @@
-"""A small asyncio RTMP publisher: connect, createStream, publish, send FLV tags.
+"""Small asyncio RTMP clients: a publisher (connect, createStream, publish, send FLV tags)
+and a puller (connect, createStream, play; FLV tags -> RTP).
 
-Used by the tests and by ``scripts/bench_ingest.py``; it is also a reference of the
-command sequence encoders send (connect, releaseStream, FCPublish, createStream,
-publish). Protocol work is done by the sans-I/O modules.
+The publisher is used by the tests and by ``scripts/bench_ingest.py``; it is also a reference
+of the command sequence encoders send (connect, releaseStream, FCPublish, createStream,
+publish). The puller feeds pull sources (``source = "rtmp://host/app/name"``). Protocol work
+is done by the sans-I/O modules (handshake, chunk, amf0, flv, the packetiser).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+from onvifcam.media.sdp import SessionDescription
 from onvifcam.rtmp import amf0, chunk
 from onvifcam.rtmp.chunk import ChunkParser, ChunkWriter, Message
+from onvifcam.rtmp.flv import FlvIngest
 from onvifcam.rtmp.handshake import ClientHandshake
+from onvifcam.rtsp.client import PullError, PullTarget
 
-__all__ = ["PublishError", "RtmpPublisher"]
+__all__ = ["PublishError", "RtmpPublisher", "RtmpPuller"]
 
 CSID_COMMAND = 3
 CSID_AUDIO = 4
@@ -225,3 +232,150 @@ class RtmpPublisher:
             except asyncio.CancelledError:
                 pass
         self.writer = None
+
+
+class RtmpPuller(RtmpPublisher):
+    """One playing connection: connect, createStream, play; FLV tags -> access units ->
+    RTP through :class:`~onvifcam.rtmp.flv.FlvIngest` and the packetiser.
+
+    The pull-source interface (as :class:`onvifcam.rtsp.client.RtspPuller`): :meth:`open`
+    returns the SDP once the media is known (video sequence header and first keyframe),
+    :meth:`run` delivers RTP to ``on_rtp`` until the server stops, :meth:`close`.
+    ``on_session`` hears of a later SDP change (a new sequence header).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        on_rtp: Callable[[int, bytes], None],
+        on_session: Callable[[SessionDescription], None] | None = None,
+        timeout: float = 5.0,
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        super().__init__(timeout=timeout)
+        self.target = PullTarget.parse(uri, 443 if uri.lower().startswith("rtmps") else 1935)
+        path = urlsplit(uri).path.strip("/")
+        app, _, name = path.rpartition("/")
+        if not app or not name:
+            raise PullError(f"{self.target.url}: name an app and a stream (rtmp://host/app/name)")
+        query = urlsplit(uri).query
+        self.app, self.name = app, name + (f"?{query}" if query else "")
+        self.on_rtp = on_rtp
+        self.on_session = on_session
+        self.parser.max_message_size = max_message_bytes
+        self.parser.max_buffered = 2 * max_message_bytes
+        self.ingest = FlvIngest(self._published, self._packet, name=f"pull {self.target.url}")
+        self.session: SessionDescription | None = None
+        self._ready: asyncio.Future[SessionDescription] | None = None
+        self._early: list[tuple[int, bytes]] | None = []  # RTP made before open() returned
+        self._window = 0
+        self._acked_at = 0
+
+    @property
+    def description(self) -> str:
+        """The URL without credentials."""
+        return self.target.url
+
+    async def open(self) -> SessionDescription:
+        """Connect, play, and wait for the media to be known; the SDP."""
+        t = self.target
+        ctx = _ssl.create_default_context() if t.scheme == "rtmps" else None
+        self._ready = asyncio.get_running_loop().create_future()
+        try:
+            await self.connect(t.host, t.port, self.app, ssl=ctx)
+            result = await self.call("createStream", None)
+            if result[0] != "_result" or len(result) < 4 or not isinstance(result[3], float):
+                raise PullError(f"{t.url}: createStream failed: {result!r:.200}")
+            self.stream_id = int(result[3])
+            self._status_waiter = asyncio.get_running_loop().create_future()
+            self._send(
+                CSID_DATA,
+                chunk.AMF0_COMMAND,
+                self.stream_id,
+                amf0.encode("play", 0, None, self.name, -1000),
+            )
+            self._send(
+                2,
+                chunk.USER_CONTROL,
+                0,
+                chunk.user_control(chunk.SET_BUFFER_LENGTH, self.stream_id, 500),
+            )
+            while True:
+                info = await asyncio.wait_for(self._status_waiter, self.timeout)
+                if info.get("level") == "error":
+                    raise PullError(f"{t.url}: {info.get('code')}: {info.get('description')}")
+                if info.get("code") == "NetStream.Play.Start":
+                    break
+                self._status_waiter = asyncio.get_running_loop().create_future()
+            return await asyncio.wait_for(asyncio.shield(self._ready), self.timeout)
+        except PublishError as exc:
+            raise PullError(f"{t.url}: {exc}") from None
+        except (ConnectionError, OSError) as exc:
+            raise PullError(f"{t.url}: {exc or 'connection closed'}") from None
+        except TimeoutError:
+            raise PullError(f"{t.url}: no media within {self.timeout:g} s") from None
+
+    def _published(self, session: SessionDescription) -> None:
+        first = self.session is None
+        self.session = session
+        if first:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(session)
+        elif self.on_session is not None:
+            self.on_session(session)
+
+    def _packet(self, track: int, packet: bytes) -> None:
+        if self._early is not None:
+            if len(self._early) < 4096:
+                self._early.append((track, packet))
+        else:
+            self.on_rtp(track, packet)
+
+    async def run(self, idle_timeout: float) -> None:
+        """Deliver media until the server stops; raises PullError saying why it ended."""
+        early, self._early = self._early or [], None
+        for track, packet in early:
+            self.on_rtp(track, packet)
+        seen = -1
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed.wait()), idle_timeout)
+            except TimeoutError:
+                if self.parser.bytes_received == seen:
+                    raise PullError(
+                        f"{self.target.url}: no data for {idle_timeout:g} s "
+                        "([sources] switch_after)"
+                    ) from None
+                seen = self.parser.bytes_received
+                continue
+            why = self.error or "the server closed the connection"
+            raise PullError(f"{self.target.url}: {why}")
+
+    def _message(self, m: Message) -> None:
+        t = m.type_id
+        if t == chunk.VIDEO:
+            self.ingest.video_message(m.timestamp, m.payload)
+        elif t == chunk.AUDIO:
+            self.ingest.audio_message(m.timestamp, m.payload)
+        elif t == chunk.AMF0_DATA:
+            try:
+                values = amf0.decode(m.payload)
+            except amf0.AmfError:
+                return
+            if values and values[0] == "@setDataFrame":
+                values = values[1:]
+            if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
+                self.ingest.set_metadata(values[1])
+        elif t == chunk.WINDOW_ACK_SIZE and len(m.payload) >= 4:
+            self._window = int.from_bytes(m.payload[:4], "big")
+        elif t == chunk.USER_CONTROL and len(m.payload) >= 6:
+            if int.from_bytes(m.payload[:2], "big") == chunk.PING_REQUEST:
+                self._send(2, chunk.USER_CONTROL, 0, chunk.user_control(
+                    chunk.PING_RESPONSE, int.from_bytes(m.payload[2:6], "big")))  # fmt: skip
+        else:
+            super()._message(m)
+        got = self.parser.bytes_received
+        if self._window and got - self._acked_at >= self._window // 2:
+            self._acked_at = got
+            self._send(2, chunk.ACK, 0, chunk.ack(got & 0xFFFFFFFF))

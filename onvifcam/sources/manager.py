@@ -1,4 +1,5 @@
-"""Starts and stops the configured sources: the ``[demo]`` test-pattern camera and the
+"""Starts and stops the configured sources: the ``[demo]`` test-pattern camera, file loops,
+pull sources (``source = "rtsp://..."`` or a list), primary/backup failover cameras, and the
 offline placeholders of cameras with ``offline = "placeholder"``.
 
 A source is a publisher of a stream like any pushing client; the manager creates its stream
@@ -16,13 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from onvifcam.config import CameraConfig, Config
-from onvifcam.media.stream import Stream, StreamRegistry
+from onvifcam.media.stream import Stream, StreamError, StreamRegistry
+from onvifcam.sources.failover import FailoverSource
 from onvifcam.sources.file import ClipError, FileLoopSource, path_of
 from onvifcam.sources.placeholder import Placeholders
+from onvifcam.sources.pull import PullSource
 from onvifcam.sources.testpattern import TestPatternSource
 
 if TYPE_CHECKING:
+    from onvifcam.auth.gate import Gate
     from onvifcam.cameras import Camera, CameraRegistry
+    from onvifcam.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,18 @@ class SourceManager:
         registry: StreamRegistry,
         cameras: CameraRegistry | None = None,
         push_urls: Callable[[str], list[str]] | None = None,
+        *,
+        gate: Gate | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.cameras = cameras
-        self.sources: list[TestPatternSource | FileLoopSource] = []
+        self.gate = gate
+        self.bus = bus
+        self.sources: list[TestPatternSource | FileLoopSource | FailoverSource] = []
+        self.pulls: dict[str, PullSource] = {}  # by camera path
+        self.failovers: dict[str, FailoverSource] = {}  # by camera path
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
         self.placeholders = Placeholders(registry, self._pool, push_urls or (lambda _p: []))
         self._started = False
@@ -68,6 +80,8 @@ class SourceManager:
         """Start every configured source, then the placeholders of offline cameras."""
         await self._start_demo()
         await self._start_files()
+        await self._start_pulls()
+        await self._start_failovers()
         self._started = True
         if self.cameras is not None:
             self.registry.listeners.append(self._stream_changed)
@@ -109,7 +123,7 @@ class SourceManager:
         """One FileLoopSource per distinct ``source``: cameras sharing a clip share its demux."""
         by_source: dict[str, list[tuple[int, CameraConfig]]] = {}
         for i, cam in enumerate(self.cfg.cameras):
-            if cam.source:
+            if isinstance(cam.source, str) and cam.source.startswith("file:"):
                 by_source.setdefault(cam.source, []).append((i, cam))
         for source, cams in by_source.items():
             keys = ", ".join(f"cameras[{i}]" for i, _c in cams[:3])
@@ -125,6 +139,77 @@ class SourceManager:
             paths = [f.stream.path for f in src.feeds]
             more = f" and {len(paths) - 5} more paths" if len(paths) > 5 else ""
             log.info("file source: %s plays in a loop on %s%s", source, ", ".join(paths[:5]), more)
+
+    async def _start_pulls(self) -> None:
+        """One PullSource per camera with pull URIs (on_demand ones wait for a reader)."""
+        hook = getattr(self.registry, "add_demand_hook", None)
+        for i, cam in enumerate(self.cfg.cameras):
+            uris = cam.source_uris
+            if not uris or uris[0].startswith("file:"):
+                continue
+            try:
+                stream = self.registry.get_or_create(cam.path)
+            except StreamError as exc:
+                log.error("cameras[%d] source: %s; the camera stays offline", i, exc)
+                continue
+            on_demand = cam.on_demand and hook is not None
+            src = PullSource(
+                stream, uris, self.cfg.sources, gate=self.gate, bus=self.bus, on_demand=on_demand
+            )
+            self.pulls[stream.path] = src
+            if on_demand:
+                assert hook is not None
+                hook(src.demand)
+            else:
+                if cam.on_demand:
+                    log.warning(
+                        "cameras[%d].on_demand: this build has no demand hook; pulling always",
+                        i,
+                    )
+                src.start()
+            log.info(
+                "pull source: %s pulls %s%s",
+                stream.path,
+                ", ".join(src.info()["uris"]),
+                " on demand" if on_demand else "",
+            )
+
+    async def _start_failovers(self) -> None:
+        """One FailoverSource per camera with primary/backup paths."""
+        for i, cam in enumerate(self.cfg.cameras):
+            if not cam.primary:
+                continue
+            try:
+                stream = self.registry.get_or_create(cam.path)
+                for p in (cam.primary, cam.backup):
+                    self.registry.get_or_create(p)
+            except StreamError as exc:
+                log.error("cameras[%d] failover: %s; the camera stays offline", i, exc)
+                continue
+            src = FailoverSource(
+                stream,
+                self.registry,
+                cam.primary,
+                cam.backup,
+                self.cfg.sources,
+                gate=self.gate,
+                bus=self.bus,
+            )
+            await src.start()
+            self.failovers[stream.path] = src
+            self.sources.append(src)
+            log.info(
+                "failover: %s shows %s, or %s while it is gone for %g s",
+                stream.path,
+                cam.primary,
+                cam.backup,
+                self.cfg.sources.failover_after,
+            )
+
+    def source(self, path: str) -> PullSource | FailoverSource | None:
+        """The pull or failover source of a camera path (for the API)."""
+        p = path.strip("/")
+        return self.pulls.get(p) or self.failovers.get(p)
 
     async def _start_demo(self) -> None:
         d = self.cfg.demo
@@ -159,6 +244,10 @@ class SourceManager:
         if self._stream_changed in self.registry.listeners:
             self.registry.listeners.remove(self._stream_changed)
         await self.placeholders.stop()
+        for pull in self.pulls.values():
+            await pull.stop()
+        self.pulls.clear()
+        self.failovers.clear()
         for src in reversed(self.sources):
             try:
                 await src.stop()
@@ -174,11 +263,13 @@ class SourceManager:
 
     def ready_info(self) -> dict[str, str]:
         """``demo_path=PATH`` in the ready line when the demo runs."""
-        return {"demo_path": self.cfg.demo.path.strip("/")} if self.sources else {}
+        demo = any(isinstance(s, TestPatternSource) for s in self.sources)
+        return {"demo_path": self.cfg.demo.path.strip("/")} if demo else {}
 
     def stats(self) -> dict[str, Any]:
         """Counters of every running source and of the placeholders."""
         return {
             "sources": [s.stats() for s in self.sources],
+            "pulls": [p.info() for p in self.pulls.values()],
             "placeholders": self.placeholders.stats(),
         }

@@ -143,8 +143,8 @@ def test_demo_config_is_off_by_default_and_adds_a_camera(tmp_path: Path) -> None
             r"cameras\[0\] is named 'demo'",
         ),
         (
-            "[[cameras]]\npath = 'a'\nsource = 'rtsp://h/x'\n",
-            r"cameras\[0\]\.source: 'rtsp://h/x' is not supported; use file:///",
+            "[[cameras]]\npath = 'a'\nsource = 'http://h/x'\n",
+            r"cameras\[0\]\.source: 'http://h/x' is not supported; use file:///",
         ),
         (
             "[[cameras]]\npath = 'a'\nsource = 'file://clip.mp4'\n",
