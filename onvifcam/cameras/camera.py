@@ -129,6 +129,8 @@ class Camera:
         self.reboots = 0
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
+        # run-time only: the virtual PTZ head (onvifcam.onvif.ptz.Head) once a client uses it
+        self.ptz_head: Any = None
         self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 

@@ -30,6 +30,9 @@ from onvifcam.cameras import (
     VideoView,
 )
 from onvifcam.onvif.device import media_capabilities_trt
+from onvifcam.onvif.ptz import CONFIG as PTZ_CONFIG
+from onvifcam.onvif.ptz import config_el as ptz_config_el
+from onvifcam.onvif.ptz import profile_ptz, ptz_enabled
 from onvifcam.onvif.soap import (
     ACTUATE,
     NS_TRT,
@@ -118,6 +121,7 @@ CONFIG_TYPES = {
     "VideoEncoder": "vec",
     "AudioSource": "asc",
     "AudioEncoder": "aec",
+    "PTZ": "ptz",
 }
 
 
@@ -127,6 +131,8 @@ def valid_tokens(cam: Camera, attr: str) -> list[str]:
         return [VSC]
     if attr == "vec":
         return [VEC_MAIN, VEC_SUB]
+    if attr == "ptz":
+        return [PTZ_CONFIG] if ptz_enabled(cam) else []
     if not has_audio(cam):
         return []
     return [ASC] if attr == "asc" else [AEC]
@@ -268,6 +274,8 @@ def profile_el(cam: Camera, p: ProfileState, tag: str = "Profiles") -> etree._El
         a = aec_el(cam)
         if a is not None:
             el.append(a)
+    if profile_ptz(cam, p):
+        el.append(ptz_config_el(cam))
     return el
 
 

@@ -26,6 +26,8 @@ from onvifcam.onvif.media import (
     video_of,
     vsc_el,
 )
+from onvifcam.onvif.ptz import config_el as ptz_config_el
+from onvifcam.onvif.ptz import profile_ptz
 from onvifcam.onvif.soap import (
     ACTUATE,
     NS_TR2,
@@ -106,6 +108,8 @@ def profile2_el(cam: Camera, p: ProfileState, types: set[str]) -> etree._Element
         a = aec2_el(cam)
         if a is not None:
             conf.append(a)
+    if profile_ptz(cam, p) and (every or "PTZ" in types):
+        conf.append(ptz_config_el(cam, "PTZ", TR2))
     el.append(conf)
     return el
 
