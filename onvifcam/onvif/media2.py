@@ -13,6 +13,7 @@ from onvifcam.onvif.media import (
     asc_el,
     check_token,
     enc_settings,
+    encoder_resolutions,
     has_audio,
     integer,
     multicast_el,
@@ -231,7 +232,10 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
             TR2.Options(
                 TT.Encoding(v.codec),
                 TT.QualityRange(TT.Min("0"), TT.Max("100")),
-                TT.ResolutionsAvailable(TT.Width(str(v.width)), TT.Height(str(v.height))),
+                *[
+                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
+                    for w, h in encoder_resolutions(cam, t)
+                ],
                 TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, v.bitrate_kbps)))),
                 GovLengthRange=f"1 {max(300, gov)}",
                 FrameRatesSupported=f"{fps:g}",

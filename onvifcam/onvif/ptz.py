@@ -68,9 +68,10 @@ PAN_RANGE = (-1.0, 1.0)
 ZOOM_RANGE = (0.0, 1.0)
 DEFAULT_TIMEOUT = 10.0  # ContinuousMove without a Timeout (DefaultPTZTimeout)
 MIN_TIMEOUT = 1.0
-# The picture the head "sees": at zoom 0 the sub stream shows VIEW_AT_WIDE of the main
-# picture's width and height, at zoom 1 a MAX_ZOOM times narrower window.
-VIEW_AT_WIDE = 0.5
+# The picture the head "sees" (a digital PTZ): at zoom 0 the transcoded sub stream shows
+# VIEW_AT_WIDE of the main picture's width and height (all of it), at zoom 1 a MAX_ZOOM
+# times narrower window that pan and tilt move across the picture.
+VIEW_AT_WIDE = 1.0
 MAX_ZOOM = 4.0
 _NAME = re.compile(r"[^\x00-\x1f]{1,64}")
 
@@ -167,7 +168,7 @@ def view_window(pan: float, tilt: float, zoom: float) -> tuple[float, float, flo
 def fov_to_pan(zoom: float) -> float:
     """Generic pan units per FOV-translation unit (1 = half the view) at ``zoom``."""
     frac = view_window(0.0, 0.0, zoom)[2]
-    return frac / (1.0 - frac)
+    return min(1.0, frac / (1.0 - frac)) if frac < 1.0 else 1.0
 
 
 @dataclass

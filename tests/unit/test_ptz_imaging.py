@@ -116,9 +116,10 @@ def test_axis_model() -> None:
 
 
 def test_view_window() -> None:
-    assert view_window(0, 0, 0) == (0.25, 0.25, 0.5, 0.5)
+    assert view_window(0, 0, 0) == (0.0, 0.0, 1.0, 1.0)
+    assert view_window(1, -1, 0) == (0.0, 0.0, 1.0, 1.0)  # wide: nothing to pan across
     left, top, fw, fh = view_window(1, 1, 1)
-    assert fw == fh == pytest.approx(0.125) and left + fw == pytest.approx(1.0) and top == 0.0
+    assert fw == fh == pytest.approx(0.25) and left + fw == pytest.approx(1.0) and top == 0.0
 
 
 def test_capabilities_and_profiles(w: World) -> None:
