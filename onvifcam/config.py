@@ -294,7 +294,7 @@ class OnvifConfig:
     ptz_max_timeout: float = 60.0
     ptz_max_presets: int = 32
     # Transcoded sub streams (cameras with sub_stream = "transcode") running at once on the
-    # server; a reader beyond it gets 503 (each one costs a decode and an encode).
+    # server (each one costs a decode and an encode); readers of one more are closed.
     max_transcodes: int = 4
 
 
