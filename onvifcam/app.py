@@ -24,6 +24,7 @@ from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
 from onvifcam.rtsp.server import RtspServer
 from onvifcam.sources.manager import SourceManager, with_demo_camera
+from onvifcam.sources.transcode import Transcoders
 from onvifcam.srt.ingest import ts_ingest_factory
 from onvifcam.srt.server import SrtServer
 from onvifcam.state import StateStore
@@ -99,6 +100,8 @@ class App:
             cfg, self.registry, self.cameras, self.push_urls, gate=self.gate, bus=self.bus
         )
         self.components.append(self.sources)
+        if any(c.sub_stream == "transcode" for c in cfg.cameras):
+            self.components.append(Transcoders(cfg, self.registry, self.cameras))
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(
                 self.registry,

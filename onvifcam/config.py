@@ -236,6 +236,12 @@ class CameraConfig:
     # ``backup`` while the primary is gone ([sources] failover_after / failback_after).
     primary: str = ""
     backup: str = ""
+    # Virtual PTZ (ONVIF PTZ service and a PTZConfiguration in every profile); false: none.
+    ptz: bool = True
+    # "transcode": a real H.264 sub stream made from the main stream (PyAV) while someone
+    # reads it, and an H.264 Media1 profile for an H.265 camera; "": no sub stream unless
+    # sub_path names one.
+    sub_stream: str = ""
 
     @property
     def source_uris(self) -> tuple[str, ...]:
@@ -298,6 +304,15 @@ class OnvifConfig:
     # seconds an auto-created camera may stay offline before it is removed with its
     # endpoint and state file (0: never)
     auto_expire: float = 0.0
+    # Virtual PTZ: generic units per second at speed 1 (pan/tilt span -1..1, zoom 0..1),
+    # the longest ContinuousMove Timeout honoured, and presets per camera.
+    ptz_pan_speed: float = 1.0
+    ptz_zoom_speed: float = 0.5
+    ptz_max_timeout: float = 60.0
+    ptz_max_presets: int = 32
+    # Transcoded sub streams (cameras with sub_stream = "transcode") running at once on the
+    # server (each one costs a decode and an encode); readers of one more are closed.
+    max_transcodes: int = 4
 
 
 @dataclass(frozen=True)
@@ -500,6 +515,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
 
 RTSP_AUTH = ("path", "onvif")
 OFFLINE = ("placeholder", "none")
+SUB_STREAM = ("", "transcode")
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -566,6 +582,13 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: [onvif] auth = false contradicts [onvif] username; remove one of them"
         )
+    o = cfg.onvif
+    if o.ptz_pan_speed <= 0 or o.ptz_zoom_speed <= 0 or o.ptz_max_timeout <= 0:
+        raise ConfigError(
+            f"{where}: [onvif] ptz_pan_speed, ptz_zoom_speed and ptz_max_timeout must be positive"
+        )
+    if not 0 <= o.ptz_max_presets <= 1000:
+        raise ConfigError(f"{where}: [onvif] ptz_max_presets must be 0..1000")
     if cfg.onvif.offline not in OFFLINE:
         raise ConfigError(f"{where}: [onvif] offline must be 'placeholder' or 'none'")
     if cfg.onvif.rtsp_auth not in RTSP_AUTH:
@@ -667,6 +690,13 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
             raise ConfigError(f"{where}: cameras[{i}].rtsp_auth must be 'path' or 'onvif'")
+        if cam.sub_stream not in SUB_STREAM:
+            raise ConfigError(f"{where}: cameras[{i}].sub_stream must be 'transcode' or ''")
+        if cam.sub_stream and cam.sub_path:
+            raise ConfigError(
+                f"{where}: cameras[{i}]: sub_stream = 'transcode' and sub_path both name a "
+                "sub stream; keep one"
+            )
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
             raise ConfigError(f"{where}: cameras[{i}]: sub_path is the same as path")
         if cam.address:

@@ -123,12 +123,18 @@ class Camera:
         self.name = cfg.name or cfg.path
         self.slug = slugify(self.name)
         self.path = streams.normalize(cfg.path)
-        self.sub_path = streams.normalize(cfg.sub_path)
+        # sub_stream = "transcode": the sub stream is made from the main one, on PATH/sub
+        self.transcoded_sub = getattr(cfg, "sub_stream", "") == "transcode" and not cfg.sub_path
+        self.sub_path = streams.normalize(
+            cfg.sub_path or (cfg.path.rstrip("/") + "/sub" if self.transcoded_sub else "")
+        )
         self.address = cfg.address
         self.started_at = time.time()
         self.reboots = 0
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
+        # run-time only: the virtual PTZ head (onvifcam.onvif.ptz.Head) once a client uses it
+        self.ptz_head: Any = None
         self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 
@@ -430,8 +436,33 @@ class Camera:
         s = self.stream("main")
         return s is not None and s.online
 
+    def sub_settings(self) -> VideoView:
+        """What the transcoded sub stream is made as: the sub encoder's settings
+        (SetVideoEncoderConfiguration), else 640x360 at 10 fps, 512 kbit/s, a keyframe every
+        2 s."""
+        e = self.encoder_settings(VEC_SUB)
+
+        def num(key: str, default: float, lo: float, hi: float) -> float:
+            v = e.get(key, default)
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+            return float(v) if ok else default
+
+        fps = num("fps", 10.0, 1.0, 60.0)
+        return VideoView(
+            codec="H264",
+            width=int(num("width", 640, 16, 4096)) & ~1,
+            height=int(num("height", 360, 16, 4096)) & ~1,
+            fps=fps,
+            bitrate_kbps=int(num("bitrate", 512, 16, 100000)),
+            profile="Baseline",
+            gov_length=int(num("gov", round(2 * fps), 1, 1000)),
+            online=self.online,
+        )
+
     def video(self, which: str = "main") -> VideoView:
         """The live video description, else the last-seen one, else configured defaults."""
+        if which == "sub" and self.transcoded_sub:
+            return self.sub_settings()
         s = self.stream(which)
         if s is not None and s.online and s.video_track is not None:
             v = self._live_view(s, which)
@@ -522,9 +553,9 @@ class Camera:
 
     # ------------------------------------------------------------------ profiles
     def default_profiles(self) -> list[ProfileState]:
-        """The two fixed profiles: main and sub."""
+        """The fixed profiles: main, and sub when the camera has a sub stream."""
         audio = self.audio("main") is not None
-        return [
+        out = [
             ProfileState(
                 MAIN_PROFILE,
                 "MainStream",
@@ -536,6 +567,7 @@ class Camera:
             ),
             ProfileState(SUB_PROFILE, "SubStream", True, VSC, VEC_SUB, None, None),
         ]
+        return out if self.sub_path else out[:1]
 
     @property
     def profiles(self) -> list[ProfileState]:
@@ -543,7 +575,11 @@ class Camera:
         stored = self.state.profiles
         if stored is None:
             return self.default_profiles()
-        return [ProfileState(**p.to_json()) for p in stored]
+        return [
+            ProfileState(**p.to_json())
+            for p in stored
+            if self.sub_path or not (p.fixed and p.token == SUB_PROFILE)
+        ]
 
     def profile(self, token: str) -> ProfileState:
         """The profile with ``token``; CameraError ter:NoProfile when missing."""
@@ -595,8 +631,8 @@ class Camera:
         raise CameraError("ter:NoProfile", f"no profile with token {token!r}")
 
     def video_encoders(self) -> list[str]:
-        """Video encoder configuration tokens."""
-        return [VEC_MAIN, VEC_SUB]
+        """Video encoder configuration tokens (the sub one only with a sub stream)."""
+        return [VEC_MAIN, VEC_SUB] if self.sub_path else [VEC_MAIN]
 
     def use_count(self, attr: str, token: str) -> int:
         """How many profiles use configuration ``token``."""

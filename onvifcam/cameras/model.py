@@ -95,10 +95,15 @@ class ProfileState:
     vec: str | None = None
     asc: str | None = None
     aec: str | None = None
+    # PTZ configuration: "" = the default (fixed profiles have it), None = removed
+    ptz: str | None = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The persisted form."""
-        return dict(self.__dict__)
+        """The persisted form (``ptz`` only once a client changed it)."""
+        d = dict(self.__dict__)
+        if d["ptz"] == "":
+            del d["ptz"]
+        return d
 
 
 @dataclass

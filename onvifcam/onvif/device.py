@@ -10,6 +10,8 @@ from lxml import etree
 from onvifcam.cameras import USER, User
 from onvifcam.onvif.deviceio import NS_TMD, capabilities_tmd, input_tokens, relay_tokens
 from onvifcam.onvif.events import capabilities_tev
+from onvifcam.onvif.imaging import NS_TIMG, capabilities_timg
+from onvifcam.onvif.ptz import NS_TPTZ, capabilities_tptz, ptz_enabled
 from onvifcam.onvif.soap import (
     NS_TDS,
     NS_TEV,
@@ -44,6 +46,8 @@ SERVICES = (
     ("media2", NS_TR2, (25, 12)),
     ("events", NS_TEV, (24, 12)),
     ("deviceio", NS_TMD, (2, 41)),
+    ("imaging", NS_TIMG, (25, 12)),
+    ("ptz", NS_TPTZ, (25, 12)),  # only on cameras with ptz (see _has_service)
 )
 _TZ = re.compile(r"^(?P<std>[A-Za-z]{3,}|<[+-]?[A-Za-z0-9]+>)(?P<off>[+-]?\d{1,2}(:\d{2}){0,2})?")
 
@@ -269,9 +273,13 @@ def get_services(ctx: Context, req: etree._Element) -> etree._Element:
         "media2": media2_capabilities_tr2,
         "events": capabilities_tev,
         "deviceio": capabilities_tmd,
+        "imaging": capabilities_timg,
+        "ptz": capabilities_tptz,
     }
     out = TDS.GetServicesResponse()
     for name, ns, (major, minor) in SERVICES:
+        if name == "ptz" and not ptz_enabled(ctx.camera):
+            continue
         svc = TDS.Service(TDS.Namespace(ns), TDS.XAddr(ctx.xaddr(name)))
         if include:
             svc.append(TDS.Capabilities(caps[name](ctx)))
@@ -284,7 +292,9 @@ def get_services(ctx: Context, req: etree._Element) -> etree._Element:
 def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
     """Legacy capabilities: Device, Events, Media and (under Extension) DeviceIO."""
     cats = [c.text.strip() for c in children(req, "Category") if c.text] or ["All"]
-    supported = {"All", "Device", "Events", "Media"}
+    supported = {"All", "Device", "Events", "Media", "Imaging"}
+    if ptz_enabled(ctx.camera):
+        supported.add("PTZ")
     for cat in cats:
         if cat not in supported:
             raise Fault(
@@ -340,6 +350,8 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
                 TT.WSPausableSubscriptionManagerInterfaceSupport("false"),
             )
         )
+    if {"All", "Imaging"} & set(cats):
+        caps.append(TT.Imaging(TT.XAddr(ctx.xaddr("imaging"))))
     if {"All", "Media"} & set(cats):
         s = _media_streaming(ctx)
         caps.append(
@@ -357,6 +369,8 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
                 ),
             )
         )
+    if {"All", "PTZ"} & set(cats) and ptz_enabled(ctx.camera):
+        caps.append(TT.PTZ(TT.XAddr(ctx.xaddr("ptz"))))
     if "All" in cats:
         caps.append(
             TT.Extension(

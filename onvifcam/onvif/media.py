@@ -30,6 +30,9 @@ from onvifcam.cameras import (
     VideoView,
 )
 from onvifcam.onvif.device import media_capabilities_trt
+from onvifcam.onvif.ptz import CONFIG as PTZ_CONFIG
+from onvifcam.onvif.ptz import config_el as ptz_config_el
+from onvifcam.onvif.ptz import profile_ptz, ptz_enabled
 from onvifcam.onvif.soap import (
     ACTUATE,
     NS_TRT,
@@ -100,6 +103,20 @@ def check_token(token: str | None, valid: list[str], subcode: str = "ter:NoConfi
     return token
 
 
+SUB_RESOLUTIONS = ((320, 180), (640, 360), (960, 540), (1280, 720))
+
+
+def encoder_resolutions(cam: Camera, token: str) -> list[tuple[int, int]]:
+    """Resolutions an encoder configuration can take: the transcoded sub stream's choice
+    (up to the main picture's width), else the stream's own size."""
+    v = video_of(cam, token)
+    if token == VEC_SUB and cam.transcoded_sub:
+        main_w = cam.video("main").width
+        out = [r for r in SUB_RESOLUTIONS if r[0] <= max(main_w, 640)]
+        return out + ([(v.width, v.height)] if (v.width, v.height) not in out else [])
+    return [(v.width, v.height)]
+
+
 def video_encoder_tokens(cam: Camera, media1: bool) -> list[str]:
     """Encoder configurations Media1 can describe (H.264 only) or all of them (Media2)."""
     return [t for t in cam.video_encoders() if not media1 or video_of(cam, t).codec == "H264"]
@@ -118,6 +135,7 @@ CONFIG_TYPES = {
     "VideoEncoder": "vec",
     "AudioSource": "asc",
     "AudioEncoder": "aec",
+    "PTZ": "ptz",
 }
 
 
@@ -126,7 +144,9 @@ def valid_tokens(cam: Camera, attr: str) -> list[str]:
     if attr == "vsc":
         return [VSC]
     if attr == "vec":
-        return [VEC_MAIN, VEC_SUB]
+        return cam.video_encoders()
+    if attr == "ptz":
+        return [PTZ_CONFIG] if ptz_enabled(cam) else []
     if not has_audio(cam):
         return []
     return [ASC] if attr == "asc" else [AEC]
@@ -268,6 +288,8 @@ def profile_el(cam: Camera, p: ProfileState, tag: str = "Profiles") -> etree._El
         a = aec_el(cam)
         if a is not None:
             el.append(a)
+    if profile_ptz(cam, p):
+        el.append(ptz_config_el(cam))
     return el
 
 
@@ -433,7 +455,15 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     for v in views:
         if (v.width, v.height) not in resolutions:
             resolutions.append((v.width, v.height))
+    for t in toks:
+        for r in encoder_resolutions(cam, t):
+            if r not in resolutions:
+                resolutions.append(r)
     profiles = sorted({_h264_profile(v.profile) for v in views})
+    if not valid:  # an H.265 stream without a transcoded sub: Media1 has no H.264 to offer
+        return TRT.GetVideoEncoderConfigurationOptionsResponse(
+            TRT.Options(TT.QualityRange(TT.Min("0"), TT.Max("100")))
+        )
     return TRT.GetVideoEncoderConfigurationOptionsResponse(
         TRT.Options(
             TT.QualityRange(TT.Min("0"), TT.Max("100")),
@@ -479,8 +509,22 @@ def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, 
 
 
 def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height: int) -> None:
-    """The publisher encodes: codec and resolution cannot change."""
+    """The publisher encodes: codec and resolution cannot change (the transcoded sub
+    stream takes any of its offered resolutions)."""
     v = video_of(cam, token)
+    if token == VEC_SUB and cam.transcoded_sub:
+        if codec.upper() != "H264":
+            raise Fault(
+                ("ter:InvalidArgVal", "ter:ConfigModify"),
+                f"the transcoded sub stream is H264, not {codec}",
+            )
+        if (width, height) not in encoder_resolutions(cam, token):
+            offered = ", ".join(f"{w}x{h}" for w, h in encoder_resolutions(cam, token))
+            raise Fault(
+                ("ter:InvalidArgVal", "ter:ConfigModify"),
+                f"the sub stream can be {offered}, not {width}x{height}",
+            )
+        return
     if codec.upper() != v.codec:
         raise Fault(
             ("ter:InvalidArgVal", "ter:ConfigModify"),
@@ -529,6 +573,9 @@ def read_encoder_config(
         integer(text_of(res, "Height"), "Height"),
     )
     s = enc_settings(cam, token)
+    if token == VEC_SUB and cam.transcoded_sub:
+        s["width"] = integer(text_of(res, "Width"), "Width")
+        s["height"] = integer(text_of(res, "Height"), "Height")
     s["name"] = require(conf, "Name")[:64]
     quality = number(require(conf, "Quality"), "Quality")
     if not 0 <= quality <= 100:

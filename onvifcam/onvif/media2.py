@@ -13,6 +13,7 @@ from onvifcam.onvif.media import (
     asc_el,
     check_token,
     enc_settings,
+    encoder_resolutions,
     has_audio,
     integer,
     multicast_el,
@@ -26,6 +27,8 @@ from onvifcam.onvif.media import (
     video_of,
     vsc_el,
 )
+from onvifcam.onvif.ptz import config_el as ptz_config_el
+from onvifcam.onvif.ptz import profile_ptz
 from onvifcam.onvif.soap import (
     ACTUATE,
     NS_TR2,
@@ -106,6 +109,8 @@ def profile2_el(cam: Camera, p: ProfileState, types: set[str]) -> etree._Element
         a = aec2_el(cam)
         if a is not None:
             conf.append(a)
+    if profile_ptz(cam, p) and (every or "PTZ" in types):
+        conf.append(ptz_config_el(cam, "PTZ", TR2))
     el.append(conf)
     return el
 
@@ -227,7 +232,10 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
             TR2.Options(
                 TT.Encoding(v.codec),
                 TT.QualityRange(TT.Min("0"), TT.Max("100")),
-                TT.ResolutionsAvailable(TT.Width(str(v.width)), TT.Height(str(v.height))),
+                *[
+                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
+                    for w, h in encoder_resolutions(cam, t)
+                ],
                 TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, v.bitrate_kbps)))),
                 GovLengthRange=f"1 {max(300, gov)}",
                 FrameRatesSupported=f"{fps:g}",

@@ -39,9 +39,10 @@ from onvifcam.netutil import (
     camera_listener,
     camera_rtsp_listener,
 )
-from onvifcam.onvif import device, media, media2
+from onvifcam.onvif import device, imaging, media, media2
 from onvifcam.onvif.deviceio import DeviceIO
 from onvifcam.onvif.events import EventService, TriggerError
+from onvifcam.onvif.ptz import PtzService
 from onvifcam.onvif.snapshot import SnapshotError, SnapshotService
 from onvifcam.onvif.soap import (
     CONTENT_TYPE,
@@ -80,19 +81,24 @@ SERVICES = {
     "media2_service": "media2",
     "events_service": "events",
     "deviceio_service": "deviceio",
+    "ptz_service": "ptz",
+    "imaging_service": "imaging",
 }
 _WILDCARD = ("", "0.0.0.0", "::")
 
 
-def operation_table(events: EventService | None = None) -> OperationTable:
+def operation_table(
+    events: EventService | None = None, ptz: PtzService | None = None
+) -> OperationTable:
     """Every SOAP operation of every service; Events and DeviceIO are bound to ``events``
-    (and its DeviceIO), or to fresh ones on a private event bus."""
+    (and its DeviceIO), or to fresh ones on a private event bus; PTZ to ``ptz`` or a new one."""
     table = OperationTable()
-    for mod in (device, media, media2):
+    for mod in (device, media, media2, imaging):
         table.merge(mod.ops)
     events = events if events is not None else EventService()
     table.merge(events.io.ops)
     table.merge(events.ops)
+    table.merge((ptz if ptz is not None else PtzService()).ops)
     return table
 
 
@@ -139,8 +145,9 @@ class WebServer:
         self._routes = list(routes)  # other components' HTTP routes on the main port
         self.io = DeviceIO(bus)
         self.events = EventService(bus, self.io, self.cameras)
+        self.ptz = PtzService()
         self.dispatcher = Dispatcher(
-            operation_table(self.events),
+            operation_table(self.events, self.ptz),
             clock_skew=self.cfg.onvif.clock_skew,
             nonce_rate_per_user=self.cfg.onvif.nonce_rate_per_user,
             max_nonces=self.cfg.onvif.max_nonces,
@@ -234,6 +241,7 @@ class WebServer:
                 "auth_failures": d.auth_failures,
             },
             "snapshots": {"decodes": snap.decodes, "hits": snap.hits},
+            "ptz": self.ptz.stats(),
         }
 
     def ready_info(self) -> dict[str, str]:

@@ -131,7 +131,8 @@ def test_a_camera_reads_an_existing_state_file(tmp_path: Path) -> None:
     assert cam.time_settings == {"type": "Manual", "tz": "CET-1CEST", "dst": True}
     assert cam.hostname == "lobby-cam" and cam.discovery_mode == "NonDiscoverable"
     assert cam.config_scopes == OLD_DOC["scopes"] and cam.added_scopes == OLD_DOC["added_scopes"]
-    assert [p.token for p in cam.profiles] == ["Profile_1", "Profile_2", "Profile_x"]
+    # no sub_path: the stored fixed sub profile is not shown (it would be the main stream)
+    assert [p.token for p in cam.profiles] == ["Profile_1", "Profile_x"]
     assert cam.encoder_settings(VEC_MAIN)["quality"] == 4.0
     v = cam.video("main")
     assert (v.codec, v.width, v.height, v.fps, v.gov_length) == ("H265", 3840, 2160, 30.0, 60)
@@ -176,7 +177,7 @@ def test_factory_default_keeps_identity_port_and_last_seen(tmp_path: Path) -> No
     cam.factory_default()
     assert cam.uuid == OLD_DOC["uuid"] and cam.preferred_port == 8123
     assert cam.hostname == "onvifcam-Lobby" and len(cam.users) == 0
-    assert len(cam.profiles) == 2 and cam.video("main").codec == "H265"
+    assert len(cam.profiles) == 1 and cam.video("main").codec == "H265"
 
 
 def test_add_update_remove_notify_and_persist(tmp_path: Path) -> None:

@@ -229,7 +229,10 @@ def test_manual_clock_moves_the_camera_time(world: Any) -> None:
             "</RemoveScopes>",
             "ter:FixedScope",
         ),
-        (f"<GetCapabilities {TDS}><Category>PTZ</Category></GetCapabilities>", "ter:NoSuchService"),
+        (
+            f"<GetCapabilities {TDS}><Category>Analytics</Category></GetCapabilities>",
+            "ter:NoSuchService",
+        ),
     ],
 )
 def test_device_faults(world: Any, body: str, subcode: str) -> None:

@@ -1,0 +1,128 @@
+"""Sub streams as onvif-zeep-async sees them: a camera fed H.265 with sub_stream = "transcode"
+offers an H.264 Media1 profile that ffprobe reads at the size SetVideoEncoderConfiguration
+set; a camera without sub_path lists one profile. Every response is schema-validated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from onvif import ONVIFCamera
+
+from tests.helpers import ServerProc, ffmpeg_push, probe, running, wait_online
+from tests.interop.test_onvif_ha import WSDL, api, validate_every_zeep_response
+
+pytestmark = pytest.mark.interop
+__all__ = ["validate_every_zeep_response"]  # the module fixture validates every response
+
+CONFIG = """
+[server]
+host = "127.0.0.1"
+rtsp_port = 0
+rtmp_port = 0
+http_port = 0
+
+[rtsp]
+rtp_port = 0
+
+[onvif]
+port_range_start = 0
+port_range_end = 0
+address_port = 0
+
+[[cameras]]
+name = "Hevc"
+path = "hevc"
+sub_stream = "transcode"
+username = "admin"
+password = "secret"
+
+[[cameras]]
+name = "Plain"
+path = "plain"
+username = "admin"
+password = "secret"
+"""
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[ServerProc]:
+    """One server; ffmpeg pushes H.265 (libx265) to the transcoding camera."""
+    server = ServerProc(config=CONFIG).start()
+    pub = ffmpeg_push(
+        server.url("hevc"),
+        frames=1_000_000,
+        size="640x360",
+        gop=25,
+        audio=False,
+        codec="libx265",
+        extra=["-preset", "ultrafast", "-x265-params", "log-level=error:bframes=0"],
+    )
+    try:
+        wait_online(server.url("hevc"))
+        yield server
+    finally:
+        with running(pub):
+            pass
+        server.stop()
+
+
+def test_h265_camera_gives_media1_an_h264_sub(srv: ServerProc) -> None:
+    port = api(srv)["Hevc"]["port"]
+
+    async def go() -> str:
+        cam = ONVIFCamera("127.0.0.1", port, "admin", "secret", WSDL, no_cache=True)
+        try:
+            await cam.update_xaddrs()
+            media = await cam.create_media_service()
+            profiles = await media.GetProfiles()
+            assert len(profiles) == 2
+            h264 = [
+                p
+                for p in profiles
+                if p.VideoEncoderConfiguration and p.VideoEncoderConfiguration.Encoding == "H264"
+            ]
+            assert len(h264) == 1  # Media1 cannot name the H.265 main; the sub is H.264
+            vec = h264[0].VideoEncoderConfiguration
+            assert (vec.Resolution.Width, vec.Resolution.Height) == (640, 360)
+            opts = await media.GetVideoEncoderConfigurationOptions(
+                {"ConfigurationToken": vec.token}
+            )
+            sizes = {(r.Width, r.Height) for r in opts.H264.ResolutionsAvailable}
+            assert (320, 180) in sizes
+            vec.Resolution.Width, vec.Resolution.Height = 320, 180
+            vec.RateControl.FrameRateLimit = 5
+            await media.SetVideoEncoderConfiguration(
+                {"Configuration": vec, "ForcePersistence": True}
+            )
+            got = await media.GetVideoEncoderConfiguration({"ConfigurationToken": vec.token})
+            assert (got.Resolution.Width, got.Resolution.Height) == (320, 180)
+            req = media.create_type("GetStreamUri")
+            req.ProfileToken = h264[0].token
+            req.StreamSetup = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
+            return str((await media.GetStreamUri(req)).Uri)
+        finally:
+            await cam.close()
+
+    uri = asyncio.run(go())
+    assert uri.endswith("/hevc/sub")
+    video = [s for s in probe(uri) if s["codec_type"] == "video"]
+    assert [(s["codec_name"], s["width"], s["height"]) for s in video] == [("h264", 320, 180)]
+    stats = api(srv)["Hevc"]
+    assert stats["online"]
+
+
+def test_camera_without_sub_path_lists_one_profile(srv: ServerProc) -> None:
+    port = api(srv)["Plain"]["port"]
+
+    async def go() -> int:
+        cam = ONVIFCamera("127.0.0.1", port, "admin", "secret", WSDL, no_cache=True)
+        try:
+            await cam.update_xaddrs()
+            media = await cam.create_media_service()
+            return len(await media.GetProfiles())
+        finally:
+            await cam.close()
+
+    assert asyncio.run(go()) == 1
