@@ -184,17 +184,35 @@ class Api:
         router.add_get("/api/openapi.json", g(self._openapi))
         router.add_get("/api/cameras", g(self._list))
         router.add_post("/api/cameras", g(self._create))
-        router.add_get("/api/cameras/{name:.+}/snapshot", g(self._snapshot))
-        router.add_get("/api/cameras/{name:.+}", g(self._get))
-        router.add_put("/api/cameras/{name:.+}", g(self._put))
-        router.add_patch("/api/cameras/{name:.+}", g(self._patch))
-        router.add_delete("/api/cameras/{name:.+}", g(self._delete))
+        router.add_get("/api/cameras/{name:[\\s\\S]+}/snapshot", g(self._snapshot))
+        router.add_get("/api/cameras/{name:[\\s\\S]+}", g(self._get))
+        router.add_put("/api/cameras/{name:[\\s\\S]+}", g(self._put))
+        router.add_patch("/api/cameras/{name:[\\s\\S]+}", g(self._patch))
+        router.add_delete("/api/cameras/{name:[\\s\\S]+}", g(self._delete))
         router.add_get("/api/sessions", g(self._sessions))
         router.add_delete("/api/sessions/{id}", g(self._kick))
         router.add_get("/api/events", g(self._events))
         router.add_get("/api/events/stream", g(self._stream))
         router.add_get("/api/sources", g(self._sources))
         router.add_post("/api/sources/{kind}/{id}/{action}", g(self._switch))
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """aiohttp's own answers under /api (no route, wrong method) as JSON errors."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if not request.path.startswith("/api/") or exc.status < 400:
+                raise
+            body: dict[str, Any] = {"error": f"{exc.status} {exc.reason}: {request.path[:80]}"}
+            headers = dict(_NO_STORE)
+            if "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return web.json_response(body, status=exc.status, headers=headers)
 
     def authorized(self, request: web.Request) -> bool:
         """Whether the request carries the admin credential (or none is needed)."""

@@ -72,7 +72,11 @@ _NAME = {
 def spec() -> dict[str, Any]:
     """The whole OpenAPI document."""
     camera_in = camera_input_schema()
-    camera_new = {**camera_in, "required": ["path"]}
+    camera_new = {
+        **camera_in,
+        "required": ["path"],
+        "properties": {**camera_in["properties"], "path": {"type": "string", "minLength": 1}},
+    }
     camera = {
         "type": "object",
         "required": [

@@ -171,7 +171,9 @@ class WebServer:
         """Bind the main port and every camera's endpoint."""
         if not self.cfg.onvif.enabled:
             return
-        aio = web.Application(client_max_size=self.cfg.onvif.max_body)
+        aio = web.Application(
+            client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
+        )
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/", self._landing)
         aio.router.add_static("/static/", STATIC_DIR, append_version=False)
