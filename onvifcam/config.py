@@ -314,6 +314,9 @@ class ApiConfig:
     password: str = ""
     # false: the API and dashboard need no credentials at all (a closed lab network only).
     auth: bool = True
+    # GET/HEAD from 127.0.0.1/::1 need no credential (like [events]
+    # trigger_loopback_without_auth); false on a host shared with untrusted users.
+    loopback_read: bool = True
     recent_events: int = 256  # events kept for GET /api/events
     max_sse_clients: int = 32  # concurrent GET /api/events/stream clients
     sse_queue: int = 256  # events waiting for one SSE client; a full queue drops the client

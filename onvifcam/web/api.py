@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hmac
 import inspect
@@ -215,9 +216,15 @@ class Api:
             return web.json_response(body, status=exc.status, headers=headers)
 
     def authorized(self, request: web.Request) -> bool:
-        """Whether the request carries the admin credential (or none is needed)."""
+        """Whether the request carries the admin credential (or none is needed: an open
+        API, or a read from loopback with ``[api] loopback_read``)."""
         if self.open:
             return True
+        if self.cfg.api.loopback_read and request.method in ("GET", "HEAD"):
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            with contextlib.suppress(ValueError, TypeError, IndexError):
+                if ipaddress.ip_address(str(peer[0]).removeprefix("::ffff:")).is_loopback:
+                    return True
         authz = request.headers.get("Authorization", "")
         scheme, _, value = authz.partition(" ")
         value = value.strip()

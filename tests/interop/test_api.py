@@ -30,6 +30,7 @@ port_range_end = 0
 
 [api]
 token = "{TOKEN}"
+loopback_read = false
 max_sse_clients = 2
 
 [[cameras]]
