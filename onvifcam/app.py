@@ -85,6 +85,7 @@ class App:
             self.rtsp,
             self.bus,
             routes=[self.whip] if self.whip is not None else [],
+            push=self.push_table,
         )
         # after the camera registry's and WebServer's listeners, so a publish has created
         # its camera before the event
@@ -102,6 +103,7 @@ class App:
         self.components.append(self.sources)
         if any(c.sub_stream == "transcode" for c in cfg.cameras):
             self.components.append(Transcoders(cfg, self.registry, self.cameras))
+        self.web.api.register("sources", lambda: self.sources.sources)
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(
                 self.registry,
@@ -113,6 +115,7 @@ class App:
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.ready = False  # True once every listener is open
+        self._ports: dict[str, str] | None = None  # ready_info of every component, once
         self.watchdog: LoopWatchdog | None = None
 
     async def start(self) -> None:
@@ -148,6 +151,32 @@ class App:
         if "/" in path and any(rtmp):
             urls.append(f"rtmp://{host}:{next(p for p in rtmp if p)}/{path}")
         return urls
+
+    def push_table(self, path: str, host: str) -> dict[str, str]:
+        """Where a publisher of ``path`` can push, by ingest, for a client reaching ``host``
+        (for the API and the dashboard's ready-to-paste commands)."""
+        ports = self._ports
+        if ports is None:
+            ports = {}
+            for c in self.components:
+                ports.update(c.ready_info())
+            if self.ready:  # every listener is open: the ports are final
+                self._ports = ports
+        h = url_host(host)
+        out = {"rtsp": f"rtsp://{h}:{self.rtsp.port}/{path}"}
+        rtmp = ports.get("rtmp_port")
+        if rtmp:
+            out["rtmp"] = f"rtmp://{h}:{rtmp}/{path}"
+            app, _, key = path.partition("/")
+            out["obs_server"] = f"rtmp://{h}:{rtmp}/{app}"
+            out["obs_key"] = key
+        srt = ports.get("srt_port")
+        if srt:
+            out["srt"] = f"srt://{h}:{srt}?streamid=publish:{path}"
+        http = ports.get("http_port")
+        if http and self.whip is not None:
+            out["whip"] = f"http://{h}:{http}/whip/{path}"
+        return out
 
     def ready_line(self) -> str:
         """The line printed once everything listens (ports chosen for 0 included), as

@@ -335,6 +335,28 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """[api]: the HTTP API and the dashboard on the main HTTP port."""
+
+    # Bearer token (Authorization: Bearer TOKEN); "" accepts none.
+    token: str = ""
+    # Basic credentials; "" falls back to the [onvif] username/password (the generated
+    # admin password by default).
+    username: str = ""
+    password: str = ""
+    # false: the API and dashboard need no credentials at all (a closed lab network only).
+    auth: bool = True
+    # GET/HEAD from 127.0.0.1/::1 need no credential (like [events]
+    # trigger_loopback_without_auth); false on a host shared with untrusted users.
+    loopback_read: bool = True
+    recent_events: int = 256  # events kept for GET /api/events
+    max_sse_clients: int = 32  # concurrent GET /api/events/stream clients
+    sse_queue: int = 256  # events waiting for one SSE client; a full queue drops the client
+    sse_write_timeout: float = 10.0  # seconds one SSE write may take before the client is dropped
+    max_body: int = 16384  # bytes of a JSON request body
+
+
+@dataclass(frozen=True)
 class DiscoveryConfig:
     """[discovery]: WS-Discovery responder and mDNS/DNS-SD advertiser."""
 
@@ -407,6 +429,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     defaults: PathConfig = field(default_factory=PathConfig)
     paths: dict[str, PathConfig] = field(default_factory=dict)
     cameras: tuple[CameraConfig, ...] = ()
@@ -659,6 +682,7 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [events] digital_inputs and relay_outputs must be 0..64")
     _validate_demo(cfg, where)
     _validate_sources(cfg, where)
+    _validate_api(cfg.api, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -706,6 +730,39 @@ def _validate(cfg: Config, where: str) -> None:
                 raise ConfigError(
                     f"{where}: cameras[{i}].address: {cam.address!r} is not an IP address"
                 ) from None
+
+
+def _validate_api(a: ApiConfig, where: str) -> None:
+    if a.password and not a.username:
+        raise ConfigError(f"{where}: [api] password without username")
+    if a.token and len(a.token) < 16:
+        raise ConfigError(f"{where}: [api] token must be at least 16 characters")
+    if a.recent_events < 1 or a.max_sse_clients < 1 or a.sse_queue < 1:
+        raise ConfigError(
+            f"{where}: [api] recent_events, max_sse_clients and sse_queue must be at least 1"
+        )
+    if a.sse_write_timeout <= 0:
+        raise ConfigError(f"{where}: [api] sse_write_timeout must be positive (seconds)")
+    if not 1024 <= a.max_body <= 1048576:
+        raise ConfigError(f"{where}: [api] max_body must be 1024..1048576")
+
+
+def camera_from_table(table: Any, cfg: Config, where: str = "camera") -> CameraConfig:
+    """A camera as a ``[[cameras]]`` entry would give it (the HTTP API's input), checked by
+    the same rules against ``cfg`` (without its other cameras). Raises ConfigError with
+    ``key`` set to the offending field when one is to blame."""
+    try:
+        cam = _build(CameraConfig, table, where)
+        _validate(dataclasses.replace(cfg, cameras=(cam,), fleets=()), where)
+    except ConfigError as exc:
+        text = str(exc)
+        m = re.search(
+            r"(?:\.|unknown key ')(\w+)|'(\w+)' is required|: (\w+) is the same|: (\w+) without",
+            text,
+        )
+        exc.key = next((g for g in m.groups() if g), "") if m else ""  # type: ignore[attr-defined]
+        raise
+    return cam
 
 
 def _validate_srt(cfg: Config, where: str) -> None:
@@ -888,6 +945,7 @@ _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "whip": WhipConfig,
     "events": EventsConfig,
+    "api": ApiConfig,
     "defaults": PathConfig,
     "demo": DemoConfig,
     "sources": SourcesConfig,

@@ -9,20 +9,24 @@ track); one whose publisher leaves before that is removed at once, and with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from onvifcam.cameras.camera import Camera, slugify
 from onvifcam.cameras.model import CameraState
-from onvifcam.config import CameraConfig, Config
+from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import CameraAdded, CameraRemoved, CameraUpdated, EventBus
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.state import StateStore
 
 log = logging.getLogger(__name__)
+
+API_KEY = "api"  # state document key holding the configuration of an API-made camera
 
 
 class RegistryError(ValueError):
@@ -55,10 +59,15 @@ class CameraRegistry:
         self.loaded = True
         for c in self.cfg.cameras:
             cam = Camera(c.name or c.path, c, self.cfg, self.store, self.streams, auto=False)
+            if cam.doc.pop(API_KEY, None) is not None:
+                log.info("onvif: camera %r is in the configuration file now; it wins", cam.name)
+                cam.save()
             self._add(cam)
+        keys = self.store.keys()
+        self._restore_api(keys)
         if not self.cfg.onvif.auto_cameras:
             return
-        for key in self.store.keys():
+        for key in keys:
             if key in self.cameras:
                 continue
             state = CameraState.from_json(self.store.load(key))
@@ -68,6 +77,43 @@ class CameraRegistry:
         for s in self.streams.online():
             if not self.claimed(s.path):
                 self._auto(s.path, persist=False)
+
+    def _restore_api(self, keys: list[str]) -> None:
+        """Re-create the cameras made or changed through the HTTP API (their configuration
+        is kept in their state document, beside their identity)."""
+        for key in keys:
+            if key in self.cameras:
+                continue
+            doc = self.store.load(key)
+            table = doc.get(API_KEY)
+            if not isinstance(table, dict):
+                continue
+            where = str(self.store.path(key))
+            try:
+                cfg = camera_from_table(table, self.cfg, f"{where}: {API_KEY}")
+                self._check(key, cfg, None)
+            except (ConfigError, RegistryError) as exc:
+                log.error("onvif: not restoring API camera %r: %s", key, exc)
+                continue
+            state = CameraState.from_json(doc)
+            state.auto = False
+            cam = Camera(key, cfg, self.cfg, self.store, self.streams, auto=False, state=state)
+            self._add(cam)
+
+    @staticmethod
+    def api_table(cfg: CameraConfig) -> dict[str, Any]:
+        """The keys of ``cfg`` that differ from the defaults (what the state file keeps)."""
+        default = CameraConfig()
+        return {
+            f.name: getattr(cfg, f.name)
+            for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(default, f.name)
+        }
+
+    @staticmethod
+    def made_by_api(cam: Camera) -> bool:
+        """Whether ``cam`` was made or last changed through the HTTP API."""
+        return isinstance(cam.doc.get(API_KEY), dict)
 
     def _offline_since(self, cam: Camera, state: CameraState) -> float | None:
         """When a restored auto camera was last online: recorded, else its file's age."""
@@ -114,23 +160,42 @@ class CameraRegistry:
             cam.save()
             log.info("onvif: camera %r carries video; its identity is saved", cam.name)
 
-    def add(self, cfg: CameraConfig) -> Camera:
+    def add(self, cfg: CameraConfig, persist_config: bool = False) -> Camera:
         """Add a configured camera at run time (as a ``[[cameras]]`` entry would); raises
-        RegistryError when its name or a stream path is taken or ``max_cameras`` is reached."""
+        RegistryError when its name or a stream path is taken or ``max_cameras`` is reached.
+        With ``persist_config`` (the HTTP API) its configuration is written with its state
+        (one atomic write) and it comes back after a restart; OSError when that fails."""
         key = cfg.name or cfg.path
         self._check(key, cfg, None)
-        cam = Camera(key, cfg, self.cfg, self.store, self.streams, auto=False)
+        state = None
+        if persist_config:
+            state = CameraState.from_json(self.store.load(key))  # an earlier identity stays
+            state.auto = False
+            state.extra[API_KEY] = self.api_table(cfg)
+        writes = self.store.writes
+        cam = Camera(key, cfg, self.cfg, self.store, self.streams, auto=False, state=state)
+        if persist_config and self.store.writes == writes:
+            cam.save()  # the identity came with the stored state: nothing was written yet
         self._add(cam)
         log.info("onvif: camera %r added", cam.name)
         return cam
 
-    def update(self, cam: Camera, cfg: CameraConfig) -> Camera:
+    def update(self, cam: Camera, cfg: CameraConfig, persist_config: bool = False) -> Camera:
         """Replace a camera's configuration; it keeps its key, identity and everything
         clients set (its persisted state). Returns the new Camera that takes its place (an
-        auto camera becomes a configured one). Raises RegistryError as :meth:`add` does."""
+        auto camera becomes a configured one). Raises RegistryError as :meth:`add` does.
+        With ``persist_config`` (the HTTP API) the configuration is saved first: OSError
+        when that fails, and then nothing has changed."""
         if self.cameras.get(cam.key) is not cam:
             raise RegistryError(f"no camera {cam.key!r}")
         self._check(cam.key, cfg, cam)
+        if persist_config:
+            state = cam.state.copy()
+            state.auto = False
+            state.extra[API_KEY] = self.api_table(cfg)
+            self.store.save(cam.key, state.to_json())  # raises before anything changed
+            cam.state.auto = False
+            cam.state.extra[API_KEY] = state.extra[API_KEY]
         new = Camera(cam.key, cfg, self.cfg, self.store, self.streams, auto=False, state=cam.state)
         new.reboots = cam.reboots
         new.offline_since = cam.offline_since

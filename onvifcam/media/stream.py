@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,36 @@ _RTP_HDR = rtp.HEADER
 _IL = struct.Struct("!cBH")
 # publisher attributes a reader's SDP does not repeat (we set direction and control)
 _READER_DROPPED = frozenset(("control", "ssrc", "sendonly", "recvonly", "sendrecv", "range"))
+
+
+_PEER = re.compile(r"^([a-z]+)(?:://| )([0-9A-Fa-f.:\[\]]+)(?=$|[\s/?])")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A publisher or reader of a stream as the HTTP API lists it."""
+
+    id: str  # stable while the session lives
+    path: str
+    role: str  # "publisher" or "reader"
+    protocol: str  # rtsp, rtmp, rtmps, srt, whip, source...
+    address: str  # the peer's IP[:port], "" for internal sources
+    bytes: int  # received from a publisher, sent to a reader
+    since: float  # time.monotonic() of attach
+    description: str
+
+
+def session_info(obj: object, path: str, role: str, nbytes: int, since: float) -> SessionInfo:
+    """Describe a publisher or reader from its ``description`` (``scheme://ip:port...``,
+    ``whip ip:port``; RTSP readers through their session)."""
+    desc = str(getattr(getattr(obj, "session", None) or obj, "description", "") or "")
+    m = _PEER.match(desc)
+    if m:
+        proto, addr = m.groups()
+    else:
+        proto, addr = ("multicast" if hasattr(obj, "members") else "source"), ""
+        desc = desc or type(obj).__name__
+    return SessionInfo(f"{id(obj):x}", path, role, proto, addr, nbytes, since, desc)
 
 
 class StreamError(Exception):
@@ -227,6 +258,8 @@ class Stream:
         self.tracks: list[Track] = []
         self.session: SessionDescription | None = None
         self.readers: set[Reader] = set()
+        self.reader_since: dict[Reader, float] = {}  # monotonic attach time (API sessions)
+        self.publisher_bytes0 = 0  # stats.bytes_in when the publisher attached
         self.stats = StreamStats()
         self.video_info: object | None = None  # media.h264.VideoInfo once the SPS is seen
         self.key_track: int = -1
@@ -298,6 +331,7 @@ class Stream:
                 for r in list(self.readers):
                     r.stream_closed("the stream's media format changed")
                 self.readers.clear()
+                self.reader_since.clear()
             self.tracks = tracks
             self.video_info = None
             self.version += 1
@@ -312,6 +346,7 @@ class Stream:
         self._published_at = now
         self._last_input = now
         self.stats.publishes += 1
+        self.publisher_bytes0 = self.stats.bytes_in
         self.stats._time_mark = now
         self.stats._bytes_mark = self.stats.bytes_in
         self.stats._frames_mark = self.stats.frames_in
@@ -570,6 +605,7 @@ class Stream:
         """
         self._flush()
         self.readers.add(reader)
+        self.reader_since.setdefault(reader, time.monotonic())
         if self._gop and self._gop_valid:
             reader.deliver(Batch(list(self._gop), self.key_track))
             return True
@@ -578,6 +614,34 @@ class Stream:
     def remove_reader(self, reader: Reader) -> None:
         """Unregister a reader."""
         self.readers.discard(reader)
+        self.reader_since.pop(reader, None)
+
+    def sessions(self) -> list[SessionInfo]:
+        """The publisher (a placeholder is not one) and every reader, for the HTTP API."""
+        out = []
+        pub = self.publisher
+        if pub is not None and self.online:
+            nbytes = self.stats.bytes_in - self.publisher_bytes0
+            out.append(session_info(pub, self.path, "publisher", nbytes, self._published_at))
+        for r in self.readers:
+            since = self.reader_since.get(r, self.created_at)
+            out.append(session_info(r, self.path, "reader", int(getattr(r, "sent", 0)), since))
+        return out
+
+    def kick(self, session_id: str, reason: str) -> bool:
+        """Disconnect the publisher or reader with this :class:`SessionInfo` id; False when
+        there is none."""
+        pub = self.publisher
+        if pub is not None and self.online and f"{id(pub):x}" == session_id:
+            self.unpublish(pub, reason)
+            pub.kick(reason)
+            return True
+        for r in list(self.readers):
+            if f"{id(r):x}" == session_id:
+                self.remove_reader(r)
+                r.stream_closed(reason)
+                return True
+        return False
 
     def gop_snapshot(self) -> list[list[bytes]]:
         """The key track's AUs since the last keyframe (RTP packets), for snapshots."""
@@ -701,6 +765,7 @@ class Stream:
         for r in list(self.readers):
             r.stream_closed(reason)
         self.readers.clear()
+        self.reader_since.clear()
 
 
 class StreamRegistry:

@@ -1,13 +1,48 @@
-"""JSON views for tools and tests (``GET /api/cameras``)."""
+"""The HTTP API on the main port: cameras, sessions, events (recent and live as Server-Sent
+Events), sources and forwards, and its OpenAPI 3 description (:mod:`.openapi`).
+
+Every route but ``GET /api/health`` needs the admin credential (``[api]``): HTTP Basic with
+``[api] username``/``password`` (by default the ``[onvif]`` ones, i.e. the generated admin
+password) or ``Authorization: Bearer [api] token``. Bad input gets 400 (not JSON), 404 (no
+such thing), 409 (conflicts with the running state) or 422 (a field is wrong) with
+``{"error": ..., "field": ...}``; a request is checked in full before anything changes.
+
+Cameras made or changed here are written to the state directory with their identity (one
+atomic write, :meth:`CameraRegistry.add`) and come back after a restart.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
-from onvifcam.cameras import Camera, CameraRegistry
+from aiohttp import web
+
+from onvifcam import __version__
+from onvifcam.cameras import Camera, CameraRegistry, RegistryError, slugify
+from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
+from onvifcam.events import Event, EventBus, EventQueue
+from onvifcam.media.stream import StreamRegistry
+
+log = logging.getLogger(__name__)
 
 CameraUrls = Callable[[Camera], dict[str, Any]]
+# (path, host the client used) -> push URLs by kind: rtsp, rtmp, obs_server, obs_key, srt, whip
+PushUrls = Callable[[str, str], dict[str, str]]
+_KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def cameras_json(
@@ -23,3 +58,559 @@ def cameras_json(
             entry.update(urls(cam))
         out.append(entry)
     return {"time": now, "cameras": out}
+
+
+class Site(Protocol):
+    """What the API needs from the web component."""
+
+    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]: ...
+
+    def request_host(self, cam: Camera, request: web.Request) -> str: ...
+
+    async def snapshot_image(self, cam: Camera, request: web.Request) -> web.StreamResponse: ...
+
+
+class ApiError(Exception):
+    """An error answer: status, message and the field to blame."""
+
+    def __init__(self, status: int, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+    def response(self) -> web.Response:
+        """The JSON error body."""
+        body: dict[str, Any] = {"error": str(self)}
+        if self.field:
+            body["field"] = self.field
+        return web.json_response(body, status=self.status, headers=_NO_STORE)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as JSON: its type name and fields."""
+    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+
+
+def _item_id(obj: object, index: int) -> str:
+    ident = getattr(obj, "id", None) or getattr(obj, "name", None)
+    if isinstance(ident, str) and ident:
+        return slugify(ident)
+    desc = str(getattr(obj, "description", "") or type(obj).__name__)
+    return f"{index}-{slugify(desc)[:40]}"
+
+
+class Api:
+    """The routes under ``/api`` (and the dashboard's auth) on the main HTTP port."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        cameras: CameraRegistry,
+        streams: StreamRegistry,
+        bus: EventBus,
+        site: Site,
+        push: PushUrls | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.cameras = cameras
+        self.streams = streams
+        self.bus = bus
+        self.site = site
+        self.push = push
+        a = cfg.api
+        self._user = a.username or cfg.onvif.username
+        self._password = a.password if a.username else cfg.onvif.password
+        self.open = not a.auth or not (self._user or a.token)
+        self._recent: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=a.recent_events)
+        self._seq = 0
+        self._clients: set[EventQueue[tuple[int, str]]] = set()
+        # switchable things (sources, forwards) by kind: see :meth:`register`
+        self._directories: dict[str, Callable[[], Iterable[object]]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.started_at = time.time()
+        self.counters = {
+            "requests": 0,
+            "auth_failures": 0,
+            "errors": 0,
+            "sse_clients_dropped": 0,
+            "sse_refused": 0,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Record events from the bus (ring buffer and SSE clients)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.bus.subscribe(self._on_event)
+        if self.open and self.cfg.api.auth:
+            log.warning(
+                "api: no credentials are configured ([api] token or username, [onvif] "
+                "username or the generated admin password): the HTTP API and dashboard are "
+                "open to anyone who reaches the HTTP port"
+            )
+
+    def stop(self) -> None:
+        """End every SSE stream."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for q in list(self._clients):
+            q.close()
+
+    def register(self, kind: str, items: Callable[[], Iterable[object]]) -> None:
+        """Make things switchable through ``/api/sources``: ``items()`` gives the current
+        ones of ``kind`` ("sources", "forwards"...). Each has a ``description`` and may have
+        ``id`` or ``name``, ``stats()``, ``status`` (a string, or a method returning one or a
+        dict) and ``enable()`` / ``disable()`` (plain or async)."""
+        self._directories[kind] = items
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests, auth failures, error answers, SSE clients."""
+        return {**self.counters, "sse_clients": len(self._clients), "events_seen": self._seq}
+
+    def _on_event(self, event: Event) -> None:
+        self._seq += 1
+        data = event_json(event)
+        data["id"] = self._seq
+        self._recent.append((self._seq, data["type"], data))
+        if self._clients:
+            text = json.dumps(data, separators=(",", ":"))
+            for q in list(self._clients):
+                q.put((self._seq, text))
+
+    # ------------------------------------------------------------------ routes
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        """Register every /api route (the trigger route stays the web component's)."""
+        g = self._guard
+        router.add_get("/api/health", self._health)
+        router.add_get("/api/openapi.json", g(self._openapi))
+        router.add_get("/api/cameras", g(self._list))
+        router.add_post("/api/cameras", g(self._create))
+        router.add_get("/api/cameras/{name:[\\s\\S]+}/snapshot", g(self._snapshot))
+        router.add_get("/api/cameras/{name:[\\s\\S]+}", g(self._get))
+        router.add_put("/api/cameras/{name:[\\s\\S]+}", g(self._put))
+        router.add_patch("/api/cameras/{name:[\\s\\S]+}", g(self._patch))
+        router.add_delete("/api/cameras/{name:[\\s\\S]+}", g(self._delete))
+        router.add_get("/api/sessions", g(self._sessions))
+        router.add_delete("/api/sessions/{id}", g(self._kick))
+        router.add_get("/api/events", g(self._events))
+        router.add_get("/api/events/stream", g(self._stream))
+        router.add_get("/api/sources", g(self._sources))
+        router.add_post("/api/sources/{kind}/{id}/{action}", g(self._switch))
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """aiohttp's own answers under /api (no route, wrong method) as JSON errors."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if not request.path.startswith("/api/") or exc.status < 400:
+                raise
+            body: dict[str, Any] = {"error": f"{exc.status} {exc.reason}: {request.path[:80]}"}
+            headers = dict(_NO_STORE)
+            if "Allow" in exc.headers:
+                headers["Allow"] = exc.headers["Allow"]
+            return web.json_response(body, status=exc.status, headers=headers)
+
+    def authorized(self, request: web.Request) -> bool:
+        """Whether the request carries the admin credential (or none is needed: an open
+        API, or a read from loopback with ``[api] loopback_read``)."""
+        if self.open:
+            return True
+        if self.cfg.api.loopback_read and request.method in ("GET", "HEAD"):
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            with contextlib.suppress(ValueError, TypeError, IndexError):
+                if ipaddress.ip_address(str(peer[0]).removeprefix("::ffff:")).is_loopback:
+                    return True
+        authz = request.headers.get("Authorization", "")
+        scheme, _, value = authz.partition(" ")
+        value = value.strip()
+        token = self.cfg.api.token
+        if scheme.lower() == "bearer" and token:
+            return hmac.compare_digest(value.encode(), token.encode())
+        if scheme.lower() == "basic" and self._user:
+            try:
+                user, _, pw = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            ok_user = hmac.compare_digest(user.encode(), self._user.encode())
+            ok_pw = hmac.compare_digest(pw.encode(), self._password.encode())
+            return ok_user and ok_pw
+        return False
+
+    def challenge(self) -> web.Response:
+        """401 with a Basic challenge (browsers ask once, then send it with every call)."""
+        self.counters["auth_failures"] += 1
+        return web.json_response(
+            {"error": "the API needs the admin credential: HTTP Basic or a bearer token"},
+            status=401,
+            headers={"WWW-Authenticate": 'Basic realm="onvifcam", charset="UTF-8"', **_NO_STORE},
+        )
+
+    def _guard(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            self.counters["requests"] += 1
+            if not self.authorized(request):
+                return self.challenge()
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                self.counters["errors"] += 1
+                return exc.response()
+
+        return guarded
+
+    # ------------------------------------------------------------------ helpers
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        limit = self.cfg.api.max_body
+        if (request.content_length or 0) > limit:
+            raise ApiError(413, f"the body is larger than {limit} bytes ([api] max_body)")
+        try:
+            async with asyncio.timeout(self.cfg.http.body_timeout):
+                raw = await request.content.read(limit + 1)
+        except TimeoutError:
+            raise ApiError(408, "the body did not arrive in time") from None
+        if len(raw) > limit:
+            raise ApiError(413, f"the body is larger than {limit} bytes ([api] max_body)")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            why = str(exc)[:120] if isinstance(exc, ValueError) else "nested too deeply"
+            raise ApiError(400, f"the body is not JSON: {why}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return data
+
+    def _camera(self, request: web.Request) -> Camera:
+        name = request.match_info["name"]
+        cam = self.cameras.find(name)
+        if cam is None:
+            raise ApiError(404, f"no camera {name[:80]!r}", "name")
+        return cam
+
+    def origin(self, cam: Camera) -> str:
+        """Where a camera comes from: "config" (the file), "api" or "auto" (a publish)."""
+        if self.cameras.made_by_api(cam):
+            return "api"
+        return "auto" if cam.auto else "config"
+
+    def entry(self, cam: Camera, request: web.Request) -> dict[str, Any]:
+        """One camera as the list shows it."""
+        e = cam.summary()
+        e.update(self.site.camera_urls(cam, request))
+        s = cam.stream("main")
+        v = cam.video("main")
+        online = cam.online
+        pub = None
+        if s is not None and online:
+            pub = next((i for i in s.sessions() if i.role == "publisher"), None)
+        if online:
+            state = "online"
+        elif s is not None and s.publisher is not None:
+            state = "placeholder"
+        else:
+            state = "offline"
+        e.update(
+            origin=self.origin(cam),
+            state=state,
+            codec=v.codec,
+            width=v.width,
+            height=v.height,
+            resolution=f"{v.width}x{v.height}",
+            fps=round(float(s.stats.fps), 2) if online and s is not None else 0.0,
+            bitrate_kbps=round(s.stats.bitrate / 1000) if online and s is not None else 0,
+            readers=len(s.readers) if s is not None else 0,
+            publisher_address=pub.address if pub else "",
+            publisher_protocol=pub.protocol if pub else "",
+            api_snapshot_url=f"/api/cameras/{cam.slug}/snapshot",
+            push=self.push(cam.path, self.site.request_host(cam, request)) if self.push else {},
+        )
+        return e
+
+    def _config_json(self, cam: Camera) -> dict[str, Any]:
+        out = dataclasses.asdict(cam.cfg)
+        out["password"] = "********" if cam.cfg.password else ""
+        return out
+
+    def _validated(self, table: dict[str, Any], cam: Camera | None) -> CameraConfig:
+        """The camera configuration of a request body; ApiError 422/409 when it cannot be."""
+        if "password" in table and table["password"] == "********" and cam is not None:
+            table = {**table, "password": cam.cfg.password}  # the masked value: unchanged
+        try:
+            cfg = camera_from_table(table, self.cfg)
+        except ConfigError as exc:
+            text = str(exc).replace("camera: cameras[0]: ", "").replace("camera: cameras[0].", "")
+            text = text.removeprefix("camera: ").removeprefix("camera.")
+            raise ApiError(422, text, getattr(exc, "key", "")) from None
+        if cfg.source:
+            raise ApiError(
+                422,
+                "a camera's file source is started from the configuration file only; "
+                "add it as a [[cameras]] entry",
+                "source",
+            )
+        if cam is not None and (cfg.name or cfg.path) != cam.key:
+            raise ApiError(
+                422,
+                f"the name is the camera's key ({cam.key!r}) and cannot change; "
+                "delete the camera and create it under the new name",
+                "name",
+            )
+        if cfg.address and (
+            ipaddress.ip_address(cfg.address).is_unspecified
+            or ipaddress.ip_address(cfg.address).is_multicast
+        ):
+            raise ApiError(422, "a camera's own address must be one unicast address", "address")
+        if cfg.onvif_port:
+            for other in self.cameras.cameras.values():
+                if other is cam:
+                    continue
+                if other.cfg.onvif_port == cfg.onvif_port and other.address == cfg.address:
+                    raise ApiError(
+                        409, f"camera {other.name!r} uses onvif_port {cfg.onvif_port}", "onvif_port"
+                    )
+        return cfg
+
+    # ------------------------------------------------------------------ handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime": round(time.time() - self.started_at, 3),
+            },
+            headers=_NO_STORE,
+        )
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        from onvifcam.web.openapi import spec
+
+        return web.json_response(spec(), headers=_NO_STORE)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        cams = [self.entry(c, request) for c in list(self.cameras.cameras.values())]
+        return web.json_response({"time": time.time(), "cameras": cams}, headers=_NO_STORE)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        cam = self._camera(request)
+        e = self.entry(cam, request)
+        e["config"] = self._config_json(cam)
+        return web.json_response(e, headers=_NO_STORE)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        table = await self._body(request)
+        cfg = self._validated(table, None)
+        try:
+            cam = self.cameras.add(cfg, persist_config=True)
+        except RegistryError as exc:
+            raise ApiError(409, str(exc), "name" if "named" in str(exc) else "path") from None
+        except OSError as exc:
+            log.error("api: cannot save camera %r: %s", cfg.name or cfg.path, exc)
+            raise ApiError(507, f"cannot write the state directory: {exc}") from None
+        log.info("api: camera %r created", cam.name)
+        e = self.entry(cam, request)
+        e["config"] = self._config_json(cam)
+        return web.json_response(e, status=201, headers=_NO_STORE)
+
+    async def _change(self, request: web.Request, merge: bool) -> web.Response:
+        cam = self._camera(request)
+        table = await self._body(request)
+        if self.origin(cam) == "config":
+            raise ApiError(
+                409,
+                f"camera {cam.name!r} comes from the configuration file ({self.cfg.source}); "
+                "change it there",
+                "name",
+            )
+        if merge:
+            base = self.cameras.api_table(cam.cfg)
+            base.setdefault("name", cam.key)
+            table = {**base, **table}
+        else:
+            table = {"name": cam.key, **table}
+        cfg = self._validated(table, cam)
+        try:
+            new = self.cameras.update(cam, cfg, persist_config=True)
+        except RegistryError as exc:
+            raise ApiError(409, str(exc), "path") from None
+        except OSError as exc:
+            log.error("api: cannot save camera %r: %s", cam.name, exc)
+            raise ApiError(507, f"cannot write the state directory: {exc}") from None
+        log.info("api: camera %r changed", new.name)
+        e = self.entry(new, request)
+        e["config"] = self._config_json(new)
+        return web.json_response(e, headers=_NO_STORE)
+
+    async def _put(self, request: web.Request) -> web.Response:
+        return await self._change(request, merge=False)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        return await self._change(request, merge=True)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        cam = self._camera(request)
+        if self.origin(cam) == "config":
+            raise ApiError(
+                409,
+                f"camera {cam.name!r} comes from the configuration file ({self.cfg.source}); "
+                "remove it there",
+                "name",
+            )
+        self.cameras.remove(cam, "deleted through the API")
+        return web.Response(status=204, headers=_NO_STORE)
+
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        return await self.site.snapshot_image(self._camera(request), request)
+
+    async def _sessions(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        out = []
+        for s in list(self.streams.streams.values()):
+            for i in s.sessions():
+                d = dataclasses.asdict(i)
+                d["uptime"] = round(max(0.0, now - d.pop("since")), 3)
+                out.append(d)
+        return web.json_response({"sessions": out}, headers=_NO_STORE)
+
+    async def _kick(self, request: web.Request) -> web.Response:
+        sid = request.match_info["id"]
+        for s in list(self.streams.streams.values()):
+            if s.kick(sid, "disconnected through the API"):
+                log.info("api: session %s on %s disconnected", sid[:32], s.path)
+                return web.Response(status=204, headers=_NO_STORE)
+        raise ApiError(404, f"no session {sid[:40]!r}", "id")
+
+    async def _events(self, request: web.Request) -> web.Response:
+        after = self._int_query(request, "after", 0, 0, 1 << 62)
+        limit = self._int_query(request, "limit", 100, 1, self.cfg.api.recent_events)
+        items = [d for n, _t, d in self._recent if n > after]
+        return web.json_response(
+            {"events": items[-limit:], "last_id": self._seq}, headers=_NO_STORE
+        )
+
+    @staticmethod
+    def _int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+        raw = request.query.get(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(422, f"{key} must be an integer", key) from None
+        if not lo <= value <= hi:
+            raise ApiError(422, f"{key} must be {lo}..{hi}", key)
+        return value
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: every event as it happens (``id``: its number; a reconnect
+        with Last-Event-ID gets the ones it missed from the recent buffer first)."""
+        a = self.cfg.api
+        if len(self._clients) >= a.max_sse_clients:
+            self.counters["sse_refused"] += 1
+            raise ApiError(
+                503, f"{a.max_sse_clients} event streams are open ([api] max_sse_clients)"
+            )
+        try:
+            last = int(request.headers.get("Last-Event-ID", "") or 0)
+        except ValueError:
+            last = 0
+        q: EventQueue[tuple[int, str]] = EventQueue(a.sse_queue)
+        self._clients.add(q)
+        try:
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-store",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await resp.prepare(request)
+            out = [b"retry: 2000\n\n"]
+            for n, _t, d in list(self._recent):
+                if last and n > last:
+                    out.append(
+                        f"id: {n}\ndata: {json.dumps(d, separators=(',', ':'))}\n\n".encode()
+                    )
+            await self._write(resp, b"".join(out))
+            while not q.closed:
+                if not await q.wait(_KEEPALIVE):
+                    if q.closed:
+                        break
+                    await self._write(resp, b": keepalive\n\n")
+                    continue
+                if q.dropped:
+                    self.counters["sse_clients_dropped"] += 1
+                    log.info(
+                        "api: event stream client too slow (%d events queued); dropped", a.sse_queue
+                    )
+                    await self._write(resp, b"event: overflow\ndata: {}\n\n")
+                    break
+                chunk = "".join(f"id: {n}\ndata: {t}\n\n" for n, t in q.drain(a.sse_queue))
+                await self._write(resp, chunk.encode())
+        except (ConnectionError, TimeoutError):
+            self.counters["sse_clients_dropped"] += 1
+            if request.transport is not None:
+                request.transport.close()  # a stalled client: free its slot now
+        finally:
+            self._clients.discard(q)
+        return resp
+
+    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
+        async with asyncio.timeout(self.cfg.api.sse_write_timeout):
+            await resp.write(data)
+
+    # ------------------------------------------------------------------ sources, forwards
+    def _items(self) -> list[tuple[str, str, object]]:
+        out = []
+        for kind, items in self._directories.items():
+            for i, obj in enumerate(list(items())):
+                out.append((kind, _item_id(obj, i), obj))
+        return out
+
+    @staticmethod
+    def _item_json(kind: str, ident: str, obj: object) -> dict[str, Any]:
+        status: Any = getattr(obj, "status", None)
+        if callable(status):
+            status = status()
+        st = getattr(obj, "stats", None)
+        stats = st() if callable(st) else {}
+        enabled = getattr(obj, "enabled", None)
+        return {
+            "kind": kind,
+            "id": ident,
+            "description": str(getattr(obj, "description", "") or type(obj).__name__),
+            "status": status if isinstance(status, str | dict) else "running",
+            "enabled": enabled if isinstance(enabled, bool) else True,
+            "switchable": callable(getattr(obj, "enable", None))
+            and callable(getattr(obj, "disable", None)),
+            "stats": json.loads(json.dumps(stats, default=str)),
+        }
+
+    async def _sources(self, request: web.Request) -> web.Response:
+        items = [self._item_json(k, i, o) for k, i, o in self._items()]
+        return web.json_response(
+            {"kinds": sorted(self._directories), "items": items}, headers=_NO_STORE
+        )
+
+    async def _switch(self, request: web.Request) -> web.Response:
+        kind, ident, action = (request.match_info[k] for k in ("kind", "id", "action"))
+        if action not in ("enable", "disable"):
+            raise ApiError(404, f"no action {action[:40]!r}: use enable or disable", "action")
+        if kind not in self._directories:
+            raise ApiError(404, f"no kind {kind[:40]!r}: {', '.join(self._directories)}", "kind")
+        for k, i, obj in self._items():
+            if k == kind and i == ident:
+                fn = getattr(obj, action, None)
+                if not callable(fn):
+                    raise ApiError(409, f"{kind} {ident!r} cannot be switched on or off", "id")
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+                log.info("api: %s %s %sd", kind, ident, action)
+                return web.json_response(self._item_json(k, i, obj), headers=_NO_STORE)
+        raise ApiError(404, f"no {kind} {ident[:40]!r}", "id")

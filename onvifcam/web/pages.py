@@ -1,15 +1,20 @@
-"""The landing page at ``/``: plain HTML listing the cameras and the URLs to paste.
+"""The dashboard at ``/``: the camera list rendered here as plain HTML (it works without
+scripts), made live by ``static/dashboard.js`` (cards with snapshots, forms, event log).
 
-No scripts and nothing loaded from elsewhere; every value is HTML-escaped.
+Nothing is loaded from elsewhere: the page, its CSS and JS come from this package
+(``static/``); every value is HTML-escaped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from onvifcam import __version__
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -58,7 +63,25 @@ def _row(cam: Mapping[str, Any]) -> str:
     )
 
 
-def landing_page(cameras: Iterable[Mapping[str, Any]], publish_url: str) -> str:
+def dashboard_page(cameras: Iterable[Mapping[str, Any]], publish_url: str) -> str:
+    """The dashboard: its frame (header, event log, forms) around the landing list."""
+    page = landing_page(cameras, publish_url, styled=False)
+    head, _, rest = page.partition("</head>")
+    body, _, _end = rest.partition("</body>")
+    return (
+        head
+        + '<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/dashboard.css">'
+        + '<script src="/static/dashboard.js" defer></script></head>'
+        + body.replace("<body>", '<body><div id="fallback">', 1)
+        + "</div>"
+        + (STATIC_DIR / "dashboard.html").read_text(encoding="utf-8")
+        + "</body></html>\n"
+    )
+
+
+def landing_page(
+    cameras: Iterable[Mapping[str, Any]], publish_url: str, styled: bool = True
+) -> str:
     """The whole page: one row per camera (entries as in ``/api/cameras``)."""
     rows = [_row(c) for c in cameras]
     if rows:
@@ -73,7 +96,7 @@ def landing_page(cameras: Iterable[Mapping[str, Any]], publish_url: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>onvifcam</title><style>{_STYLE}</style></head><body>"
+        f"<title>onvifcam</title>{f'<style>{_STYLE}</style>' if styled else ''}</head><body>"
         f"<h1>onvifcam {_e(__version__)}</h1>"
         f"<p>{len(rows)} camera{'' if len(rows) == 1 else 's'}. A stream pushed to "
         f"<code>{_e(publish_url)}</code> (RTSP ANNOUNCE/RECORD, or RTMP) becomes a camera. "

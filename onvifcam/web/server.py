@@ -54,9 +54,9 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.web.api import cameras_json
+from onvifcam.web.api import Api, PushUrls, cameras_json
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
-from onvifcam.web.pages import landing_page
+from onvifcam.web.pages import STATIC_DIR, dashboard_page
 
 
 class Routes(typing.Protocol):
@@ -136,6 +136,7 @@ class WebServer:
         rtsp: RtspListen,
         bus: EventBus,
         routes: Sequence[Routes] = (),
+        push: PushUrls | None = None,
     ) -> None:
         self.cfg = cfg
         self.addressing = addressing
@@ -164,6 +165,8 @@ class WebServer:
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
+        # the HTTP API and the dashboard's data (/api/...); push: the ingest URLs of a path
+        self.api = Api(cfg, cameras, streams, bus, self, push)
         self.cameras.on_added.append(self._camera_added)
         self.cameras.on_updated.append(self._camera_updated)
         self.cameras.on_removed.append(self._camera_removed)
@@ -175,11 +178,15 @@ class WebServer:
         """Bind the main port and every camera's endpoint."""
         if not self.cfg.onvif.enabled:
             return
-        aio = web.Application(client_max_size=self.cfg.onvif.max_body)
+        aio = web.Application(
+            client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
+        )
         aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
-        aio.router.add_get("/api/cameras", self._api_cameras)
         aio.router.add_get("/", self._landing)
+        aio.router.add_static("/static/", STATIC_DIR, append_version=False)
         aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
+        self.api.add_routes(aio.router)
+        self.api.start()
         for r in self._routes:
             r.add_routes(aio.router)  # e.g. /whip/PATH: WebRTC ingest (RFC 9725)
         self._runner = web.AppRunner(
@@ -203,6 +210,7 @@ class WebServer:
     async def stop(self) -> None:
         """Close every socket and the snapshot workers."""
         await self.events.stop()  # long polls return before the runner waits for handlers
+        self.api.stop()  # and the event streams
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -242,6 +250,7 @@ class WebServer:
             },
             "snapshots": {"decodes": snap.decodes, "hits": snap.hits},
             "ptz": self.ptz.stats(),
+            "api": self.api.stats(),
         }
 
     def ready_info(self) -> dict[str, str]:
@@ -477,6 +486,10 @@ class WebServer:
             **self.addressing.urls(place, self._arrival(request)).as_dict(),
         }
 
+    def request_host(self, cam: Camera, request: web.Request) -> str:
+        """The host a client of ``request`` reaches the server by (for push URLs)."""
+        return self.addressing.host(None, self._arrival(request))
+
     def _context(
         self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
@@ -604,6 +617,10 @@ class WebServer:
         denied = self._snapshot_auth(cam, request)
         if denied is not None:
             return denied
+        return await self.snapshot_image(cam, request)
+
+    async def snapshot_image(self, cam: Camera, request: web.Request) -> web.StreamResponse:
+        """The JPEG of ``cam`` (credentials already checked): live, or the offline picture."""
         token = request.query.get("profile", MAIN_PROFILE)
         try:
             profile = cam.profile(token)
@@ -643,21 +660,24 @@ class WebServer:
             headers={"Cache-Control": "no-store", "X-Snapshot": "placeholder"},
         )
 
-    async def _api_cameras(self, request: web.Request) -> web.Response:
-        data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
-        return web.json_response(data, headers={"Cache-Control": "no-store"})
-
     async def _landing(self, request: web.Request) -> web.Response:
+        """The dashboard: the camera list rendered here, made live by /static/dashboard.js."""
+        if not self.api.authorized(request):
+            return self.api.challenge()
         data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
         template = self.addressing.rtsp_template(self._arrival(request))
-        page = landing_page(data["cameras"], template)
+        page = dashboard_page(data["cameras"], template)
         return web.Response(
             text=page,
             content_type="text/html",
             headers={
                 "Cache-Control": "no-store",
                 "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "Content-Security-Policy": (
+                    "default-src 'none'; script-src 'self'; style-src 'self'; "
+                    "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; "
+                    "form-action 'none'; frame-ancestors 'none'"
+                ),
             },
         )
 
@@ -688,6 +708,8 @@ class WebServer:
         none while ``[events] trigger_loopback_without_auth`` is on."""
         if not cam.auth_required:
             return None
+        if not self.api.open and self.api.authorized(request):
+            return None  # the API's admin credential (the dashboard's buttons)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if self.cfg.events.trigger_loopback_without_auth and peer:
             with contextlib.suppress(ValueError):
