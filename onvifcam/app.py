@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import time
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from onvifcam import __version__
 from onvifcam.addressing import Addressing, url_host
@@ -28,6 +29,7 @@ from onvifcam.srt.ingest import ts_ingest_factory
 from onvifcam.srt.server import SrtServer
 from onvifcam.state import StateStore
 from onvifcam.watchdog import LoopWatchdog
+from onvifcam.web.metrics import MetricsEndpoint, StatsCollector
 from onvifcam.web.server import WebServer
 from onvifcam.whip.server import WhipServer
 
@@ -76,6 +78,16 @@ class App:
         self.gate = Gate(cfg, camera_users=self.cameras.rtsp_users)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate)
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
+        # components' stats() by name, read by /metrics at scrape time (more added below)
+        self.stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {
+            "limiter": self.limiter.stats,
+            "gate": self.gate.stats,
+            "events": self.bus.stats,
+            "rtsp": self._rtsp_stats,
+        }
+        self.collector = StatsCollector(self.registry, self.cameras, self.stats_sources)
+        self.metrics = MetricsEndpoint(cfg.metrics, self.collector)
+        self.stats_sources["metrics"] = self.metrics.stats
         self.web = WebServer(
             cfg,
             self.cameras,
@@ -83,27 +95,36 @@ class App:
             self.addressing,
             self.rtsp,
             self.bus,
-            routes=[self.whip] if self.whip is not None else [],
+            routes=[self.metrics, *([self.whip] if self.whip is not None else [])],
         )
+        self.stats_sources["web"] = self.web.stats
+        self.collector.operations = lambda: self.web.dispatcher.by_operation
+        if self.whip is not None:
+            self.stats_sources["whip"] = self.whip.stats
         # after the camera registry's and WebServer's listeners, so a publish has created
         # its camera before the event
         self.registry.listeners.append(stream_listener(self.bus))
         self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(DiscoveryService(cfg, self.cameras, self.addressing, self.bus))
+            discovery = DiscoveryService(cfg, self.cameras, self.addressing, self.bus)
+            self.components.append(discovery)
+            self.stats_sources["discovery"] = discovery.stats
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter, self.gate))
         if self.whip is not None:
             self.components.append(self.whip)
         self.sources = SourceManager(cfg, self.registry, self.cameras, self.push_urls)
         self.components.append(self.sources)
+        self.stats_sources["sources"] = self.sources.stats
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(
                 self.registry,
                 lazy=cfg.srt.lazy_packetize,
                 replace_for=lambda path: cfg.path_policy(path).on_conflict == "replace",
             )
-            self.components.append(SrtServer(cfg, self.gate, sinks, limiter=self.limiter))
+            srt = SrtServer(cfg, self.gate, sinks, limiter=self.limiter)
+            self.components.append(srt)
+            self.stats_sources["srt"] = srt.stats
         self._tick_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -133,7 +154,16 @@ class App:
         if ms:
             self.watchdog = LoopWatchdog(ms / 1000)
             self.watchdog.start()
+            self.stats_sources["watchdog"] = self.watchdog.stats
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
+
+    def _rtsp_stats(self) -> dict[str, int]:
+        """The RTSP server's ``stats_*`` counters."""
+        return {
+            k[6:]: v
+            for k, v in vars(self.rtsp).items()
+            if k.startswith("stats_") and isinstance(v, int)
+        }
 
     def push_urls(self, path: str) -> list[str]:
         """The URLs a publisher of ``path`` can push to (RTMP when the path is APP/KEY)."""
