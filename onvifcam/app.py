@@ -28,6 +28,7 @@ from onvifcam.sources.manager import SourceManager, with_demo_camera
 from onvifcam.srt.ingest import ts_ingest_factory
 from onvifcam.srt.server import SrtServer
 from onvifcam.state import StateStore
+from onvifcam.statslog import StatsLogger
 from onvifcam.watchdog import LoopWatchdog
 from onvifcam.web.metrics import MetricsEndpoint, StatsCollector
 from onvifcam.web.server import WebServer
@@ -104,6 +105,9 @@ class App:
         # after the camera registry's and WebServer's listeners, so a publish has created
         # its camera before the event
         self.registry.listeners.append(stream_listener(self.bus))
+        self.statslog = StatsLogger(cfg.stats, self.registry, self.camera_for)
+        self.registry.listeners.append(self.statslog.stream_changed)
+        self.stats_sources["statslog"] = self.statslog.stats
         self.components: list[Component] = [self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             discovery = DiscoveryService(cfg, self.cameras, self.addressing, self.bus)
@@ -156,6 +160,14 @@ class App:
             self.watchdog.start()
             self.stats_sources["watchdog"] = self.watchdog.stats
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
+
+    def camera_for(self, path: str) -> str:
+        """The name of the camera showing ``path`` ("" when none does)."""
+        path = path.strip("/")
+        for cam in self.cameras.cameras.values():
+            if path in (cam.path, cam.sub_path):
+                return str(cam.name)
+        return ""
 
     def _rtsp_stats(self) -> dict[str, int]:
         """The RTSP server's ``stats_*`` counters."""
@@ -253,6 +265,7 @@ class App:
             now = time.monotonic()
             try:
                 self.registry.tick(now)
+                self.statslog.tick(now)
                 self.rtsp.tick(now)
                 for c in self.components:
                     c.tick(now)

@@ -6,6 +6,7 @@ checks the figures and the access rule.
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ def value(m: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
 
 
 def test_scrape_after_push_read_and_onvif(srv: ServerProc) -> None:
-    push = ffmpeg_push(srv.url("metrics/cam"), frames=75, gop=25, audio=False)
+    push = ffmpeg_push(srv.url("metrics/cam"), frames=500, gop=25, audio=False)
     try:
         wait_online(srv.url("metrics/cam"))
         reader = LiveReader(srv.url("metrics/cam"))
@@ -127,3 +128,21 @@ def test_a_failing_stats_is_counted_not_fatal() -> None:
     text = generate_latest(ep.registry).decode()
     assert "onvifcam_ok_n 3.0" in text
     assert "onvifcam_metrics_collect_errors_total 1.0" in text
+
+
+def test_a_push_logs_one_stats_block_when_it_leaves(srv: ServerProc) -> None:
+    start = srv.log_size()
+    push = ffmpeg_push(srv.url("metrics/leave"), frames=30, gop=10, audio=True)
+    assert push.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "Stream stats: metrics/leave" not in srv.log_since(start):
+        time.sleep(0.1)
+    text = srv.log_since(start)
+    headers = [ln for ln in text.splitlines() if "Stream stats: metrics/leave" in ln]
+    assert len(headers) == 1, text[-3000:]
+    block = text[text.index(headers[0]) :]
+    assert "publisher left" in headers[0]
+    assert "publisher rtsp://127.0.0.1" in block
+    assert "video H264 Baseline" in block and "320x240" in block
+    assert "audio MPEG4-GENERIC 48000 Hz" in block
+    assert "total: in 30 frames, 3 keyframes" in block
