@@ -18,8 +18,9 @@ from onvifcam.auth.gate import Gate
 from onvifcam.cameras import CameraRegistry
 from onvifcam.config import Config
 from onvifcam.discovery.responder import DiscoveryService
-from onvifcam.events import EventBus, stream_listener
+from onvifcam.events import EventBus, reader_listener, stream_listener
 from onvifcam.firststart import with_admin_password
+from onvifcam.hooks import Hooks
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
@@ -105,10 +106,19 @@ class App:
         # after the camera registry's and WebServer's listeners, so a publish has created
         # its camera before the event
         self.registry.listeners.append(stream_listener(self.bus))
+        self.registry.reader_listeners.append(reader_listener(self.bus))
         self.statslog = StatsLogger(cfg.stats, self.registry, self.camera_for)
         self.registry.listeners.append(self.statslog.stream_changed)
         self.stats_sources["statslog"] = self.statslog.stats
-        self.components: list[Component] = [self.web]
+        self.hooks = Hooks(
+            cfg.hooks,
+            self.bus,
+            self.camera_for,
+            queue_size=lim.hook_queue,
+            concurrency=lim.hook_concurrency,
+        )
+        self.stats_sources["hooks"] = self.hooks.stats
+        self.components: list[Component] = [self.hooks, self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
             discovery = DiscoveryService(cfg, self.cameras, self.addressing, self.bus)
             self.components.append(discovery)

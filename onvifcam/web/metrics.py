@@ -265,6 +265,7 @@ class StatsCollector(Collector):
             for key, n in (hooks.get("runs") or {}).items():
                 event, _, result = str(key).partition(":")
                 runs.add_metric([event, result], float(n))
+            runs.add_metric(["any", "dropped"], float(hooks.get("dropped", 0)))
             yield runs
 
     def _sources(self, st: Mapping[str, Any]) -> Iterator[Metric]:
