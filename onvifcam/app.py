@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -15,8 +16,8 @@ from typing import Any, Protocol
 from onvifcam import __version__
 from onvifcam.addressing import Addressing, url_host
 from onvifcam.auth.gate import Gate
-from onvifcam.cameras import CameraRegistry
-from onvifcam.config import Config
+from onvifcam.cameras import CameraRegistry, RegistryError
+from onvifcam.config import Config, ConfigError, load
 from onvifcam.discovery.responder import DiscoveryService
 from onvifcam.events import EventBus, reader_listener, stream_listener
 from onvifcam.firststart import with_admin_password
@@ -140,6 +141,7 @@ class App:
             self.components.append(srt)
             self.stats_sources["srt"] = srt.stats
         self._tick_task: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[dict[str, Any]] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.ready = False  # True once every listener is open
@@ -307,10 +309,8 @@ class App:
             log.exception("stopping the RTSP server failed")
 
     async def run(self) -> None:
-        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly.
-
-        SIGHUP is logged and ignored (reloading the configuration is not supported yet).
-        """
+        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly; SIGHUP
+        re-reads the configuration (:meth:`reload`)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -340,11 +340,168 @@ class App:
             await self.stop()
 
     def _sighup(self) -> None:
-        log.warning(
-            "SIGHUP: reloading the configuration is not supported; still serving with the "
-            "configuration read at start (%s); restart onvifcam to apply changes",
-            self.cfg.source,
+        if self._reload_task is not None and not self._reload_task.done():
+            log.warning("SIGHUP: a reload is still running; ignored")
+            return
+        self._reload_task = asyncio.create_task(self.reload(), name="onvifcam-reload")
+
+    async def reload(self, cfg: Config | None = None) -> dict[str, Any]:
+        """Re-read the configuration file (or take ``cfg``) and apply what changed without a
+        restart: cameras added, updated and removed through the camera registry (unaffected
+        cameras, streams, readers and publishers are not touched), path policies, [stats]
+        and [[hooks]]. Changes that need a listener restarted are only reported.
+
+        Returns a summary: ``{"ok", "source", "cameras": {"added", "updated", "removed",
+        "refused"}, "applied", "restart_needed", "error"}``; a configuration with an error
+        changes nothing.
+        """
+        summary: dict[str, Any] = {
+            "ok": False,
+            "source": self.cfg.source,
+            "cameras": {"added": [], "updated": [], "removed": [], "refused": {}},
+            "applied": [],
+            "restart_needed": [],
+            "error": "",
+        }
+        if cfg is None:
+            if self.cfg.source.startswith("<"):
+                summary["error"] = "the server was started without --config: nothing to re-read"
+                log.warning("reload: %s", summary["error"])
+                return summary
+            loop = asyncio.get_running_loop()
+            try:
+                cfg = await loop.run_in_executor(None, load, self.cfg.source)
+            except ConfigError as exc:
+                summary["error"] = str(exc)
+                log.error("reload: configuration error, nothing changed: %s", exc)
+                return summary
+        try:
+            new, _login = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: with_admin_password(with_demo_camera(_keep_overrides(cfg, self)))
+            )
+        except OSError as exc:
+            summary["error"] = str(exc)
+            log.error("reload: %s; nothing changed", exc)
+            return summary
+        self._apply(new, summary)
+        summary["ok"] = True
+        cams = summary["cameras"]
+        log.info(
+            "reload of %s: cameras added %s, updated %s, removed %s%s; applied: %s; "
+            "needs a restart: %s",
+            summary["source"],
+            cams["added"] or "none",
+            cams["updated"] or "none",
+            cams["removed"] or "none",
+            f", refused {cams['refused']}" if cams["refused"] else "",
+            ", ".join(summary["applied"]) or "nothing",
+            ", ".join(summary["restart_needed"]) or "nothing",
         )
+        return summary
+
+    def _apply(self, new: Config, summary: dict[str, Any]) -> None:
+        old = self.cfg
+        keep = old
+        restart: list[str] = summary["restart_needed"]
+        for name in _RESTART_SECTIONS:
+            if getattr(old, name) != getattr(new, name):
+                restart.append(f"[{name}]")
+        if (old.paths, old.defaults, old.any_path) != (new.paths, new.defaults, new.any_path):
+            keep = dataclasses.replace(
+                keep, paths=new.paths, defaults=new.defaults, any_path=new.any_path
+            )
+            self.gate.cfg = dataclasses.replace(
+                self.gate.cfg, paths=new.paths, defaults=new.defaults, any_path=new.any_path
+            )
+            summary["applied"].append("path policies ([paths], [defaults], any_path)")
+        if old.stats != new.stats:
+            keep = dataclasses.replace(keep, stats=new.stats)
+            self.statslog.reconfigure(new.stats)
+            summary["applied"].append("[stats]")
+        if old.hooks != new.hooks:
+            keep = dataclasses.replace(keep, hooks=new.hooks)
+            self.hooks.reload(new.hooks)
+            summary["applied"].append("[[hooks]]")
+        if old.cameras != new.cameras:
+            keep = dataclasses.replace(keep, cameras=new.cameras, fleets=new.fleets)
+            self.cfg = keep
+            self._apply_cameras(old, new, summary)
+        self.cfg = keep
+
+    def _apply_cameras(self, old: Config, new: Config, summary: dict[str, Any]) -> None:
+        """Cameras in ``new`` but not ``old`` are added, gone ones removed, changed ones
+        updated, each through the camera registry (the web component and discovery follow
+        its events); the others are not touched."""
+        cams = summary["cameras"]
+        before = {c.name or c.path: c for c in old.cameras}
+        after = {c.name or c.path: c for c in new.cameras}
+        self.cameras.cfg = self.cfg
+        reg = self.cameras
+        for key in before.keys() - after.keys():
+            cam = reg.cameras.get(key)
+            if cam is not None and not cam.auto:
+                reg.remove(cam, "removed from the configuration (reload)")
+                cams["removed"].append(key)
+        for key, c in after.items():
+            try:
+                if key not in before:
+                    cam = reg.cameras.get(key)
+                    if cam is not None and cam.auto:
+                        reg.update(cam, c)  # an auto camera of that path becomes configured
+                    else:
+                        reg.add(c)
+                    cams["added"].append(key)
+                elif before[key] != c and key in reg.cameras:
+                    reg.update(reg.cameras[key], c)
+                    cams["updated"].append(key)
+                else:
+                    continue
+            except RegistryError as exc:
+                cams["refused"][key] = str(exc)
+                log.warning("reload: camera %r not applied: %s", key, exc)
+                continue
+            b = before.get(key)
+            if c.source or c.offline or (b is not None and (b.source or b.offline)):
+                if b is None or (b.source, b.offline) != (c.source, c.offline):
+                    summary["restart_needed"].append(f"camera {key!r} source/offline")
+
+
+# sections whose change needs a restart (listeners, sockets, limits baked in at start)
+_RESTART_SECTIONS = (
+    "server",
+    "rtsp",
+    "rtmp",
+    "srt",
+    "limits",
+    "onvif",
+    "discovery",
+    "http",
+    "whip",
+    "events",
+    "demo",
+    "metrics",
+)
+
+
+def _keep_overrides(cfg: Config, app: App) -> Config:
+    """``cfg`` re-read from the file, with what the command line set at start kept (flags
+    win over the file, as at start): [server], the RTP/ONVIF/discovery/SRT ports, demo."""
+    cur = app.cfg
+    return dataclasses.replace(
+        cfg,
+        server=cur.server,
+        rtsp=dataclasses.replace(
+            cfg.rtsp, rtp_port=cur.rtsp.rtp_port, rtcp_port=cur.rtsp.rtcp_port
+        ),
+        onvif=dataclasses.replace(
+            cfg.onvif,
+            port_range_start=cur.onvif.port_range_start,
+            port_range_end=cur.onvif.port_range_end,
+        ),
+        discovery=dataclasses.replace(cfg.discovery, port=cur.discovery.port),
+        srt=dataclasses.replace(cfg.srt, port=cur.srt.port),
+        demo=cur.demo,
+    )
 
 
 def _stdout_to_devnull() -> None:

@@ -104,16 +104,31 @@ class Hooks:
         self._running: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self.runs: dict[str, int] = {}  # "event:result" -> count
-        self.dropped = 0
+        self.dropped = 0  # by queues replaced on reload (the current one counts its own)
+        self._started = False
+        self._subscribed: frozenset[type[Event]] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Subscribe to the events some hook wants and start the dispatcher."""
-        kinds = tuple({KINDS[h.on] for h in self.hooks if h.on in KINDS})
+        self._started = True
+        self._subscribe()
+
+    def _kinds(self) -> frozenset[type[Event]]:
+        return frozenset(KINDS[h.on] for h in self.hooks if h.on in KINDS)
+
+    def _subscribe(self) -> None:
+        """(Re)attach the queue for the event types the hooks want now."""
+        if self._queue is not None:
+            self.bus.detach(self._queue)  # the old dispatcher ends at EOFError
+            self.dropped += self._queue.dropped
+            self._queue = None
+        kinds = self._kinds()
+        self._subscribed = kinds
         if not kinds:
             return
         self._queue = self.bus.queue(self.queue_size, *kinds)
-        self._task = asyncio.create_task(self._dispatch(), name="onvifcam-hooks")
+        self._task = asyncio.create_task(self._dispatch(self._queue), name="onvifcam-hooks")
         log.info("hooks: %d configured (%s)", len(self.hooks), ", ".join(h.on for h in self.hooks))
 
     async def stop(self) -> None:
@@ -139,14 +154,13 @@ class Hooks:
         return {}
 
     def reload(self, hooks: tuple[HookConfig, ...]) -> None:
-        """Use ``hooks`` from now on (the queue keeps the event types it had at start; a new
-        kind of event needs a restart of the component, done by the app)."""
+        """Use ``hooks`` from now on; the queue follows the event types they want."""
         self.hooks = hooks
+        if self._started and self._kinds() != self._subscribed:
+            self._subscribe()
 
     # ------------------------------------------------------------------ work
-    async def _dispatch(self) -> None:
-        q = self._queue
-        assert q is not None
+    async def _dispatch(self, q: EventQueue[Event]) -> None:
         while True:
             try:
                 event = await q.get()
@@ -238,7 +252,7 @@ class Hooks:
         q = self._queue
         return {
             "runs": dict(self.runs),
-            "dropped": q.dropped if q is not None else 0,
+            "dropped": self.dropped + (q.dropped if q is not None else 0),
             "running": len(self._running),
             "queued": len(q) if q is not None else 0,
         }

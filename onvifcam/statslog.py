@@ -208,6 +208,11 @@ class StatsLogger:
         self._next = clock() + cfg.interval if cfg.interval else 0.0
         self.blocks = 0
 
+    def reconfigure(self, cfg: StatsConfig) -> None:
+        """Use new ``[stats]`` settings from the next tick on."""
+        self.cfg = cfg
+        self._next = self.clock() + cfg.interval if cfg.interval else 0.0
+
     def stream_changed(self, stream: Any, what: str) -> None:
         """StreamRegistry listener: start counting on publish, log a block on unpublish."""
         now = self.clock()
