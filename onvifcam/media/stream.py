@@ -382,6 +382,8 @@ class Stream:
             return
         self._flush()
         self.unpublish_reason = reason
+        for k, v in _ingest_drops(publisher).items():  # keep them once the publisher is gone
+            self.stats.drops[k] = self.stats.drops.get(k, 0) + v
         self.publisher = None
         self.unpublished_at = time.monotonic()
         for t in self.tracks:
@@ -728,6 +730,9 @@ class Stream:
         st = self.stats
         sent, dropped = self.reader_totals()
         pub = self.publisher
+        drops = dict(st.drops)
+        for k, v in _ingest_drops(pub).items():
+            drops[k] = drops.get(k, 0) + v
         info = self.video_info
         vt = self.video_track
         return {
@@ -751,10 +756,10 @@ class Stream:
             "drops": {
                 "overflow": dropped,
                 "waiting_keyframe": st.dropped_in,
-                "malformed": st.malformed_in + st.drops.get("malformed", 0),
-                "non_media": st.drops.get("non_media", 0),
-                "unsupported_codec": st.drops.get("unsupported_codec", 0),
-                **{k: v for k, v in st.drops.items() if k not in ("non_media", "malformed")},
+                "malformed": st.malformed_in + drops.get("malformed", 0),
+                "non_media": drops.get("non_media", 0),
+                "unsupported_codec": drops.get("unsupported_codec", 0),
+                **{k: v for k, v in drops.items() if k not in ("non_media", "malformed")},
             },
         }
 
@@ -882,6 +887,18 @@ class Stream:
             self.unpublish(pub, reason)
             pub.kick(reason)
         self._drop_readers(reason)
+
+
+def _ingest_drops(publisher: object) -> dict[str, int]:
+    """A publisher's own drop counters (``ingest_drops()``, e.g. RTMP's FLV ingest)."""
+    fn = getattr(publisher, "ingest_drops", None)
+    if fn is None:
+        return {}
+    try:
+        return dict(fn())
+    except Exception:  # a publisher's counters must not break the stream
+        log.exception("ingest_drops of %r failed", publisher)
+        return {}
 
 
 def _declared(md: MediaDescription) -> dict[str, float]:

@@ -158,3 +158,18 @@ def test_declared_size_and_rate_from_the_sdp() -> None:
     s = Stream("cam")
     s.publish(Pub(), SessionDescription.parse(sdp))
     assert s.declared == {"width": 1280.0, "height": 720.0, "fps": 30.0}
+
+
+def test_publisher_ingest_drops_count_and_outlive_it() -> None:
+    class RtmpLike(Pub):
+        def ingest_drops(self) -> dict[str, int]:
+            return {"unsupported_codec": 4, "non_media": 2, "malformed": 1}
+
+    s = Stream("cam")
+    pub = RtmpLike()
+    s.publish(pub, SessionDescription.parse(SDP_AV))
+    drops = s.stats_dict()["drops"]
+    assert drops["unsupported_codec"] == 4 and drops["non_media"] == 2  # type: ignore[index]
+    assert drops["malformed"] == 1  # type: ignore[index]
+    s.unpublish(pub, "gone")
+    assert s.stats_dict()["drops"]["unsupported_codec"] == 4  # type: ignore[index]
