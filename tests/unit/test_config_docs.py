@@ -97,3 +97,31 @@ def test_the_checker_sees_a_missing_key() -> None:
     found = documented()
     assert ("server", "http_port") in found
     assert ("server", "no_such_key") not in found
+
+
+def test_check_config_exit_status_and_message(tmp_path: Path, capsys: Any) -> None:
+    from onvifcam.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nrtsp_prot = 1\n")
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: [server]: unknown key 'rtsp_prot' (did you mean 'rtsp_port'?)" in err
+    good = tmp_path / "good.toml"
+    good.write_text('[[hooks]]\non = "stream_ready"\ncommand = "true"\n')
+    assert main(["check-config", str(good)]) == 0
+    assert "OK (0 cameras, 0 path policies, 1 hooks)" in capsys.readouterr().out
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from onvifcam.cli import JsonFormatter
+
+    rec = logging.LogRecord("onvifcam.x", logging.WARNING, __file__, 1, "a %s", ("b",), None)
+    rec.stream_path = "cam"
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["level"] == "warning" and out["logger"] == "onvifcam.x"
+    assert out["message"] == "a b" and out["stream_path"] == "cam"
+    assert out["time"].endswith("+00:00")
