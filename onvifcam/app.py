@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from onvifcam import __version__
 from onvifcam.addressing import Addressing, url_host
 from onvifcam.auth.gate import Gate
-from onvifcam.cameras import CameraRegistry
-from onvifcam.config import Config
+from onvifcam.cameras import CameraRegistry, RegistryError
+from onvifcam.config import Config, ConfigError, load
 from onvifcam.discovery.responder import DiscoveryService
-from onvifcam.events import EventBus, stream_listener
+from onvifcam.events import EventBus, reader_listener, stream_listener
 from onvifcam.firststart import with_admin_password
+from onvifcam.hooks import Hooks
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.rtmp.server import RtmpServer
@@ -28,7 +31,9 @@ from onvifcam.sources.transcode import Transcoders
 from onvifcam.srt.ingest import ts_ingest_factory
 from onvifcam.srt.server import SrtServer
 from onvifcam.state import StateStore
+from onvifcam.statslog import StatsLogger
 from onvifcam.watchdog import LoopWatchdog
+from onvifcam.web.metrics import MetricsEndpoint, StatsCollector
 from onvifcam.web.server import WebServer
 from onvifcam.whip.server import WhipServer
 
@@ -77,6 +82,16 @@ class App:
         self.gate = Gate(cfg, camera_users=self.cameras.rtsp_users)
         self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate)
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
+        # components' stats() by name, read by /metrics at scrape time (more added below)
+        self.stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {
+            "limiter": self.limiter.stats,
+            "gate": self.gate.stats,
+            "events": self.bus.stats,
+            "rtsp": self._rtsp_stats,
+        }
+        self.collector = StatsCollector(self.registry, self.cameras, self.stats_sources)
+        self.metrics = MetricsEndpoint(cfg.metrics, self.collector)
+        self.stats_sources["metrics"] = self.metrics.stats
         self.web = WebServer(
             cfg,
             self.cameras,
@@ -84,15 +99,33 @@ class App:
             self.addressing,
             self.rtsp,
             self.bus,
-            routes=[self.whip] if self.whip is not None else [],
+            routes=[self.metrics, *([self.whip] if self.whip is not None else [])],
             push=self.push_table,
         )
+        self.stats_sources["web"] = self.web.stats
+        self.collector.operations = lambda: self.web.dispatcher.by_operation
+        if self.whip is not None:
+            self.stats_sources["whip"] = self.whip.stats
         # after the camera registry's and WebServer's listeners, so a publish has created
         # its camera before the event
         self.registry.listeners.append(stream_listener(self.bus))
-        self.components: list[Component] = [self.web]
+        self.registry.reader_listeners.append(reader_listener(self.bus))
+        self.statslog = StatsLogger(cfg.stats, self.registry, self.camera_for)
+        self.registry.listeners.append(self.statslog.stream_changed)
+        self.stats_sources["statslog"] = self.statslog.stats
+        self.hooks = Hooks(
+            cfg.hooks,
+            self.bus,
+            self.camera_for,
+            queue_size=lim.hook_queue,
+            concurrency=lim.hook_concurrency,
+        )
+        self.stats_sources["hooks"] = self.hooks.stats
+        self.components: list[Component] = [self.hooks, self.web]
         if cfg.discovery.enabled and cfg.onvif.enabled:
-            self.components.append(DiscoveryService(cfg, self.cameras, self.addressing, self.bus))
+            discovery = DiscoveryService(cfg, self.cameras, self.addressing, self.bus)
+            self.components.append(discovery)
+            self.stats_sources["discovery"] = discovery.stats
         if cfg.rtmp.enabled:
             self.components.append(RtmpServer(cfg, self.registry, self.limiter, self.gate))
         if self.whip is not None:
@@ -104,14 +137,18 @@ class App:
         if any(c.sub_stream == "transcode" for c in cfg.cameras):
             self.components.append(Transcoders(cfg, self.registry, self.cameras))
         self.web.api.register("sources", lambda: self.sources.sources)
+        self.stats_sources["sources"] = self.sources.stats
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(
                 self.registry,
                 lazy=cfg.srt.lazy_packetize,
                 replace_for=lambda path: cfg.path_policy(path).on_conflict == "replace",
             )
-            self.components.append(SrtServer(cfg, self.gate, sinks, limiter=self.limiter))
+            srt = SrtServer(cfg, self.gate, sinks, limiter=self.limiter)
+            self.components.append(srt)
+            self.stats_sources["srt"] = srt.stats
         self._tick_task: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[dict[str, Any]] | None = None
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.ready = False  # True once every listener is open
@@ -141,7 +178,24 @@ class App:
         if ms:
             self.watchdog = LoopWatchdog(ms / 1000)
             self.watchdog.start()
+            self.stats_sources["watchdog"] = self.watchdog.stats
         self._tick_task = asyncio.create_task(self._ticker(), name="onvifcam-tick")
+
+    def camera_for(self, path: str) -> str:
+        """The name of the camera showing ``path`` ("" when none does)."""
+        path = path.strip("/")
+        for cam in self.cameras.cameras.values():
+            if path in (cam.path, cam.sub_path):
+                return str(cam.name)
+        return ""
+
+    def _rtsp_stats(self) -> dict[str, int]:
+        """The RTSP server's ``stats_*`` counters."""
+        return {
+            k[6:]: v
+            for k, v in vars(self.rtsp).items()
+            if k.startswith("stats_") and isinstance(v, int)
+        }
 
     def push_urls(self, path: str) -> list[str]:
         """The URLs a publisher of ``path`` can push to (RTMP when the path is APP/KEY)."""
@@ -257,6 +311,7 @@ class App:
             now = time.monotonic()
             try:
                 self.registry.tick(now)
+                self.statslog.tick(now)
                 self.rtsp.tick(now)
                 for c in self.components:
                     c.tick(now)
@@ -288,10 +343,8 @@ class App:
             log.exception("stopping the RTSP server failed")
 
     async def run(self) -> None:
-        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly.
-
-        SIGHUP is logged and ignored (reloading the configuration is not supported yet).
-        """
+        """Start, print the ready line, serve until SIGINT/SIGTERM, stop cleanly; SIGHUP
+        re-reads the configuration (:meth:`reload`)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -321,11 +374,168 @@ class App:
             await self.stop()
 
     def _sighup(self) -> None:
-        log.warning(
-            "SIGHUP: reloading the configuration is not supported; still serving with the "
-            "configuration read at start (%s); restart onvifcam to apply changes",
-            self.cfg.source,
+        if self._reload_task is not None and not self._reload_task.done():
+            log.warning("SIGHUP: a reload is still running; ignored")
+            return
+        self._reload_task = asyncio.create_task(self.reload(), name="onvifcam-reload")
+
+    async def reload(self, cfg: Config | None = None) -> dict[str, Any]:
+        """Re-read the configuration file (or take ``cfg``) and apply what changed without a
+        restart: cameras added, updated and removed through the camera registry (unaffected
+        cameras, streams, readers and publishers are not touched), path policies, [stats]
+        and [[hooks]]. Changes that need a listener restarted are only reported.
+
+        Returns a summary: ``{"ok", "source", "cameras": {"added", "updated", "removed",
+        "refused"}, "applied", "restart_needed", "error"}``; a configuration with an error
+        changes nothing.
+        """
+        summary: dict[str, Any] = {
+            "ok": False,
+            "source": self.cfg.source,
+            "cameras": {"added": [], "updated": [], "removed": [], "refused": {}},
+            "applied": [],
+            "restart_needed": [],
+            "error": "",
+        }
+        if cfg is None:
+            if self.cfg.source.startswith("<"):
+                summary["error"] = "the server was started without --config: nothing to re-read"
+                log.warning("reload: %s", summary["error"])
+                return summary
+            loop = asyncio.get_running_loop()
+            try:
+                cfg = await loop.run_in_executor(None, load, self.cfg.source)
+            except ConfigError as exc:
+                summary["error"] = str(exc)
+                log.error("reload: configuration error, nothing changed: %s", exc)
+                return summary
+        try:
+            new, _login = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: with_admin_password(with_demo_camera(_keep_overrides(cfg, self)))
+            )
+        except OSError as exc:
+            summary["error"] = str(exc)
+            log.error("reload: %s; nothing changed", exc)
+            return summary
+        self._apply(new, summary)
+        summary["ok"] = True
+        cams = summary["cameras"]
+        log.info(
+            "reload of %s: cameras added %s, updated %s, removed %s%s; applied: %s; "
+            "needs a restart: %s",
+            summary["source"],
+            cams["added"] or "none",
+            cams["updated"] or "none",
+            cams["removed"] or "none",
+            f", refused {cams['refused']}" if cams["refused"] else "",
+            ", ".join(summary["applied"]) or "nothing",
+            ", ".join(summary["restart_needed"]) or "nothing",
         )
+        return summary
+
+    def _apply(self, new: Config, summary: dict[str, Any]) -> None:
+        old = self.cfg
+        keep = old
+        restart: list[str] = summary["restart_needed"]
+        for name in _RESTART_SECTIONS:
+            if getattr(old, name) != getattr(new, name):
+                restart.append(f"[{name}]")
+        if (old.paths, old.defaults, old.any_path) != (new.paths, new.defaults, new.any_path):
+            keep = dataclasses.replace(
+                keep, paths=new.paths, defaults=new.defaults, any_path=new.any_path
+            )
+            self.gate.cfg = dataclasses.replace(
+                self.gate.cfg, paths=new.paths, defaults=new.defaults, any_path=new.any_path
+            )
+            summary["applied"].append("path policies ([paths], [defaults], any_path)")
+        if old.stats != new.stats:
+            keep = dataclasses.replace(keep, stats=new.stats)
+            self.statslog.reconfigure(new.stats)
+            summary["applied"].append("[stats]")
+        if old.hooks != new.hooks:
+            keep = dataclasses.replace(keep, hooks=new.hooks)
+            self.hooks.reload(new.hooks)
+            summary["applied"].append("[[hooks]]")
+        if old.cameras != new.cameras:
+            keep = dataclasses.replace(keep, cameras=new.cameras, fleets=new.fleets)
+            self.cfg = keep
+            self._apply_cameras(old, new, summary)
+        self.cfg = keep
+
+    def _apply_cameras(self, old: Config, new: Config, summary: dict[str, Any]) -> None:
+        """Cameras in ``new`` but not ``old`` are added, gone ones removed, changed ones
+        updated, each through the camera registry (the web component and discovery follow
+        its events); the others are not touched."""
+        cams = summary["cameras"]
+        before = {c.name or c.path: c for c in old.cameras}
+        after = {c.name or c.path: c for c in new.cameras}
+        self.cameras.cfg = self.cfg
+        reg = self.cameras
+        for key in before.keys() - after.keys():
+            cam = reg.cameras.get(key)
+            if cam is not None and not cam.auto:
+                reg.remove(cam, "removed from the configuration (reload)")
+                cams["removed"].append(key)
+        for key, c in after.items():
+            try:
+                if key not in before:
+                    cam = reg.cameras.get(key)
+                    if cam is not None and cam.auto:
+                        reg.update(cam, c)  # an auto camera of that path becomes configured
+                    else:
+                        reg.add(c)
+                    cams["added"].append(key)
+                elif before[key] != c and key in reg.cameras:
+                    reg.update(reg.cameras[key], c)
+                    cams["updated"].append(key)
+                else:
+                    continue
+            except RegistryError as exc:
+                cams["refused"][key] = str(exc)
+                log.warning("reload: camera %r not applied: %s", key, exc)
+                continue
+            b = before.get(key)
+            if c.source or c.offline or (b is not None and (b.source or b.offline)):
+                if b is None or (b.source, b.offline) != (c.source, c.offline):
+                    summary["restart_needed"].append(f"camera {key!r} source/offline")
+
+
+# sections whose change needs a restart (listeners, sockets, limits baked in at start)
+_RESTART_SECTIONS = (
+    "server",
+    "rtsp",
+    "rtmp",
+    "srt",
+    "limits",
+    "onvif",
+    "discovery",
+    "http",
+    "whip",
+    "events",
+    "demo",
+    "metrics",
+)
+
+
+def _keep_overrides(cfg: Config, app: App) -> Config:
+    """``cfg`` re-read from the file, with what the command line set at start kept (flags
+    win over the file, as at start): [server], the RTP/ONVIF/discovery/SRT ports, demo."""
+    cur = app.cfg
+    return dataclasses.replace(
+        cfg,
+        server=cur.server,
+        rtsp=dataclasses.replace(
+            cfg.rtsp, rtp_port=cur.rtsp.rtp_port, rtcp_port=cur.rtsp.rtcp_port
+        ),
+        onvif=dataclasses.replace(
+            cfg.onvif,
+            port_range_start=cur.onvif.port_range_start,
+            port_range_end=cur.onvif.port_range_end,
+        ),
+        discovery=dataclasses.replace(cfg.discovery, port=cur.discovery.port),
+        srt=dataclasses.replace(cfg.srt, port=cur.srt.port),
+        demo=cur.demo,
+    )
 
 
 def _stdout_to_devnull() -> None:

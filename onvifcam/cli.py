@@ -77,10 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="readable lines (default) or one JSON object per line ([server] log_format)",
+    )
+    s.add_argument(
         "--no-demo",
         action="store_true",
         help="no demo test-pattern camera (it runs when no --config is given)",
     )
+    c = sub.add_parser(
+        "check-config",
+        help="check a configuration file without starting (exit status 0: fine, 1: not)",
+    )
+    c.add_argument("file", metavar="FILE", help="TOML configuration file")
     d = sub.add_parser("discover", help="find ONVIF devices with a WS-Discovery Probe")
     d.add_argument("--interface", "-i", default="", help="interface name or local IPv4 address")
     d.add_argument("--address", default="", help="send a directed Probe to this host instead")
@@ -138,6 +148,8 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command in (None, "serve"):
         return _serve(args)
+    if args.command == "check-config":
+        return _check_config(args.file)
     if args.command == "discover":
         return _discover(args)
     if args.command == "trigger":
@@ -158,19 +170,72 @@ def _serve(args: argparse.Namespace) -> int:
             advertise=getattr(args, "advertise", None),
             state_dir=getattr(args, "state_dir", None),
             log_level=getattr(args, "log_level", None),
+            log_format=getattr(args, "log_format", None),
         )
         cfg = _section_overrides(cfg, args)
     except ConfigError as exc:
         print(f"onvifcam: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, cfg.server.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(cfg.server.log_level, cfg.server.log_format)
     from onvifcam.app import run
 
     return run(cfg)
+
+
+def _check_config(path: str) -> int:
+    """``onvifcam check-config FILE``: 0 and a summary when it loads, 1 and the error."""
+    try:
+        cfg = load(path)
+    except ConfigError as exc:
+        print(f"onvifcam: configuration error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: OK ({len(cfg.cameras)} cameras, {len(cfg.paths)} path policies, "
+        f"{len(cfg.hooks)} hooks)"
+    )
+    return 0
+
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# LogRecord attributes that are not extra fields given with ``extra=``
+_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (ISO 8601, UTC), level, logger, message, plus
+    ``exception`` (the traceback) and any ``extra=`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        for k, v in vars(record).items():
+            if k not in _RECORD_KEYS and not k.startswith("_"):
+                out[k] = v
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log to stderr at ``level``: readable lines, or JSON lines with ``fmt`` "json"."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
 
 
 def _section_overrides(cfg: Config, args: argparse.Namespace) -> Config:

@@ -8,6 +8,7 @@ and the reason, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
 import os
@@ -41,6 +42,7 @@ class ServerConfig:
     advertise: str = ""
     state_dir: str = field(default_factory=_default_state_dir)
     log_level: str = "info"
+    log_format: str = "text"  # "text" (readable lines) or "json" (one object a line)
     uvloop: bool = True
     # Warn (once per stall, with the loop's stack) when the event loop is blocked this long.
     loop_stall_warn_ms: int = 500
@@ -139,6 +141,8 @@ class LimitsConfig:
     gop_cache_bytes: int = 16 * 1024 * 1024
     max_readers_per_stream: int = 2000
     max_streams: int = 4096
+    hook_queue: int = 256  # events waiting for [[hooks]]; beyond it the oldest are dropped
+    hook_concurrency: int = 4  # hook commands and webhooks running at once
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,47 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: Prometheus ``/metrics`` on the main HTTP port."""
+
+    enabled: bool = True
+    # Clients from open_networks read /metrics without credentials unless require_auth;
+    # others (and everyone with require_auth) need "Authorization: Bearer TOKEN".
+    require_auth: bool = False
+    token: str = ""
+    open_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """[stats]: the per-stream statistics block in the log."""
+
+    interval: float = 30.0  # seconds between blocks of each live stream (0: never)
+    on_leave: bool = True  # one block when a publisher leaves
+
+
+HOOK_EVENTS = (
+    "stream_ready",
+    "stream_not_ready",
+    "reader_connected",
+    "reader_disconnected",
+    "source_failed",
+    "forward_error",
+)
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One [[hooks]] entry: run ``command`` or POST to ``url`` when ``on`` happens."""
+
+    on: str = ""  # one of HOOK_EVENTS
+    command: str = ""  # run with /bin/sh -c; details in ONVIFCAM_* environment variables
+    url: str = ""  # http(s) URL: POST a JSON body
+    timeout: float = 10.0  # seconds; a command is killed, a request abandoned after it
+    path: str = ""  # only for this stream path ("": every path)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -436,6 +481,9 @@ class Config:
     fleets: tuple[FleetConfig, ...] = ()
     demo: DemoConfig = field(default_factory=DemoConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    hooks: tuple[HookConfig, ...] = ()
     any_path: bool = True
     source: str = "<defaults>"
 
@@ -523,6 +571,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
     for key, value in table.items():
         if key not in names:
             close = [n for n in names if n.replace("_", "") == key.replace("_", "").lower()]
+            close = close or difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.75)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             if key in _RENAMED:
                 hint = f" (renamed to '{_RENAMED[key]}'; see README)"
@@ -683,6 +732,7 @@ def _validate(cfg: Config, where: str) -> None:
     _validate_demo(cfg, where)
     _validate_sources(cfg, where)
     _validate_api(cfg.api, where)
+    _validate_ops(cfg, where)
     seen: set[str] = set()
     endpoints: dict[tuple[str, int], int] = {}
     for i, cam in enumerate(cfg.cameras):
@@ -763,6 +813,40 @@ def camera_from_table(table: Any, cfg: Config, where: str = "camera") -> CameraC
         exc.key = next((g for g in m.groups() if g), "") if m else ""  # type: ignore[attr-defined]
         raise
     return cam
+
+
+def _validate_ops(cfg: Config, where: str) -> None:
+    """[server] log_format, [metrics], [stats], [[hooks]] and the hook limits."""
+    if cfg.server.log_format not in ("text", "json"):
+        raise ConfigError(
+            f"{where}: [server] log_format must be 'text' or 'json', got {cfg.server.log_format!r}"
+        )
+    m = cfg.metrics
+    if m.require_auth and not m.token:
+        raise ConfigError(
+            f"{where}: [metrics] require_auth = true needs a token (set [metrics] token, "
+            "then scrape with 'Authorization: Bearer TOKEN')"
+        )
+    for i, n in enumerate(m.open_networks):
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [metrics] open_networks[{i}]: {exc}") from None
+    if cfg.stats.interval and cfg.stats.interval < 1:
+        raise ConfigError(f"{where}: [stats] interval must be 0 (off) or at least 1 second")
+    lim = cfg.limits
+    if lim.hook_queue < 1 or lim.hook_concurrency < 1:
+        raise ConfigError(f"{where}: [limits] hook_queue and hook_concurrency must be at least 1")
+    for i, h in enumerate(cfg.hooks):
+        at = f"{where}: hooks[{i}]"
+        if h.on not in HOOK_EVENTS:
+            raise ConfigError(f"{at}.on: {h.on!r} is not one of {', '.join(HOOK_EVENTS)}")
+        if bool(h.command) == bool(h.url):
+            raise ConfigError(f"{at}: give exactly one of 'command' and 'url'")
+        if h.url and not re.match(r"https?://[^/\s]+", h.url):
+            raise ConfigError(f"{at}.url: {h.url!r} is not an http:// or https:// URL")
+        if not 0 < h.timeout <= 600:
+            raise ConfigError(f"{at}.timeout must be more than 0 and at most 600 seconds")
 
 
 def _validate_srt(cfg: Config, where: str) -> None:
@@ -949,6 +1033,8 @@ _SECTIONS: dict[str, type] = {
     "defaults": PathConfig,
     "demo": DemoConfig,
     "sources": SourcesConfig,
+    "metrics": MetricsConfig,
+    "stats": StatsConfig,
 }
 
 
@@ -982,6 +1068,12 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
                 raise ConfigError(f"{source}: 'fleets' must be an array of tables ([[fleets]])")
             kwargs["fleets"] = tuple(
                 _build(FleetConfig, t, f"{source}: fleets[{i}]") for i, t in enumerate(value)
+            )
+        elif key == "hooks":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: 'hooks' must be an array of tables ([[hooks]])")
+            kwargs["hooks"] = tuple(
+                _build(HookConfig, t, f"{source}: hooks[{i}]") for i, t in enumerate(value)
             )
         elif key == "any_path":
             kwargs["any_path"] = _coerce(value, bool, f"{source}: any_path")

@@ -64,6 +64,40 @@ class StreamInfoChanged(Event):
 
 
 @dataclass(frozen=True)
+class ReaderConnected(Event):
+    """A reader started reading ``path`` (``reader``: who, for logs and hooks)."""
+
+    path: str
+    reader: str = ""
+
+
+@dataclass(frozen=True)
+class ReaderDisconnected(Event):
+    """A reader of ``path`` stopped reading (it left, or the stream closed)."""
+
+    path: str
+    reader: str = ""
+
+
+@dataclass(frozen=True)
+class SourceFailed(Event):
+    """A source the server runs for ``path`` (file, pull...) failed; ``reason`` says why."""
+
+    path: str
+    source: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ForwardError(Event):
+    """Forwarding ``path`` to ``target`` failed (``target`` without credentials)."""
+
+    path: str
+    target: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class CameraAdded(Event):
     """A virtual camera was created (``camera`` is its registry key)."""
 
@@ -305,8 +339,29 @@ def stream_listener(bus: EventBus) -> Callable[[Any, str], None]:
             pub = getattr(stream, "publisher", None)
             bus.publish(StreamPublished(path, str(getattr(pub, "description", "") or "")))
         elif what == "unpublish":
-            bus.publish(StreamUnpublished(path))
+            reason = str(getattr(stream, "unpublish_reason", "") or "")
+            bus.publish(StreamUnpublished(path, reason))
         elif what == "info":
             bus.publish(StreamInfoChanged(path))
 
     return on_stream
+
+
+def describe_reader(reader: Any) -> str:
+    """Who a stream reader is: its ``description``, its session's, or its multicast group."""
+    for obj in (reader, getattr(reader, "session", None)):
+        text = getattr(obj, "description", None)
+        if isinstance(text, str) and text:
+            return text
+    group = getattr(reader, "group", None)
+    return f"multicast {group}" if group else type(reader).__name__
+
+
+def reader_listener(bus: EventBus) -> Callable[[Any, Any, bool], None]:
+    """Adapter for ``StreamRegistry.reader_listeners``: ReaderConnected / ReaderDisconnected."""
+
+    def on_reader(stream: Any, reader: Any, added: bool) -> None:
+        kind = ReaderConnected if added else ReaderDisconnected
+        bus.publish(kind(str(stream.path), describe_reader(reader)))
+
+    return on_reader

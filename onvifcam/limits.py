@@ -57,6 +57,7 @@ class Refusal:
     reason: str
     hint: str
     retry_after: int
+    kind: str = ""  # for counters: server_full, reserved, budget, probation, timeout
 
     def __str__(self) -> str:
         return f"{self.reason}; {self.hint}"
@@ -135,6 +136,7 @@ class ConnectionLimiter:
         self.unauthenticated = 0
         self.refused = 0
         self.probation_drops = 0
+        self.refused_by: dict[str, int] = {}  # Refusal.kind -> count (admit and overdue)
         self._unauth: dict[str, int] = {}  # key -> unauthenticated connections
         self._authed: dict[str, int] = {}  # key -> authenticated connections
         self._trusted: dict[str, float] = {}  # key -> when its last authenticated one ended
@@ -177,6 +179,7 @@ class ConnectionLimiter:
         refusal = self._admission(ip, key, exempt, now)
         if refusal is not None:
             self.refused += 1
+            self.refused_by[refusal.kind] = self.refused_by.get(refusal.kind, 0) + 1
             return refusal
         ticket = Ticket(ip, key, exempt, now)
         if not exempt and self.rate > 0 and self._tokens(key, now) < self.burst:
@@ -203,6 +206,7 @@ class ConnectionLimiter:
                 f"server full: {self.active} connections are open",
                 "raise [limits] max_connections",
                 10,
+                "server_full",
             )
         if exempt:
             return None
@@ -214,6 +218,7 @@ class ConnectionLimiter:
                     "with an authenticated session",
                     "raise [limits] max_connections or lower reserved_share",
                     10,
+                    "reserved",
                 )
         return self._budget(ip, key, now)
 
@@ -270,17 +275,21 @@ class ConnectionLimiter:
         now = self.clock()
         if ticket.probation_until and now >= ticket.probation_until:
             self.probation_drops += 1
+            self.refused_by["probation"] = self.refused_by.get("probation", 0) + 1
             return Refusal(
                 f"more than {self.max_unauthenticated_per_ip} connections from {ticket.ip} "
                 f"have not authenticated, and this one did not within {self.probation:g} s",
                 "raise [limits] max_unauthenticated_per_ip, or add the address to exempt_networks",
                 5,
+                "probation",
             )
         if self.unauthenticated_timeout and now - ticket.since >= self.unauthenticated_timeout:
+            self.refused_by["timeout"] = self.refused_by.get("timeout", 0) + 1
             return Refusal(
                 f"no authenticated request within {self.unauthenticated_timeout:g} s",
                 "raise [limits] unauthenticated_timeout",
                 1,
+                "timeout",
             )
         return None
 
@@ -314,6 +323,7 @@ class ConnectionLimiter:
             f"from {ip} (budget {self.rate:g}/s, burst {self.burst})",
             "raise [limits] per_ip_rate or per_ip_burst, or add the address to exempt_networks",
             max(1, math.ceil((1.0 - tokens) / self.rate)),
+            "budget",
         )
 
     def _spend(self, key: str, now: float) -> None:
@@ -370,4 +380,5 @@ class ConnectionLimiter:
             "unauthenticated": self.unauthenticated,
             "refused": self.refused,
             "probation_drops": self.probation_drops,
+            "refused_by": dict(self.refused_by),
         }

@@ -175,6 +175,32 @@ class Track:
         return f"trackID={self.index}"
 
 
+class Acc:
+    """Count, sum, min and max of a measured value (cheap enough per access unit)."""
+
+    __slots__ = ("count", "hi", "lo", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.lo = 0.0
+        self.hi = 0.0
+
+    def add(self, x: float) -> None:
+        """Take one sample."""
+        if self.count == 0 or x < self.lo:
+            self.lo = x
+        if x > self.hi or self.count == 0:
+            self.hi = x
+        self.count += 1
+        self.total += x
+
+    @property
+    def avg(self) -> float:
+        """The mean (0 with no sample)."""
+        return self.total / self.count if self.count else 0.0
+
+
 @dataclass
 class StreamStats:
     """Counters and measured rates of a stream."""
@@ -183,15 +209,31 @@ class StreamStats:
     packets_in: int = 0
     frames_in: int = 0
     keyframes_in: int = 0
-    dropped_in: int = 0
+    dropped_in: int = 0  # video before the first keyframe of a publisher
     malformed_in: int = 0
     reader_drops: int = 0
     bitrate: float = 0.0
     fps: float = 0.0
     publishes: int = 0
+    frames_out: int = 0  # key-track frames handed to readers (one per reader)
+    gop: int = 0  # frames from the last keyframe to the one before it (0: not seen yet)
+    # what left readers had sent and dropped (the live readers' counts are added on read)
+    closed_bytes_out: int = 0
+    closed_reader_drops: int = 0
+    # ingest drops the publishers reported (Stream.count_drop), by reason
+    drops: dict[str, int] = field(default_factory=dict)
+    # inter-frame time (ms) and reader queue depth (bytes, sampled once a second):
+    # since start, and since the last Stream.take_window()
+    interframe: Acc = field(default_factory=Acc)
+    interframe_window: Acc = field(default_factory=Acc)
+    queue: Acc = field(default_factory=Acc)
+    queue_window: Acc = field(default_factory=Acc)
     _bytes_mark: int = 0
     _frames_mark: int = 0
     _time_mark: float = 0.0
+    _last_frame: float = 0.0
+    _since_key: int = 0
+    _released: int = 0
 
 
 class Batch:
@@ -252,6 +294,7 @@ class Stream:
         gop_cache_bytes: int = 16 * 1024 * 1024,
         media_timeout: float = 15.0,
         on_change: Callable[[Stream, str], None] | None = None,
+        on_reader: Callable[[Stream, Reader, bool], None] | None = None,
     ) -> None:
         self.path = path
         self.publisher: Publisher | None = None
@@ -266,6 +309,11 @@ class Stream:
         self.gop_cache_bytes = gop_cache_bytes
         self.media_timeout = media_timeout
         self._on_change = on_change
+        self._on_reader = on_reader
+        # what the publisher declared (SDP a=x-dimensions / a=framerate, from onMetaData
+        # for RTMP): width, height, fps; the measured values come from the SPS and rates
+        self.declared: dict[str, float] = {}
+        self.published_wall = 0.0  # time.time() of the last publish
         self._pending: list[tuple[int, int, list[bytes], bool]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._gop: list[tuple[int, int, list[bytes], bool]] = []
@@ -277,6 +325,7 @@ class Stream:
         self.unpublished_at = time.monotonic()
         self.created_at = time.monotonic()
         self.version = 0
+        self.unpublish_reason = ""
 
     # ------------------------------------------------------------------ publishing
     @property
@@ -328,10 +377,7 @@ class Stream:
                 old_t.media = new_t.media
         else:
             if self.readers:
-                for r in list(self.readers):
-                    r.stream_closed("the stream's media format changed")
-                self.readers.clear()
-                self.reader_since.clear()
+                self._drop_readers("the stream's media format changed")
             self.tracks = tracks
             self.video_info = None
             self.version += 1
@@ -347,6 +393,10 @@ class Stream:
         self._last_input = now
         self.stats.publishes += 1
         self.publisher_bytes0 = self.stats.bytes_in
+        self.published_wall = time.time()
+        self.stats._last_frame = 0.0
+        self.stats._since_key = 0
+        self.stats._released = 0
         self.stats._time_mark = now
         self.stats._bytes_mark = self.stats.bytes_in
         self.stats._frames_mark = self.stats.frames_in
@@ -365,6 +415,9 @@ class Stream:
         if self.publisher is not publisher:
             return
         self._flush()
+        self.unpublish_reason = reason
+        for k, v in _ingest_drops(publisher).items():  # keep them once the publisher is gone
+            self.stats.drops[k] = self.stats.drops.get(k, 0) + v
         self.publisher = None
         self.unpublished_at = time.monotonic()
         for t in self.tracks:
@@ -483,9 +536,29 @@ class Stream:
     def note_input(self, nbytes: int, frames: int) -> None:
         """Count media a publisher received but holds back from RTP (lazy packetising), so
         rates and the media timeout see it; negative values undo it once it is sent."""
-        self.stats.bytes_in += nbytes
-        self.stats.frames_in += frames
-        self._last_input = time.monotonic()
+        st = self.stats
+        st.bytes_in += nbytes
+        st.frames_in += frames
+        now = self._last_input = time.monotonic()
+        if frames < 0:
+            st._released -= frames
+        for _ in range(frames):
+            self._frame_timing(now, False)
+
+    def _frame_timing(self, now: float, key: bool) -> None:
+        """Inter-frame time and GOP length of one arriving video frame."""
+        st = self.stats
+        if st._last_frame:
+            ms = (now - st._last_frame) * 1000.0
+            st.interframe.add(ms)
+            st.interframe_window.add(ms)
+        st._last_frame = now
+        if key:
+            if st._since_key:
+                st.gop = st._since_key
+            st._since_key = 1
+        elif st._since_key:
+            st._since_key += 1
 
     def _start_track(self, track: Track, seq: int, ts: int, now: float) -> None:
         if track.started:
@@ -505,9 +578,14 @@ class Stream:
         item = (track.index, RTP, packets, key)
         self._pending.append(item)
         if track.index == self.key_track:
-            self.stats.frames_in += 1
+            st = self.stats
+            st.frames_in += 1
+            if st._released and not key:
+                st._released -= 1  # counted when it arrived (note_input)
+            else:
+                self._frame_timing(track.last_time, key)
             if key:
-                self.stats.keyframes_in += 1
+                st.keyframes_in += 1
                 if self.video_info is None:
                     self._detect_info(track, packets)
         self._cache(item)
@@ -579,8 +657,16 @@ class Stream:
             return
         batch = Batch(self._pending, self.key_track)
         self._pending = []
+        if self.readers:
+            self.stats.frames_out += self._frames(batch) * len(self.readers)
         for r in tuple(self.readers):
             r.deliver(batch)
+
+    def _frames(self, batch: Batch) -> int:
+        kt = self.key_track
+        if kt < 0:
+            return sum(1 for it in batch.items if it[1] == RTP)
+        return sum(1 for it in batch.items if it[0] == kt and it[1] == RTP)
 
     def start_positions(self) -> list[tuple[int, int]]:
         """(sequence, timestamp) of the first packet each track will send a new reader."""
@@ -604,17 +690,114 @@ class Stream:
         when it must wait for the next keyframe.
         """
         self._flush()
+        new = reader not in self.readers
         self.readers.add(reader)
         self.reader_since.setdefault(reader, time.monotonic())
+        if new and self._on_reader is not None:
+            self._reader_event(reader, True)
         if self._gop and self._gop_valid:
-            reader.deliver(Batch(list(self._gop), self.key_track))
+            batch = Batch(list(self._gop), self.key_track)
+            self.stats.frames_out += self._frames(batch)
+            reader.deliver(batch)
             return True
         return self.key_track < 0
 
     def remove_reader(self, reader: Reader) -> None:
         """Unregister a reader."""
-        self.readers.discard(reader)
+        if reader in self.readers:
+            self.readers.discard(reader)
+            self._reader_gone(reader)
+
+    def _reader_gone(self, reader: Reader) -> None:
         self.reader_since.pop(reader, None)
+        st = self.stats
+        st.closed_bytes_out += getattr(reader, "sent", 0)
+        st.closed_reader_drops += getattr(reader, "dropped", 0)
+        if self._on_reader is not None:
+            self._reader_event(reader, False)
+
+    def _reader_event(self, reader: Reader, added: bool) -> None:
+        try:
+            self._on_reader(self, reader, added)  # type: ignore[misc]
+        except Exception:  # a listener bug must not break the data path
+            log.exception("stream %s: reader listener failed", self.path)
+
+    def _drop_readers(self, reason: str) -> None:
+        readers = list(self.readers)
+        self.readers.clear()
+        for r in readers:
+            self._reader_gone(r)
+            r.stream_closed(reason)
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """An ingest dropped ``n`` units of this stream's input for ``reason``
+        ("unsupported_codec", "non_media", "malformed"...)."""
+        self.stats.drops[reason] = self.stats.drops.get(reason, 0) + n
+
+    # ------------------------------------------------------------------ statistics
+    def reader_totals(self) -> tuple[int, int]:
+        """Bytes sent to and packets dropped by every reader so far (left ones included)."""
+        st = self.stats
+        sent, dropped = st.closed_bytes_out, st.closed_reader_drops
+        for r in self.readers:
+            sent += getattr(r, "sent", 0)
+            dropped += getattr(r, "dropped", 0)
+        return sent, dropped
+
+    def sample_queues(self) -> None:
+        """Note every reader's queued bytes (readers with a ``queued()``), once a second."""
+        st = self.stats
+        for r in self.readers:
+            q = getattr(r, "queued", None)
+            if q is not None:
+                n = float(q())
+                st.queue.add(n)
+                st.queue_window.add(n)
+
+    def take_window(self) -> tuple[Acc, Acc]:
+        """The inter-frame and queue-depth accumulators since the last call; starts anew."""
+        st = self.stats
+        w = st.interframe_window, st.queue_window
+        st.interframe_window, st.queue_window = Acc(), Acc()
+        return w
+
+    def stats_dict(self) -> dict[str, object]:
+        """Counters and gauges in the ``stats()`` shape (docs/architecture.md)."""
+        st = self.stats
+        sent, dropped = self.reader_totals()
+        pub = self.publisher
+        drops = dict(st.drops)
+        for k, v in _ingest_drops(pub).items():
+            drops[k] = drops.get(k, 0) + v
+        info = self.video_info
+        vt = self.video_track
+        return {
+            "online": self.online,
+            "placeholder": pub is not None and not self.online,
+            "publisher": getattr(pub, "description", "") if pub is not None else "",
+            "published_at": self.published_wall if pub is not None else 0.0,
+            "readers": len(self.readers),
+            "bytes_in": st.bytes_in,
+            "packets_in": st.packets_in,
+            "frames_in": st.frames_in,
+            "keyframes_in": st.keyframes_in,
+            "bytes_out": sent,
+            "frames_out": st.frames_out,
+            "fps": st.fps,
+            "bitrate": st.bitrate,
+            "gop": st.gop,
+            "keyframe_interval": st.gop / st.fps if st.gop and st.fps else 0.0,
+            "publishes": st.publishes,
+            "codec": getattr(info, "codec", None) or (vt.codec if vt is not None else ""),
+            "drops": {
+                "overflow": dropped,
+                "waiting_keyframe": st.dropped_in,
+                "malformed": st.malformed_in + drops.get("malformed", 0),
+                "non_media": drops.get("non_media", 0),
+                "unsupported_codec": drops.get("unsupported_codec", 0),
+                **{k: v for k, v in drops.items() if k not in ("non_media", "malformed")},
+            },
+        }
 
     def sessions(self) -> list[SessionInfo]:
         """The publisher (a placeholder is not one) and every reader, for the HTTP API."""
@@ -649,9 +832,11 @@ class Stream:
 
     # ------------------------------------------------------------------ info
     def _detect_info_from_sdp(self) -> None:
+        self.declared = {}
         if self.key_track < 0:
             return
         t = self.tracks[self.key_track]
+        self.declared = _declared(t.media)
         fmtp = t.media.fmtp.get(t.payload_type, {})
         try:
             if t.codec == "H264":
@@ -729,6 +914,8 @@ class Stream:
             st.bitrate = (st.bytes_in - st._bytes_mark) * 8 / span
             st.fps = (st.frames_in - st._frames_mark) / span
             st._time_mark, st._bytes_mark, st._frames_mark = now, st.bytes_in, st.frames_in
+        if self.readers:
+            self.sample_queues()
         if self.publisher is None:
             return
         if now - self._last_input > self.media_timeout and self.online:
@@ -762,14 +949,47 @@ class Stream:
             pub = self.publisher
             self.unpublish(pub, reason)
             pub.kick(reason)
-        for r in list(self.readers):
-            r.stream_closed(reason)
-        self.readers.clear()
-        self.reader_since.clear()
+        self._drop_readers(reason)
+
+
+def _ingest_drops(publisher: object) -> dict[str, int]:
+    """A publisher's own drop counters (``ingest_drops()``, e.g. RTMP's FLV ingest)."""
+    fn = getattr(publisher, "ingest_drops", None)
+    if fn is None:
+        return {}
+    try:
+        return dict(fn())
+    except Exception:  # a publisher's counters must not break the stream
+        log.exception("ingest_drops of %r failed", publisher)
+        return {}
+
+
+def _declared(md: MediaDescription) -> dict[str, float]:
+    """Width, height and fps a video section declares (a=x-dimensions, a=framesize,
+    a=framerate); what cannot be read is left out."""
+    out: dict[str, float] = {}
+    dims = md.get("x-dimensions")
+    if dims is None:
+        fs = md.get("framesize")  # "96 1280-720"
+        dims = fs.split()[-1].replace("-", ",") if fs else None
+    if dims:
+        w, _, h = dims.partition(",")
+        if w.strip().isdigit() and h.strip().isdigit():
+            out["width"], out["height"] = float(w), float(h)
+    rate = md.get("framerate")
+    if rate:
+        try:
+            fps = float(rate.split()[-1])
+        except ValueError:
+            fps = 0.0
+        if 0 < fps < 1000:
+            out["fps"] = fps
+    return out
 
 
 class StreamRegistry:
-    """All streams by path, plus listeners for publish/unpublish/info changes."""
+    """All streams by path, plus listeners for publish/unpublish/info changes and for
+    readers coming and going (``reader_listeners``: ``fn(stream, reader, added)``)."""
 
     def __init__(self, *, gop_cache_bytes: int, media_timeout: float, max_streams: int) -> None:
         self.streams: dict[str, Stream] = {}
@@ -777,6 +997,7 @@ class StreamRegistry:
         self.media_timeout = media_timeout
         self.max_streams = max_streams
         self.listeners: list[Callable[[Stream, str], None]] = []
+        self.reader_listeners: list[Callable[[Stream, Reader, bool], None]] = []
 
     @staticmethod
     def normalize(path: str) -> str:
@@ -799,6 +1020,7 @@ class StreamRegistry:
                 gop_cache_bytes=self.gop_cache_bytes,
                 media_timeout=self.media_timeout,
                 on_change=self._changed,
+                on_reader=self._reader_changed,
             )
             self.streams[p] = s
         return s
@@ -806,6 +1028,10 @@ class StreamRegistry:
     def _changed(self, stream: Stream, what: str) -> None:
         for fn in self.listeners:
             fn(stream, what)
+
+    def _reader_changed(self, stream: Stream, reader: Reader, added: bool) -> None:
+        for fn in self.reader_listeners:
+            fn(stream, reader, added)
 
     def find_prefix(self, path: str) -> tuple[Stream, str] | None:
         """The stream whose path is the longest prefix of ``path``, and the rest."""

@@ -538,6 +538,14 @@ class Dispatcher:
         self.requests = 0
         self.faults = 0
         self.auth_failures = 0
+        # (operation, result) -> count; result "ok", "fault", "auth_failure" or "error";
+        # operations this table does not know count as "unknown" (bounded label values)
+        self.by_operation: dict[tuple[str, str], int] = {}
+
+    def _count(self, action: str, result: str) -> None:
+        op = _short(action) if action in self.table.ops else "unknown"
+        key = (op, result)
+        self.by_operation[key] = self.by_operation.get(key, 0) + 1
 
     def nonces(self, camera: Camera) -> ReplayCache:
         """The camera's replay cache."""
@@ -659,6 +667,7 @@ class Dispatcher:
                 body = serialize(result, soap_ns)  # type: ignore[arg-type]
         except Exception:
             return self._internal_error(camera, soap_ns, action)
+        self._count(action, "ok")
         return Response(
             200,
             body,
@@ -672,6 +681,7 @@ class Dispatcher:
         denied = "ter:NotAuthorized" in f.subcodes
         if denied:
             self.auth_failures += 1
+        self._count(action, "auth_failure" if denied else "fault")
         if f.logged:
             pass
         elif denied and f.public:
@@ -691,6 +701,7 @@ class Dispatcher:
         self, camera: Camera, soap_ns: str, action: str, traceback: bool = True
     ) -> Response:
         self.faults += 1
+        self._count(action, "error")
         if traceback:
             log.exception("onvif %s: internal error in %s", camera.name, _short(action))
         f = Fault("ter:Action", "internal error", "Receiver", 500)

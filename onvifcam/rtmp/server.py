@@ -149,6 +149,17 @@ class RtmpConnection(asyncio.Protocol):
             self.closed_at = time.monotonic()
             self.transport.close()
 
+    def ingest_drops(self) -> dict[str, int]:
+        """What the FLV ingest dropped, by reason (read by the stream's statistics)."""
+        st = getattr(self, "ingest_stats", None)
+        if st is None:
+            return {}
+        return {
+            "unsupported_codec": st.unsupported_video + st.unsupported_audio,
+            "non_media": st.dropped_frames + st.late_audio,
+            "malformed": st.malformed,
+        }
+
     def kick(self, reason: str) -> None:
         """Publisher protocol: the stream dropped us (replaced, media timeout, shutdown)."""
         self.stream = None
@@ -504,6 +515,7 @@ class RtmpConnection(asyncio.Protocol):
         self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}/{path}"
         self.publish_requested_at = time.monotonic()
         ingest = FlvIngest(self._on_publish, self._drop_packet, name=f"rtmp {path}")
+        self.ingest_stats = ingest.stats  # outlives self.ingest, for ingest_drops()
         if self.metadata:
             ingest.set_metadata(self.metadata)
         self.ingest = ingest

@@ -161,6 +161,12 @@ class TcpReader:
             transport.write(data)
             self.sent += len(data)
 
+    def queued(self) -> int:
+        """Bytes waiting in the connection's write buffer (the reader's queue depth)."""
+        conn = self.session.conn
+        transport = conn.out_transport if conn is not None else None
+        return transport.get_write_buffer_size() if transport is not None else 0
+
     def stream_closed(self, reason: str) -> None:
         """See :class:`RtspSession.stream_closed`."""
         self.session.stream_closed(reason)
