@@ -1,5 +1,6 @@
-"""Starts and stops the configured sources: the ``[demo]`` test-pattern camera and the
-offline placeholders of cameras with ``offline = "placeholder"``.
+"""Starts and stops the configured sources: the ``[demo]`` test-pattern camera, the
+offline placeholders of cameras with ``offline = "placeholder"``, file loops, and the
+forwarders of cameras with ``forward`` entries.
 
 A source is a publisher of a stream like any pushing client; the manager creates its stream
 in the registry, starts it with the app and stops it (unpublishing) before the streams
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.sources.file import ClipError, FileLoopSource, path_of
+from onvifcam.sources.forward import Forwarder
 from onvifcam.sources.placeholder import Placeholders
 from onvifcam.sources.testpattern import TestPatternSource
 
@@ -62,12 +64,14 @@ class SourceManager:
         self.sources: list[TestPatternSource | FileLoopSource] = []
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
         self.placeholders = Placeholders(registry, self._pool, push_urls or (lambda _p: []))
+        self.forwarders: list[Forwarder] = []
         self._started = False
 
     async def start(self) -> None:
         """Start every configured source, then the placeholders of offline cameras."""
         await self._start_demo()
         await self._start_files()
+        self._start_forwarders()
         self._started = True
         if self.cameras is not None:
             self.registry.listeners.append(self._stream_changed)
@@ -126,6 +130,25 @@ class SourceManager:
             more = f" and {len(paths) - 5} more paths" if len(paths) > 5 else ""
             log.info("file source: %s plays in a loop on %s%s", source, ", ".join(paths[:5]), more)
 
+    def _start_forwarders(self) -> None:
+        """One Forwarder per ``forward`` entry of every camera."""
+        for cam in self.cfg.cameras:
+            for i, fcfg in enumerate(cam.forward):
+                fwd = Forwarder(self.registry, cam.path, fcfg, f"{cam.name or cam.path}[{i}]")
+                self.forwarders.append(fwd)
+                fwd.start()
+                log.info(
+                    "forward: %s -> %s%s",
+                    fwd.path,
+                    fwd.url,
+                    " (disabled)" if fcfg.disabled else "",
+                )
+
+    def forwarders_of(self, path: str) -> list[Forwarder]:
+        """The forwarders of one stream path, in configuration order (for the API)."""
+        p = self.registry.normalize(path)
+        return [f for f in self.forwarders if f.path == p]
+
     async def _start_demo(self) -> None:
         d = self.cfg.demo
         if not d.enabled:
@@ -158,6 +181,8 @@ class SourceManager:
         self._started = False
         if self._stream_changed in self.registry.listeners:
             self.registry.listeners.remove(self._stream_changed)
+        await asyncio.gather(*(f.stop() for f in self.forwarders), return_exceptions=True)
+        self.forwarders.clear()
         await self.placeholders.stop()
         for src in reversed(self.sources):
             try:
@@ -181,4 +206,5 @@ class SourceManager:
         return {
             "sources": [s.stats() for s in self.sources],
             "placeholders": self.placeholders.stats(),
+            "forwarders": [f.stats() for f in self.forwarders],
         }
