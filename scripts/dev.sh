@@ -60,7 +60,7 @@ npm_deps() {
 
 TEST_APT=(ffmpeg gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav iproute2 openssl nodejs chromium)
+  gstreamer1.0-libav iproute2 openssl nodejs chromium nginx-light libnginx-mod-rtmp)
 BENCH_APT=(python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 nginx-light srt-tools
   libnginx-mod-rtmp)
 
