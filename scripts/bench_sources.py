@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def start_server(d: Path, config: str) -> tuple[subprocess.Popen[bytes], dict[st
     base = (
         '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nrtmps_port = 0\n'
         "http_port = 0\n[rtsp]\nrtp_port = 0\n[srt]\nport = 0\n[discovery]\nenabled = false\n"
+        "[limits]\nmax_connections = 8192\n"
         f"[onvif]\nenabled = {'true' if ONVIF else 'false'}\nport_range_start = 0\n"
         "port_range_end = 0\nauth = false\n"
     )
@@ -540,6 +542,8 @@ def main() -> int:
     args.cameras = [int(x) for x in args.cameras.split(",") if x]
     global ONVIF
     ONVIF = args.onvif
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     pin_and_use_uvloop(LOAD_CPU)
     with cleanup():
         asyncio.run(run(args))
