@@ -199,6 +199,20 @@ class PathConfig:
 
 
 @dataclass(frozen=True)
+class ForwardConfig:
+    """One entry of a camera's ``forward`` list: push its stream to another server."""
+
+    url: str = ""  # rtsp://, rtsps://, rtmp:// or rtmps://
+    retry_timeout: float = 5.0  # seconds between attempts
+    retry_limit: int = 0  # failed attempts in a row before status "error"; 0: retry forever
+    disabled: bool = False  # keep the entry but do not forward
+    timeout: float = 10.0  # disconnect when the source has been gone this long (seconds)
+    connect_timeout: float = 10.0  # connect, handshake and publish/RECORD must finish in it
+    max_queue_bytes: int = 4 * 1024 * 1024  # unsent bytes before dropping to a keyframe
+    tls_verify: bool = True  # rtmps://, rtsps://: check the server's certificate and name
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     """One [[cameras]] entry: a virtual ONVIF camera showing a stream path."""
 
@@ -246,6 +260,8 @@ class CameraConfig:
     # reads it, and an H.264 Media1 profile for an H.265 camera; "": no sub stream unless
     # sub_path names one.
     sub_stream: str = ""
+    # Push the camera's stream to other servers: [{ url = "rtmp://host/live/key" }, ...]
+    forward: tuple[ForwardConfig, ...] = ()
 
     @property
     def source_uris(self) -> tuple[str, ...]:
@@ -532,6 +548,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if dataclasses.is_dataclass(inner):
+            return tuple(_build(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         arms = typing.get_args(tp)
@@ -760,6 +778,8 @@ def _validate(cfg: Config, where: str) -> None:
         if cam.source_uris:
             _validate_source(cam.source_uris, f"{where}: cameras[{i}].source")
         _validate_failover(cfg, i, cam, f"{where}: cameras[{i}]")
+        for j, fwd in enumerate(cam.forward):
+            _validate_forward(fwd, f"{where}: cameras[{i}].forward[{j}]")
         if cam.offline and cam.offline not in OFFLINE:
             raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
@@ -910,6 +930,33 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
         raise ConfigError(f"{where}: [whip] nack_wait_ms must be 0..2000")
     if not 64 <= w.reorder_packets <= 16384:
         raise ConfigError(f"{where}: [whip] reorder_packets must be 64..16384")
+
+
+def _validate_forward(fwd: ForwardConfig, where: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(fwd.url)
+    scheme = parts.scheme.lower()
+    if scheme == "srt":
+        raise ConfigError(
+            f"{where}.url: forwarding over SRT is not supported yet; use rtsp:// or rtmp://"
+        )
+    if scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
+        raise ConfigError(
+            f"{where}.url: {fwd.url!r} must be rtsp://HOST[:PORT]/PATH, rtsps://, "
+            "rtmp://HOST[:PORT]/APP/KEY or rtmps://"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{where}.url: {fwd.url!r} has an invalid port") from None
+    if scheme.startswith("rtmp") and not parts.path.strip("/"):
+        raise ConfigError(f"{where}.url: {fwd.url!r} needs an app: rtmp://HOST/APP/KEY")
+    for key in ("retry_timeout", "connect_timeout"):
+        if getattr(fwd, key) <= 0:
+            raise ConfigError(f"{where}.{key} must be positive (seconds)")
+    if fwd.max_queue_bytes < 64 * 1024:
+        raise ConfigError(f"{where}.max_queue_bytes must be at least 65536")
 
 
 PULL_SCHEMES = ("rtsp", "rtmp")

@@ -1,6 +1,7 @@
 """Starts and stops the configured sources: the ``[demo]`` test-pattern camera, file loops,
-pull sources (``source = "rtsp://..."`` or a list), primary/backup failover cameras, and the
-offline placeholders of cameras with ``offline = "placeholder"``.
+pull sources (``source = "rtsp://..."`` or a list), primary/backup failover cameras, the
+offline placeholders of cameras with ``offline = "placeholder"``, and the forwarders of
+cameras with ``forward`` entries.
 
 A source is a publisher of a stream like any pushing client; the manager creates its stream
 in the registry, starts it with the app and stops it (unpublishing) before the streams
@@ -20,6 +21,7 @@ from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamError, StreamRegistry
 from onvifcam.sources.failover import FailoverSource
 from onvifcam.sources.file import ClipError, FileLoopSource, path_of
+from onvifcam.sources.forward import Forwarder
 from onvifcam.sources.placeholder import Placeholders
 from onvifcam.sources.pull import PullSource
 from onvifcam.sources.testpattern import TestPatternSource
@@ -74,6 +76,7 @@ class SourceManager:
         self.failovers: dict[str, FailoverSource] = {}  # by camera path
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="source")
         self.placeholders = Placeholders(registry, self._pool, push_urls or (lambda _p: []))
+        self.forwarders: list[Forwarder] = []
         self._started = False
 
     async def start(self) -> None:
@@ -82,6 +85,7 @@ class SourceManager:
         await self._start_files()
         await self._start_pulls()
         await self._start_failovers()
+        self._start_forwarders()
         self._started = True
         if self.cameras is not None:
             self.registry.listeners.append(self._stream_changed)
@@ -211,6 +215,25 @@ class SourceManager:
         p = path.strip("/")
         return self.pulls.get(p) or self.failovers.get(p)
 
+    def _start_forwarders(self) -> None:
+        """One Forwarder per ``forward`` entry of every camera."""
+        for cam in self.cfg.cameras:
+            for i, fcfg in enumerate(cam.forward):
+                fwd = Forwarder(self.registry, cam.path, fcfg, f"{cam.name or cam.path}[{i}]")
+                self.forwarders.append(fwd)
+                fwd.start()
+                log.info(
+                    "forward: %s -> %s%s",
+                    fwd.path,
+                    fwd.url,
+                    " (disabled)" if fcfg.disabled else "",
+                )
+
+    def forwarders_of(self, path: str) -> list[Forwarder]:
+        """The forwarders of one stream path, in configuration order (for the API)."""
+        p = self.registry.normalize(path)
+        return [f for f in self.forwarders if f.path == p]
+
     async def _start_demo(self) -> None:
         d = self.cfg.demo
         if not d.enabled:
@@ -243,6 +266,8 @@ class SourceManager:
         self._started = False
         if self._stream_changed in self.registry.listeners:
             self.registry.listeners.remove(self._stream_changed)
+        await asyncio.gather(*(f.stop() for f in self.forwarders), return_exceptions=True)
+        self.forwarders.clear()
         await self.placeholders.stop()
         for pull in self.pulls.values():
             await pull.stop()
@@ -272,4 +297,5 @@ class SourceManager:
             "sources": [s.stats() for s in self.sources],
             "pulls": [p.info() for p in self.pulls.values()],
             "placeholders": self.placeholders.stats(),
+            "forwarders": [f.stats() for f in self.forwarders],
         }

@@ -1,0 +1,153 @@
+"""Forward configuration keys, and a Forwarder's status machine driven in-process against a
+closed loopback port (retry_limit -> error, enable(), disable()) and a loopback RTSP
+listener that reads what RECORD sends."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from onvifcam.config import ConfigError, ForwardConfig, from_dict
+from onvifcam.media.packetizer import Packetizer, VideoSpec
+from onvifcam.media.stream import StreamRegistry
+from onvifcam.rtsp.recorder import redact
+from onvifcam.sources.forward import Forwarder
+
+
+def cfg_with(forward: list[dict]) -> object:
+    return from_dict({"cameras": [{"name": "c", "path": "cam", "forward": forward}]})
+
+
+def test_forward_keys_are_typed_with_defaults() -> None:
+    cfg = cfg_with([{"url": "rtmp://h/live/k"}, {"url": "rtsp://h:8554/x", "retry_limit": 3}])
+    f0, f1 = cfg.cameras[0].forward  # type: ignore[attr-defined]
+    assert f0 == ForwardConfig(url="rtmp://h/live/k")
+    assert (f0.retry_timeout, f0.retry_limit, f0.disabled, f0.timeout) == (5.0, 0, False, 10.0)
+    assert f1.retry_limit == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"url": "srt://h:9000"}, "forwarding over SRT is not supported yet"),
+        ({"url": "http://h/x"}, "must be rtsp://HOST"),
+        ({"url": "rtmp://h"}, "needs an app"),
+        (
+            {"url": "rtsp://h/x", "retry_timeout": 0},
+            r"forward\[0\]\.retry_timeout must be positive",
+        ),
+        ({"url": "rtsp://h/x", "retrylimit": 1}, "did you mean 'retry_limit'"),
+        ({"url": "rtsp://h/x", "max_queue_bytes": 10}, "max_queue_bytes must be at least"),
+    ],
+)
+def test_bad_forward_entries_name_the_key(entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as exc:
+        cfg_with([entry])
+    assert "cameras[0].forward[0]" in str(exc.value)
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("rtsp://u:secret@h:554/x") == "rtsp://u:***@h:554/x"
+    assert redact("rtmp://h/live/k") == "rtmp://h/live/k"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Source:
+    description = "test source"
+
+    def kick(self, reason: str) -> None:
+        pass
+
+
+def online_registry() -> tuple[StreamRegistry, Packetizer]:
+    reg = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=4)
+    stream = reg.get_or_create("cam")
+    pk = Packetizer(stream.on_rtp)
+    sps = bytes.fromhex("6742c01e95a0a0fd00")
+    sdp = pk.configure([VideoSpec("H264", [sps, bytes.fromhex("68ce3c80")])])
+    stream.publish(Source(), sdp)
+    return reg, pk
+
+
+async def wait_for(pred, limit: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + limit
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_retry_limit_reached_gives_error_then_enable_and_disable() -> None:
+    reg, _pk = online_registry()
+    url = f"rtsp://127.0.0.1:{closed_port()}/x"
+    fwd = Forwarder(reg, "cam", ForwardConfig(url=url, retry_timeout=0.05, retry_limit=3))
+    fwd.start()
+    await wait_for(lambda: fwd.status == "error")
+    st = fwd.stats()
+    assert st["attempts"] == 3 and st["failures_in_a_row"] == 3
+    assert "cannot reach 127.0.0.1:" in st["last_error"]
+    assert "Connection refused" in st["last_error"]
+    fwd.enable()
+    assert fwd.status == "idle"
+    await wait_for(lambda: fwd.attempts >= 4)
+    fwd.disable()
+    assert fwd.status == "disabled"
+    attempts = fwd.attempts
+    await asyncio.sleep(0.2)
+    assert fwd.attempts == attempts and fwd.status == "disabled"
+    await fwd.stop()
+
+
+async def test_rtsp_record_sends_the_stream_and_source_timeout_disconnects() -> None:
+    reg, pk = online_registry()
+    got = bytearray()
+    closed = asyncio.Event()
+
+    async def server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        # a minimal RECORD peer: 200 to every request, then count interleaved bytes
+        cseq = 0
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            cseq += 1
+            length = 0
+            for line in head.decode().split("\r\n"):
+                if line.lower().startswith("content-length:"):
+                    length = int(line.split(":")[1])
+            await r.readexactly(length)
+            method = head.split(b" ", 1)[0]
+            extra = b"Session: 1\r\n" if method != b"ANNOUNCE" else b""
+            if method == b"SETUP":
+                extra += b"Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"
+            w.write(b"RTSP/1.0 200 OK\r\nCSeq: %d\r\n%s\r\n" % (cseq, extra))
+            if method == b"RECORD":
+                break
+        while data := await r.read(65536):
+            got.extend(data)
+        closed.set()
+
+    srv = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    fwd = Forwarder(reg, "cam", ForwardConfig(url=f"rtsp://127.0.0.1:{port}/in", timeout=0.3))
+    fwd.start()
+    await wait_for(lambda: fwd.status == "active")
+    idr = bytes.fromhex("6588") + bytes(3000)
+    for i in range(5):
+        nal = idr if i == 0 else bytes.fromhex("4188") + bytes(500)
+        pk.on_access_unit(0, i * 40, i * 40, [nal], keyframe=i == 0)
+        await asyncio.sleep(0.01)
+    await wait_for(lambda: fwd.frames == 5)
+    await wait_for(lambda: len(got) >= fwd.bytes)
+    assert got[:1] == b"$" and fwd.bytes == len(got)
+    stream = reg.get("cam")
+    assert stream is not None
+    stream.unpublish(stream.publisher, "test")  # type: ignore[arg-type]
+    await asyncio.wait_for(closed.wait(), 5)  # disconnected after `timeout`
+    assert fwd.status == "idle" and fwd.reconnects == 0
+    await fwd.stop()
+    srv.close()
