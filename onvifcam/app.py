@@ -74,7 +74,7 @@ class App:
             self.registry.listeners.append(self.cameras.stream_changed)
         # publish and read admission shared by every protocol; NVRs read with ONVIF users
         self.gate = Gate(cfg, camera_users=self.cameras.rtsp_users)
-        self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate)
+        self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate, self.bus)
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
         self.web = WebServer(
             cfg,
