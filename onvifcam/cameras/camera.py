@@ -127,6 +127,9 @@ class Camera:
         self.address = cfg.address
         self.started_at = time.time()
         self.reboots = 0
+        # Told when a client changes what the camera announces (scopes, discovery mode,
+        # hostname, factory default): the registry turns it into CameraUpdated.
+        self.on_change: Callable[[Camera], None] | None = None
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
         self.state = state if state is not None else CameraState.from_json(store.load(key))
@@ -166,6 +169,12 @@ class Camera:
         components keep with the camera, e.g. DeviceIO relays): read and change them here,
         then :meth:`save`. Everything else lives in ``state``."""
         return self.state.extra
+
+    def _changed(self) -> None:
+        """Persist, then tell ``on_change`` (a client changed what the camera announces)."""
+        self.save()
+        if self.on_change is not None:
+            self.on_change(self)
 
     def save(self) -> None:
         """Persist the camera's document (atomic write); kept in memory while not ``persist``."""
@@ -335,7 +344,7 @@ class Camera:
         if not re.fullmatch(r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", name):
             raise CameraError("ter:InvalidHostname", f"invalid hostname {name[:64]!r}")
         self.state.hostname = name
-        self.save()
+        self._changed()
 
     @property
     def fixed_scopes(self) -> list[str]:
@@ -369,14 +378,14 @@ class Camera:
     def set_scopes(self, scopes: list[str]) -> None:
         """SetScopes replaces the configurable scopes."""
         self.state.scopes = list(scopes)
-        self.save()
+        self._changed()
 
     def add_scopes(self, scopes: list[str]) -> None:
         """AddScopes."""
         have = set(self.fixed_scopes + self.config_scopes + self.added_scopes)
         extra = [s for s in scopes if s not in have]
         self.state.added_scopes = self.added_scopes + extra
-        self.save()
+        self._changed()
 
     def remove_scopes(self, scopes: list[str]) -> None:
         """RemoveScopes: fixed scopes cannot be removed."""
@@ -387,7 +396,7 @@ class Camera:
                 raise CameraError("ter:NoScope", f"scope {s} does not exist")
         self.state.scopes = [s for s in self.config_scopes if s not in scopes]
         self.state.added_scopes = [s for s in self.added_scopes if s not in scopes]
-        self.save()
+        self._changed()
 
     @property
     def discovery_mode(self) -> str:
@@ -399,12 +408,12 @@ class Camera:
         if mode not in (DISCOVERABLE, NON_DISCOVERABLE):
             raise CameraError("ter:InvalidArgVal", f"discovery mode {mode!r}")
         self.state.discovery_mode = mode
-        self.save()
+        self._changed()
 
     def factory_default(self) -> None:
         """SetSystemFactoryDefault: forget every client change, keep the identity."""
         self.state = self.state.factory_default()
-        self.save()
+        self._changed()
 
     def reboot(self) -> None:
         """SystemReboot: the component restarts the camera's endpoint."""
