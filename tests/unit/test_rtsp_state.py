@@ -9,6 +9,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onvifcam.config import Config, RtspConfig
 from onvifcam.limits import ConnectionLimiter
@@ -289,3 +291,32 @@ def test_a_path_no_hook_serves_is_404_at_once() -> None:
         assert asked == ["plain/cam"] and server.stats()["deferred"]["deferred"] == 0
 
     asyncio.run(run())
+
+
+_METHODS = ["SETUP", "PLAY", "PAUSE", "RECORD", "TEARDOWN", "OPTIONS", "DESCRIBE"]
+
+
+@given(
+    role=st.sampled_from(list(Role)),
+    methods=st.lists(st.sampled_from(_METHODS), max_size=30),
+)
+@settings(max_examples=300, deadline=None)
+def test_property_what_check_allows_can_be_applied(role: Role, methods: list[str]) -> None:
+    # Whatever a client sends, a method the table allows moves the machine without error,
+    # and one it refuses leaves the state as it was.
+    m = SessionMachine(role)
+    apply = {"SETUP": m.set_up, "PLAY": m.play, "PAUSE": m.pause, "RECORD": m.record}
+    for method in methods:
+        before = m.state
+        refusal = m.check(method)
+        if refusal is not None:
+            assert refusal.status in (454, 455) and m.state is before
+            continue
+        if method == "TEARDOWN":
+            m.close()
+        elif method in apply:
+            apply[method]()
+        assert m.state in ALLOWED_STATES[role] or m.state is S.CLOSED
+
+
+ALLOWED_STATES = {r: {st_ for (r2, st_) in ALLOWED if r2 is r} for r in Role}
