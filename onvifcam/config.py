@@ -62,6 +62,10 @@ class RtspConfig:
     http_tunnel: bool = True
     auth_methods: tuple[str, ...] = ("digest", "basic")
     realm: str = "onvifcam"
+    # DESCRIBE of a path a demand hook will start a source for waits this long for it.
+    on_demand_timeout: float = 10.0
+    # Requests a connection may send while one is waiting (answered in order afterwards).
+    max_queued_requests: int = 16
 
 
 @dataclass(frozen=True)
@@ -648,6 +652,10 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [rtmp] max_buffer_bytes must be at least max_message_bytes")
     if not 4 <= r.max_chunk_streams <= 65599:
         raise ConfigError(f"{where}: [rtmp] max_chunk_streams must be 4..65599")
+    if cfg.rtsp.on_demand_timeout <= 0 or cfg.rtsp.max_queued_requests < 1:
+        raise ConfigError(
+            f"{where}: [rtsp] on_demand_timeout (seconds) and max_queued_requests must be positive"
+        )
     for m in cfg.rtsp.auth_methods:
         if m not in ("digest", "basic"):
             raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")

@@ -131,6 +131,9 @@ class Camera:
         self.address = cfg.address
         self.started_at = time.time()
         self.reboots = 0
+        # Told when a client changes what the camera announces (scopes, discovery mode,
+        # hostname, factory default): the registry turns it into CameraUpdated.
+        self.on_change: Callable[[Camera], None] | None = None
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
         # run-time only: the virtual PTZ head (onvifcam.onvif.ptz.Head) once a client uses it
@@ -172,6 +175,12 @@ class Camera:
         components keep with the camera, e.g. DeviceIO relays): read and change them here,
         then :meth:`save`. Everything else lives in ``state``."""
         return self.state.extra
+
+    def _changed(self) -> None:
+        """Persist, then tell ``on_change`` (a client changed what the camera announces)."""
+        self.save()
+        if self.on_change is not None:
+            self.on_change(self)
 
     def save(self) -> None:
         """Persist the camera's document (atomic write); kept in memory while not ``persist``."""
@@ -341,7 +350,7 @@ class Camera:
         if not re.fullmatch(r"(?=.{1,63}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?", name):
             raise CameraError("ter:InvalidHostname", f"invalid hostname {name[:64]!r}")
         self.state.hostname = name
-        self.save()
+        self._changed()
 
     @property
     def fixed_scopes(self) -> list[str]:
@@ -375,14 +384,14 @@ class Camera:
     def set_scopes(self, scopes: list[str]) -> None:
         """SetScopes replaces the configurable scopes."""
         self.state.scopes = list(scopes)
-        self.save()
+        self._changed()
 
     def add_scopes(self, scopes: list[str]) -> None:
         """AddScopes."""
         have = set(self.fixed_scopes + self.config_scopes + self.added_scopes)
         extra = [s for s in scopes if s not in have]
         self.state.added_scopes = self.added_scopes + extra
-        self.save()
+        self._changed()
 
     def remove_scopes(self, scopes: list[str]) -> None:
         """RemoveScopes: fixed scopes cannot be removed."""
@@ -393,7 +402,7 @@ class Camera:
                 raise CameraError("ter:NoScope", f"scope {s} does not exist")
         self.state.scopes = [s for s in self.config_scopes if s not in scopes]
         self.state.added_scopes = [s for s in self.added_scopes if s not in scopes]
-        self.save()
+        self._changed()
 
     @property
     def discovery_mode(self) -> str:
@@ -405,12 +414,12 @@ class Camera:
         if mode not in (DISCOVERABLE, NON_DISCOVERABLE):
             raise CameraError("ter:InvalidArgVal", f"discovery mode {mode!r}")
         self.state.discovery_mode = mode
-        self.save()
+        self._changed()
 
     def factory_default(self) -> None:
         """SetSystemFactoryDefault: forget every client change, keep the identity."""
         self.state = self.state.factory_default()
-        self.save()
+        self._changed()
 
     def reboot(self) -> None:
         """SystemReboot: the component restarts the camera's endpoint."""

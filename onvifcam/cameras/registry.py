@@ -199,6 +199,7 @@ class CameraRegistry:
         new = Camera(cam.key, cfg, self.cfg, self.store, self.streams, auto=False, state=cam.state)
         new.reboots = cam.reboots
         new.offline_since = cam.offline_since
+        new.on_change = self._camera_changed
         if new.slug != cam.slug:
             new.slug = self._unique_slug(new)
         self.cameras[cam.key] = new
@@ -275,11 +276,17 @@ class CameraRegistry:
             if other.mac == cam.mac:
                 log.warning("onvif: cameras %r and %r have the same MAC", other.name, cam.name)
         self.cameras[cam.key] = cam
+        cam.on_change = self._camera_changed
         self.counters["added"] += 1
         for fn in self.on_added:
             fn(cam)
         if self.bus is not None:
             self.bus.publish(CameraAdded(cam.key, cam.name))
+
+    def _camera_changed(self, cam: Camera) -> None:
+        """A client changed what a camera announces (over ONVIF): CameraUpdated."""
+        if self.bus is not None and self.cameras.get(cam.key) is cam:
+            self.bus.publish(CameraUpdated(cam.key))
 
     def stream_changed(self, stream: Stream, what: str) -> None:
         """StreamRegistry listener: auto cameras on publish, last-seen values on changes."""

@@ -20,11 +20,10 @@ overflowing socket buffers. Directed Probes are answered only for sources in
 ``unicast_from`` ("local": loopback, link-local and the subnets of the interfaces served).
 Hello goes out on EndpointBound (from the web component: a camera's endpoint is settled:
 bound, rebound after a reboot or an update, or given up so it is on the main port only),
-Bye on CameraRemoved (from the registry), both read from the event bus; the sans-I/O
-:class:`Responder` turns the difference between the registry and what was announced into
-Hello and Bye. ``tick`` (and a Probe) still re-reads the registry for what clients change
-over ONVIF (scopes, discovery mode), which are not events yet. XAddrs come from
-:mod:`onvifcam.addressing`.
+Bye on CameraRemoved (from the registry), and what clients change over ONVIF (scopes,
+discovery mode, hostname) on CameraUpdated, all read from the event bus: nothing polls the
+registry. The sans-I/O :class:`Responder` turns the difference between the registry and
+what was announced into Hello and Bye. XAddrs come from :mod:`onvifcam.addressing`.
 """
 
 from __future__ import annotations
@@ -77,7 +76,6 @@ IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 SO_RCVBUF_SIZE = 1 << 20
 RESCAN = 30.0  # seconds between interface rescans
-SYNC_MAX_AGE = 0.5  # a Probe re-reads the registry when the last look is older than this
 PRESSURE_LOG = 10.0  # seconds between two log lines about dropped or refused requests
 _DROP_KEYS = ("backlog_dropped", "unicast_refused", "rate_limited")
 _STAT_KEYS = (  # always in stats(), even while zero
@@ -192,7 +190,6 @@ class DiscoveryService:
         # camera key -> (where it is reachable, its reboot count then), once settled
         self._placed: dict[str, tuple[Place, int]] = {}
         self._eprs: dict[str, str] = {}  # camera key -> EPR address, for its removal
-        self._last_sync = -1e9
         self._last_rescan = 0.0
         self._versions_path = Path(self.cfg.server.state_dir) / "discovery.json"
         self._saved_versions: dict[str, tuple[str, int]] = {}
@@ -277,11 +274,10 @@ class DiscoveryService:
             )
 
     def tick(self, now: float) -> None:
-        """Poll the registry (Hello/Bye on changes), rescan interfaces, persist versions."""
+        """Rescan interfaces, persist versions (Hello and Bye come from events)."""
         loop_now = asyncio.get_running_loop().time()
         if self._running and loop_now - self._last_rescan > RESCAN:
             self._rescan(loop_now)
-        self._sync(loop_now)
         if self._saved_versions != self.core.versions:
             self._save_versions()
         self._log_pressure(loop_now)
@@ -540,8 +536,6 @@ class DiscoveryService:
     ) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if now - self._last_sync > SYNC_MAX_AGE:
-            self._sync(now)
         host = local
         if kind == "udp6":
             iface = next((i for i in self.ifaces if i.index == ifindex), None)
@@ -744,7 +738,6 @@ class DiscoveryService:
 
     def _sync(self, now: float) -> None:
         """Diff the registry against what was announced: Hello, Bye, mDNS updates."""
-        self._last_sync = now
         self._avoid = self._cam_addrs()
         targets: list[Target] = []
         mdns: list[MdnsCamera] = []
@@ -784,7 +777,7 @@ class DiscoveryService:
             epr = self._eprs.pop(ev.camera, None)
             if epr is not None:
                 self._removed.add(epr)
-        if self._running:
+        if self._running or self.mdns is not None:
             self._sync(asyncio.get_running_loop().time())
 
     def _forget_removed(self) -> None:

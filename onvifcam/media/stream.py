@@ -998,6 +998,27 @@ class StreamRegistry:
         self.max_streams = max_streams
         self.listeners: list[Callable[[Stream, str], None]] = []
         self.reader_listeners: list[Callable[[Stream, Reader, bool], None]] = []
+        self._demand_hooks: list[Callable[[str], bool]] = []
+
+    def add_demand_hook(self, hook: Callable[[str], bool]) -> None:
+        """Register ``hook(path) -> bool``: asked when a reader wants ``path`` and nothing
+        publishes there; True means it will start a source for the path (on-demand pull)."""
+        self._demand_hooks.append(hook)
+
+    def demand(self, path: str) -> bool:
+        """Ask the demand hooks, in order, for a source at ``path``; True if one will start.
+
+        Every hook is asked until one says True; a hook that raises is logged and counts as
+        False (a broken source never takes the reader down).
+        """
+        p = self.normalize(path)
+        for hook in list(self._demand_hooks):
+            try:
+                if hook(p):
+                    return True
+            except Exception:
+                log.exception("stream registry: demand hook %r failed for %r", hook, p)
+        return False
 
     @staticmethod
     def normalize(path: str) -> str:

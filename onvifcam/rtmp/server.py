@@ -38,6 +38,7 @@ from onvifcam.rtmp import amf0, chunk
 from onvifcam.rtmp.chunk import ChunkError, ChunkParser, ChunkWriter, Message
 from onvifcam.rtmp.flv import FlvIngest
 from onvifcam.rtmp.handshake import HandshakeError, ServerHandshake
+from onvifcam.rtmp.state import Kind, RtmpSession, RtmpState
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,54 @@ def _status(level: str, code: str, description: str, **extra: Any) -> dict[str, 
 
 class PublishRefused(Exception):
     """A publish request the server refuses, with the onStatus code to send; ``hint``
-    (what the operator can change) goes to the log only."""
+    (what the operator can change) goes to the log only; ``kind`` is the refusals counter."""
 
-    def __init__(self, code: str, reason: str, hint: str = "") -> None:
+    def __init__(self, code: str, reason: str, hint: str = "", kind: str = "") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.hint = hint
+        self.kind = kind or code.rsplit(".", 1)[-1].lower()  # badname, denied, failed
+
+
+# Commands counted by name in stats() (anything else as "other").
+COUNTED_COMMANDS = (
+    "connect",
+    "releaseStream",
+    "FCPublish",
+    "createStream",
+    "publish",
+    "FCUnpublish",
+    "deleteStream",
+    "play",
+    "other",
+)
+REFUSAL_KEYS = (
+    "connection_limit",
+    "malformed",
+    "slow_peer",
+    "unauthorized",
+    "forbidden",
+    "conflict",
+    "badname",
+    "denied",
+    "failed",
+    "play_unsupported",
+    "handshake_timeout",
+    "publish_timeout",
+    "idle_timeout",
+    "media_timeout",
+    "internal",
+)
+
+
+_KINDS = {
+    chunk.AMF0_COMMAND: Kind.COMMAND,
+    chunk.AMF3_COMMAND: Kind.COMMAND,
+    chunk.AMF0_DATA: Kind.DATA,
+    chunk.AMF3_DATA: Kind.DATA,
+    chunk.AGGREGATE: Kind.MEDIA,
+}
 
 
 def split_query(text: str) -> tuple[str, dict[str, str]]:
@@ -94,12 +136,7 @@ class RtmpConnection(asyncio.Protocol):
         self.writer = ChunkWriter()
         self.ticket: Ticket | None = None
         self.closed_at = 0.0
-        self.closed = False
-        now = time.monotonic()
-        self.connected_at = now
-        self.last_rx = now
-        self.last_video = now
-        self.publish_requested_at = 0.0
+        self.session = RtmpSession(time.monotonic())  # state and timers (rtmp.state)
         self.app = ""
         self.tc_url = ""
         self.connect_params: dict[str, str] = {}
@@ -114,6 +151,11 @@ class RtmpConnection(asyncio.Protocol):
         self.paused = False
         self.metadata: dict[str, Any] = {}
 
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by us or the peer)."""
+        return self.session.closed
+
     # ------------------------------------------------------------------ lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = typing.cast(asyncio.Transport, transport)
@@ -125,7 +167,8 @@ class RtmpConnection(asyncio.Protocol):
         if isinstance(ticket, Refusal):
             # RTMP has no way to say why before the handshake: the log line has to do.
             self.server.log_refusal(self.peer[0], "refused connection", ticket)
-            self.closed = True
+            self.server.refused("connection_limit")
+            self.session.close()
             transport.abort()
             return
         self.ticket = ticket
@@ -136,13 +179,13 @@ class RtmpConnection(asyncio.Protocol):
             self.server.limiter.release(self.ticket)
         self.server.connections.discard(self)
         self._unpublish("connection closed")
-        self.closed = True
+        self.session.close()
 
     def close(self, reason: str = "") -> None:
         """Close the connection (after what was written is flushed)."""
         if reason:
             log.info("rtmp: closing %s: %s", self.description, reason)
-        self.closed = True
+        self.session.close()
         self.ingest = None
         self._release_claim()
         if self.transport is not None and not self.transport.is_closing():
@@ -175,6 +218,7 @@ class RtmpConnection(asyncio.Protocol):
         stream = self.stream
         self.stream = None
         self.ingest = None
+        self.session.unpublished()
         if stream is not None:
             stream.unpublish(self, reason)
         self._release_claim()
@@ -190,10 +234,12 @@ class RtmpConnection(asyncio.Protocol):
         tx = self.transport
         if tx is not None and not tx.is_closing():
             if tx.get_write_buffer_size() > self.max_output:
-                self.server.stats_malformed += 1
+                self.server.refused("slow_peer")
                 self.close(f"the peer does not read our replies ({self.max_output} bytes queued)")
                 return
-            tx.write(self.writer.message(csid, type_id, ts, stream_id, payload))
+            data = self.writer.message(csid, type_id, ts, stream_id, payload)
+            tx.write(data)
+            self.server.bytes_out += len(data)
 
     def _command(self, stream_id: int, *values: Any, csid: int = CSID_COMMAND) -> None:
         self.send(csid, chunk.AMF0_COMMAND, stream_id, amf0.encode(*values))
@@ -206,12 +252,14 @@ class RtmpConnection(asyncio.Protocol):
         if self.closed:
             return
         now = time.monotonic()
-        self.last_rx = now
-        if self.handshake is not None:
+        session = self.session
+        session.received(now)
+        self.server.bytes_in += len(data)
+        if session.state is RtmpState.HANDSHAKE and self.handshake is not None:
             try:
                 reply, data = self.handshake.feed(data)
             except HandshakeError as exc:
-                self.server.stats_malformed += 1
+                self.server.refused("malformed")
                 log.warning("rtmp: bad handshake from %s: %s", self.peer[0], exc)
                 self.close()
                 return
@@ -219,6 +267,7 @@ class RtmpConnection(asyncio.Protocol):
                 tx = self.transport
                 if tx is not None:
                     tx.write(reply)
+                    self.server.bytes_out += len(reply)
             if not self.handshake.done:
                 return
             log.debug(
@@ -227,6 +276,7 @@ class RtmpConnection(asyncio.Protocol):
                 self.description,
             )
             self.handshake = None
+            session.handshake_done()
             if not data:
                 return
         parser = self.parser
@@ -234,7 +284,7 @@ class RtmpConnection(asyncio.Protocol):
             try:
                 messages = parser.feed(data)
             except ChunkError as exc:
-                self.server.stats_malformed += 1
+                self.server.refused("malformed")
                 self._log_bad("malformed chunk stream", exc)
                 self.close()
                 return
@@ -267,9 +317,9 @@ class RtmpConnection(asyncio.Protocol):
             for m in messages:
                 t = m[0]
                 if t == 9:
-                    ingest = self.ingest
+                    ingest = self.ingest  # set exactly while the state accepts media
                     if ingest is not None:
-                        self.last_video = now
+                        self.session.last_video = now
                         ingest.video_message(m[1], m[4])
                 elif t == 8:
                     ingest = self.ingest
@@ -283,6 +333,7 @@ class RtmpConnection(asyncio.Protocol):
             self._refuse(exc)
             return False
         except Exception:
+            self.server.refused("internal")
             log.exception("rtmp: internal error on %s; closing it", self.description)
             self.close()
             return False
@@ -303,6 +354,8 @@ class RtmpConnection(asyncio.Protocol):
 
     def _other(self, m: Message) -> None:
         t = m.type_id
+        if not self.session.accepts(_KINDS.get(t, Kind.CONTROL)):
+            return
         if t == chunk.AMF0_COMMAND or t == chunk.AMF3_COMMAND:
             values = self._amf_values(m, "command")
             if values is None:
@@ -338,7 +391,7 @@ class RtmpConnection(asyncio.Protocol):
         try:
             return amf0.decode(payload)
         except amf0.AmfError as exc:
-            self.server.stats_malformed += 1
+            self.server.refused("malformed")
             log.warning("rtmp: bad AMF0 %s from %s: %s", what, self.description, exc)
             return None
 
@@ -361,7 +414,7 @@ class RtmpConnection(asyncio.Protocol):
                 base = ts
             when = (m.timestamp + ts - base) & 0xFFFFFFFF
             if t == chunk.VIDEO:
-                self.last_video = time.monotonic()
+                self.session.video(time.monotonic())
                 ingest.video_message(when, body)
             elif t == chunk.AUDIO:
                 ingest.audio_message(when, body)
@@ -401,13 +454,16 @@ class RtmpConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ commands
     def _invoke(self, m: Message, values: list[Any]) -> None:
         if not values or not isinstance(values[0], str):
-            self.server.stats_malformed += 1
+            self.server.refused("malformed")
             log.warning("rtmp: command without a name from %s", self.description)
             self.close()
             return
         name = values[0]
         txn = values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
         args = values[2:]
+        server = self.server
+        key = name if name in server.commands else "other"
+        server.commands[key] += 1
         handler = _COMMANDS.get(name)
         if handler is None:
             log.debug("rtmp: %s sent unknown command %r", self.description, name)
@@ -463,6 +519,7 @@ class RtmpConnection(asyncio.Protocol):
                 data=amf0.EcmaArray(version="3,5,7,7009"),
             ),
         )
+        self.session.connected()
 
     def c_release_stream(self, m: Message, txn: float, args: list[Any]) -> None:
         if txn:
@@ -488,13 +545,16 @@ class RtmpConnection(asyncio.Protocol):
     def c_publish(self, m: Message, txn: float, args: list[Any]) -> None:
         raw_name = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
         stream_id = m.stream_id
-        if self.ingest is not None or self.stream is not None:
-            raise PublishRefused("NetStream.Publish.BadName", "this connection already publishes")
+        refused = self.session.refusal("publish")
+        if refused is not None:
+            raise PublishRefused(*refused)
         self.publish_stream_id = stream_id
         limiter = self.server.limiter
         refusal = limiter.check(self.peer[0])
         if refusal is not None:
-            raise PublishRefused("NetStream.Publish.Denied", refusal.reason, refusal.hint)
+            raise PublishRefused(
+                "NetStream.Publish.Denied", refusal.reason, refusal.hint, kind="connection_limit"
+            )
         limiter.charge(self.peer[0])  # a publish attempt costs from the address's budget
         name, params = split_query(raw_name)
         merged = {**self.connect_params, **params}
@@ -513,7 +573,7 @@ class RtmpConnection(asyncio.Protocol):
         self.claim = self.server.authorize(self, path, merged)
         self._trusted()
         self.description = f"{self.scheme}://{self.peer[0]}:{self.peer[1]}/{path}"
-        self.publish_requested_at = time.monotonic()
+        self.session.publish_accepted(time.monotonic())
         ingest = FlvIngest(self._on_publish, self._drop_packet, name=f"rtmp {path}")
         self.ingest_stats = ingest.stats  # outlives self.ingest, for ingest_drops()
         if self.metadata:
@@ -561,10 +621,11 @@ class RtmpConnection(asyncio.Protocol):
             stream = self.server.registry.get_or_create(self.path)
             stream.publish(self, session, replace=policy.on_conflict == "replace")
         except StreamBusy as exc:
-            raise PublishRefused("NetStream.Publish.BadName", str(exc)) from None
+            raise PublishRefused("NetStream.Publish.BadName", str(exc), kind="conflict") from None
         except StreamError as exc:
             raise PublishRefused("NetStream.Publish.Failed", str(exc)) from None
         self.stream = stream
+        self.session.media_ready()
         ingest = self.ingest
         if ingest is not None:
             packetizer = ingest.packetizer
@@ -576,14 +637,14 @@ class RtmpConnection(asyncio.Protocol):
     def _refuse(self, exc: PublishRefused) -> None:
         hint = f"; {exc.hint}" if exc.hint else ""
         log.warning("rtmp: refused %s: %s (%s)%s", self.description, exc.reason, exc.code, hint)
-        self.server.stats_refused += 1
+        self.server.refused(exc.kind)
         sid = self.publish_stream_id if self.publish_stream_id >= 0 else 1
         self._on_status(sid, _status("error", exc.code, exc.reason))
         self._unpublish(exc.reason)
         self.close()
 
     def c_unpublish(self, m: Message, txn: float, args: list[Any]) -> None:
-        if self.ingest is not None or self.stream is not None:
+        if self.session.publishing:
             self._unpublish("the publisher stopped")
             self._on_status(
                 self.publish_stream_id,
@@ -595,10 +656,11 @@ class RtmpConnection(asyncio.Protocol):
     def c_delete_stream(self, m: Message, txn: float, args: list[Any]) -> None:
         sid = args[1] if len(args) > 1 and isinstance(args[1], float) else float(m.stream_id)
         # compared as a float: int() of a NaN or infinite AMF0 number would raise
-        if sid == self.publish_stream_id and (self.ingest or self.stream):
+        if sid == self.publish_stream_id and self.session.publishing:
             self._unpublish("the publisher deleted its stream")
 
     def c_play(self, m: Message, txn: float, args: list[Any]) -> None:
+        self.server.refused("play_unsupported")
         self._on_status(
             m.stream_id or 1,
             _status(
@@ -699,9 +761,31 @@ class RtmpServer:
         self.port = 0
         self.tls_port = 0
         self._servers: list[asyncio.base_events.Server] = []
-        self.stats_malformed = 0
-        self.stats_refused = 0
-        self.stats_auth_failures = 0
+        # counters (stats())
+        self.commands: dict[str, int] = dict.fromkeys(COUNTED_COMMANDS, 0)
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_KEYS, 0)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def refused(self, kind: str) -> None:
+        """Count a refusal (a refused publish, a dropped connection) by kind."""
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Connections and sessions by state (gauges); commands by name, refusals by kind,
+        bytes in and out (counters)."""
+        by_state = dict.fromkeys((st.value for st in RtmpState if st.value != "closed"), 0)
+        for c in self.connections:
+            if c.session.state.value in by_state:
+                by_state[c.session.state.value] += 1
+        return {
+            "connections": len(self.connections),
+            "sessions": by_state,
+            "requests": dict(self.commands),
+            "refusals": dict(self.refusals),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
 
     # ------------------------------------------------------------------ component
     async def start(self) -> None:
@@ -774,30 +858,19 @@ class RtmpServer:
                 if c.closed_at and now - c.closed_at > CLOSE_FLUSH_GRACE and tx is not None:
                     tx.abort()
                 continue
-            age = now - c.connected_at
             refusal = self.limiter.overdue(c.ticket) if c.ticket is not None else None
             if refusal is not None:
                 self.log_refusal(c.peer[0], "dropped connection", refusal)
+                self.refused("connection_limit")
                 c.close()
-            elif c.handshake is not None and age > lim.handshake_timeout:
-                c.close(f"no RTMP handshake within {lim.handshake_timeout:g} s")
-            elif not c.publish_requested_at and age > lim.publish_timeout:
-                c.close(f"no publish within {lim.publish_timeout:g} s")
-            elif now - c.last_rx > lim.idle_timeout:
-                c.close(f"nothing received for {lim.idle_timeout:g} s")
-            elif c.ingest is not None and c.stream is None:
-                if now - c.publish_requested_at > lim.media_timeout:
-                    c._unpublish("no usable media")
-                    c.close(f"no decodable video or audio within {lim.media_timeout:g} s")
-            elif (
-                c.stream is not None
-                and c.ingest is not None
-                and c.ingest.video is not None
-                and now - c.last_video > lim.media_timeout
-            ):
-                reason = f"no video for {lim.media_timeout:g} s"
-                c._unpublish(reason)
-                c.close(reason)
+                continue
+            has_video = c.ingest is not None and c.ingest.video is not None
+            late = c.session.overdue(now, lim, has_video)
+            if late is not None:
+                self.refused(late.kind)
+                if late.unpublish:
+                    c._unpublish(late.unpublish_reason)
+                c.close(late.reason)
 
     # ------------------------------------------------------------------ policy
     def authorize(self, conn: RtmpConnection, path: str, params: dict[str, str]) -> Claim:
@@ -810,10 +883,11 @@ class RtmpServer:
         try:
             claim = self.gate.admit_publish(path, presented, conn)
         except GateRefusal as exc:
-            if exc.kind is RefusalKind.UNAUTHORIZED:
-                self.stats_auth_failures += 1
             code = "NetStream.Publish.BadName" if exc.kind is RefusalKind.CONFLICT else ""
-            raise PublishRefused(code or "NetStream.Publish.Denied", exc.reason) from None
+            kind = {RefusalKind.UNAUTHORIZED: "unauthorized", RefusalKind.CONFLICT: "conflict"}
+            raise PublishRefused(
+                code or "NetStream.Publish.Denied", exc.reason, kind=kind.get(exc.kind, "forbidden")
+            ) from None
         stream = self.registry.get(path)  # a publisher outside the gate (a source)
         if (
             not claim.replace
@@ -824,6 +898,8 @@ class RtmpServer:
             claim.release()
             desc = getattr(stream.publisher, "description", "another publisher")
             raise PublishRefused(
-                "NetStream.Publish.BadName", f"path '{path}' already has a publisher ({desc})"
+                "NetStream.Publish.BadName",
+                f"path '{path}' already has a publisher ({desc})",
+                kind="conflict",
             )
         return claim

@@ -24,6 +24,7 @@ from onvifcam.addressing import sdp_host
 from onvifcam.auth.gate import Claim, Gate, HttpAuthorization, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
+from onvifcam.events import Event, EventBus, StreamPublished, stream_listener
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
@@ -44,6 +45,14 @@ from onvifcam.rtsp.message import (
     split_uri,
 )
 from onvifcam.rtsp.session import MulticastGroup, RtspSession, TrackTransport
+from onvifcam.rtsp.state import (
+    ConnMachine,
+    ConnMode,
+    Overflow,
+    Pipeline,
+    Role,
+    SessionState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,42 @@ class Reply(Exception):
         return cls(503, str(refusal), [("Retry-After", str(refusal.retry_after))], refusal.reason)
 
 
+class _Defer(Exception):
+    """Answer the current request later, when ``path`` is published (a deferred reply)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+# The ``refusals`` counter an error status goes to (stats()).
+_REFUSAL_KINDS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    453: "capacity",
+    454: "session_not_found",
+    455: "method_not_valid",
+    459: "transport",
+    461: "transport",
+    503: "unavailable",
+}
+REFUSAL_KEYS = (
+    *dict.fromkeys(_REFUSAL_KINDS.values()),
+    "other",
+    "malformed",
+    "connection_limit",
+    "request_timeout",
+    "slow_client",
+    "not_implemented",
+    "internal",
+    "queue_full",
+    "on_demand_timeout",
+)
+
+
 class RtspConnection(asyncio.Protocol):
     """One TCP connection: plain RTSP, or one half of an HTTP tunnel."""
 
@@ -125,7 +170,10 @@ class RtspConnection(asyncio.Protocol):
         self.parser = Parser(server.parser_limits, role="server")
         self.sessions: set[RtspSession] = set()
         self.channels: dict[int, tuple[Stream | RtspSession, int, int]] = {}
-        self.mode = ""  # "", "rtsp", "http-head", "http-post", "refused", "closed"
+        self.cm = ConnMachine()  # what the bytes are (see rtsp.state.ConnMode)
+        self.pipeline: Pipeline[Request] = Pipeline(server.cfg.rtsp.max_queued_requests)
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._retrying = False  # handling a deferred request again: no second deferral
         self.peer_ip = ""
         self.local_ip = ""
         self.local_port = 0
@@ -143,6 +191,11 @@ class RtspConnection(asyncio.Protocol):
         self._tunnel_target: RtspConnection | None = None
         self._tunnel_cookie = ""
         self.tunnelled = False
+
+    @property
+    def mode(self) -> ConnMode:
+        """What this connection's bytes are."""
+        return self.cm.mode
 
     # ------------------------------------------------------------------ lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -163,7 +216,8 @@ class RtspConnection(asyncio.Protocol):
         """Answer a refused connection with 503 and Retry-After once its request is in."""
         self.server.log_refusal(self.peer_ip, "refused connection", refusal)
         self._refusal = refusal
-        self.mode = "refused"
+        self.server.refused("connection_limit")
+        self.cm.to(ConnMode.REFUSED)
         server = self.server
         if server.lingering >= MAX_REFUSED_LINGERING:
             self._answer_refused(b"")
@@ -175,7 +229,7 @@ class RtspConnection(asyncio.Protocol):
 
     def _answer_refused(self, head: bytes) -> None:
         refusal = self._refusal
-        if self.mode != "refused" or refusal is None or self.transport is None:
+        if self.mode is not ConnMode.REFUSED or refusal is None or self.transport is None:
             return
         self._refusal = None  # answered once
         self._stop_lingering()
@@ -192,10 +246,11 @@ class RtspConnection(asyncio.Protocol):
             self.server.lingering -= 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.mode == "refused":
-            self.mode = "closed"
+        if self.mode is ConnMode.REFUSED:
+            self.cm.to(ConnMode.CLOSED)
             self._stop_lingering()
             return
+        self._cancel_wait()
         if self.ticket is not None:
             self.server.limiter.release(self.ticket)
         self.server.connections.discard(self)
@@ -209,12 +264,12 @@ class RtspConnection(asyncio.Protocol):
             for c in list(self.server.connections):
                 if c._tunnel_target is self:
                     c.close()
-        self.mode = "closed"
+        self.cm.to(ConnMode.CLOSED)
 
     def request_timeout(self) -> None:
         """The request being received took too long (slowloris): 408, one log line, close."""
         timeout = self.server.limits.request_timeout
-        what = "request" if self.mode == "rtsp" else "HTTP tunnel request"
+        what = "request" if self.mode is ConnMode.RTSP else "HTTP tunnel request"
         held = self.server.limiter.log_gate(self.peer_ip, "request timeout")
         if held is not None:
             more = f" ({held} more from this address not logged)" if held else ""
@@ -227,7 +282,7 @@ class RtspConnection(asyncio.Protocol):
                 more,
             )
         reason = f"request not complete within {timeout:g} s"
-        if self.mode == "http-head":
+        if self.mode is ConnMode.HTTP_HEAD:
             self.send(tunnel.error_response(408, "Request Timeout"))
         else:
             self.send(response(408, None, reason=wire_reason(408, reason)))
@@ -236,8 +291,8 @@ class RtspConnection(asyncio.Protocol):
 
     def send_refusal(self, refusal: Refusal) -> None:
         """Drop an admitted connection the limiter gave up on, telling the client why."""
-        if self.mode != "http-post":
-            self.send(_unavailable(refusal, None, self.mode == "http-head"))
+        if self.mode is not ConnMode.HTTP_POST:
+            self.send(_unavailable(refusal, None, self.mode is ConnMode.HTTP_HEAD))
         self.close()
 
     def close(self) -> None:
@@ -251,25 +306,27 @@ class RtspConnection(asyncio.Protocol):
         tx = self.out_transport
         if tx is not None and not tx.is_closing():
             tx.write(data)
+            self.server.bytes_out += len(data)
 
     # ------------------------------------------------------------------ input
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
+        self.server.bytes_in += len(data)
         mode = self.mode
-        if mode == "rtsp":
+        if mode is ConnMode.RTSP:
             self.feed_rtsp(data)
-        elif mode == "http-post":
+        elif mode is ConnMode.HTTP_POST:
             self._post_body(data)
-        elif mode == "":
+        elif mode is ConnMode.NEW:
             if self.server.cfg.rtsp.http_tunnel and tunnel.looks_like_http(data):
-                self.mode = "http-head"
+                self.cm.to(ConnMode.HTTP_HEAD)
                 self._http_head(data)
             else:
-                self.mode = "rtsp"
+                self.cm.to(ConnMode.RTSP)
                 self.feed_rtsp(data)
-        elif mode == "http-head":
+        elif mode is ConnMode.HTTP_HEAD:
             self._http_head(data)
-        elif mode == "refused":
+        elif mode is ConnMode.REFUSED:
             self._head = (self._head + data)[:REFUSED_HEAD_BYTES]
             if b"\r\n\r\n" in self._head or b"\n\n" in self._head:
                 self._answer_refused(self._head)
@@ -282,7 +339,7 @@ class RtspConnection(asyncio.Protocol):
         try:
             events = parser.feed(data)
         except ParseError as exc:
-            self.server.stats_malformed += 1
+            self.server.refused("malformed")
             log.warning("rtsp: malformed request from %s: %s", self.peer_ip, exc)
             self.send(response(exc.status, exc.cseq, reason=wire_reason(exc.status, exc.message)))
             self.close()
@@ -297,12 +354,12 @@ class RtspConnection(asyncio.Protocol):
             if type(ev) is InterleavedFrame:
                 self._frame(ev)
             elif isinstance(ev, Request):
-                self._request(ev)
+                self._submit(ev)
 
     def _frame(self, frame: InterleavedFrame) -> None:
         target = self.channels.get(frame.channel)
         if target is None:
-            self.server.stats_unknown_frames += 1
+            self.server.unknown_frames += 1
             return
         obj, index, kind = target
         if isinstance(obj, Stream):
@@ -339,7 +396,7 @@ class RtspConnection(asyncio.Protocol):
             self.server.tunnels[cookie] = self
             self._tunnel_cookie = cookie
             self.tunnelled = True
-            self.mode = "rtsp"
+            self.cm.to(ConnMode.RTSP)
             self.send(tunnel.get_response())
             if rest:
                 self.feed_rtsp(rest)
@@ -350,7 +407,7 @@ class RtspConnection(asyncio.Protocol):
                 return
             self._tunnel_target = target
             self._b64 = tunnel.Base64Stream()
-            self.mode = "http-post"
+            self.cm.to(ConnMode.HTTP_POST)
             if rest:
                 self._post_body(rest)
         else:
@@ -358,14 +415,14 @@ class RtspConnection(asyncio.Protocol):
 
     def _http_fail(self, status: int, reason: str, why: str) -> None:
         log.warning("rtsp-http: %s from %s: %s", status, self.peer_ip, why)
-        self.server.stats_malformed += 1
+        self.server.refused("malformed")
         self.send(tunnel.error_response(status, reason))
         self.close()
 
     def _post_body(self, data: bytes) -> None:
         target = self._tunnel_target
         assert self._b64 is not None
-        if target is None or target.mode == "closed":
+        if target is None or target.cm.closed:
             self.close()
             return
         try:
@@ -382,6 +439,91 @@ class RtspConnection(asyncio.Protocol):
                 self.server.limiter.authenticate(mine)
 
     # ------------------------------------------------------------------ requests
+    def _submit(self, req: Request) -> None:
+        """A request arrived: handle it now, or queue it behind a deferred reply."""
+        self.server.count_request(req.method)
+        try:
+            ready = self.pipeline.submit(req)
+        except Overflow as exc:
+            self.server.refused("queue_full")
+            log.warning("rtsp: %s: %s; closing", self.peer_ip, exc)
+            cseq = req.headers.get("CSeq")
+            self.send(response(503, cseq, reason=wire_reason(503, str(exc))))
+            self.close()
+            return
+        for r in ready:
+            self._request(r)
+
+    def _defer(self, req: Request, path: str) -> None:
+        """Answer ``req`` once ``path`` is published, or as timed out (see rtsp.state)."""
+        timeout = self.server.cfg.rtsp.on_demand_timeout
+        self.pipeline.defer(req, path, time.monotonic() + timeout)
+        self.server.waiting.add(self)
+        self.server.deferred["deferred"] += 1
+        self._wait_timer = asyncio.get_running_loop().call_later(timeout, self._wait_expired)
+        log.info(
+            "rtsp: %s %s from %s waits up to %g s for its on-demand source",
+            req.method,
+            path,
+            self.peer_ip,
+            timeout,
+        )
+
+    def _end_wait(self) -> None:
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
+        self.server.waiting.discard(self)
+
+    def _cancel_wait(self) -> None:
+        """The client went: its deferred request and the queue behind it are dropped."""
+        if self.pipeline.busy:
+            self.server.deferred["cancelled"] += 1
+        self.pipeline.cancel()
+        self._end_wait()
+
+    def stream_published(self, path: str) -> None:
+        """``path`` got a publisher: answer the request waiting for it, then the queue."""
+        w = self.pipeline.published(path)
+        if w is None:
+            return
+        self._end_wait()
+        self.server.deferred["resumed"] += 1
+        self._retrying = True
+        try:
+            self._request(w.request)
+        finally:
+            self._retrying = False
+        self._drain()
+
+    def _wait_expired(self) -> None:
+        self._wait_timer = None
+        waiting = self.pipeline.waiting
+        if waiting is None:
+            return
+        w = self.pipeline.expire(max(time.monotonic(), waiting.deadline))
+        self._end_wait()
+        if w is None:
+            return
+        self.server.deferred["expired"] += 1
+        self.server.refused("on_demand_timeout")
+        timeout = self.server.cfg.rtsp.on_demand_timeout
+        reason = (
+            f"on-demand source for '{w.path}' did not start within {timeout:g} s "
+            "([rtsp] on_demand_timeout)"
+        )
+        log.warning("rtsp: %s %s from %s -> 503 %s", w.request.method, w.path, self.peer_ip, reason)
+        self.send(response(503, w.request.headers.get("CSeq"), reason=wire_reason(503, reason)))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Handle what was queued behind a deferred reply, until one defers again."""
+        while not self.closing_at:
+            req = self.pipeline.next_queued()
+            if req is None:
+                return
+            self._request(req)
+
     def _request(self, req: Request) -> None:
         cseq = req.headers.get("CSeq")
         sid = req.headers.get("Session")
@@ -391,15 +533,16 @@ class RtspConnection(asyncio.Protocol):
                 s.touch()
         handler = _HANDLERS.get(req.method)
         if handler is None:
+            self.server.refused("not_implemented")
             self.send(response(501, cseq, [("Public", PUBLIC)]))
             return
         tx = self.out_transport
-        playing = any(s.state == "playing" for s in self.sessions)
+        playing = any(s.state is SessionState.PLAYING for s in self.sessions)
         if tx is not None and not playing:
             queued = tx.get_write_buffer_size()
             if queued > self.server.limits.reader_queue_bytes:
                 # A client that sends requests but never reads the answers.
-                self.server.stats_malformed += 1
+                self.server.refused("slow_client")
                 log.warning(
                     "rtsp: %s does not read its responses (%d bytes queued, [limits] "
                     "reader_queue_bytes); closing",
@@ -421,7 +564,10 @@ class RtspConnection(asyncio.Protocol):
                 if refusal is not None:
                     raise Reply.refused(refusal)
             handler(self, req, cseq)
+        except _Defer as d:
+            self._defer(req, d.path)
         except Reply as r:
+            self.server.refused(_REFUSAL_KINDS.get(r.status, "other"))
             level = logging.INFO if r.status in (401, 404) else logging.WARNING
             log.log(
                 level,
@@ -440,6 +586,7 @@ class RtspConnection(asyncio.Protocol):
             detail = r.public if r.public is not None else "" if challenge else r.reason
             self.send(response(r.status, cseq, r.headers, reason=wire_reason(r.status, detail)))
         except Exception:
+            self.server.refused("internal")
             log.exception("rtsp: internal error handling %s %s", req.method, req.uri)
             self.send(response(500, cseq))
 
@@ -463,7 +610,6 @@ class RtspConnection(asyncio.Protocol):
     def _gate_reply(self, exc: GateRefusal, path: str) -> Reply:
         """The RTSP status for a gate refusal (the log gets the whole reason)."""
         if exc.kind is RefusalKind.UNAUTHORIZED:
-            self.server.stats_auth_failures += 1
             if exc.key:  # a stream key in the URL: a login prompt would not help
                 return Reply(401, exc.reason)
             return Reply(401, exc.reason, self.server.auth.challenge_headers(stale=exc.stale))
@@ -515,8 +661,11 @@ class RtspConnection(asyncio.Protocol):
         path, _q = self._path(req)
         self._auth(req, path)
         self._proven()
-        stream = self.server.registry.get(path)
+        registry = self.server.registry
+        stream = registry.get(path)
         if stream is None or not stream.playable:
+            if not self._retrying and registry.demand(path):
+                raise _Defer(registry.normalize(path))
             raise Reply(404, f"no stream is published at '{path}'")
         host = self.server.advertised_host(self.local_ip)
         body = stream.reader_sdp(host)
@@ -535,7 +684,7 @@ class RtspConnection(asyncio.Protocol):
         refusal = limiter.check(self.peer_ip)
         if refusal is not None:
             raise Reply.refused(refusal)
-        s = RtspSession(server, self, mode="record", path=path, remote_ip=self.peer_ip)
+        s = RtspSession(server, self, Role.RECORD, path=path, remote_ip=self.peer_ip)
         key = next(
             (v for k, _, v in (p.partition("=") for p in query.split("&")) if k == "key"), None
         )
@@ -555,7 +704,6 @@ class RtspConnection(asyncio.Protocol):
             try:
                 sdp = SessionDescription.parse(req.body)
             except SdpError as exc:
-                server.stats_malformed += 1
                 raise Reply(400, f"bad SDP: {exc}") from None
             existing = server.registry.get(path)  # a publisher outside the gate (a source)
             if (
@@ -568,7 +716,7 @@ class RtspConnection(asyncio.Protocol):
         except Reply:
             claim.release()
             raise
-        server.new_session(self, "record", path, s)
+        server.new_session(self, Role.RECORD, path, s)
         server.claims[s.id] = claim
         s.announced = sdp
         s.base_url = self._url(req)
@@ -600,7 +748,7 @@ class RtspConnection(asyncio.Protocol):
         except ParseError as exc:
             raise Reply(461, f"bad Transport header: {exc}") from None
         s = self._session(req, required=False)
-        if s is not None and s.mode == "record":
+        if s is not None and s.role is Role.RECORD:
             self._setup_record(s, req, cseq, specs)
         else:
             self._setup_play(s, req, cseq, specs)
@@ -608,8 +756,9 @@ class RtspConnection(asyncio.Protocol):
     def _setup_record(
         self, s: RtspSession, req: Request, cseq: str | None, specs: list[TransportSpec]
     ) -> None:
-        if s.state == "recording":
-            raise Reply(455, "SETUP after RECORD")
+        refusal = s.machine.check("SETUP")
+        if refusal is not None:
+            raise Reply(refusal.status, refusal.reason)
         idx = self._record_track(s, req)
         server = self.server
         for spec in specs:
@@ -631,6 +780,7 @@ class RtspConnection(asyncio.Protocol):
         else:
             raise Reply(461, f"no supported transport for recording in {raw_of(specs)!r}")
         s.transports[idx] = tt
+        s.machine.set_up()
         self.send(response(200, cseq, [("Transport", reply), self._session_header(s)]))
 
     def _setup_play(
@@ -693,19 +843,20 @@ class RtspConnection(asyncio.Protocol):
         if chosen is None:
             raise Reply(461, f"unsupported transport {raw_of(specs)!r}")
         if s is None:
-            s = server.new_session(self, "play", stream.path)
+            s = server.new_session(self, Role.PLAY, stream.path)
             s.stream = stream
             url = self._url(req)
             s.base_url = url[: len(url) - len(control)].rstrip("/") if control else url
-        if s.state == "playing":
-            raise Reply(455, "SETUP while playing")
+        refusal = s.machine.check("SETUP")
+        if refusal is not None:
+            raise Reply(refusal.status, refusal.reason)
         if s.transports and any(
             (t.lower == "MULTICAST") != (chosen.lower == "MULTICAST") for t in s.transports.values()
         ):
             raise Reply(461, "mixing multicast and unicast in one session is not supported")
         s.multicast = chosen.lower == "MULTICAST"
         s.transports[idx] = chosen
-        s.state = "ready"
+        s.machine.set_up()
         if chosen.interleaved is not None:
             self.channels[chosen.interleaved[1]] = (s, idx, RTCP)
         if chosen.client_addr is not None:
@@ -729,13 +880,13 @@ class RtspConnection(asyncio.Protocol):
     def m_play(self, req: Request, cseq: str | None) -> None:
         s = self._session(req)
         assert s is not None
-        if s.mode != "play":
-            raise Reply(455, "PLAY on a recording session")
-        if not s.transports or s.stream is None:
-            raise Reply(455, "PLAY before SETUP")
+        refusal = s.machine.check("PLAY")
+        if refusal is not None:
+            raise Reply(refusal.status, refusal.reason)
         stream = s.stream
+        assert stream is not None  # a reading session has its stream from its first SETUP
         headers = [self._session_header(s), ("Range", "npt=now-")]
-        if s.state != "playing":
+        if s.state is not SessionState.PLAYING:
             positions = stream.start_positions()
             info = []
             base = s.base_url or self._url(req)
@@ -757,18 +908,18 @@ class RtspConnection(asyncio.Protocol):
     def m_pause(self, req: Request, cseq: str | None) -> None:
         s = self._session(req)
         assert s is not None
-        if s.mode == "play":
+        if s.role is Role.PLAY:
             s.stop_play()
         self.send(response(200, cseq, [self._session_header(s)]))
 
     def m_record(self, req: Request, cseq: str | None) -> None:
         s = self._session(req)
         assert s is not None
-        if s.mode != "record" or s.announced is None:
-            raise Reply(455, "RECORD without ANNOUNCE")
-        if not s.transports:
-            raise Reply(455, "RECORD before SETUP")
-        if s.state == "recording":
+        refusal = s.machine.check("RECORD")
+        if refusal is not None:
+            raise Reply(refusal.status, refusal.reason)
+        assert s.announced is not None  # a recording session starts with its ANNOUNCE
+        if s.state is SessionState.RECORDING:
             self.send(response(200, cseq, [self._session_header(s)]))
             return
         policy = self.server.cfg.path_policy(s.path)
@@ -780,7 +931,7 @@ class RtspConnection(asyncio.Protocol):
         except StreamError as exc:
             raise Reply(exc.status, str(exc)) from None
         s.stream = stream
-        s.state = "recording"
+        s.machine.record()
         self.record_deadline = 0.0
         # map announced media index -> stream track index
         by_media = {id(t.media): t.index for t in stream.tracks}
@@ -844,12 +995,18 @@ class RtspServer:
         registry: StreamRegistry,
         limiter: ConnectionLimiter,
         gate: Gate | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.cfg = cfg
         self.limits = cfg.limits
         self.registry = registry
         self.limiter = limiter
         self.gate = gate if gate is not None else Gate(cfg)
+        if bus is None:  # on its own (tests): hear the registry's publishes directly
+            bus = EventBus()
+            registry.listeners.append(stream_listener(bus))
+        self._unsubscribe = bus.subscribe(self._on_published, StreamPublished)
+        self.waiting: set[RtspConnection] = set()  # connections with a deferred reply
         self.claims: dict[str, Claim] = {}  # publishing session id -> its claim on the path
         self.parser_limits = Limits(
             max_line=cfg.limits.max_request_line,
@@ -874,13 +1031,58 @@ class RtspServer:
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._extra: list[asyncio.base_events.Server] = []
-        self.stats_malformed = 0
-        self.stats_unknown_frames = 0
-        self.stats_udp_foreign = 0
-        self.stats_auth_failures = 0
-        self.stats_reader_drops = 0
-        self.stats_request_timeouts = 0
+        # counters (stats())
+        self.requests: dict[str, int] = dict.fromkeys([*_HANDLERS, "other"], 0)
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_KEYS, 0)
+        self.deferred: dict[str, int] = dict.fromkeys(
+            ("deferred", "resumed", "expired", "cancelled"), 0
+        )
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.unknown_frames = 0  # interleaved frames on a channel nobody set up
+        self.udp_foreign = 0  # datagrams on the UDP ports from nobody we know
+        self.reader_drops = 0  # times a reader fell behind and dropped to a keyframe
         self.lingering = 0  # refused connections waiting for their request (see _refuse)
+
+    def count_request(self, method: str) -> None:
+        """Count a request by method (unknown methods as "other")."""
+        key = method if method in self.requests else "other"
+        self.requests[key] += 1
+
+    def refused(self, kind: str) -> None:
+        """Count a refusal (an error answer or a dropped connection) by kind."""
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
+
+    def stats(self) -> dict[str, int | float | dict[str, int]]:
+        """Sessions by state and connections (gauges); requests by method, refusals by
+        kind, deferred replies, bytes in and out, and stray input (counters)."""
+        by_state = dict.fromkeys((st.value for st in SessionState if st.value != "closed"), 0)
+        for sess in self.sessions.values():
+            if sess.state.value in by_state:
+                by_state[sess.state.value] += 1
+        return {
+            "connections": len(self.connections),
+            "sessions": by_state,
+            "waiting": len(self.waiting),
+            "requests": dict(self.requests),
+            "refusals": dict(self.refusals),
+            "deferred": dict(self.deferred),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out + sum(g.sent for g in self.multicast.values()),
+            "unknown_frames": self.unknown_frames,
+            "udp_foreign": self.udp_foreign,
+            "reader_drops": self.reader_drops,
+        }
+
+    def _on_published(self, ev: Event) -> None:
+        """StreamPublished: wake the connections whose deferred reply waits for that path
+        (on the next loop turn, not inside the publisher's call)."""
+        assert isinstance(ev, StreamPublished)
+        loop = asyncio.get_running_loop()
+        for c in list(self.waiting):
+            w = c.pipeline.waiting
+            if w is not None and w.path == ev.path:
+                loop.call_soon(c.stream_published, ev.path)
 
     @property
     def udp_ready(self) -> bool:
@@ -966,6 +1168,7 @@ class RtspServer:
 
     async def stop(self) -> None:
         """Close every session and connection, then the listeners."""
+        self._unsubscribe()
         for srv in [self._server, *self._extra]:
             if srv is not None:
                 srv.close()
@@ -984,11 +1187,11 @@ class RtspServer:
 
     # ------------------------------------------------------------------ sessions
     def new_session(
-        self, conn: RtspConnection, mode: str, path: str, s: RtspSession | None = None
+        self, conn: RtspConnection, role: Role, path: str, s: RtspSession | None = None
     ) -> RtspSession:
         """Create (unless given) and register a session on a connection."""
         if s is None:
-            s = RtspSession(self, conn, mode=mode, path=path, remote_ip=conn.peer_ip)
+            s = RtspSession(self, conn, role, path=path, remote_ip=conn.peer_ip)
         self.sessions[s.id] = s
         conn.sessions.add(s)
         return s
@@ -997,7 +1200,7 @@ class RtspServer:
         """End a session: unpublish or stop reading, drop its transports."""
         if self.sessions.pop(s.id, None) is None:
             return
-        if s.mode == "record":
+        if s.role is Role.RECORD:
             claim = self.claims.pop(s.id, None)
             if claim is not None:
                 claim.release()
@@ -1017,19 +1220,20 @@ class RtspServer:
             conn.sessions.discard(s)
             for ch, target in list(conn.channels.items()):
                 if target[0] is s or (
-                    s.stream is not None and target[0] is s.stream and s.mode == "record"
+                    s.stream is not None and target[0] is s.stream and s.role is Role.RECORD
                 ):
                     del conn.channels[ch]
-        s.state = "closed"
+        s.machine.close()
 
     # ------------------------------------------------------------------ UDP
     def udp_datagram(self, kind: int, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram on the server's RTP or RTCP port."""
+        self.bytes_in += len(data)
         key = (addr[0], addr[1])
         pub = self.udp_publishers.get(key)
         if pub is not None and pub[2] == kind:
             stream, index, _k, session = pub
-            if session.state != "recording":
+            if session.state is not SessionState.RECORDING:
                 return
             if kind == RTP:
                 stream.on_rtp(index, data)
@@ -1041,7 +1245,7 @@ class RtspServer:
             if s is not None:
                 s.touch()
                 return
-        self.stats_udp_foreign += 1
+        self.udp_foreign += 1
 
     # ------------------------------------------------------------------ multicast
     def multicast_group(self, stream: Stream) -> MulticastGroup:
@@ -1082,6 +1286,7 @@ class RtspServer:
         if not g.members:
             g.stream.remove_reader(g)
             del self.multicast[s.path]
+            self.bytes_out += g.sent
 
     # ------------------------------------------------------------------ housekeeping
     def log_refusal(self, ip: str, what: str, refusal: Refusal) -> None:
@@ -1096,7 +1301,7 @@ class RtspServer:
         lim = self.limits
         limiter = self.limiter
         for c in list(self.connections):
-            if c.mode == "closed":
+            if c.cm.closed:
                 continue
             if c.closing_at:
                 # Closed, but the client does not read what was left to send: it would hold
@@ -1105,7 +1310,7 @@ class RtspServer:
                     c.transport.abort()
                 continue
             if c.partial_since and now - c.partial_since > lim.request_timeout:
-                self.stats_request_timeouts += 1
+                self.refused("request_timeout")
                 c.request_timeout()
                 continue
             refusal = limiter.overdue(c.ticket) if c.ticket is not None else None
@@ -1119,12 +1324,16 @@ class RtspServer:
                 )
                 c.close()
                 continue
-            active = any(s.state in ("playing", "recording") for s in c.sessions)
-            if not active and c.mode != "http-post" and now - c.last_rx > lim.idle_timeout:
+            active = c.pipeline.busy or any(s.machine.active for s in c.sessions)
+            if (
+                not active
+                and c.mode is not ConnMode.HTTP_POST
+                and now - c.last_rx > lim.idle_timeout
+            ):
                 log.info("rtsp: closing idle connection from %s", c.peer_ip)
                 c.close()
         for s in list(self.sessions.values()):
             udp = any(t.lower != "TCP" for t in s.transports.values())
-            if s.mode == "play" and udp and now - s.last_seen > lim.session_timeout:
+            if s.role is Role.PLAY and udp and now - s.last_seen > lim.session_timeout:
                 log.info("rtsp: session %s timed out", s.id)
                 self.close_session(s, "session timeout")

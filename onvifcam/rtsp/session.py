@@ -1,4 +1,9 @@
-"""RTSP sessions: the publish side (RECORD) and the read side (PLAY) with their transports."""
+"""RTSP sessions: the publish side (RECORD) and the read side (PLAY) with their transports.
+
+A session's state lives in its :class:`~onvifcam.rtsp.state.SessionMachine`; this module
+knows the server and the connection only through the small protocols below (no import
+of :mod:`onvifcam.rtsp.server`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,42 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from onvifcam.config import LimitsConfig
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Batch, Stream
-
-if TYPE_CHECKING:
-    from onvifcam.rtsp.server import RtspConnection, RtspServer
+from onvifcam.rtsp.state import Role, SessionMachine, SessionState
 
 log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """What a session needs of its TCP connection."""
+
+    out_transport: asyncio.Transport | None
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+class Host(Protocol):
+    """What a session needs of the server that owns it."""
+
+    limits: LimitsConfig
+    udp_rtp_transport: asyncio.DatagramTransport | None
+    udp_rtcp_transport: asyncio.DatagramTransport | None
+    reader_drops: int
+    bytes_out: int
+
+    def close_session(self, s: RtspSession, reason: str, unpublish: bool = True) -> None:
+        """End a session."""
+
+    def multicast_join(self, s: RtspSession) -> None:
+        """Add a playing session to its stream's multicast group."""
+
+    def multicast_leave(self, s: RtspSession) -> None:
+        """Remove a session from its multicast group."""
 
 
 @dataclass
@@ -33,20 +65,28 @@ class TrackTransport:
 class RtspSession:
     """State of one RTSP session (identified by the Session header)."""
 
-    server: RtspServer
-    conn: RtspConnection | None
+    server: Host
+    conn: Connection | None
+    role: Role
     id: str = field(default_factory=lambda: secrets.token_hex(8))
-    mode: str = ""  # "record" or "play"
     path: str = ""
     stream: Stream | None = None
     announced: SessionDescription | None = None
     transports: dict[int, TrackTransport] = field(default_factory=dict)
-    state: str = "init"  # init, ready, playing, recording
+    machine: SessionMachine = field(init=False)
     last_seen: float = field(default_factory=time.monotonic)
     reader: TcpReader | UdpReader | None = None
     multicast: bool = False
     base_url: str = ""
     remote_ip: str = ""
+
+    def __post_init__(self) -> None:
+        self.machine = SessionMachine(self.role)
+
+    @property
+    def state(self) -> SessionState:
+        """The session's state (changed only through ``machine``)."""
+        return self.machine.state
 
     @property
     def description(self) -> str:
@@ -77,7 +117,7 @@ class RtspSession:
             started = self.stream.add_reader(self.reader)
             if not started and isinstance(self.reader, TcpReader):
                 self.reader.waiting_key = True
-        self.state = "playing"
+        self.machine.play()
 
     def _make_reader(self) -> TcpReader | UdpReader:
         assert self.stream is not None
@@ -101,9 +141,10 @@ class RtspSession:
         if self.stream is not None:
             if self.reader is not None:
                 self.stream.remove_reader(self.reader)
-            if self.multicast and self.state == "playing":
+            if self.multicast and self.state is SessionState.PLAYING:
                 self.server.multicast_leave(self)
-        self.state = "ready"
+        if not self.machine.check("PAUSE"):
+            self.machine.pause()
 
     def stream_closed(self, reason: str) -> None:
         """The stream ended for good; drop the reader and its connection."""
@@ -153,13 +194,14 @@ class TcpReader:
                 )
             stream = self.session.stream
             self.waiting_key = stream is not None and stream.key_track >= 0
-            self.session.server.stats_reader_drops += 1
+            self.session.server.reader_drops += 1
             return
         self.waiting_key = False
         data = batch.framed(self.channels, start)
         if data:
             transport.write(data)
             self.sent += len(data)
+            self.session.server.bytes_out += len(data)
 
     def queued(self) -> int:
         """Bytes waiting in the connection's write buffer (the reader's queue depth)."""
@@ -195,6 +237,7 @@ class UdpReader:
             return
         dests = self.dests
         n = len(dests)
+        sent = self.sent
         for track, kind, packet in batch.packets():
             d = dests[track] if track < n else None
             if d is None:
@@ -204,6 +247,7 @@ class UdpReader:
             elif kind == RTCP:
                 rtcp_tx.sendto(packet, d[1])
             self.sent += len(packet)
+        server.bytes_out += self.sent - sent
 
     def stream_closed(self, reason: str) -> None:
         """See :class:`RtspSession.stream_closed`."""

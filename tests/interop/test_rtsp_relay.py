@@ -22,6 +22,7 @@ from tests.helpers import (
     FFMPEG,
     GST_LAUNCH,
     LiveReader,
+    ReadResult,
     ServerProc,
     ffmpeg_push,
     ffmpeg_read,
@@ -31,6 +32,7 @@ from tests.helpers import (
     rtsp_exchange,
     running,
     status_of,
+    stop_process,
     wait_online,
 )
 from tests.netns import can_make_netns, lan
@@ -604,3 +606,37 @@ def test_error_reason_phrases_carry_the_detail_safely() -> None:
     assert no_session.startswith(
         b"RTSP/1.0 454 Session Not Found: request without a Session header\r\n"
     ), no_session
+
+
+def test_describe_waits_for_a_source_started_on_demand() -> None:
+    # A demand hook starts an ffmpeg push when a reader asks for a path nobody publishes:
+    # the reader's DESCRIBE is answered once the push is RECORDing, and it reads frames.
+    async def run() -> tuple[ReadResult, list[subprocess.Popen[str]], dict]:
+        cfg = dataclasses.replace(Config(), rtsp=RtspConfig(udp=False, on_demand_timeout=20))
+        registry = StreamRegistry(gop_cache_bytes=1 << 22, media_timeout=15.0, max_streams=8)
+        rtsp = RtspServer(cfg, registry, ConnectionLimiter(64, 0.0, 64))
+        await rtsp.start("127.0.0.1", 0)
+        pushes: list[subprocess.Popen[str]] = []
+
+        def hook(path: str) -> bool:
+            if path != "ondemand/cam":
+                return False
+            if not pushes:
+                url = f"rtsp://127.0.0.1:{rtsp.port}/{path}"
+                pushes.append(ffmpeg_push(url, frames=1500, audio=False))
+            return True
+
+        registry.add_demand_hook(hook)
+        try:
+            url = f"rtsp://127.0.0.1:{rtsp.port}/ondemand/cam"
+            res = await asyncio.to_thread(ffmpeg_read, url, io_timeout=25.0, frames=25)
+            return res, pushes, rtsp.stats()
+        finally:
+            for p in pushes:
+                await asyncio.to_thread(stop_process, p)
+            await rtsp.stop()
+
+    res, pushes, stats = asyncio.run(run())
+    assert len(pushes) == 1
+    assert res.video_frames == 25, res
+    assert stats["deferred"]["deferred"] == 1 and stats["deferred"]["resumed"] == 1

@@ -75,3 +75,39 @@ def test_hello_follows_the_endpoint_and_bye_the_registry(tmp_path: Path) -> None
         assert disc.core.targets == {}
 
     asyncio.run(main())
+
+
+def test_onvif_changes_are_announced_from_events_not_polled(tmp_path: Path) -> None:
+    async def main() -> None:
+        cfg = from_dict(
+            {
+                "server": {"state_dir": str(tmp_path), "host": "127.0.0.1", "http_port": 8080},
+                "cameras": [{"name": "A", "path": "a"}],
+            }
+        )
+        streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=5)
+        bus = EventBus()
+        cams = CameraRegistry(cfg, StateStore(tmp_path), streams, bus=bus)
+        cams.load()
+        disc = DiscoveryService(cfg, cams, Addressing(cfg.server), bus)
+        said: list[tuple[bool, tuple[str, ...]]] = []
+        disc._announce = lambda t, hello: said.append((hello, t.scopes))  # type: ignore[method-assign]
+        disc._running = True
+        a = cams.cameras["A"]
+        Endpoints(bus).settle(a, 8100)
+        assert [h for h, _s in said] == [True]
+        # What clients change over ONVIF is announced at once (no tick, no Probe needed).
+        a.add_scopes(["onvif://www.onvif.org/location/dock"])
+        assert said[-1][0] is True and "onvif://www.onvif.org/location/dock" in said[-1][1]
+        a.set_discovery_mode("NonDiscoverable")
+        assert said[-1][0] is False and disc.core.targets == {}
+        a.set_discovery_mode("Discoverable")
+        assert said[-1][0] is True
+        # The tick no longer reads the registry: a change made behind the registry's back
+        # (not through the camera's setters) is not picked up by it.
+        n = len(said)
+        a.state.discovery_mode = "NonDiscoverable"
+        disc.tick(0.0)
+        assert len(said) == n
+
+    asyncio.run(main())

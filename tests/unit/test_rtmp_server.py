@@ -28,6 +28,7 @@ from onvifcam.rtmp.server import (
     _load_tls,
     split_query,
 )
+from onvifcam.rtmp.state import RtmpState
 
 
 def _cert(tmp: Path) -> tuple[Path, Path, Path]:
@@ -130,6 +131,8 @@ def test_policy_keys_credentials_and_conflicts() -> None:
 
 def test_delete_stream_with_a_nan_stream_id_is_ignored() -> None:
     conn = RtmpConnection(_server(), "rtmp")
+    conn.session.handshake_done()
+    conn.session.publish_accepted(0.0)
     conn.publish_stream_id = 1
     conn.ingest = FlvIngest(lambda _sdp: None, lambda _t, _p: None)
     m = Message(chunk.AMF0_COMMAND, 0, 1, 3, b"")
@@ -140,6 +143,8 @@ def test_delete_stream_with_a_nan_stream_id_is_ignored() -> None:
 
 
 def _publish(conn: RtmpConnection, app: str, name: str) -> None:
+    if conn.session.state is RtmpState.HANDSHAKE:
+        conn.session.handshake_done()
     conn.app = app
     conn.c_publish(Message(chunk.AMF0_COMMAND, 0, 1, 3, b""), 0.0, [None, name])
 

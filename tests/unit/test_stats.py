@@ -49,3 +49,24 @@ def test_components_share_one_stats_shape(tmp_path: Path) -> None:
         assert d["received"] == 0 and d["backlog"] == 0 and d["announced"] == 0
     finally:
         web.snapshots.close()
+
+
+def test_rtsp_and_rtmp_servers_share_the_shape() -> None:
+    from onvifcam.config import Config
+    from onvifcam.limits import ConnectionLimiter
+    from onvifcam.rtmp.server import RtmpServer
+    from onvifcam.rtsp.server import RtspServer
+
+    cfg = Config()
+    streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=5)
+    limiter = ConnectionLimiter(10, 0, 10)
+    rtsp = RtspServer(cfg, streams, limiter, bus=EventBus()).stats()
+    rtmp = RtmpServer(cfg, streams, limiter).stats()
+    for st in (rtsp, rtmp):
+        _shape(st)
+        assert {"connections", "sessions", "requests", "refusals", "bytes_in", "bytes_out"} <= set(
+            st
+        )
+    assert rtsp["sessions"] == {"init": 0, "ready": 0, "playing": 0, "recording": 0}
+    assert rtsp["requests"]["DESCRIBE"] == 0 and rtsp["refusals"]["on_demand_timeout"] == 0
+    assert rtmp["sessions"]["publishing"] == 0 and rtmp["requests"]["publish"] == 0

@@ -272,3 +272,33 @@ def test_media_timeout_kicks_publisher_but_keeps_readers(sdp: SessionDescription
     s.tick(s._last_input + 2.5)
     assert p.kicked and "no media" in p.kicked[0]
     assert s.publisher is None and r in s.readers
+
+
+def test_demand_hooks_are_asked_in_order_until_one_starts_a_source() -> None:
+    reg = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=4)
+    asked: list[str] = []
+
+    def no(path: str) -> bool:
+        asked.append("no:" + path)
+        return False
+
+    def broken(path: str) -> bool:
+        asked.append("broken:" + path)
+        raise RuntimeError("a source that cannot start")
+
+    def yes(path: str) -> bool:
+        asked.append("yes:" + path)
+        return path == "cam"
+
+    def never(path: str) -> bool:
+        asked.append("never:" + path)
+        return True
+
+    assert reg.demand("cam") is False  # no hooks
+    for hook in (no, broken, yes, never):
+        reg.add_demand_hook(hook)
+    assert reg.demand("/cam/") is True
+    assert asked == ["no:cam", "broken:cam", "yes:cam"]
+    asked.clear()
+    assert reg.demand("other") is True  # 'never' says yes to anything
+    assert asked == ["no:other", "broken:other", "yes:other", "never:other"]
