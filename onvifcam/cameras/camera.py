@@ -33,6 +33,7 @@ from onvifcam.cameras.model import (
     User,
     VideoView,
 )
+from onvifcam.cameras.stable import StableRates
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.state import StateStore
@@ -52,6 +53,15 @@ SUB_PROFILE = "Profile_2"
 _H264_PROFILES = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High"}
 _H265_PROFILES = {1: "Main", 2: "Main10"}
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+# SetVideoEncoderConfiguration keys (CameraState.encoders) -> VideoView attribute, type
+_ENCODER_KEYS: tuple[tuple[str, str, type | tuple[type, ...]], ...] = (
+    ("width", "width", int),
+    ("height", "height", int),
+    ("fps", "fps", (int, float)),
+    ("bitrate", "bitrate_kbps", int),
+    ("gov", "gov_length", int),
+    ("profile", "profile", str),
+)
 
 
 class CameraError(ValueError):
@@ -129,6 +139,8 @@ class Camera:
         self.reboots = 0
         self.on_reboot: Callable[[Camera], None] | None = None
         self._measured: dict[str, VideoView] = {}
+        self._stable: dict[str, StableRates] = {}  # "main"/"sub": live values held still
+        self._publisher: dict[str, int] = {}  # id() of the publisher they were measured on
         self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 
@@ -451,33 +463,60 @@ class Camera:
             v.width, v.height, v.bitrate_kbps = 640, 360, 512
         return v
 
+    def _rates(self, s: Stream, which: str) -> StableRates:
+        """The stable rates of a stream, measured afresh for each new publisher."""
+        pub = id(s.publisher)
+        rates = self._stable.get(which)
+        if rates is None or self._publisher.get(which) != pub:
+            rates = self._stable[which] = StableRates()
+            self._publisher[which] = pub
+        return rates
+
     def _live_view(self, s: Stream, which: str) -> VideoView | None:
+        """The live stream as configurations show it: size and profile from the SPS,
+        frame rate from the SPS timing info, else measured; frame rate, bitrate and GOV
+        length held still (:mod:`onvifcam.cameras.stable`)."""
         track = s.video_track
         if track is None:
             return None
         info = s.video_info
         prev = self._measured.get(which) or VideoView()
         codec = _norm_codec(track.codec)
+        rates = self._rates(s, which)
+        if rates.fps.value is None or rates.kbps.value is None or rates.gov.value is None:
+            self._feed(s, rates, seed=True)  # between ticks: only what is not held yet
         v = VideoView(
             codec=codec,
             width=getattr(info, "width", 0) or prev.width,
             height=getattr(info, "height", 0) or prev.height,
-            fps=prev.fps,
-            bitrate_kbps=prev.bitrate_kbps,
+            fps=rates.fps.value or prev.fps,
+            bitrate_kbps=int(rates.kbps.value or prev.bitrate_kbps),
             profile=_h264_profile_name(codec, int(getattr(info, "profile", 0) or 0)),
-            gov_length=prev.gov_length,
+            gov_length=int(rates.gov.value or prev.gov_length),
             online=True,
         )
-        st = s.stats
-        if st.fps > 0:
-            v.fps = round(st.fps, 2)
-        elif info is not None and getattr(info, "fps", None):
-            v.fps = round(float(info.fps), 2)  # type: ignore[attr-defined]
-        if st.bitrate > 0:
-            v.bitrate_kbps = max(1, int(st.bitrate / 1000))
-        if st.keyframes_in > 1:
-            v.gov_length = max(1, round(st.frames_in / st.keyframes_in))
         return v
+
+    @staticmethod
+    def _feed(s: Stream, rates: StableRates, seed: bool = False) -> None:
+        st = s.stats
+        sps_fps = getattr(s.video_info, "fps", None)
+        gov = st.frames_in / st.keyframes_in if st.keyframes_in > 1 else None
+        rates.feed(float(sps_fps) if sps_fps else None, st.fps, st.bitrate, gov, seed)
+
+    def measured(self, which: str = "main") -> dict[str, Any]:
+        """The raw measurements of a live stream (statistics and the API, never the ONVIF
+        configuration): frames/s and kbit/s of the last second, average GOV length."""
+        s = self.stream(which)
+        if s is None or not s.online:
+            return {}
+        st = s.stats
+        return {
+            "fps": round(st.fps, 2),
+            "bitrate_kbps": round(st.bitrate / 1000, 1),
+            "gov_length": round(st.frames_in / st.keyframes_in, 1) if st.keyframes_in else 0,
+            "sps_fps": getattr(s.video_info, "fps", None),
+        }
 
     def audio(self, which: str = "main") -> AudioView | None:
         """The stream's audio track, if any (live or last seen)."""
@@ -495,10 +534,12 @@ class Camera:
         return AudioView(**seen.to_json()) if seen is not None else None
 
     def measure(self) -> None:
-        """Once a second: remember the live values so they survive the publisher leaving."""
+        """Once a second: feed the stable rates and remember the live values so they
+        survive the publisher leaving."""
         for which in ("main", "sub"):
             s = self.stream(which)
             if s is not None and s.online:
+                self._feed(s, self._rates(s, which))
                 v = self._live_view(s, which)
                 if v is not None:
                     self._measured[which] = v
@@ -611,6 +652,21 @@ class Camera:
         self.state.encoders[token] = dict(settings)
         self.save()
 
+    def encoder_view(self, token: str) -> VideoView:
+        """What a video encoder configuration shows: every value a client set with
+        SetVideoEncoderConfiguration (resolution, frame rate and bitrate limits, GOV length,
+        profile), else the stream's own (stable) value. Set values are reported as set even
+        when a pushed stream cannot honour them; :meth:`measured` has what really arrives."""
+        v = self.video(self.which(token))
+        s = self.state.encoders.get(token, {})
+        out = VideoView(**v.to_json())
+        out.online = v.online
+        for key, attr, kind in _ENCODER_KEYS:
+            value = s.get(key)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                setattr(out, attr, value)
+        return out
+
     def which(self, vec: str | None) -> str:
         """``main`` or ``sub`` for an encoder token."""
         return "sub" if vec == VEC_SUB else "main"
@@ -631,4 +687,5 @@ class Camera:
             "serial": self.serial,
             "auth": self.auth_required,
             "video": {"codec": v.codec, "width": v.width, "height": v.height, "fps": v.fps},
+            "measured": self.measured("main"),
         }

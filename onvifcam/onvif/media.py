@@ -1,11 +1,13 @@
 """ONVIF Media service (ver10 media/wsdl): profiles and configurations of the live stream.
 
-Profiles describe the stream as it is: codec and resolution from the SPS, frame rate and
-bitrate as measured at ingest, GOP length from the keyframe count; before a first publish
-they show the configured or last-seen values. The publisher is the encoder, so a
-SetVideoEncoderConfiguration can keep the codec and resolution only (anything else is
-ter:ConfigModify); names, quality, rate limits, GOP, multicast and session timeout are
-stored and reported back while the stream is offline.
+Profiles describe the stream: codec and resolution from the SPS; frame rate from the SPS
+timing info, else measured; bitrate and GOP length measured; all held still from poll to
+poll (:mod:`onvifcam.cameras.stable`). Before a first publish they show the configured or
+last-seen values. SetVideoEncoderConfiguration stores everything a client sets (resolution
+from the options, frame rate and bitrate limits, GOV length, profile, quality, multicast,
+session timeout) and every Get* echoes it, across restarts, even where a pushed stream
+cannot honour it; only the codec stays the publisher's (ter:ConfigModify). The measured
+values are in the camera's statistics and the API.
 """
 
 from __future__ import annotations
@@ -76,16 +78,40 @@ def video_of(cam: Camera, vec: str) -> VideoView:
 
 
 def reported_rates(cam: Camera, vec: str) -> tuple[float, int, int]:
-    """(fps, kbit/s, GOP length): measured while live, else client-set, else last seen."""
+    """(fps, kbit/s, GOP length) a configuration shows: what a client set, else the stream's
+    own values held still (never the raw measurement, which moves poll to poll)."""
+    v = cam.encoder_view(vec)
+    return v.fps, v.bitrate_kbps, v.gov_length
+
+
+# Sizes a configuration may be set to besides the stream's own (at most the stream's size).
+_LADDER = (
+    (3840, 2160),
+    (2560, 1440),
+    (1920, 1080),
+    (1280, 720),
+    (1024, 576),
+    (960, 540),
+    (800, 600),
+    (704, 576),
+    (640, 480),
+    (640, 360),
+    (352, 288),
+    (320, 240),
+    (320, 180),
+)
+
+
+def resolutions(cam: Camera, vec: str) -> list[tuple[int, int]]:
+    """ResolutionsAvailable of an encoder: the stream's size, the standard sizes below it,
+    and the size a client set (kept even after the stream changed size)."""
     v = video_of(cam, vec)
-    s = enc_settings(cam, vec)
-    if v.online:
-        return v.fps, v.bitrate_kbps, v.gov_length
-    return (
-        float(s.get("fps", v.fps)),
-        int(s.get("bitrate", v.bitrate_kbps)),
-        int(s.get("gov", v.gov_length)),
-    )
+    out = [(v.width, v.height)]
+    out += [(w, h) for w, h in _LADDER if w <= v.width and h <= v.height and (w, h) != out[0]]
+    shown = cam.encoder_view(vec)
+    if (shown.width, shown.height) not in out:
+        out.append((shown.width, shown.height))
+    return out
 
 
 def has_audio(cam: Camera) -> bool:
@@ -185,8 +211,9 @@ def vsc_el(cam: Camera, tag: str = "VideoSourceConfiguration", ns: Any = TT) -> 
 def vec_el(
     cam: Camera, token: str, tag: str = "VideoEncoderConfiguration", ns: Any = TT
 ) -> etree._Element:
-    """A Media1 tt:VideoEncoderConfiguration (H.264)."""
-    v = video_of(cam, token)
+    """A Media1 tt:VideoEncoderConfiguration (H.264): the values a client set, else the
+    stream's own."""
+    v = cam.encoder_view(token)
     s = enc_settings(cam, token)
     fps, kbps, gov = reported_rates(cam, token)
     return getattr(ns, tag)(
@@ -426,22 +453,18 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     cam = ctx.camera
     valid = video_encoder_tokens(cam, True)
     toks = selected_tokens(cam, req, "vec", valid) or valid
-    views = [video_of(cam, t) for t in toks] or [cam.video("main")]
+    views = [cam.encoder_view(t) for t in toks] or [cam.video("main")]
     fps_max = max(60, *[round(v.fps) for v in views])
     gov_max = max(300, *[v.gov_length for v in views])
-    resolutions = []
-    for v in views:
-        if (v.width, v.height) not in resolutions:
-            resolutions.append((v.width, v.height))
-    profiles = sorted({_h264_profile(v.profile) for v in views})
+    sizes: list[tuple[int, int]] = []
+    for t in toks:
+        sizes += [r for r in resolutions(cam, t) if r not in sizes]
+    profiles = sorted({_h264_profile(video_of(cam, t).profile) for t in toks} | {"Main"})
     return TRT.GetVideoEncoderConfigurationOptionsResponse(
         TRT.Options(
             TT.QualityRange(TT.Min("0"), TT.Max("100")),
             TT.H264(
-                *[
-                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
-                    for w, h in resolutions
-                ],
+                *[TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h))) for w, h in sizes],
                 TT.GovLengthRange(TT.Min("1"), TT.Max(str(gov_max))),
                 TT.FrameRateRange(TT.Min("1"), TT.Max(str(fps_max))),
                 TT.EncodingIntervalRange(TT.Min("1"), TT.Max("1")),
@@ -479,17 +502,19 @@ def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, 
 
 
 def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height: int) -> None:
-    """The publisher encodes: codec and resolution cannot change."""
+    """The publisher decides the codec; the resolution must be one the options list."""
     v = video_of(cam, token)
     if codec.upper() != v.codec:
         raise Fault(
             ("ter:InvalidArgVal", "ter:ConfigModify"),
             f"the stream is {v.codec}; the publisher decides the codec, not {codec}",
         )
-    if (width, height) != (v.width, v.height):
+    if (width, height) not in resolutions(cam, token):
         raise Fault(
             ("ter:InvalidArgVal", "ter:ConfigModify"),
-            f"the stream is {v.width}x{v.height}; the publisher decides the resolution",
+            f"{width}x{height} is not in ResolutionsAvailable "
+            "(GetVideoEncoderConfigurationOptions): the stream is "
+            f"{v.width}x{v.height}",
         )
 
 
@@ -521,14 +546,11 @@ def read_encoder_config(
         raise invalid_arg("ter:InvalidArgs", "missing Configuration")
     token = check_token(conf.get("token"), video_encoder_tokens(cam, media1))
     res = child(conf, "Resolution")
-    check_encoder_change(
-        cam,
-        token,
-        require(conf, "Encoding"),
-        integer(text_of(res, "Width"), "Width"),
-        integer(text_of(res, "Height"), "Height"),
-    )
+    width = integer(text_of(res, "Width"), "Width")
+    height = integer(text_of(res, "Height"), "Height")
+    check_encoder_change(cam, token, require(conf, "Encoding"), width, height)
     s = enc_settings(cam, token)
+    s["width"], s["height"] = width, height
     s["name"] = require(conf, "Name")[:64]
     quality = number(require(conf, "Quality"), "Quality")
     if not 0 <= quality <= 100:
@@ -540,7 +562,7 @@ def read_encoder_config(
 
 @ops.op(NS_TRT, "SetVideoEncoderConfiguration", ACTUATE)
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Store names, quality, rate limits, GOP, multicast and timeout (codec/size are fixed)."""
+    """Store everything a client sets (the codec stays the stream's); Get* echoes it."""
     cam = ctx.camera
     token, conf, s = read_encoder_config(cam, req, media1=True)
     rc = child(conf, "RateControl")
@@ -551,6 +573,9 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     h264 = child(conf, "H264")
     if h264 is not None:
         s["gov"] = max(1, integer(text_of(h264, "GovLength"), "GovLength"))
+        profile = text_of(h264, "H264Profile")
+        if profile in ("Baseline", "Main", "Extended", "High"):
+            s["profile"] = profile
     st = text_of(conf, "SessionTimeout")
     if st:
         if not re.fullmatch(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+", st):

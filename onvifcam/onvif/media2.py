@@ -7,6 +7,7 @@ from typing import Any
 from lxml import etree
 
 from onvifcam.cameras import AEC, VEC_MAIN, VSC, Camera, ProfileState
+from onvifcam.cameras.stable import COMMON_FPS
 from onvifcam.onvif.device import media2_capabilities_tr2
 from onvifcam.onvif.media import (
     CONFIG_TYPES,
@@ -20,6 +21,7 @@ from onvifcam.onvif.media import (
     profile_or_fault,
     read_encoder_config,
     reported_rates,
+    resolutions,
     selected_tokens,
     valid_tokens,
     video_encoder_tokens,
@@ -49,8 +51,8 @@ _AUDIO_MEDIA2 = {"MPEG4-GENERIC": "MP4A-LATM", "MP4A-LATM": "MP4A-LATM"}
 
 
 def vec2_el(cam: Camera, token: str, tag: str = "VideoEncoder", ns: Any = TR2) -> etree._Element:
-    """A tt:VideoEncoder2Configuration (H.264 or H.265)."""
-    v = video_of(cam, token)
+    """A tt:VideoEncoder2Configuration (H.264 or H.265): set values, else the stream's."""
+    v = cam.encoder_view(token)
     s = enc_settings(cam, token)
     fps, kbps, gov = reported_rates(cam, token)
     q = float(s.get("quality", 80))
@@ -222,15 +224,19 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     out = TR2.GetVideoEncoderConfigurationOptionsResponse()
     for t in sel:
         v = video_of(cam, t)
-        fps, _kbps, gov = reported_rates(cam, t)
+        fps, kbps, gov = reported_rates(cam, t)
+        rates = sorted({fps, v.fps} | {f for f in COMMON_FPS if f <= max(fps, v.fps)})
         out.append(
             TR2.Options(
                 TT.Encoding(v.codec),
                 TT.QualityRange(TT.Min("0"), TT.Max("100")),
-                TT.ResolutionsAvailable(TT.Width(str(v.width)), TT.Height(str(v.height))),
-                TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, v.bitrate_kbps)))),
+                *[
+                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
+                    for w, h in resolutions(cam, t)
+                ],
+                TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, kbps, v.bitrate_kbps)))),
                 GovLengthRange=f"1 {max(300, gov)}",
-                FrameRatesSupported=f"{fps:g}",
+                FrameRatesSupported=" ".join(f"{f:g}" for f in rates),
                 ProfilesSupported=v.profile,
                 ConstantBitRateSupported="false",
                 GuaranteedFrameRateSupported="false",
@@ -241,7 +247,7 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
 
 @ops.op(NS_TR2, "SetVideoEncoderConfiguration", ACTUATE)
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Store names, quality, rate limits, GOP and multicast (codec/size are the stream's)."""
+    """Store everything a client sets (the codec stays the stream's); Get* echoes it."""
     cam = ctx.camera
     token, conf, s = read_encoder_config(cam, req, media1=False)
     rc = child(conf, "RateControl")
@@ -251,6 +257,9 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     gov = conf.get("GovLength")
     if gov:
         s["gov"] = max(1, integer(gov, "GovLength"))
+    profile = conf.get("Profile")
+    if profile and len(profile) <= 32:
+        s["profile"] = profile
     cam.set_encoder_settings(token, s)
     return TR2.SetVideoEncoderConfigurationResponse()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import io
@@ -573,24 +574,41 @@ def test_snapshot_without_keyframe_and_placeholder(tmp_path: Path) -> None:
     assert _decode(data) == (800, 450)
 
 
-def test_profiles_show_measured_rates_and_remember_them(world: Any) -> None:
+def test_profiles_show_stable_rates_and_remember_them(world: Any) -> None:
     reg, streams, _disp = world
     stream = streams.get("lobby")
-    stream.stats.fps = 12.5
+    assert stream.video_info.fps == 25  # libx264 writes VUI timing info
+    stream.stats.fps = 23.0  # a noisy once-a-second measurement
     stream.stats.bitrate = 1_234_000.0
     stream.stats.frames_in, stream.stats.keyframes_in = 120, 4
     m1 = call(world, f"<GetProfiles {TRT}/>").decode()
-    assert "<tt:FrameRateLimit>12</tt:FrameRateLimit>" in m1  # Media1 wants an integer
-    assert "<tt:BitrateLimit>1234</tt:BitrateLimit>" in m1
+    assert "<tt:FrameRateLimit>25</tt:FrameRateLimit>" in m1  # from the SPS
+    assert "<tt:BitrateLimit>1200</tt:BitrateLimit>" in m1  # two significant figures
     assert "<tt:GovLength>30</tt:GovLength>" in m1
-    m2 = call(world, f"<GetProfiles {TR2}><Type>VideoEncoder</Type></GetProfiles>").decode()
-    assert "<tt:FrameRateLimit>12.5</tt:FrameRateLimit>" in m2
     cam = reg.cameras["Lobby"]
-    cam.measure()  # the once-a-second tick
+    # poll to poll the measurement wanders; what clients read does not
+    for fps, bps, frames in ((24.0, 1_310_000.0, 118), (25.0, 1_050_000.0, 123)):
+        stream.stats.fps, stream.stats.bitrate, stream.stats.frames_in = fps, bps, frames
+        cam.measure()
+        assert call(world, f"<GetProfiles {TRT}/>").decode() == m1
+    assert cam.summary()["measured"]["bitrate_kbps"] == 1050.0  # the raw value: stats/API
+    m2 = call(world, f"<GetProfiles {TR2}><Type>VideoEncoder</Type></GetProfiles>").decode()
+    assert "<tt:FrameRateLimit>25</tt:FrameRateLimit>" in m2
     stream.unpublish(stream.publisher, "test")  # stats reset; last-seen values persisted
     again = make_world(Path(cam.store.dir).parent)[0].cameras["Lobby"]
     v = again.video("main")
-    assert (v.width, v.height, v.fps, v.bitrate_kbps, v.gov_length) == (W, H, 12.5, 1234, 30)
+    assert (v.width, v.height, v.fps, v.bitrate_kbps, v.gov_length) == (W, H, 25, 1200, 30)
+
+
+def test_a_real_change_moves_the_stable_values(world: Any) -> None:
+    reg, streams, _disp = world
+    stream, cam = streams.get("lobby"), reg.cameras["Lobby"]
+    stream.video_info = dataclasses.replace(stream.video_info, fps=None)  # no VUI timing
+    for bps in (4_000_000.0, 4_200_000.0, 2_000_000.0, 2_050_000.0, 1_990_000.0):
+        stream.stats.fps, stream.stats.bitrate = 29.9, bps
+        cam.measure()
+    v = cam.video("main")
+    assert (v.fps, v.bitrate_kbps) == (29.97, 2000)  # common rate; moved after 3 ticks
 
 
 def test_h265_snapshot_and_media2_profile(tmp_path: Path) -> None:
@@ -754,3 +772,46 @@ def test_a_cancelled_snapshot_request_does_not_waste_its_decode(
         svc.close()
     assert _decode(data) == (W, H)
     assert calls == ["H264"] and svc.decodes == 1
+
+
+def test_set_video_encoder_sticks_while_live_and_after_restart(world: Any) -> None:
+    """Set-then-get: exactly what was set comes back, not the measured stream."""
+    reg, streams, _disp = world
+    stream = streams.get("lobby")
+    stream.stats.fps, stream.stats.bitrate = 24.0, 3_000_000.0
+    call(world, _set_vec(320, 180, name="Set"))
+    get = (
+        f"<GetVideoEncoderConfiguration {TRT}><ConfigurationToken>VideoEncoder_1"
+        "</ConfigurationToken></GetVideoEncoderConfiguration>"
+    )
+    want = (
+        "<tt:Resolution><tt:Width>320</tt:Width><tt:Height>180</tt:Height></tt:Resolution>",
+        "<tt:FrameRateLimit>12</tt:FrameRateLimit>",
+        "<tt:BitrateLimit>900</tt:BitrateLimit>",
+        "<tt:GovLength>24</tt:GovLength><tt:H264Profile>High</tt:H264Profile>",
+        "<tt:Quality>55</tt:Quality>",
+    )
+    body = call(world, get).decode()
+    assert all(w in body for w in want), body
+    m2 = call(world, f"<GetVideoEncoderConfigurations {TR2}/>").decode()
+    assert 'GovLength="24"' in m2 and "<tt:FrameRateLimit>12</tt:FrameRateLimit>" in m2
+    cam = reg.cameras["Lobby"]
+    assert cam.measured("main")["fps"] == 24.0  # the measurement lives in stats / the API
+    world2 = make_world(Path(cam.store.dir).parent)
+    publish(world2[1].get_or_create("lobby"), encoded_gop())
+    body = call(world2, get).decode()
+    assert all(w in body for w in want), body
+    # Media2 sets are echoed too, frame rate as a float
+    call(
+        world,
+        f'<SetVideoEncoderConfiguration {TR2} {TT}><Configuration token="VideoEncoder_1" '
+        f'GovLength="50" Profile="Main"><tt:Name>M2</tt:Name><tt:UseCount>1</tt:UseCount>'
+        f"<tt:Encoding>H264</tt:Encoding><tt:Resolution><tt:Width>{W}</tt:Width><tt:Height>{H}"
+        "</tt:Height></tt:Resolution><tt:RateControl><tt:FrameRateLimit>12.5</tt:FrameRateLimit>"
+        "<tt:BitrateLimit>2500</tt:BitrateLimit></tt:RateControl><tt:Quality>70</tt:Quality>"
+        "</Configuration></SetVideoEncoderConfiguration>",
+    )
+    m2 = call(world, f"<GetVideoEncoderConfigurations {TR2}/>").decode()
+    assert 'GovLength="50" Profile="Main"' in m2
+    assert "<tt:FrameRateLimit>12.5</tt:FrameRateLimit>" in m2
+    assert "<tt:BitrateLimit>2500</tt:BitrateLimit>" in m2
