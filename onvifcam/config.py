@@ -278,6 +278,10 @@ class OnvifConfig:
     # for 2 x clock_skew, so a user may hold rate x 2 x clock_skew (6000) nonces, then is refused.
     nonce_rate_per_user: float = 10.0
     snapshot_quality: int = 85
+    # per camera: recent server log lines naming it, kept for GetSystemLog (512 chars each)
+    system_log_lines: int = 200
+    # per camera: OSDs CreateOSD may store
+    max_osds: int = 8
     # seconds an auto-created camera may stay offline before it is removed with its
     # endpoint and state file (0: never)
     auto_expire: float = 0.0
@@ -513,6 +517,10 @@ def _validate(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [onvif] address_port {cfg.onvif.address_port} is not a port")
     if cfg.onvif.snapshot_offline not in ("placeholder", "503"):
         raise ConfigError(f"{where}: [onvif] snapshot_offline must be 'placeholder' or '503'")
+    if not 0 <= cfg.onvif.system_log_lines <= 100000:
+        raise ConfigError(f"{where}: [onvif] system_log_lines must be 0..100000")
+    if not 0 <= cfg.onvif.max_osds <= 64:
+        raise ConfigError(f"{where}: [onvif] max_osds must be 0..64")
     if not 1 <= cfg.onvif.snapshot_quality <= 100:
         raise ConfigError(f"{where}: [onvif] snapshot_quality must be 1..100")
     if cfg.onvif.nonce_rate_per_user <= 0 or cfg.onvif.max_nonces < 1:

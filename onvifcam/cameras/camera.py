@@ -10,12 +10,14 @@ them and knows where each camera is reachable.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -141,6 +143,8 @@ class Camera:
         self._measured: dict[str, VideoView] = {}
         self._stable: dict[str, StableRates] = {}  # "main"/"sub": live values held still
         self._publisher: dict[str, int] = {}  # id() of the publisher they were measured on
+        # the server's recent log lines naming this camera (GetSystemLog), bounded
+        self.log_lines: deque[str] = deque(maxlen=app_cfg.onvif.system_log_lines)
         self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 
@@ -411,6 +415,16 @@ class Camera:
         if mode not in (DISCOVERABLE, NON_DISCOVERABLE):
             raise CameraError("ter:InvalidArgVal", f"discovery mode {mode!r}")
         self.state.discovery_mode = mode
+        self.save()
+
+    def network(self, key: str) -> Any:
+        """A stored network setting (SetNTP, SetDNS ...); None when never set."""
+        value = self.state.network.get(key)
+        return copy.deepcopy(value)
+
+    def set_network(self, key: str, value: Any) -> None:
+        """Store a network setting (echoed by its getter; the host is never changed)."""
+        self.state.network[key] = copy.deepcopy(value)
         self.save()
 
     def factory_default(self) -> None:

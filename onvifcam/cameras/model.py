@@ -10,6 +10,7 @@ combines this state with the configuration and the live stream.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,10 +96,11 @@ class ProfileState:
     vec: str | None = None
     asc: str | None = None
     aec: str | None = None
+    mdc: str | None = None  # metadata configuration
 
     def to_json(self) -> dict[str, Any]:
-        """The persisted form."""
-        return dict(self.__dict__)
+        """The persisted form (``mdc`` only when set, as earlier versions wrote it)."""
+        return {k: v for k, v in self.__dict__.items() if k != "mdc" or v is not None}
 
 
 @dataclass
@@ -154,6 +156,11 @@ class CameraState:
     seen_video: dict[str, VideoView] = field(default_factory=dict)  # "main"/"sub"
     seen_audio: dict[str, AudioView | None] = field(default_factory=dict)
     last_online: float | None = None  # UNIX time an auto camera's stream went offline
+    # Network settings NVRs set and read back (NTP, DNS, gateway, protocols, zero
+    # configuration, IP filter, dynamic DNS): stored and echoed, never applied to the host.
+    network: dict[str, Any] = field(default_factory=dict)
+    osds: list[dict[str, Any]] = field(default_factory=list)  # CreateOSD/SetOSD, in order
+    metadata: dict[str, Any] = field(default_factory=dict)  # SetMetadataConfiguration
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, kept
 
     # ------------------------------------------------------------------ JSON
@@ -207,6 +214,13 @@ class CameraState:
                     view = VideoView.from_json(v)
                     if view is not None:
                         s.seen_video[k] = view
+        net = d.pop("network", {})
+        if isinstance(net, dict):
+            s.network = {str(k): v for k, v in net.items()}
+        s.osds = [o for o in _list(d.pop("osds", [])) if isinstance(o, dict) and o.get("token")]
+        meta = d.pop("metadata", {})
+        if isinstance(meta, dict):
+            s.metadata = dict(meta)
         last = d.pop("last_online", None)
         if isinstance(last, int | float) and not isinstance(last, bool):
             s.last_online = float(last)
@@ -250,6 +264,12 @@ class CameraState:
             out["last_seen"] = seen
         if self.last_online is not None:
             out["last_online"] = self.last_online
+        if self.network:
+            out["network"] = dict(self.network)
+        if self.osds:
+            out["osds"] = [dict(o) for o in self.osds]
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
         return out
 
     def factory_default(self) -> CameraState:
@@ -279,6 +299,9 @@ class CameraState:
             encoders={k: dict(v) for k, v in self.encoders.items()},
             seen_video={k: dataclasses.replace(v) for k, v in self.seen_video.items()},
             seen_audio=dict(self.seen_audio),
+            network=copy.deepcopy(self.network),
+            osds=copy.deepcopy(self.osds),
+            metadata=copy.deepcopy(self.metadata),
             extra=dict(self.extra),
         )
 

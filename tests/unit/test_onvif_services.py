@@ -815,3 +815,92 @@ def test_set_video_encoder_sticks_while_live_and_after_restart(world: Any) -> No
     assert 'GovLength="50" Profile="Main"' in m2
     assert "<tt:FrameRateLimit>12.5</tt:FrameRateLimit>" in m2
     assert "<tt:BitrateLimit>2500</tt:BitrateLimit>" in m2
+
+
+NETWORK_SETS = [
+    (
+        f"<SetNTP {TDS} {TT}><FromDHCP>false</FromDHCP><NTPManual><tt:Type>DNS</tt:Type>"
+        "<tt:DNSname>pool.ntp.org</tt:DNSname></NTPManual><NTPManual><tt:Type>IPv4</tt:Type>"
+        "<tt:IPv4Address>192.168.1.1</tt:IPv4Address></NTPManual></SetNTP>",
+        f"<GetNTP {TDS}/>",
+        ["<tt:DNSname>pool.ntp.org</tt:DNSname>", "<tt:IPv4Address>192.168.1.1</tt:IPv4Address>"],
+    ),
+    (
+        f"<SetDNS {TDS} {TT}><FromDHCP>false</FromDHCP><SearchDomain>lab.example</SearchDomain>"
+        "<DNSManual><tt:Type>IPv4</tt:Type><tt:IPv4Address>9.9.9.9</tt:IPv4Address></DNSManual>"
+        "</SetDNS>",
+        f"<GetDNS {TDS}/>",
+        ["<tt:SearchDomain>lab.example</tt:SearchDomain>", "<tt:IPv4Address>9.9.9.9<"],
+    ),
+    (
+        f"<SetNetworkProtocols {TDS} {TT}><NetworkProtocols><tt:Name>HTTPS</tt:Name>"
+        "<tt:Enabled>true</tt:Enabled><tt:Port>8443</tt:Port></NetworkProtocols>"
+        "</SetNetworkProtocols>",
+        f"<GetNetworkProtocols {TDS}/>",
+        ["<tt:Name>HTTPS</tt:Name><tt:Enabled>true</tt:Enabled><tt:Port>8443</tt:Port>"],
+    ),
+    (
+        f"<SetNetworkDefaultGateway {TDS}><IPv4Address>10.0.0.1</IPv4Address>"
+        "</SetNetworkDefaultGateway>",
+        f"<GetNetworkDefaultGateway {TDS}/>",
+        ["<tt:IPv4Address>10.0.0.1</tt:IPv4Address>"],
+    ),
+    (
+        f"<SetZeroConfiguration {TDS}><InterfaceToken>eth0</InterfaceToken><Enabled>true"
+        "</Enabled></SetZeroConfiguration>",
+        f"<GetZeroConfiguration {TDS}/>",
+        ["<tt:Enabled>true</tt:Enabled><tt:Addresses>169.254."],
+    ),
+    (
+        f"<SetIPAddressFilter {TDS} {TT}><IPAddressFilter><tt:Type>Allow</tt:Type>"
+        "<tt:IPv4Address><tt:Address>10.1.0.0</tt:Address><tt:PrefixLength>16</tt:PrefixLength>"
+        "</tt:IPv4Address></IPAddressFilter></SetIPAddressFilter>",
+        f"<GetIPAddressFilter {TDS}/>",
+        ["<tt:Type>Allow</tt:Type><tt:IPv4Address><tt:Address>10.1.0.0</tt:Address>"],
+    ),
+    (
+        f"<SetDynamicDNS {TDS}><Type>ClientUpdates</Type><Name>cam.example</Name>"
+        "<TTL>PT1H</TTL></SetDynamicDNS>",
+        f"<GetDynamicDNS {TDS}/>",
+        ["<tt:Type>ClientUpdates</tt:Type><tt:Name>cam.example</tt:Name><tt:TTL>PT1H</tt:TTL>"],
+    ),
+]
+
+
+def test_network_setters_round_trip_and_persist(world: Any) -> None:
+    for setter, getter, want in NETWORK_SETS:
+        call(world, setter)
+        body = call(world, getter).decode()
+        assert all(w in body for w in want), body
+    cam = world[0].cameras["Lobby"]
+    again = make_world(Path(cam.store.dir).parent)
+    for _setter, getter, want in NETWORK_SETS:
+        body = call(again, getter).decode()
+        assert all(w in body for w in want), body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"<SetNTP {TDS} {TT}><FromDHCP>false</FromDHCP><NTPManual><tt:Type>IPv4</tt:Type>"
+        "<tt:IPv4Address>999.1.1.1</tt:IPv4Address></NTPManual></SetNTP>",
+        f"<SetZeroConfiguration {TDS}><InterfaceToken>wlan9</InterfaceToken><Enabled>true"
+        "</Enabled></SetZeroConfiguration>",
+        f"<SetNetworkProtocols {TDS} {TT}><NetworkProtocols><tt:Name>HTTP</tt:Name>"
+        "<tt:Enabled>true</tt:Enabled><tt:Port>70000</tt:Port></NetworkProtocols>"
+        "</SetNetworkProtocols>",
+    ],
+)
+def test_bad_network_settings_are_refused(world: Any, body: str) -> None:
+    assert "ter:InvalidArgVal" in fault_subcodes(call(world, body, ok=False))
+
+
+def test_system_log_has_this_cameras_lines(world: Any) -> None:
+    import logging
+
+    logging.getLogger("onvifcam.test").warning("camera 'Lobby' did a thing")
+    logging.getLogger("onvifcam.test").warning("camera 'Elsewhere' did another")
+    body = call(world, f"<GetSystemLog {TDS}><LogType>System</LogType></GetSystemLog>").decode()
+    assert "camera 'Lobby' did a thing" in body and "Elsewhere" not in body
+    body = call(world, f"<GetSystemSupportInformation {TDS}/>").decode()
+    assert "did a thing" in body
