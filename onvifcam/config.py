@@ -38,7 +38,10 @@ class ServerConfig:
     rtmp_port: int = 1935
     rtmps_port: int = 1936
     http_port: int = 8080
+    # host or host:port put in URLs given to clients (the port: the main HTTP port as
+    # clients reach it through port mapping)
     advertise: str = ""
+    advertise_rtsp_port: int = 0  # RTSP port in stream URIs as clients reach it (0: bound)
     state_dir: str = field(default_factory=_default_state_dir)
     log_level: str = "info"
     uvloop: bool = True
@@ -205,6 +208,9 @@ class CameraConfig:
     address: str = ""
     rtsp_port: int = 0
     rtsp_listen: bool = False
+    # host or host:port clients reach this camera by (port mapping, NAT): its XAddrs,
+    # stream and snapshot URIs name it
+    advertise: str = ""
     username: str = ""
     password: str = ""
     auth: bool = True
@@ -511,6 +517,9 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")
     if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    _check_advertise(cfg.server.advertise, f"{where}: [server] advertise")
+    if not 0 <= cfg.server.advertise_rtsp_port <= 65535:
+        raise ConfigError(f"{where}: [server] advertise_rtsp_port must be 0..65535")
     if cfg.onvif.port_range_start > cfg.onvif.port_range_end:
         raise ConfigError(f"{where}: [onvif] port_range_start is after port_range_end")
     if not 0 <= cfg.onvif.address_port <= 65535:
@@ -633,6 +642,7 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: cameras[{i}].offline must be 'placeholder' or 'none'")
         if cam.rtsp_auth and cam.rtsp_auth not in RTSP_AUTH:
             raise ConfigError(f"{where}: cameras[{i}].rtsp_auth must be 'path' or 'onvif'")
+        _check_advertise(cam.advertise, f"{where}: cameras[{i}].advertise")
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
             raise ConfigError(f"{where}: cameras[{i}]: sub_path is the same as path")
         if cam.address:
@@ -642,6 +652,20 @@ def _validate(cfg: Config, where: str) -> None:
                 raise ConfigError(
                     f"{where}: cameras[{i}].address: {cam.address!r} is not an IP address"
                 ) from None
+
+
+def _check_advertise(value: str, where: str) -> None:
+    """``host``, ``host:port`` or ``[v6]:port``, with no scheme or path."""
+    from onvifcam.addressing import split_advertise  # addressing imports this module
+
+    if not value:
+        return
+    if "/" in value or "@" in value or " " in value:
+        raise ConfigError(f"{where}: {value!r} must be host or host:port (no scheme or path)")
+    try:
+        split_advertise(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; write host or host:port") from None
 
 
 def _validate_srt(cfg: Config, where: str) -> None:
