@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from onvifcam.config import ServerConfig
+from onvifcam.config import ServerConfig, split_advertise
 from onvifcam.discovery import netif
 
 WILDCARD = ("", "0.0.0.0", "::")
@@ -48,33 +48,6 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
 )
-
-
-def split_advertise(value: str) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port or 0).
-    Raises ValueError when the port is not 1..65535 or the host is empty."""
-    v = (value or "").strip()
-    if not v:
-        return "", 0
-    host, port = v, ""
-    if v.startswith("["):
-        end = v.find("]")
-        if end < 0:
-            raise ValueError(f"{value!r}: missing ']'")
-        host, rest = v[1:end], v[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{value!r}: expected ':PORT' after ']'")
-            port = rest[1:]
-    elif v.count(":") == 1:
-        host, port = v.split(":")
-    if not host:
-        raise ValueError(f"{value!r}: no host")
-    if port:
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r}: port {port!r} is not 1..65535")
-        return host, int(port)
-    return host, 0
 
 
 def _adv_host(value: str) -> str:

@@ -49,6 +49,7 @@ VEC_SUB = "VideoEncoder_2"
 ASRC = "AudioSource_1"
 ASC = "AudioSourceConfig_1"
 AEC = "AudioEncoder_1"
+MDC = "MetadataConfig_1"
 MAIN_PROFILE = "Profile_1"
 SUB_PROFILE = "Profile_2"
 
@@ -680,6 +681,57 @@ class Camera:
             if isinstance(value, kind) and not isinstance(value, bool):
                 setattr(out, attr, value)
         return out
+
+    # ------------------------------------------------------------------ OSD, metadata
+    @property
+    def osds(self) -> list[dict[str, Any]]:
+        """Stored OSDs (CreateOSD/SetOSD), in creation order."""
+        return copy.deepcopy(self.state.osds)
+
+    def osd(self, token: str) -> dict[str, Any]:
+        """One OSD; CameraError ter:NoConfig when missing."""
+        for o in self.state.osds:
+            if o.get("token") == token:
+                return copy.deepcopy(o)
+        raise CameraError("ter:NoConfig", f"no OSD with token {token[:64]!r}")
+
+    def create_osd(self, osd: dict[str, Any]) -> str:
+        """CreateOSD: store a new OSD under a fresh token ([onvif] max_osds)."""
+        limit = self.app_cfg.onvif.max_osds
+        if len(self.state.osds) >= limit:
+            raise CameraError("ter:MaxOSDs", f"at most {limit} OSDs ([onvif] max_osds)", "Receiver")
+        used = {o.get("token") for o in self.state.osds}
+        n = 1
+        while f"OSD_{n}" in used:
+            n += 1
+        stored = {**copy.deepcopy(osd), "token": f"OSD_{n}"}
+        self.state.osds.append(stored)
+        self.save()
+        return stored["token"]
+
+    def set_osd(self, osd: dict[str, Any]) -> None:
+        """SetOSD: replace a stored OSD."""
+        self.osd(str(osd.get("token")))
+        self.state.osds = [
+            copy.deepcopy(osd) if o.get("token") == osd.get("token") else o for o in self.state.osds
+        ]
+        self.save()
+
+    def delete_osd(self, token: str) -> None:
+        """DeleteOSD."""
+        self.osd(token)
+        self.state.osds = [o for o in self.state.osds if o.get("token") != token]
+        self.save()
+
+    @property
+    def metadata_settings(self) -> dict[str, Any]:
+        """What SetMetadataConfiguration stored."""
+        return copy.deepcopy(self.state.metadata)
+
+    def set_metadata_settings(self, settings: dict[str, Any]) -> None:
+        """Persist SetMetadataConfiguration."""
+        self.state.metadata = copy.deepcopy(settings)
+        self.save()
 
     def which(self, vec: str | None) -> str:
         """``main`` or ``sub`` for an encoder token."""

@@ -227,7 +227,7 @@ def media_capabilities_trt(ctx: Context) -> etree._Element:
         SnapshotUri="true",
         Rotation="false",
         VideoSourceMode="false",
-        OSD="false",
+        OSD="true",
     )
 
 
@@ -236,7 +236,7 @@ def media2_capabilities_tr2(ctx: Context) -> etree._Element:
     return TR2.Capabilities(
         TR2.ProfileCapabilities(
             MaximumNumberOfProfiles=str(ctx.camera.app_cfg.onvif.max_profiles),
-            ConfigurationsSupported="VideoSource VideoEncoder AudioSource AudioEncoder",
+            ConfigurationsSupported="VideoSource VideoEncoder AudioSource AudioEncoder Metadata",
         ),
         TR2.StreamingCapabilities(
             RTSPStreaming="true",
@@ -249,7 +249,7 @@ def media2_capabilities_tr2(ctx: Context) -> etree._Element:
         SnapshotUri="true",
         Rotation="false",
         VideoSourceMode="false",
-        OSD="false",
+        OSD="true",
         Mask="false",
         SourceMask="false",
     )

@@ -22,6 +22,7 @@ from onvifcam.cameras import (
     AEC,
     ASC,
     ASRC,
+    MDC,
     VEC_MAIN,
     VEC_SUB,
     VSC,
@@ -39,6 +40,7 @@ from onvifcam.onvif.soap import (
     READ_MEDIA,
     TRT,
     TT,
+    WSNT,
     Context,
     Fault,
     OperationTable,
@@ -51,6 +53,8 @@ from onvifcam.onvif.soap import (
 )
 
 ops = OperationTable()
+
+TOPIC_DIALECT = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
 
 _AUDIO_MEDIA1 = {
     "MPEG4-GENERIC": "AAC",
@@ -144,6 +148,7 @@ CONFIG_TYPES = {
     "VideoEncoder": "vec",
     "AudioSource": "asc",
     "AudioEncoder": "aec",
+    "Metadata": "mdc",
 }
 
 
@@ -153,6 +158,8 @@ def valid_tokens(cam: Camera, attr: str) -> list[str]:
         return [VSC]
     if attr == "vec":
         return [VEC_MAIN, VEC_SUB]
+    if attr == "mdc":
+        return [MDC]
     if not has_audio(cam):
         return []
     return [ASC] if attr == "asc" else [AEC]
@@ -295,6 +302,8 @@ def profile_el(cam: Camera, p: ProfileState, tag: str = "Profiles") -> etree._El
         a = aec_el(cam)
         if a is not None:
             el.append(a)
+    if p.mdc:
+        el.append(mdc_el(cam))
     return el
 
 
@@ -397,27 +406,30 @@ def get_compatible_vscs(ctx: Context, req: etree._Element) -> etree._Element:
     )
 
 
-@ops.op(NS_TRT, "GetVideoSourceConfigurationOptions", READ_MEDIA)
-def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
-    """The bounds are fixed to the stream's picture."""
-    v = ctx.camera.video("main")
-    selected_tokens(ctx.camera, req, "vsc", [VSC])
+def vsc_options_el(cam: Camera, ns: Any = TRT) -> etree._Element:
+    """tt:VideoSourceConfigurationOptions: the bounds are the stream's picture."""
+    v = cam.video("main")
 
     def rng(lo: int, hi: int) -> list[etree._Element]:
         return [TT.Min(str(lo)), TT.Max(str(hi))]
 
-    return TRT.GetVideoSourceConfigurationOptionsResponse(
-        TRT.Options(
-            TT.BoundsRange(
-                TT.XRange(*rng(0, 0)),
-                TT.YRange(*rng(0, 0)),
-                TT.WidthRange(*rng(v.width, v.width)),
-                TT.HeightRange(*rng(v.height, v.height)),
-            ),
-            TT.VideoSourceTokensAvailable(VSRC),
-            MaximumNumberOfProfiles=str(ctx.camera.app_cfg.onvif.max_profiles),
-        )
+    return ns.Options(
+        TT.BoundsRange(
+            TT.XRange(*rng(0, 0)),
+            TT.YRange(*rng(0, 0)),
+            TT.WidthRange(*rng(v.width, v.width)),
+            TT.HeightRange(*rng(v.height, v.height)),
+        ),
+        TT.VideoSourceTokensAvailable(VSRC),
+        MaximumNumberOfProfiles=str(cam.app_cfg.onvif.max_profiles),
     )
+
+
+@ops.op(NS_TRT, "GetVideoSourceConfigurationOptions", READ_MEDIA)
+def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The bounds are fixed to the stream's picture."""
+    selected_tokens(ctx.camera, req, "vsc", [VSC])
+    return TRT.GetVideoSourceConfigurationOptionsResponse(vsc_options_el(ctx.camera))
 
 
 @ops.op(NS_TRT, "GetVideoEncoderConfigurations", READ_MEDIA)
@@ -476,6 +488,7 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
 
 
 _IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_DURATION = re.compile(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+")
 
 
 def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, Any]:
@@ -578,7 +591,7 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
             s["profile"] = profile
     st = text_of(conf, "SessionTimeout")
     if st:
-        if not re.fullmatch(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+", st):
+        if not _DURATION.fullmatch(st):
             raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad SessionTimeout {st!r}")
         s["session_timeout"] = st
     cam.set_encoder_settings(token, s)
@@ -734,10 +747,297 @@ def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Eleme
     return TRT.SetSynchronizationPointResponse()
 
 
+# --------------------------------------------------------------------------- metadata
+
+_MAX_TOPIC = 1024  # characters of a stored event filter TopicExpression
+
+
+def mdc_el(cam: Camera, tag: str = "MetadataConfiguration", ns: Any = TT) -> etree._Element:
+    """A tt:MetadataConfiguration: what SetMetadataConfiguration stored, else defaults."""
+    m = cam.metadata_settings
+    el = getattr(ns, tag)(
+        TT.Name(str(m.get("name", "MetadataConfig"))),
+        TT.UseCount(str(cam.use_count("mdc", MDC))),
+        token=MDC,
+    )
+    if m.get("compression"):
+        el.set("CompressionType", str(m["compression"]))
+    if m.get("ptz") is not None:
+        status, position = m["ptz"]
+        el.append(TT.PTZStatus(TT.Status(xbool(status)), TT.Position(xbool(position))))
+    if m.get("events"):
+        ev = TT.Events()
+        topic = m.get("topic")
+        if topic:
+            expr = WSNT.TopicExpression(str(topic), Dialect=str(m.get("dialect", TOPIC_DIALECT)))
+            ev.append(TT.Filter(expr))
+        el.append(ev)
+    el.append(TT.Analytics(xbool(bool(m.get("analytics", False)))))
+    el.append(multicast_el(cam, MDC))
+    el.append(TT.SessionTimeout(session_timeout(cam, MDC)))
+    return el
+
+
+def read_metadata_config(cam: Camera, req: etree._Element) -> None:
+    """Store the Configuration of a (Media1 or Media2) SetMetadataConfiguration."""
+    conf = child(req, "Configuration")
+    if conf is None:
+        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
+    check_token(conf.get("token"), [MDC])
+    m = cam.metadata_settings
+    m["name"] = require(conf, "Name")[:64]
+    comp = conf.get("CompressionType")
+    if comp is not None:
+        if comp not in ("None", "GZIP", "EXI"):
+            raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"CompressionType {comp!r}")
+        m["compression"] = comp
+    ptz = child(conf, "PTZStatus")
+    m["ptz"] = (
+        [boolean(text_of(ptz, "Status")), boolean(text_of(ptz, "Position"))]
+        if ptz is not None
+        else None
+    )
+    events = child(conf, "Events")
+    m["events"] = events is not None
+    m["topic"] = None
+    if events is not None:
+        expr = child(child(events, "Filter"), "TopicExpression")
+        if expr is not None:
+            topic = (expr.text or "").strip()
+            if len(topic) > _MAX_TOPIC:
+                raise Fault(
+                    ("ter:InvalidArgVal", "ter:ConfigModify"),
+                    f"TopicExpression longer than {_MAX_TOPIC} characters",
+                )
+            m["topic"] = topic
+            m["dialect"] = expr.get("Dialect", TOPIC_DIALECT)[:256]
+    m["analytics"] = boolean(text_of(conf, "Analytics"))
+    s = enc_settings(cam, MDC)
+    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    st = text_of(conf, "SessionTimeout")
+    if st:
+        if not _DURATION.fullmatch(st):
+            raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad SessionTimeout {st!r}")
+        s["session_timeout"] = st
+    cam.state.encoders[MDC] = s
+    cam.set_metadata_settings(m)
+
+
+def mdc_options_el(cam: Camera, tag: str = "Options", ns: Any = TRT) -> etree._Element:
+    """tt:MetadataConfigurationOptions: PTZ status and position can be asked for."""
+    return getattr(ns, tag)(
+        TT.PTZStatusFilterOptions(
+            TT.PanTiltStatusSupported("true"),
+            TT.ZoomStatusSupported("true"),
+            TT.PanTiltPositionSupported("true"),
+            TT.ZoomPositionSupported("true"),
+        ),
+        GeoLocation="false",
+        MaxContentFilterSize="0",
+    )
+
+
+@ops.op(NS_TRT, "GetMetadataConfigurations", READ_MEDIA)
+def get_mdcs(ctx: Context, req: etree._Element) -> etree._Element:
+    """The one metadata configuration."""
+    return TRT.GetMetadataConfigurationsResponse(mdc_el(ctx.camera, "Configurations", TRT))
+
+
+@ops.op(NS_TRT, "GetMetadataConfiguration", READ_MEDIA)
+def get_mdc(ctx: Context, req: etree._Element) -> etree._Element:
+    """One metadata configuration."""
+    check_token(text_of(req, "ConfigurationToken"), [MDC])
+    return TRT.GetMetadataConfigurationResponse(mdc_el(ctx.camera, "Configuration", TRT))
+
+
+@ops.op(NS_TRT, "GetCompatibleMetadataConfigurations", READ_MEDIA)
+def get_compatible_mdcs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Metadata configurations a profile can take."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetCompatibleMetadataConfigurationsResponse(
+        mdc_el(ctx.camera, "Configurations", TRT)
+    )
+
+
+@ops.op(NS_TRT, "GetMetadataConfigurationOptions", READ_MEDIA)
+def get_mdc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """What SetMetadataConfiguration accepts."""
+    selected_tokens(ctx.camera, req, "mdc", [MDC])
+    return TRT.GetMetadataConfigurationOptionsResponse(mdc_options_el(ctx.camera))
+
+
+@ops.op(NS_TRT, "SetMetadataConfiguration", ACTUATE)
+def set_mdc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store name, PTZ status filter, event filter, analytics, multicast and timeout."""
+    read_metadata_config(ctx.camera, req)
+    return TRT.SetMetadataConfigurationResponse()
+
+
+# --------------------------------------------------------------------------- OSD
+
+OSD_POSITIONS = ("UpperLeft", "UpperRight", "LowerLeft", "LowerRight", "Custom")
+OSD_TEXT_TYPES = ("Plain", "Date", "Time", "DateAndTime")
+OSD_DATE_FORMATS = ("M/d/yyyy", "MM/dd/yyyy", "dd/MM/yyyy", "yyyy/MM/dd", "yyyy-MM-dd")
+OSD_TIME_FORMATS = ("h:mm:ss tt", "hh:mm:ss tt", "H:mm:ss", "HH:mm:ss")
+_MAX_OSD_TEXT = 256
+
+
+def osd_el(o: dict[str, Any], tag: str = "OSDs", ns: Any = TRT) -> etree._Element:
+    """A tt:OSDConfiguration from a stored OSD."""
+    pos = o.get("position", {})
+    pos_el = TT.Position(TT.Type(str(pos.get("type", "UpperLeft"))))
+    if pos.get("type") == "Custom":
+        pos_el.append(TT.Pos(x=_num(pos.get("x", 0.0)), y=_num(pos.get("y", 0.0))))
+    el = getattr(ns, tag)(
+        TT.VideoSourceConfigurationToken(str(o.get("vsc", VSC))),
+        TT.Type(str(o.get("type", "Text"))),
+        pos_el,
+        token=str(o["token"]),
+    )
+    text = o.get("text")
+    if o.get("type") == "Text" and isinstance(text, dict):
+        t = TT.TextString(TT.Type(str(text.get("type", "Plain"))))
+        if text.get("date_format"):
+            t.append(TT.DateFormat(str(text["date_format"])))
+        if text.get("time_format"):
+            t.append(TT.TimeFormat(str(text["time_format"])))
+        if text.get("font_size"):
+            t.append(TT.FontSize(str(text["font_size"])))
+        if text.get("plain") is not None:
+            t.append(TT.PlainText(str(text["plain"])))
+        el.append(t)
+    if o.get("type") == "Image":
+        el.append(TT.Image(TT.ImgPath(str(o.get("image", "")))))
+    return el
+
+
+def read_osd(req: etree._Element, need_token: bool) -> dict[str, Any]:
+    """The OSD of a CreateOSD / SetOSD, checked."""
+    el = child(req, "OSD")
+    if el is None:
+        raise invalid_arg("ter:InvalidArgs", "missing OSD")
+
+    def bad(reason: str) -> Fault:
+        return Fault(("ter:InvalidArgVal", "ter:ConfigModify"), reason)
+
+    vsc = require(el, "VideoSourceConfigurationToken")
+    check_token(vsc, [VSC])
+    kind = require(el, "Type")
+    if kind not in ("Text", "Image"):
+        raise bad(f"OSD Type {kind[:16]!r} is not Text or Image")
+    pos_el = child(el, "Position")
+    pos_type = text_of(pos_el, "Type") or "UpperLeft"
+    if pos_type not in OSD_POSITIONS:
+        raise bad(f"OSD position {pos_type[:16]!r} is not one of {', '.join(OSD_POSITIONS)}")
+    position: dict[str, Any] = {"type": pos_type}
+    if pos_type == "Custom":
+        vec = child(pos_el, "Pos")
+        x = number(vec.get("x") if vec is not None else "0", "Pos x")
+        y = number(vec.get("y") if vec is not None else "0", "Pos y")
+        if not (-1 <= x <= 1 and -1 <= y <= 1):
+            raise bad("Custom OSD Pos x and y must be -1..1")
+        position.update(x=x, y=y)
+    out: dict[str, Any] = {"vsc": vsc, "type": kind, "position": position}
+    if need_token:
+        out["token"] = el.get("token") or ""
+    if kind == "Text":
+        t = child(el, "TextString")
+        ttype = text_of(t, "Type") or "Plain"
+        if ttype not in OSD_TEXT_TYPES:
+            raise bad(f"OSD text Type {ttype[:16]!r}")
+        plain = text_of(t, "PlainText")
+        if plain is not None and len(plain) > _MAX_OSD_TEXT:
+            raise bad(f"OSD PlainText longer than {_MAX_OSD_TEXT} characters")
+        text: dict[str, Any] = {"type": ttype, "plain": plain}
+        for key, local, allowed in (
+            ("date_format", "DateFormat", OSD_DATE_FORMATS),
+            ("time_format", "TimeFormat", OSD_TIME_FORMATS),
+        ):
+            v = text_of(t, local)
+            if v is not None:
+                if v not in allowed:
+                    raise bad(f"OSD {local} {v[:16]!r} is not one of {', '.join(allowed)}")
+                text[key] = v
+        size = text_of(t, "FontSize")
+        if size is not None:
+            fs = integer(size, "FontSize")
+            if not 8 <= fs <= 128:
+                raise bad("OSD FontSize must be 8..128")
+            text["font_size"] = fs
+        out["text"] = text
+    else:
+        path = text_of(child(el, "Image"), "ImgPath") or ""
+        if len(path) > 1024:
+            raise bad("OSD ImgPath longer than 1024 characters")
+        out["image"] = path
+    return out
+
+
+def osd_options_el(cam: Camera, ns: Any = TRT) -> etree._Element:
+    """tt:OSDConfigurationOptions."""
+    total = str(cam.app_cfg.onvif.max_osds)
+    return ns.OSDOptions(
+        TT.MaximumNumberOfOSDs(
+            Total=total, Image=total, PlainText=total, Date=total, Time=total, DateAndTime=total
+        ),
+        TT.Type("Text"),
+        TT.Type("Image"),
+        *[TT.PositionOption(p) for p in OSD_POSITIONS],
+        TT.TextOption(
+            *[TT.Type(t) for t in OSD_TEXT_TYPES],
+            TT.FontSizeRange(TT.Min("8"), TT.Max("128")),
+            *[TT.DateFormat(f) for f in OSD_DATE_FORMATS],
+            *[TT.TimeFormat(f) for f in OSD_TIME_FORMATS],
+        ),
+    )
+
+
+def osds_for(cam: Camera, req: etree._Element) -> list[dict[str, Any]]:
+    """The OSDs a GetOSDs asks for (by OSDToken or video source ConfigurationToken)."""
+    tok = text_of(req, "OSDToken")
+    if tok is not None:
+        return [cam.osd(tok)]
+    conf = text_of(req, "ConfigurationToken")
+    if conf is not None:
+        check_token(conf, [VSC])
+    return [o for o in cam.osds if conf is None or o.get("vsc") == conf]
+
+
 @ops.op(NS_TRT, "GetOSDs", READ_MEDIA)
 def get_osds(ctx: Context, req: etree._Element) -> etree._Element:
-    """No on-screen display: the relay never touches the picture."""
-    tok = text_of(req, "ConfigurationToken")
-    if tok is not None:
-        check_token(tok, [VSC])
-    return TRT.GetOSDsResponse()
+    """Stored OSDs (of a video source configuration)."""
+    return TRT.GetOSDsResponse(*[osd_el(o) for o in osds_for(ctx.camera, req)])
+
+
+@ops.op(NS_TRT, "GetOSD", READ_MEDIA)
+def get_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """One stored OSD."""
+    o = ctx.camera.osd(require(req, "OSDToken"))
+    return TRT.GetOSDResponse(osd_el(o, "OSD"))
+
+
+@ops.op(NS_TRT, "GetOSDOptions", READ_MEDIA)
+def get_osd_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """Text and image OSDs at the corners or anywhere."""
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    return TRT.GetOSDOptionsResponse(osd_options_el(ctx.camera))
+
+
+@ops.op(NS_TRT, "CreateOSD", ACTUATE)
+def create_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store a new OSD ([onvif] max_osds per camera)."""
+    return TRT.CreateOSDResponse(TRT.OSDToken(ctx.camera.create_osd(read_osd(req, False))))
+
+
+@ops.op(NS_TRT, "SetOSD", ACTUATE)
+def set_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Replace a stored OSD."""
+    ctx.camera.set_osd(read_osd(req, True))
+    return TRT.SetOSDResponse()
+
+
+@ops.op(NS_TRT, "DeleteOSD", ACTUATE)
+def delete_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a stored OSD."""
+    ctx.camera.delete_osd(require(req, "OSDToken"))
+    return TRT.DeleteOSDResponse()

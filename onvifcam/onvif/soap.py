@@ -84,6 +84,7 @@ TT = ElementMaker(namespace=NS_TT, nsmap=NSMAP)
 TDS = ElementMaker(namespace=NS_TDS, nsmap=NSMAP)
 TRT = ElementMaker(namespace=NS_TRT, nsmap=NSMAP)
 TR2 = ElementMaker(namespace=NS_TR2, nsmap=NSMAP)
+WSNT = ElementMaker(namespace=NS_WSNT, nsmap=NSMAP)
 
 # ONVIF Core access classes and the default policy per user level.
 PRE_AUTH = "PRE_AUTH"

@@ -904,3 +904,101 @@ def test_system_log_has_this_cameras_lines(world: Any) -> None:
     assert "camera 'Lobby' did a thing" in body and "Elsewhere" not in body
     body = call(world, f"<GetSystemSupportInformation {TDS}/>").decode()
     assert "did a thing" in body
+
+
+MDC_SET = (
+    '<Configuration token="MetadataConfig_1"><tt:Name>Meta</tt:Name><tt:UseCount>1</tt:UseCount>'
+    "<tt:PTZStatus><tt:Status>true</tt:Status><tt:Position>false</tt:Position></tt:PTZStatus>"
+    '<tt:Events><tt:Filter><wsnt:TopicExpression xmlns:wsnt="http://docs.oasis-open.org/wsn/b-2" '
+    'Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:VideoSource//.'
+    "</wsnt:TopicExpression></tt:Filter></tt:Events><tt:Analytics>true</tt:Analytics>"
+    "<tt:Multicast><tt:Address><tt:Type>IPv4</tt:Type><tt:IPv4Address>0.0.0.0</tt:IPv4Address>"
+    "</tt:Address><tt:Port>0</tt:Port><tt:TTL>1</tt:TTL><tt:AutoStart>false</tt:AutoStart>"
+    "</tt:Multicast><tt:SessionTimeout>PT60S</tt:SessionTimeout></Configuration>"
+)
+OSD = (
+    '<OSD token="{token}"><tt:VideoSourceConfigurationToken>VideoSourceConfig_1'
+    "</tt:VideoSourceConfigurationToken><tt:Type>Text</tt:Type><tt:Position><tt:Type>Custom"
+    '</tt:Type><tt:Pos x="-0.5" y="0.9"/></tt:Position><tt:TextString><tt:Type>Plain</tt:Type>'
+    "<tt:PlainText>{text}</tt:PlainText></tt:TextString></OSD>"
+)
+
+
+def test_vms_builds_its_own_profile_with_metadata_media1(world: Any) -> None:
+    """CreateProfile + Add* as VMSs do it, then metadata and OSDs set and read back."""
+    call(world, f"<CreateProfile {TRT}><Name>vms</Name><Token>VMS_1</Token></CreateProfile>")
+    for kind, tok in (
+        ("VideoSource", "VideoSourceConfig_1"),
+        ("VideoEncoder", "VideoEncoder_1"),
+        ("AudioSource", "AudioSourceConfig_1"),
+        ("AudioEncoder", "AudioEncoder_1"),
+        ("Metadata", "MetadataConfig_1"),
+    ):
+        call(world, f"<GetCompatible{kind}Configurations {TRT}><ProfileToken>VMS_1</ProfileToken>"
+             f"</GetCompatible{kind}Configurations>")  # fmt: skip
+        add = f"<ProfileToken>VMS_1</ProfileToken><ConfigurationToken>{tok}</ConfigurationToken>"
+        call(world, f"<Add{kind}Configuration {TRT}>{add}</Add{kind}Configuration>")
+    call(world, f"<GetMetadataConfigurationOptions {TRT}><ProfileToken>VMS_1</ProfileToken>"
+         "</GetMetadataConfigurationOptions>")  # fmt: skip
+    call(world, f"<SetMetadataConfiguration {TRT} {TT}>{MDC_SET}<ForcePersistence>true"
+         "</ForcePersistence></SetMetadataConfiguration>")  # fmt: skip
+    prof = call(world, f"<GetProfile {TRT}><ProfileToken>VMS_1</ProfileToken></GetProfile>")
+    body = prof.decode()
+    assert '<tt:MetadataConfiguration token="MetadataConfig_1">' in body
+    assert "<tt:Name>Meta</tt:Name>" in body and "tns1:VideoSource//." in body
+    assert "<tt:Analytics>true</tt:Analytics>" in body
+    call(world, f"<RemoveMetadataConfiguration {TRT}><ProfileToken>VMS_1</ProfileToken>"
+         "</RemoveMetadataConfiguration>")  # fmt: skip
+    prof = call(world, f"<GetProfile {TRT}><ProfileToken>VMS_1</ProfileToken></GetProfile>")
+    assert b"MetadataConfiguration" not in prof
+    call(world, f"<GetOSDOptions {TRT}><ConfigurationToken>VideoSourceConfig_1"
+         "</ConfigurationToken></GetOSDOptions>")  # fmt: skip
+    made = call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='x', text='Gate 3')}</CreateOSD>")
+    assert b"<trt:OSDToken>OSD_1</trt:OSDToken>" in made
+    call(world, f"<SetOSD {TRT} {TT}>{OSD.format(token='OSD_1', text='Gate 4')}</SetOSD>")
+    osds = call(world, f"<GetOSDs {TRT}/>").decode()
+    assert "<tt:PlainText>Gate 4</tt:PlainText>" in osds and 'x="-0.5"' in osds
+    call(world, f"<DeleteOSD {TRT}><OSDToken>OSD_1</OSDToken></DeleteOSD>")
+    assert b"OSD_1" not in call(world, f"<GetOSDs {TRT}/>")
+
+
+MEDIA2_PARITY = [
+    f"<GetVideoSourceConfigurationOptions {TR2}/>",
+    f"<GetAudioSourceConfigurationOptions {TR2}/>",
+    f"<GetAudioEncoderConfigurationOptions {TR2}/>",
+    f"<GetVideoEncoderInstances {TR2}><ConfigurationToken>VideoSourceConfig_1"
+    "</ConfigurationToken></GetVideoEncoderInstances>",
+    f"<GetMetadataConfigurations {TR2}/>",
+    f"<GetMetadataConfigurationOptions {TR2}/>",
+    f"<SetMetadataConfiguration {TR2} {TT}>{MDC_SET}</SetMetadataConfiguration>",
+    f"<GetOSDOptions {TR2}><ConfigurationToken>VideoSourceConfig_1</ConfigurationToken>"
+    "</GetOSDOptions>",
+    f"<CreateOSD {TR2} {TT}>{OSD.format(token='', text='M2')}</CreateOSD>",
+    f"<SetOSD {TR2} {TT}>{OSD.format(token='OSD_1', text='M2b')}</SetOSD>",
+    f"<GetOSDs {TR2}><OSDToken>OSD_1</OSDToken></GetOSDs>",
+    f"<DeleteOSD {TR2}><OSDToken>OSD_1</OSDToken></DeleteOSD>",
+]
+
+
+def test_media2_answers_what_media1_answers(world: Any) -> None:
+    for body in MEDIA2_PARITY:
+        call(world, body)
+    confs = "".join(
+        f"<Configuration><Type>{t}</Type></Configuration>"
+        for t in ("VideoSource", "VideoEncoder", "Metadata")
+    )
+    made = call(world, f"<CreateProfile {TR2}><Name>vms2</Name>{confs}</CreateProfile>").decode()
+    token = made.split("<tr2:Token>")[1].split("<")[0]
+    prof = call(world, f"<GetProfiles {TR2}><Token>{token}</Token><Type>All</Type></GetProfiles>")
+    assert b'<tr2:Metadata token="MetadataConfig_1">' in prof
+
+
+def test_osd_limit_and_bad_osds(world: Any) -> None:
+    bad = OSD.format(token="", text="x").replace("Custom", "Middle")
+    assert "ter:ConfigModify" in fault_subcodes(
+        call(world, f"<CreateOSD {TRT} {TT}>{bad}</CreateOSD>", ok=False)
+    )
+    for _ in range(8):
+        call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='', text='n')}</CreateOSD>")
+    full = call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='', text='n')}</CreateOSD>", False)
+    assert "ter:MaxOSDs" in fault_subcodes(full)
