@@ -516,7 +516,7 @@ class Camera:
     def _feed(s: Stream, rates: StableRates, seed: bool = False) -> None:
         st = s.stats
         sps_fps = getattr(s.video_info, "fps", None)
-        gov = st.frames_in / st.keyframes_in if st.keyframes_in > 1 else None
+        gov = st.gov or None  # frames between the last two keyframes
         rates.feed(float(sps_fps) if sps_fps else None, st.fps, st.bitrate, gov, seed)
 
     def measured(self, which: str = "main") -> dict[str, Any]:
@@ -529,7 +529,7 @@ class Camera:
         return {
             "fps": round(st.fps, 2),
             "bitrate_kbps": round(st.bitrate / 1000, 1),
-            "gov_length": round(st.frames_in / st.keyframes_in, 1) if st.keyframes_in else 0,
+            "gov_length": st.gov,
             "sps_fps": getattr(s.video_info, "fps", None),
         }
 

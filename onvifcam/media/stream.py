@@ -157,7 +157,9 @@ class StreamStats:
     reader_drops: int = 0
     bitrate: float = 0.0
     fps: float = 0.0
+    gov: int = 0  # frames from the previous keyframe to the last one (this publisher)
     publishes: int = 0
+    _frames_at_key: int = -1
     _bytes_mark: int = 0
     _frames_mark: int = 0
     _time_mark: float = 0.0
@@ -315,6 +317,7 @@ class Stream:
         self.stats._time_mark = now
         self.stats._bytes_mark = self.stats.bytes_in
         self.stats._frames_mark = self.stats.frames_in
+        self.stats.gov, self.stats._frames_at_key = 0, -1
         self._detect_info_from_sdp()
         log.info(
             "stream %s: publishing from %s (%s)",
@@ -472,7 +475,11 @@ class Stream:
         if track.index == self.key_track:
             self.stats.frames_in += 1
             if key:
-                self.stats.keyframes_in += 1
+                st = self.stats
+                st.keyframes_in += 1
+                if st._frames_at_key >= 0:
+                    st.gov = st.frames_in - st._frames_at_key
+                st._frames_at_key = st.frames_in
                 if self.video_info is None:
                     self._detect_info(track, packets)
         self._cache(item)

@@ -580,15 +580,15 @@ def test_profiles_show_stable_rates_and_remember_them(world: Any) -> None:
     assert stream.video_info.fps == 25  # libx264 writes VUI timing info
     stream.stats.fps = 23.0  # a noisy once-a-second measurement
     stream.stats.bitrate = 1_234_000.0
-    stream.stats.frames_in, stream.stats.keyframes_in = 120, 4
+    stream.stats.gov = 30
     m1 = call(world, f"<GetProfiles {TRT}/>").decode()
     assert "<tt:FrameRateLimit>25</tt:FrameRateLimit>" in m1  # from the SPS
     assert "<tt:BitrateLimit>1200</tt:BitrateLimit>" in m1  # two significant figures
     assert "<tt:GovLength>30</tt:GovLength>" in m1
     cam = reg.cameras["Lobby"]
     # poll to poll the measurement wanders; what clients read does not
-    for fps, bps, frames in ((24.0, 1_310_000.0, 118), (25.0, 1_050_000.0, 123)):
-        stream.stats.fps, stream.stats.bitrate, stream.stats.frames_in = fps, bps, frames
+    for fps, bps, gov in ((24.0, 1_310_000.0, 29), (25.0, 1_050_000.0, 31)):
+        stream.stats.fps, stream.stats.bitrate, stream.stats.gov = fps, bps, gov
         cam.measure()
         assert call(world, f"<GetProfiles {TRT}/>").decode() == m1
     assert cam.summary()["measured"]["bitrate_kbps"] == 1050.0  # the raw value: stats/API
