@@ -531,7 +531,16 @@ class Camera:
             "bitrate_kbps": round(st.bitrate / 1000, 1),
             "gov_length": st.gov,
             "sps_fps": getattr(s.video_info, "fps", None),
+            "settled": self._settled(which),
         }
+
+    def _settled(self, which: str) -> bool:
+        """True once the configurations show values that hold still (a new stream's are
+        followed over its first seconds)."""
+        rates = self._stable.get(which)
+        return rates is not None and all(
+            h.settled for h in (rates.fps, rates.kbps, rates.gov) if h.value is not None
+        )
 
     def audio(self, which: str = "main") -> AudioView | None:
         """The stream's audio track, if any (live or last seen)."""

@@ -11,6 +11,7 @@ no streams; :class:`onvifcam.cameras.camera.Camera` feeds it once a second.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 COMMON_FPS = (
@@ -66,43 +67,92 @@ def round_sig(raw: float, digits: int = 2) -> int:
 class Steady:
     """A value that follows a measurement only when it really moved.
 
-    ``update(candidate)`` takes an already rounded candidate: the held value becomes it once
-    it differs by more than ``band`` (relative) for ``settle`` updates in a row. The first
-    candidate is taken at once.
+    ``update(raw)`` takes one raw measurement. A new value (a new stream, or a change) is
+    first *followed*: the held value is the running mean of the measurements since, rounded
+    with ``rounder``, until it has ``min_samples`` of them and the last ``settle`` rounded
+    means stayed within ``band / 2.5`` of each other. Then it is *settled*: measurements
+    feed an exponential average, and the held value changes only when that average, rounded,
+    is more than ``band`` (relative) away from it for ``settle`` updates in a row, which
+    starts following the new value.
     """
 
     band: float
+    rounder: Callable[[float], float] = float
     settle: int = 3
+    min_samples: int = 5
+    alpha: float = 0.2  # weight of a new measurement in the settled average
     value: float | None = None
-    _away: int = field(default=0, repr=False)
+    _following: bool = field(default=True, repr=False)
+    _count: int = field(default=0, repr=False)
+    _sum: float = field(default=0.0, repr=False)
+    _n: int = field(default=0, repr=False)
+    _avg: float = field(default=0.0, repr=False)
 
-    def update(self, candidate: float) -> float:
+    def _near(self, candidate: float, band: float) -> bool:
+        assert self.value is not None
+        return abs(candidate - self.value) <= band * max(abs(self.value), 1e-9)
+
+    def update(self, raw: float) -> float:
         """Feed one measurement; the held value."""
-        if self.value is None:
+        if self._following:
+            self._sum += raw
+            self._n += 1
+            mean = self._sum / self._n
+            candidate = self.rounder(mean)
+            near = self.value is not None and self._near(candidate, self.band / 2.5)
+            self._count = self._count + 1 if near else 0
             self.value = candidate
+            if self._n >= self.min_samples and self._count >= self.settle:
+                self._following, self._count, self._avg = False, 0, mean
             return candidate
-        if abs(candidate - self.value) <= self.band * max(abs(self.value), 1e-9):
-            self._away = 0
+        assert self.value is not None
+        self._avg += self.alpha * (raw - self._avg)
+        candidate = self.rounder(self._avg)
+        if self._near(candidate, self.band):
+            self._count = 0
         else:
-            self._away += 1
-            if self._away >= self.settle:
+            self._count += 1
+            if self._count >= self.settle:
                 self.value = candidate
-                self._away = 0
+                self._following, self._count, self._sum, self._n = True, 0, 0.0, 0
         return self.value
 
+    def seed(self, raw: float) -> None:
+        """A first value before any measurement is fed (not counted as one)."""
+        if self.value is None:
+            self.value = self.rounder(raw)
+
+    def hold(self, value: float) -> None:
+        """A value known exactly (the encoder said so): settled at once."""
+        self.value, self._following, self._count = value, False, 0
+        self._avg = value
+
+    @property
+    def settled(self) -> bool:
+        """True once the value holds still."""
+        return self.value is not None and not self._following
+
     def reset(self) -> None:
-        """Forget the held value (a new publisher)."""
+        """Forget everything (a new publisher)."""
         self.value = None
-        self._away = 0
+        self._following, self._count, self._sum, self._n, self._avg = True, 0, 0.0, 0, 0.0
+
+
+def _kbps(bps: float) -> float:
+    return float(round_sig(bps / 1000))
+
+
+def _gov(frames: float) -> float:
+    return float(max(1, round(frames)))
 
 
 @dataclass
 class StableRates:
     """Frame rate, bitrate (kbit/s) and GOV length of one stream, held still."""
 
-    fps: Steady = field(default_factory=lambda: Steady(band=0.08))
-    kbps: Steady = field(default_factory=lambda: Steady(band=0.25))
-    gov: Steady = field(default_factory=lambda: Steady(band=0.15))
+    fps: Steady = field(default_factory=lambda: Steady(band=0.08, rounder=snap_fps, min_samples=10))
+    kbps: Steady = field(default_factory=lambda: Steady(band=0.25, rounder=_kbps))
+    gov: Steady = field(default_factory=lambda: Steady(band=0.15, rounder=_gov))
 
     def feed(
         self,
@@ -114,22 +164,15 @@ class StableRates:
     ) -> None:
         """One once-a-second measurement (zeros and Nones: nothing measured yet); ``seed``:
         only fill values not held yet (a read between ticks)."""
-        if seed:
-            held = StableRates()
-            held.feed(sps_fps, fps, bitrate_bps, gov)
-            for name in ("fps", "kbps", "gov"):
-                mine, new = getattr(self, name), getattr(held, name)
-                if mine.value is None:
-                    mine.value = new.value
-            return
         if sps_fps:
-            self.fps.value = snap_fps(sps_fps)  # the encoder said so: no hysteresis needed
+            if self.fps.value != snap_fps(sps_fps) or not self.fps.settled:
+                self.fps.hold(snap_fps(sps_fps))  # the encoder said so
         elif fps > 0:
-            self.fps.update(snap_fps(fps))
+            self.fps.seed(fps) if seed else self.fps.update(fps)
         if bitrate_bps > 0:
-            self.kbps.update(round_sig(bitrate_bps / 1000))
+            self.kbps.seed(bitrate_bps) if seed else self.kbps.update(bitrate_bps)
         if gov:
-            self.gov.update(max(1, round(gov)))
+            self.gov.seed(gov) if seed else self.gov.update(gov)
 
     def reset(self) -> None:
         """A new publisher: measure afresh."""
