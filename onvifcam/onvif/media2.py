@@ -265,10 +265,13 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     if rc is not None:
         s["fps"] = max(1.0, number(text_of(rc, "FrameRateLimit") or "1", "FrameRateLimit"))
         s["bitrate"] = max(1, integer(text_of(rc, "BitrateLimit") or "1", "BitrateLimit"))
-    gov = conf.get("GovLength")
+    # Media2 puts GovLength and Profile in attributes; the npm onvif package also sends a
+    # Media1-style H264 element to Media2, so that counts when the attributes are missing
+    h264 = child(conf, "H264")
+    gov = conf.get("GovLength") or text_of(h264, "GovLength")
     if gov:
         s["gov"] = max(1, integer(gov, "GovLength"))
-    profile = conf.get("Profile")
+    profile = conf.get("Profile") or text_of(h264, "H264Profile")
     if profile and len(profile) <= 32:
         s["profile"] = profile
     cam.set_encoder_settings(token, s)

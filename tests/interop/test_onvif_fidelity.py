@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WSDL = f"{os.path.dirname(onvif.__file__)}/wsdl/"
 MEDIA2_WSDL = str(ROOT / "wsdl/ver20/media/wsdl/media.wsdl")
 MEDIA2_BINDING = "{http://www.onvif.org/ver20/media/wsdl}Media2Binding"
+NODE_DIR = Path(__file__).resolve().parent / "node"
 TRT = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
 
 
@@ -392,3 +396,53 @@ def test_http_auth_carries_a_request_whose_token_fails(lab: Lab) -> None:
         validate(data)
     assert [status for status, _data in results] == [200, 200, 200, 400]
     assert all(b"GetProfilesResponse" in data for _s, data in results[:3])
+
+
+def test_npm_onvif_settings_round_trip_and_survive_a_restart(lab: Lab) -> None:
+    """The npm `onvif` package sets the encoder (over Media2, as it does when the camera has
+    it) and NTP, and reads back exactly that, also after a restart."""
+    node = node_binary()
+
+    def run(mode: str) -> dict[str, Any]:
+        r = subprocess.run(
+            [node, "settings_client.js", "127.0.0.1", str(lab.port), "admin", "secret", mode],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        report = json.loads(r.stdout)
+        for resp in report["responses"]:
+            validate(resp["xml"].encode())
+        assert r.returncode == 0, report.get("error")
+        return report
+
+    def read_back(report: dict[str, Any]) -> tuple[Any, ...]:
+        enc = next(e for e in report["encoders"] if e["$"]["token"] == "VideoEncoder_1")
+        rc = enc["rateControl"]
+        manual = report["ntp"]["NTPManual"]
+        return (
+            enc["name"],
+            (enc["resolution"]["width"], enc["resolution"]["height"]),
+            enc["quality"],
+            rc["frameRateLimit"],
+            rc["bitrateLimit"],
+            enc["$"]["GovLength"],
+            enc["$"]["Profile"],
+            manual["IPv4Address"] if isinstance(manual, dict) else manual[0]["IPv4Address"],
+        )
+
+    want = ("FromNode", (640, 360), 61, 20, 1500, 40, "High", "192.0.2.77")
+    first = run("set")
+    assert first["media2"] is True
+    assert read_back(first) == want
+    lab.restart()
+    assert read_back(run("get")) == want
+
+
+def node_binary() -> str:
+    """node with the npm onvif package (installed from the lockfile by test_onvif_node)."""
+    exe = shutil.which("node")
+    if exe is None or not (NODE_DIR / "node_modules" / "onvif").is_dir():
+        pytest.skip("node and tests/interop/node/node_modules (npm ci) are needed")
+    return exe
