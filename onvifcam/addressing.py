@@ -14,6 +14,13 @@ pastes. The host of a camera's HTTP URLs is, first that applies:
 6. the first up, non-loopback, non-link-local IPv4 address of an interface;
 7. ``127.0.0.1``.
 
+A camera's own ``advertise`` comes before all of these. ``advertise`` (either one) may carry
+a port, ``host:port`` (``[v6addr]:port``), for port mapping (a container's ``-p 8080:18100``,
+NAT): that port replaces the port the server listens on in the XAddrs and snapshot URIs,
+the camera's own ``advertise`` port for its own socket (or the main port when it has none),
+``[server] advertise``'s for the main port; ``[server] advertise_rtsp_port`` likewise
+replaces the RTSP port in stream URIs (a camera's ``rtsp_port`` still wins).
+
 Without a request (log lines, discovery before a Probe names its interface) steps 3 to 5
 are the listening host when it is specific. Stream URIs name the camera's own address when
 it serves RTSP there (``rtsp_listen``), else the host above when the main RTSP listener is
@@ -30,7 +37,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from onvifcam.config import ServerConfig
+from onvifcam.config import ServerConfig, split_advertise
 from onvifcam.discovery import netif
 
 WILDCARD = ("", "0.0.0.0", "::")
@@ -41,6 +48,20 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
 )
+
+
+def _adv_host(value: str) -> str:
+    try:
+        return split_advertise(value)[0]
+    except ValueError:
+        return ""
+
+
+def _adv_port(value: str) -> int:
+    try:
+        return split_advertise(value)[1]
+    except ValueError:
+        return 0
 
 
 def url_host(host: str) -> str:
@@ -105,13 +126,13 @@ def interface_host(table: list[netif.Iface] | None = None) -> str:
 def display_host(server: ServerConfig, table: list[netif.Iface] | None = None) -> str:
     """The host to print in URLs a user pastes (no request to look at): ``advertise``, else
     the listening host when it is specific, else :func:`interface_host`."""
-    return server.advertise or specific(server.host) or interface_host(table)
+    return _adv_host(server.advertise) or specific(server.host) or interface_host(table)
 
 
 def sdp_host(server: ServerConfig, local: str) -> str:
     """The address in the SDP origin line of a DESCRIBE answer: ``advertise``, else the
     address the request came in on, else the listening host or an interface's."""
-    return server.advertise or specific(local) or display_host(server)
+    return _adv_host(server.advertise) or specific(local) or display_host(server)
 
 
 @dataclass(frozen=True)
@@ -124,6 +145,7 @@ class Place:
     onvif_port: int = 0  # port of its own ONVIF socket (0: only on the main port)
     rtsp_port: int = 0  # port in its stream URIs (``rtsp_port`` setting; 0: the main one)
     own_rtsp: bool = False  # it serves RTSP on its own address (``rtsp_listen``, bound)
+    advertise: str = ""  # its own ``advertise``: host or host:port clients reach it by
 
 
 @dataclass(frozen=True)
@@ -183,11 +205,13 @@ class Addressing:
     def host(self, place: Place | None = None, arrival: Arrival | None = None) -> str:
         """The host of a camera's HTTP URLs (XAddrs, snapshot URI) for this client, bare
         (no brackets); ``place`` None: the server itself."""
+        if place is not None and _adv_host(place.advertise):
+            return _adv_host(place.advertise)
         own = specific(place.address) if place is not None else ""
         if own:
             return own
-        if self.server.advertise:
-            return self.server.advertise
+        if _adv_host(self.server.advertise):
+            return _adv_host(self.server.advertise)
         if arrival is None:
             return specific(self.server.host) or self._interface_host()
         named = host_from_header(arrival.host_header)
@@ -197,12 +221,14 @@ class Addressing:
 
     def rtsp_host(self, place: Place | None, http_host: str) -> str:
         """The host of stream URIs, given the host of the same client's HTTP URLs."""
+        if place is not None and _adv_host(place.advertise):
+            return _adv_host(place.advertise)
         if place is not None and place.own_rtsp and specific(place.address):
             return specific(place.address)
         listen = self.server.host
         if listen in WILDCARD or listen == http_host:
             return http_host
-        return self.server.advertise or specific(listen) or http_host
+        return _adv_host(self.server.advertise) or specific(listen) or http_host
 
     def sdp_host(self, local: str) -> str:
         """The address in the SDP origin line of a DESCRIBE answer (see :func:`sdp_host`)."""
@@ -220,10 +246,28 @@ class Addressing:
         """The port of a camera's stream URIs: its ``rtsp_port`` setting, else the main one."""
         return place.rtsp_port if place is not None and place.rtsp_port else self.rtsp_port
 
+    def public_rtsp_port(self, place: Place | None) -> int:
+        """The RTSP port clients reach a camera's streams by: its ``rtsp_port``, else
+        ``[server] advertise_rtsp_port``, else the main RTSP port."""
+        if place is not None and place.rtsp_port:
+            return place.rtsp_port
+        return self.server.advertise_rtsp_port or self.rtsp_port
+
+    def public_port(self, place: Place | None, port: int) -> int:
+        """The port clients reach the HTTP socket listening on ``port`` by: the camera's
+        ``advertise`` port for its own socket (or for the main port when it has none), the
+        ``[server] advertise`` port for the main port, else ``port`` itself."""
+        own = _adv_port(place.advertise) if place is not None else 0
+        if own and place is not None and (port == place.onvif_port or not place.onvif_port):
+            return own
+        if port == self.http_port and (place is None or port != place.onvif_port):
+            return _adv_port(self.server.advertise) or port
+        return port
+
     def stream_uri(self, place: Place, path: str, http_host: str, scheme: str = "rtsp") -> str:
         """``scheme://HOST:PORT/PATH`` of one of the camera's streams."""
         host = url_host(self.rtsp_host(place, http_host))
-        return f"{scheme}://{host}:{self.rtsp_port_of(place)}/{quote(path, safe='/')}"
+        return f"{scheme}://{host}:{self.public_rtsp_port(place)}/{quote(path, safe='/')}"
 
     def service_base(
         self, place: Place, host: str, port: int | None = None, prefix: str = ""
@@ -232,10 +276,11 @@ class Addressing:
         else the main port by name. ``port``/``prefix`` given: the socket and path the
         request used (SOAP answers point back where the client came from)."""
         if port is not None:
-            return f"http://{url_host(host)}:{port}{prefix}"
+            return f"http://{url_host(host)}:{self.public_port(place, port)}{prefix}"
         if place.onvif_port:
-            return f"http://{url_host(host)}:{place.onvif_port}/onvif"
-        return f"http://{url_host(host)}:{self.http_port}/onvif/{quote(place.slug)}"
+            return f"http://{url_host(host)}:{self.public_port(place, place.onvif_port)}/onvif"
+        main = self.public_port(place, self.http_port)
+        return f"http://{url_host(host)}:{main}/onvif/{quote(place.slug)}"
 
     def urls(self, place: Place, arrival: Arrival | None = None) -> CameraUrls:
         """Device service, stream and snapshot URLs of a camera for this client."""
@@ -250,14 +295,20 @@ class Addressing:
     def rtsp_template(self, arrival: Arrival | None = None) -> str:
         """``rtsp://HOST:PORT/NAME`` of the main RTSP server for this client."""
         host = url_host(self.rtsp_host(None, self.host(None, arrival)))
-        return f"rtsp://{host}:{self.rtsp_port}/NAME"
+        return f"rtsp://{host}:{self.public_rtsp_port(None)}/NAME"
 
     def discovery_xaddr(self, place: Place) -> tuple[str, str]:
         """(host, XAddr template) for WS-Discovery: ``{host}`` in the template is filled in
         per reply with the address the Probe came in on when ``host`` is ""."""
-        host = specific(place.address) or self.server.advertise or specific(self.server.host)
+        host = (
+            _adv_host(place.advertise)
+            or specific(place.address)
+            or _adv_host(self.server.advertise)
+            or specific(self.server.host)
+        )
         if place.onvif_port:
-            where = f"{place.onvif_port}/onvif/device_service"
+            where = f"{self.public_port(place, place.onvif_port)}/onvif/device_service"
         else:
-            where = f"{self.http_port}/onvif/{quote(place.slug)}/device_service"
+            main = self.public_port(place, self.http_port)
+            where = f"{main}/onvif/{quote(place.slug)}/device_service"
         return host, f"http://{{host}}:{where}"

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--discovery-port", type=_port, metavar="N", help="WS-Discovery UDP port (default 3702)"
     )
-    s.add_argument("--advertise", metavar="ADDR", help="address put in URLs given to clients")
+    s.add_argument(
+        "--advertise", metavar="ADDR", help="host or host:port put in URLs given to clients"
+    )
     s.add_argument("--state-dir", metavar="DIR", help="where run-time state is kept")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument(

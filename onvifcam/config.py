@@ -39,7 +39,10 @@ class ServerConfig:
     rtmp_port: int = 1935
     rtmps_port: int = 1936
     http_port: int = 8080
+    # host or host:port put in URLs given to clients (the port: the main HTTP port as
+    # clients reach it through port mapping)
     advertise: str = ""
+    advertise_rtsp_port: int = 0  # RTSP port in stream URIs as clients reach it (0: bound)
     state_dir: str = field(default_factory=_default_state_dir)
     log_level: str = "info"
     log_format: str = "text"  # "text" (readable lines) or "json" (one object a line)
@@ -227,6 +230,9 @@ class CameraConfig:
     address: str = ""
     rtsp_port: int = 0
     rtsp_listen: bool = False
+    # host or host:port clients reach this camera by (port mapping, NAT): its XAddrs,
+    # stream and snapshot URIs name it
+    advertise: str = ""
     username: str = ""
     password: str = ""
     auth: bool = True
@@ -325,6 +331,10 @@ class OnvifConfig:
     # for 2 x clock_skew, so a user may hold rate x 2 x clock_skew (6000) nonces, then is refused.
     nonce_rate_per_user: float = 10.0
     snapshot_quality: int = 85
+    # per camera: recent server log lines naming it, kept for GetSystemLog (512 chars each)
+    system_log_lines: int = 200
+    # per camera: OSDs CreateOSD may store
+    max_osds: int = 8
     # seconds an auto-created camera may stay offline before it is removed with its
     # endpoint and state file (0: never)
     auto_expire: float = 0.0
@@ -661,12 +671,19 @@ def _validate(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: [rtsp] auth_methods: unknown method {m!r}")
     if cfg.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{where}: [server] log_level must be debug, info, warning or error")
+    _check_advertise(cfg.server.advertise, f"{where}: [server] advertise")
+    if not 0 <= cfg.server.advertise_rtsp_port <= 65535:
+        raise ConfigError(f"{where}: [server] advertise_rtsp_port must be 0..65535")
     if cfg.onvif.port_range_start > cfg.onvif.port_range_end:
         raise ConfigError(f"{where}: [onvif] port_range_start is after port_range_end")
     if not 0 <= cfg.onvif.address_port <= 65535:
         raise ConfigError(f"{where}: [onvif] address_port {cfg.onvif.address_port} is not a port")
     if cfg.onvif.snapshot_offline not in ("placeholder", "503"):
         raise ConfigError(f"{where}: [onvif] snapshot_offline must be 'placeholder' or '503'")
+    if not 0 <= cfg.onvif.system_log_lines <= 100000:
+        raise ConfigError(f"{where}: [onvif] system_log_lines must be 0..100000")
+    if not 0 <= cfg.onvif.max_osds <= 64:
+        raise ConfigError(f"{where}: [onvif] max_osds must be 0..64")
     if not 1 <= cfg.onvif.snapshot_quality <= 100:
         raise ConfigError(f"{where}: [onvif] snapshot_quality must be 1..100")
     if cfg.onvif.nonce_rate_per_user <= 0 or cfg.onvif.max_nonces < 1:
@@ -799,6 +816,7 @@ def _validate(cfg: Config, where: str) -> None:
                 f"{where}: cameras[{i}]: sub_stream = 'transcode' and sub_path both name a "
                 "sub stream; keep one"
             )
+        _check_advertise(cam.advertise, f"{where}: cameras[{i}].advertise")
         if cam.sub_path and cam.sub_path.strip("/") == cam.path.strip("/"):
             raise ConfigError(f"{where}: cameras[{i}]: sub_path is the same as path")
         if cam.address:
@@ -875,6 +893,45 @@ def _validate_ops(cfg: Config, where: str) -> None:
             raise ConfigError(f"{at}.url: {h.url!r} is not an http:// or https:// URL")
         if not 0 < h.timeout <= 600:
             raise ConfigError(f"{at}.timeout must be more than 0 and at most 600 seconds")
+
+
+def split_advertise(value: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address -> (host, port or 0).
+    Raises ValueError when the port is not 1..65535 or the host is empty."""
+    v = (value or "").strip()
+    if not v:
+        return "", 0
+    host, port = v, ""
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            raise ValueError(f"{value!r}: missing ']'")
+        host, rest = v[1:end], v[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{value!r}: expected ':PORT' after ']'")
+            port = rest[1:]
+    elif v.count(":") == 1:
+        host, port = v.split(":")
+    if not host:
+        raise ValueError(f"{value!r}: no host")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r}: port {port!r} is not 1..65535")
+        return host, int(port)
+    return host, 0
+
+
+def _check_advertise(value: str, where: str) -> None:
+    """``host``, ``host:port`` or ``[v6]:port``, with no scheme or path."""
+    if not value:
+        return
+    if "/" in value or "@" in value or " " in value:
+        raise ConfigError(f"{where}: {value!r} must be host or host:port (no scheme or path)")
+    try:
+        split_advertise(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; write host or host:port") from None
 
 
 def _validate_srt(cfg: Config, where: str) -> None:

@@ -10,12 +10,14 @@ them and knows where each camera is reachable.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +35,7 @@ from onvifcam.cameras.model import (
     User,
     VideoView,
 )
+from onvifcam.cameras.stable import StableRates
 from onvifcam.config import CameraConfig, Config
 from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.state import StateStore
@@ -46,12 +49,22 @@ VEC_SUB = "VideoEncoder_2"
 ASRC = "AudioSource_1"
 ASC = "AudioSourceConfig_1"
 AEC = "AudioEncoder_1"
+MDC = "MetadataConfig_1"
 MAIN_PROFILE = "Profile_1"
 SUB_PROFILE = "Profile_2"
 
 _H264_PROFILES = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High"}
 _H265_PROFILES = {1: "Main", 2: "Main10"}
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+# SetVideoEncoderConfiguration keys (CameraState.encoders) -> VideoView attribute, type
+_ENCODER_KEYS: tuple[tuple[str, str, type | tuple[type, ...]], ...] = (
+    ("width", "width", int),
+    ("height", "height", int),
+    ("fps", "fps", (int, float)),
+    ("bitrate", "bitrate_kbps", int),
+    ("gov", "gov_length", int),
+    ("profile", "profile", str),
+)
 
 
 class CameraError(ValueError):
@@ -138,6 +151,10 @@ class Camera:
         self._measured: dict[str, VideoView] = {}
         # run-time only: the virtual PTZ head (onvifcam.onvif.ptz.Head) once a client uses it
         self.ptz_head: Any = None
+        self._stable: dict[str, StableRates] = {}  # "main"/"sub": live values held still
+        self._publisher: dict[str, int] = {}  # id() of the publisher they were measured on
+        # the server's recent log lines naming this camera (GetSystemLog), bounded
+        self.log_lines: deque[str] = deque(maxlen=app_cfg.onvif.system_log_lines)
         self.state = state if state is not None else CameraState.from_json(store.load(key))
         self._ensure_identity()
 
@@ -416,6 +433,16 @@ class Camera:
         self.state.discovery_mode = mode
         self._changed()
 
+    def network(self, key: str) -> Any:
+        """A stored network setting (SetNTP, SetDNS ...); None when never set."""
+        value = self.state.network.get(key)
+        return copy.deepcopy(value)
+
+    def set_network(self, key: str, value: Any) -> None:
+        """Store a network setting (echoed by its getter; the host is never changed)."""
+        self.state.network[key] = copy.deepcopy(value)
+        self.save()
+
     def factory_default(self) -> None:
         """SetSystemFactoryDefault: forget every client change, keep the identity."""
         self.state = self.state.factory_default()
@@ -491,33 +518,69 @@ class Camera:
             v.width, v.height, v.bitrate_kbps = 640, 360, 512
         return v
 
+    def _rates(self, s: Stream, which: str) -> StableRates:
+        """The stable rates of a stream, measured afresh for each new publisher."""
+        pub = id(s.publisher)
+        rates = self._stable.get(which)
+        if rates is None or self._publisher.get(which) != pub:
+            rates = self._stable[which] = StableRates()
+            self._publisher[which] = pub
+        return rates
+
     def _live_view(self, s: Stream, which: str) -> VideoView | None:
+        """The live stream as configurations show it: size and profile from the SPS,
+        frame rate from the SPS timing info, else measured; frame rate, bitrate and GOV
+        length held still (:mod:`onvifcam.cameras.stable`)."""
         track = s.video_track
         if track is None:
             return None
         info = s.video_info
         prev = self._measured.get(which) or VideoView()
         codec = _norm_codec(track.codec)
+        rates = self._rates(s, which)
+        if rates.fps.value is None or rates.kbps.value is None or rates.gov.value is None:
+            self._feed(s, rates, seed=True)  # between ticks: only what is not held yet
         v = VideoView(
             codec=codec,
             width=getattr(info, "width", 0) or prev.width,
             height=getattr(info, "height", 0) or prev.height,
-            fps=prev.fps,
-            bitrate_kbps=prev.bitrate_kbps,
+            fps=rates.fps.value or prev.fps,
+            bitrate_kbps=int(rates.kbps.value or prev.bitrate_kbps),
             profile=_h264_profile_name(codec, int(getattr(info, "profile", 0) or 0)),
-            gov_length=prev.gov_length,
+            gov_length=int(rates.gov.value or prev.gov_length),
             online=True,
         )
-        st = s.stats
-        if st.fps > 0:
-            v.fps = round(st.fps, 2)
-        elif info is not None and getattr(info, "fps", None):
-            v.fps = round(float(info.fps), 2)  # type: ignore[attr-defined]
-        if st.bitrate > 0:
-            v.bitrate_kbps = max(1, int(st.bitrate / 1000))
-        if st.keyframes_in > 1:
-            v.gov_length = max(1, round(st.frames_in / st.keyframes_in))
         return v
+
+    @staticmethod
+    def _feed(s: Stream, rates: StableRates, seed: bool = False) -> None:
+        st = s.stats
+        sps_fps = getattr(s.video_info, "fps", None)
+        gov = st.gop or None  # frames between the last two keyframes
+        rates.feed(float(sps_fps) if sps_fps else None, st.fps, st.bitrate, gov, seed)
+
+    def measured(self, which: str = "main") -> dict[str, Any]:
+        """The raw measurements of a live stream (statistics and the API, never the ONVIF
+        configuration): frames/s and kbit/s of the last second, average GOV length."""
+        s = self.stream(which)
+        if s is None or not s.online:
+            return {}
+        st = s.stats
+        return {
+            "fps": round(st.fps, 2),
+            "bitrate_kbps": round(st.bitrate / 1000, 1),
+            "gov_length": st.gop,
+            "sps_fps": getattr(s.video_info, "fps", None),
+            "settled": self._settled(which),
+        }
+
+    def _settled(self, which: str) -> bool:
+        """True once the configurations show values that hold still (a new stream's are
+        followed over its first seconds)."""
+        rates = self._stable.get(which)
+        return rates is not None and all(
+            h.settled for h in (rates.fps, rates.kbps, rates.gov) if h.value is not None
+        )
 
     def audio(self, which: str = "main") -> AudioView | None:
         """The stream's audio track, if any (live or last seen)."""
@@ -535,10 +598,12 @@ class Camera:
         return AudioView(**seen.to_json()) if seen is not None else None
 
     def measure(self) -> None:
-        """Once a second: remember the live values so they survive the publisher leaving."""
+        """Once a second: feed the stable rates and remember the live values so they
+        survive the publisher leaving."""
         for which in ("main", "sub"):
             s = self.stream(which)
             if s is not None and s.online:
+                self._feed(s, self._rates(s, which))
                 v = self._live_view(s, which)
                 if v is not None:
                     self._measured[which] = v
@@ -656,6 +721,72 @@ class Camera:
         self.state.encoders[token] = dict(settings)
         self.save()
 
+    def encoder_view(self, token: str) -> VideoView:
+        """What a video encoder configuration shows: every value a client set with
+        SetVideoEncoderConfiguration (resolution, frame rate and bitrate limits, GOV length,
+        profile), else the stream's own (stable) value. Set values are reported as set even
+        when a pushed stream cannot honour them; :meth:`measured` has what really arrives."""
+        v = self.video(self.which(token))
+        s = self.state.encoders.get(token, {})
+        out = VideoView(**v.to_json())
+        out.online = v.online
+        for key, attr, kind in _ENCODER_KEYS:
+            value = s.get(key)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                setattr(out, attr, value)
+        return out
+
+    # ------------------------------------------------------------------ OSD, metadata
+    @property
+    def osds(self) -> list[dict[str, Any]]:
+        """Stored OSDs (CreateOSD/SetOSD), in creation order."""
+        return copy.deepcopy(self.state.osds)
+
+    def osd(self, token: str) -> dict[str, Any]:
+        """One OSD; CameraError ter:NoConfig when missing."""
+        for o in self.state.osds:
+            if o.get("token") == token:
+                return copy.deepcopy(o)
+        raise CameraError("ter:NoConfig", f"no OSD with token {token[:64]!r}")
+
+    def create_osd(self, osd: dict[str, Any]) -> str:
+        """CreateOSD: store a new OSD under a fresh token ([onvif] max_osds)."""
+        limit = self.app_cfg.onvif.max_osds
+        if len(self.state.osds) >= limit:
+            raise CameraError("ter:MaxOSDs", f"at most {limit} OSDs ([onvif] max_osds)", "Receiver")
+        used = {o.get("token") for o in self.state.osds}
+        n = 1
+        while f"OSD_{n}" in used:
+            n += 1
+        stored = {**copy.deepcopy(osd), "token": f"OSD_{n}"}
+        self.state.osds.append(stored)
+        self.save()
+        return stored["token"]
+
+    def set_osd(self, osd: dict[str, Any]) -> None:
+        """SetOSD: replace a stored OSD."""
+        self.osd(str(osd.get("token")))
+        self.state.osds = [
+            copy.deepcopy(osd) if o.get("token") == osd.get("token") else o for o in self.state.osds
+        ]
+        self.save()
+
+    def delete_osd(self, token: str) -> None:
+        """DeleteOSD."""
+        self.osd(token)
+        self.state.osds = [o for o in self.state.osds if o.get("token") != token]
+        self.save()
+
+    @property
+    def metadata_settings(self) -> dict[str, Any]:
+        """What SetMetadataConfiguration stored."""
+        return copy.deepcopy(self.state.metadata)
+
+    def set_metadata_settings(self, settings: dict[str, Any]) -> None:
+        """Persist SetMetadataConfiguration."""
+        self.state.metadata = copy.deepcopy(settings)
+        self.save()
+
     def which(self, vec: str | None) -> str:
         """``main`` or ``sub`` for an encoder token."""
         return "sub" if vec == VEC_SUB else "main"
@@ -676,4 +807,5 @@ class Camera:
             "serial": self.serial,
             "auth": self.auth_required,
             "video": {"codec": v.codec, "width": v.width, "height": v.height, "fps": v.fps},
+            "measured": self.measured("main"),
         }

@@ -10,6 +10,7 @@ combines this state with the configuration and the live stream.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,12 +98,16 @@ class ProfileState:
     aec: str | None = None
     # PTZ configuration: "" = the default (fixed profiles have it), None = removed
     ptz: str | None = ""
+    mdc: str | None = None  # metadata configuration
 
     def to_json(self) -> dict[str, Any]:
-        """The persisted form (``ptz`` only once a client changed it)."""
+        """The persisted form (``ptz`` only once a client changed it, ``mdc`` only when set,
+        as earlier versions wrote it)."""
         d = dict(self.__dict__)
         if d["ptz"] == "":
             del d["ptz"]
+        if d["mdc"] is None:
+            del d["mdc"]
         return d
 
 
@@ -159,6 +164,11 @@ class CameraState:
     seen_video: dict[str, VideoView] = field(default_factory=dict)  # "main"/"sub"
     seen_audio: dict[str, AudioView | None] = field(default_factory=dict)
     last_online: float | None = None  # UNIX time an auto camera's stream went offline
+    # Network settings NVRs set and read back (NTP, DNS, gateway, protocols, zero
+    # configuration, IP filter, dynamic DNS): stored and echoed, never applied to the host.
+    network: dict[str, Any] = field(default_factory=dict)
+    osds: list[dict[str, Any]] = field(default_factory=list)  # CreateOSD/SetOSD, in order
+    metadata: dict[str, Any] = field(default_factory=dict)  # SetMetadataConfiguration
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, kept
 
     # ------------------------------------------------------------------ JSON
@@ -212,6 +222,13 @@ class CameraState:
                     view = VideoView.from_json(v)
                     if view is not None:
                         s.seen_video[k] = view
+        net = d.pop("network", {})
+        if isinstance(net, dict):
+            s.network = {str(k): v for k, v in net.items()}
+        s.osds = [o for o in _list(d.pop("osds", [])) if isinstance(o, dict) and o.get("token")]
+        meta = d.pop("metadata", {})
+        if isinstance(meta, dict):
+            s.metadata = dict(meta)
         last = d.pop("last_online", None)
         if isinstance(last, int | float) and not isinstance(last, bool):
             s.last_online = float(last)
@@ -255,6 +272,12 @@ class CameraState:
             out["last_seen"] = seen
         if self.last_online is not None:
             out["last_online"] = self.last_online
+        if self.network:
+            out["network"] = dict(self.network)
+        if self.osds:
+            out["osds"] = [dict(o) for o in self.osds]
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
         return out
 
     def factory_default(self) -> CameraState:
@@ -284,6 +307,9 @@ class CameraState:
             encoders={k: dict(v) for k, v in self.encoders.items()},
             seen_video={k: dataclasses.replace(v) for k, v in self.seen_video.items()},
             seen_audio=dict(self.seen_audio),
+            network=copy.deepcopy(self.network),
+            osds=copy.deepcopy(self.osds),
+            metadata=copy.deepcopy(self.metadata),
             extra=dict(self.extra),
         )
 

@@ -13,11 +13,13 @@ import dataclasses
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from onvifcam.cameras.camera import Camera, slugify
+from onvifcam.cameras.logring import CameraLogHandler
 from onvifcam.cameras.model import CameraState
 from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import CameraAdded, CameraRemoved, CameraUpdated, EventBus
@@ -52,11 +54,14 @@ class CameraRegistry:
     counters: dict[str, int] = field(
         default_factory=lambda: {"added": 0, "updated": 0, "removed": 0, "refused": 0}
     )
+    generation: int = 0  # changes whenever a camera is added or removed
+    log_handler: CameraLogHandler | None = None  # the cameras' GetSystemLog lines
 
     def load(self) -> None:
         """Create the configured cameras, restore auto cameras seen before, and add auto
         cameras for paths that went live before the registry was loaded."""
         self.loaded = True
+        self._attach_log()
         for c in self.cfg.cameras:
             cam = Camera(c.name or c.path, c, self.cfg, self.store, self.streams, auto=False)
             if cam.doc.pop(API_KEY, None) is not None:
@@ -114,6 +119,35 @@ class CameraRegistry:
     def made_by_api(cam: Camera) -> bool:
         """Whether ``cam`` was made or last changed through the HTTP API."""
         return isinstance(cam.doc.get(API_KEY), dict)
+
+    def _attach_log(self) -> None:
+        """Keep each camera's recent log lines (GetSystemLog); the handler lets go of the
+        registry once it is gone (it holds a weak reference only)."""
+        if self.log_handler is not None:
+            return
+        ref = weakref.ref(self)
+        logger = logging.getLogger("onvifcam")
+
+        def cameras() -> list[Camera]:
+            reg = ref()
+            if reg is None:
+                logger.removeHandler(handler)
+                return []
+            return list(reg.cameras.values())
+
+        def generation() -> int:
+            reg = ref()
+            return reg.generation if reg is not None else -2
+
+        handler = CameraLogHandler(cameras, generation)
+        self.log_handler = handler
+        logger.addHandler(handler)
+
+    def close(self) -> None:
+        """Detach the log handler."""
+        if self.log_handler is not None:
+            logging.getLogger("onvifcam").removeHandler(self.log_handler)
+            self.log_handler = None
 
     def _offline_since(self, cam: Camera, state: CameraState) -> float | None:
         """When a restored auto camera was last online: recorded, else its file's age."""
@@ -200,6 +234,9 @@ class CameraRegistry:
         new.reboots = cam.reboots
         new.offline_since = cam.offline_since
         new.on_change = self._camera_changed
+
+        new.log_lines.extend(cam.log_lines)
+        self.generation += 1
         if new.slug != cam.slug:
             new.slug = self._unique_slug(new)
         self.cameras[cam.key] = new
@@ -252,6 +289,7 @@ class CameraRegistry:
         if self.cameras.get(cam.key) is not cam:
             return
         del self.cameras[cam.key]
+        self.generation += 1
         if cam.persist:
             try:
                 self.store.path(cam.key).unlink(missing_ok=True)
@@ -277,6 +315,8 @@ class CameraRegistry:
                 log.warning("onvif: cameras %r and %r have the same MAC", other.name, cam.name)
         self.cameras[cam.key] = cam
         cam.on_change = self._camera_changed
+
+        self.generation += 1
         self.counters["added"] += 1
         for fn in self.on_added:
             fn(cam)

@@ -769,7 +769,15 @@ class DiscoveryService:
             cam = self.cameras.cameras.get(ev.camera)
             if cam is None:
                 return
-            place = Place(cam.slug, cam.path, ev.address, ev.port, cam.cfg.rtsp_port, ev.own_rtsp)
+            place = Place(
+                cam.slug,
+                cam.path,
+                ev.address,
+                ev.port,
+                cam.cfg.rtsp_port,
+                ev.own_rtsp,
+                advertise=cam.cfg.advertise,
+            )
             self._placed[cam.key] = (place, cam.reboots)
             self._eprs[cam.key] = f"urn:uuid:{cam.uuid}"
         elif isinstance(ev, CameraRemoved):

@@ -400,6 +400,7 @@ class Stream:
         self.stats._time_mark = now
         self.stats._bytes_mark = self.stats.bytes_in
         self.stats._frames_mark = self.stats.frames_in
+        self.stats.gop = 0  # this publisher's GOP is not known yet
         self._detect_info_from_sdp()
         log.info(
             "stream %s: publishing from %s (%s)",

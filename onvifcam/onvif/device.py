@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 
 from lxml import etree
@@ -20,6 +21,7 @@ from onvifcam.onvif.soap import (
     PRE_AUTH,
     READ_SYSTEM,
     READ_SYSTEM_SECRET,
+    READ_SYSTEM_SENSITIVE,
     TDS,
     TR2,
     TRT,
@@ -168,10 +170,10 @@ def device_capabilities_tds(ctx: Context) -> etree._Element:
     """tds:Capabilities (GetServiceCapabilities, GetServices with capabilities)."""
     c = TDS.Capabilities(
         TDS.Network(
-            IPFilter="false",
-            ZeroConfiguration="false",
+            IPFilter="true",
+            ZeroConfiguration="true",
             IPVersion6="false",
-            DynDNS="false",
+            DynDNS="true",
             HostnameFromDHCP="false",
             NTP="0",
         ),
@@ -201,7 +203,7 @@ def device_capabilities_tds(ctx: Context) -> etree._Element:
             DiscoveryBye="true",
             RemoteDiscovery="false",
             SystemBackup="false",
-            SystemLogging="false",
+            SystemLogging="true",
             HttpFirmwareUpgrade="false",
             HttpSystemBackup="false",
             HttpSystemLogging="false",
@@ -229,7 +231,7 @@ def media_capabilities_trt(ctx: Context) -> etree._Element:
         SnapshotUri="true",
         Rotation="false",
         VideoSourceMode="false",
-        OSD="false",
+        OSD="true",
     )
 
 
@@ -238,7 +240,7 @@ def media2_capabilities_tr2(ctx: Context) -> etree._Element:
     return TR2.Capabilities(
         TR2.ProfileCapabilities(
             MaximumNumberOfProfiles=str(ctx.camera.app_cfg.onvif.max_profiles),
-            ConfigurationsSupported="VideoSource VideoEncoder AudioSource AudioEncoder",
+            ConfigurationsSupported="VideoSource VideoEncoder AudioSource AudioEncoder Metadata",
         ),
         TR2.StreamingCapabilities(
             RTSPStreaming="true",
@@ -251,7 +253,7 @@ def media2_capabilities_tr2(ctx: Context) -> etree._Element:
         SnapshotUri="true",
         Rotation="false",
         VideoSourceMode="false",
-        OSD="false",
+        OSD="true",
         Mask="false",
         SourceMask="false",
     )
@@ -308,17 +310,17 @@ def get_capabilities(ctx: Context, req: etree._Element) -> etree._Element:
             TT.Device(
                 TT.XAddr(ctx.xaddr("device")),
                 TT.Network(
-                    TT.IPFilter("false"),
-                    TT.ZeroConfiguration("false"),
+                    TT.IPFilter("true"),
+                    TT.ZeroConfiguration("true"),
                     TT.IPVersion6("false"),
-                    TT.DynDNS("false"),
+                    TT.DynDNS("true"),
                 ),
                 TT.System(
                     TT.DiscoveryResolve("true"),
                     TT.DiscoveryBye("true"),
                     TT.RemoteDiscovery("false"),
                     TT.SystemBackup("false"),
-                    TT.SystemLogging("false"),
+                    TT.SystemLogging("true"),
                     TT.FirmwareUpgrade("false"),
                     *[
                         TT.SupportedVersions(TT.Major(str(a)), TT.Minor(str(b)))
@@ -487,34 +489,6 @@ def _ipv4(host: str) -> str:
     return host if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", host) else "0.0.0.0"
 
 
-@ops.op(NS_TDS, "GetDNS", READ_SYSTEM)
-def get_dns(ctx: Context, req: etree._Element) -> etree._Element:
-    """No DNS configuration (virtual device)."""
-    return TDS.GetDNSResponse(TDS.DNSInformation(TT.FromDHCP("false")))
-
-
-@ops.op(NS_TDS, "GetNTP", READ_SYSTEM)
-def get_ntp(ctx: Context, req: etree._Element) -> etree._Element:
-    """The camera follows the host clock; no NTP server of its own."""
-    return TDS.GetNTPResponse(TDS.NTPInformation(TT.FromDHCP("false")))
-
-
-@ops.op(NS_TDS, "GetNetworkProtocols", READ_SYSTEM)
-def get_network_protocols(ctx: Context, req: etree._Element) -> etree._Element:
-    """HTTP (the ONVIF port) and RTSP; no HTTPS."""
-    return TDS.GetNetworkProtocolsResponse(
-        TDS.NetworkProtocols(TT.Name("HTTP"), TT.Enabled("true"), TT.Port(str(ctx.http_port))),
-        TDS.NetworkProtocols(TT.Name("HTTPS"), TT.Enabled("false"), TT.Port("443")),
-        TDS.NetworkProtocols(TT.Name("RTSP"), TT.Enabled("true"), TT.Port(str(ctx.rtsp_port))),
-    )
-
-
-@ops.op(NS_TDS, "GetNetworkDefaultGateway", READ_SYSTEM)
-def get_network_default_gateway(ctx: Context, req: etree._Element) -> etree._Element:
-    """No gateway (virtual device)."""
-    return TDS.GetNetworkDefaultGatewayResponse(TDS.NetworkGateway())
-
-
 # --------------------------------------------------------------------------- users
 
 
@@ -581,3 +555,352 @@ def set_system_factory_default(ctx: Context, req: etree._Element) -> etree._Elem
         raise invalid_arg("ter:InvalidArgs", f"FactoryDefault {kind!r}")
     ctx.camera.factory_default()
     return TDS.SetSystemFactoryDefaultResponse()
+
+
+# --------------------------------------------------------------------------- network settings
+# What NVR settings pages set: accepted, checked, persisted with the camera and echoed by
+# the getters. The virtual camera changes nothing on the host.
+
+MAX_ENTRIES = 16  # addresses / names per list setting
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?")
+_PROTOCOLS = ("HTTP", "HTTPS", "RTSP")
+
+
+def _bad(subcode: str, reason: str) -> Fault:
+    return invalid_arg(subcode, reason)
+
+
+def _ip(text: str | None, version: int, what: str) -> str:
+    try:
+        addr = ipaddress.ip_address((text or "").strip())
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != version:
+        sub = "ter:InvalidIPv4Address" if version == 4 else "ter:InvalidIPv6Address"
+        raise _bad(sub, f"{what}: {(text or '')[:64]!r} is not an IPv{version} address")
+    return str(addr)
+
+
+def _limited(els: list[etree._Element], what: str) -> list[etree._Element]:
+    if len(els) > MAX_ENTRIES:
+        raise _bad("ter:InvalidArgs", f"at most {MAX_ENTRIES} {what} entries")
+    return els
+
+
+def _read_host(el: etree._Element, what: str) -> dict[str, str]:
+    """A tt:NetworkHost as {"type", "address"}."""
+    kind = require(el, "Type")
+    if kind == "IPv4":
+        return {"type": kind, "address": _ip(text_of(el, "IPv4Address"), 4, what)}
+    if kind == "IPv6":
+        return {"type": kind, "address": _ip(text_of(el, "IPv6Address"), 6, what)}
+    if kind == "DNS":
+        name = text_of(el, "DNSname") or ""
+        if not _DNS_NAME.fullmatch(name):
+            raise _bad("ter:InvalidDnsName", f"{what}: {name[:64]!r} is not a DNS name")
+        return {"type": kind, "address": name}
+    raise _bad("ter:InvalidArgs", f"{what}: Type {kind[:16]!r} is not IPv4, IPv6 or DNS")
+
+
+def _host_el(tag: str, h: dict[str, str]) -> etree._Element:
+    kind = h.get("type", "IPv4")
+    child_tag = {"IPv4": "IPv4Address", "IPv6": "IPv6Address"}.get(kind, "DNSname")
+    return getattr(TT, tag)(TT.Type(kind), getattr(TT, child_tag)(h.get("address", "")))
+
+
+def _read_ip(el: etree._Element, what: str) -> dict[str, str]:
+    """A tt:IPAddress as {"type", "address"}."""
+    kind = require(el, "Type")
+    if kind not in ("IPv4", "IPv6"):
+        raise _bad("ter:InvalidArgs", f"{what}: Type {kind[:16]!r} is not IPv4 or IPv6")
+    version = 4 if kind == "IPv4" else 6
+    return {"type": kind, "address": _ip(text_of(el, f"IPv{version}Address"), version, what)}
+
+
+def _ip_el(tag: str, a: dict[str, str]) -> etree._Element:
+    kind = a.get("type", "IPv4")
+    return getattr(TT, tag)(TT.Type(kind), getattr(TT, f"{kind}Address")(a.get("address", "")))
+
+
+@ops.op(NS_TDS, "GetNTP", READ_SYSTEM)
+def get_ntp(ctx: Context, req: etree._Element) -> etree._Element:
+    """The NTP settings a client stored (none by default: the camera follows the host)."""
+    ntp = ctx.camera.network("ntp") or {}
+    return TDS.GetNTPResponse(
+        TDS.NTPInformation(
+            TT.FromDHCP(xbool(bool(ntp.get("dhcp", False)))),
+            *[_host_el("NTPManual", h) for h in ntp.get("manual", [])],
+        )
+    )
+
+
+@ops.op(NS_TDS, "SetNTP", WRITE_SYSTEM)
+def set_ntp(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store FromDHCP and the manual NTP servers."""
+    dhcp = boolean(require(req, "FromDHCP"))
+    manual = [_read_host(e, "NTPManual") for e in _limited(children(req, "NTPManual"), "NTP")]
+    ctx.camera.set_network("ntp", {"dhcp": dhcp, "manual": manual})
+    return TDS.SetNTPResponse()
+
+
+@ops.op(NS_TDS, "GetDNS", READ_SYSTEM)
+def get_dns(ctx: Context, req: etree._Element) -> etree._Element:
+    """The DNS settings a client stored."""
+    dns = ctx.camera.network("dns") or {}
+    return TDS.GetDNSResponse(
+        TDS.DNSInformation(
+            TT.FromDHCP(xbool(bool(dns.get("dhcp", False)))),
+            *[TT.SearchDomain(d) for d in dns.get("search", [])],
+            *[_ip_el("DNSManual", a) for a in dns.get("manual", [])],
+        )
+    )
+
+
+@ops.op(NS_TDS, "SetDNS", WRITE_SYSTEM)
+def set_dns(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store FromDHCP, search domains and manual DNS servers."""
+    dhcp = boolean(require(req, "FromDHCP"))
+    search = []
+    for e in _limited(children(req, "SearchDomain"), "SearchDomain"):
+        name = (e.text or "").strip()
+        if not _DNS_NAME.fullmatch(name):
+            raise _bad("ter:InvalidArgs", f"SearchDomain {name[:64]!r} is not a domain name")
+        search.append(name)
+    manual = [_read_ip(e, "DNSManual") for e in _limited(children(req, "DNSManual"), "DNS")]
+    ctx.camera.set_network("dns", {"dhcp": dhcp, "search": search, "manual": manual})
+    return TDS.SetDNSResponse()
+
+
+def _default_protocols(ctx: Context) -> dict[str, dict[str, object]]:
+    return {
+        "HTTP": {"enabled": True, "ports": [ctx.http_port]},
+        "HTTPS": {"enabled": False, "ports": [443]},
+        "RTSP": {"enabled": True, "ports": [ctx.rtsp_port]},
+    }
+
+
+@ops.op(NS_TDS, "GetNetworkProtocols", READ_SYSTEM)
+def get_network_protocols(ctx: Context, req: etree._Element) -> etree._Element:
+    """HTTP, HTTPS and RTSP: the ports in use, or what a client set."""
+    protocols = _default_protocols(ctx)
+    protocols.update(ctx.camera.network("protocols") or {})
+    return TDS.GetNetworkProtocolsResponse(
+        *[
+            TDS.NetworkProtocols(
+                TT.Name(name),
+                TT.Enabled(xbool(bool(p.get("enabled")))),
+                *[TT.Port(str(port)) for port in p.get("ports", [])],  # type: ignore[attr-defined]
+            )
+            for name, p in protocols.items()
+        ]
+    )
+
+
+@ops.op(NS_TDS, "SetNetworkProtocols", WRITE_SYSTEM)
+def set_network_protocols(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store the protocols' enabled flags and ports (the listeners stay as configured)."""
+    items = _limited(children(req, "NetworkProtocols"), "NetworkProtocols")
+    if not items:
+        raise _bad("ter:InvalidArgs", "no NetworkProtocols given")
+    stored = ctx.camera.network("protocols") or {}
+    for el in items:
+        name = require(el, "Name")
+        if name not in _PROTOCOLS:
+            raise _bad("ter:ServiceNotSupported", f"protocol {name[:16]!r} is not supported")
+        ports = []
+        for p in _limited(children(el, "Port"), "Port"):
+            try:
+                port = int((p.text or "").strip())
+            except ValueError:
+                port = -1
+            if not 0 < port < 65536:
+                raise _bad("ter:InvalidArgs", f"{name} port {(p.text or '')[:8]!r} is not a port")
+            ports.append(port)
+        if not ports:
+            raise _bad("ter:InvalidArgs", f"{name} needs a Port")
+        stored[name] = {"enabled": boolean(require(el, "Enabled")), "ports": ports}
+    ctx.camera.set_network("protocols", stored)
+    return TDS.SetNetworkProtocolsResponse()
+
+
+@ops.op(NS_TDS, "GetNetworkDefaultGateway", READ_SYSTEM)
+def get_network_default_gateway(ctx: Context, req: etree._Element) -> etree._Element:
+    """The gateways a client stored (none by default)."""
+    gw = ctx.camera.network("gateway") or {}
+    return TDS.GetNetworkDefaultGatewayResponse(
+        TDS.NetworkGateway(
+            *[TT.IPv4Address(a) for a in gw.get("ipv4", [])],
+            *[TT.IPv6Address(a) for a in gw.get("ipv6", [])],
+        )
+    )
+
+
+@ops.op(NS_TDS, "SetNetworkDefaultGateway", WRITE_SYSTEM)
+def set_network_default_gateway(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store the default gateways."""
+    v4 = [_ip(e.text, 4, "IPv4Address") for e in _limited(children(req, "IPv4Address"), "IPv4")]
+    v6 = [_ip(e.text, 6, "IPv6Address") for e in _limited(children(req, "IPv6Address"), "IPv6")]
+    ctx.camera.set_network("gateway", {"ipv4": v4, "ipv6": v6})
+    return TDS.SetNetworkDefaultGatewayResponse()
+
+
+def _link_local(mac: str) -> str:
+    parts = [int(x, 16) for x in mac.split(":")[-2:]] if mac.count(":") == 5 else [1, 1]
+    return f"169.254.{max(1, min(254, parts[0]))}.{max(1, min(254, parts[1]))}"
+
+
+@ops.op(NS_TDS, "GetZeroConfiguration", READ_SYSTEM)
+def get_zero_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """Zero configuration of eth0 (off by default); a link-local address while on."""
+    zc = ctx.camera.network("zeroconf") or {}
+    on = bool(zc.get("enabled", False))
+    return TDS.GetZeroConfigurationResponse(
+        TDS.ZeroConfiguration(
+            TT.InterfaceToken("eth0"),
+            TT.Enabled(xbool(on)),
+            *([TT.Addresses(_link_local(ctx.camera.mac))] if on else []),
+        )
+    )
+
+
+@ops.op(NS_TDS, "SetZeroConfiguration", WRITE_SYSTEM)
+def set_zero_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store zero configuration on/off for eth0."""
+    token = require(req, "InterfaceToken")
+    if token != "eth0":
+        raise _bad("ter:InvalidNetworkInterface", f"no network interface {token[:64]!r}")
+    ctx.camera.set_network("zeroconf", {"enabled": boolean(require(req, "Enabled"))})
+    return TDS.SetZeroConfigurationResponse()
+
+
+def _read_filter(el: etree._Element | None) -> dict[str, object]:
+    if el is None:
+        raise _bad("ter:InvalidArgs", "missing IPAddressFilter")
+    kind = require(el, "Type")
+    if kind not in ("Allow", "Deny"):
+        raise _bad("ter:InvalidArgs", f"IPAddressFilter Type {kind[:16]!r} is not Allow or Deny")
+    out: dict[str, object] = {"type": kind}
+    for version in (4, 6):
+        entries = []
+        for e in _limited(children(el, f"IPv{version}Address"), "filter address"):
+            addr = _ip(text_of(e, "Address"), version, "IPAddressFilter")
+            try:
+                prefix = int(text_of(e, "PrefixLength") or "")
+            except ValueError:
+                prefix = -1
+            if not 0 <= prefix <= (32 if version == 4 else 128):
+                raise _bad("ter:InvalidArgs", f"bad PrefixLength for {addr}")
+            entries.append([addr, prefix])
+        out[f"ipv{version}"] = entries
+    return out
+
+
+def _filter(ctx: Context) -> dict[str, object]:
+    return ctx.camera.network("ipfilter") or {"type": "Deny", "ipv4": [], "ipv6": []}
+
+
+@ops.op(NS_TDS, "GetIPAddressFilter", READ_SYSTEM_SENSITIVE)
+def get_ip_address_filter(ctx: Context, req: etree._Element) -> etree._Element:
+    """The stored filter (default: deny nobody). It is never enforced."""
+    f = _filter(ctx)
+    return TDS.GetIPAddressFilterResponse(
+        TDS.IPAddressFilter(
+            TT.Type(str(f.get("type", "Deny"))),
+            *[
+                getattr(TT, f"IPv{v}Address")(TT.Address(a), TT.PrefixLength(str(p)))
+                for v in (4, 6)
+                for a, p in f.get(f"ipv{v}", [])  # type: ignore[attr-defined]
+            ],
+        )
+    )
+
+
+@ops.op(NS_TDS, "SetIPAddressFilter", WRITE_SYSTEM)
+def set_ip_address_filter(ctx: Context, req: etree._Element) -> etree._Element:
+    """Replace the stored filter."""
+    ctx.camera.set_network("ipfilter", _read_filter(child(req, "IPAddressFilter")))
+    return TDS.SetIPAddressFilterResponse()
+
+
+@ops.op(NS_TDS, "AddIPAddressFilter", WRITE_SYSTEM)
+def add_ip_address_filter(ctx: Context, req: etree._Element) -> etree._Element:
+    """Add addresses to the stored filter."""
+    new = _read_filter(child(req, "IPAddressFilter"))
+    old = _filter(ctx)
+    for key in ("ipv4", "ipv6"):
+        have = list(old.get(key, []))  # type: ignore[call-overload]
+        have += [e for e in new[key] if e not in have]  # type: ignore[attr-defined]
+        if len(have) > MAX_ENTRIES:
+            raise _bad("ter:InvalidArgs", f"at most {MAX_ENTRIES} filter addresses")
+        new[key] = have
+    ctx.camera.set_network("ipfilter", new)
+    return TDS.AddIPAddressFilterResponse()
+
+
+@ops.op(NS_TDS, "RemoveIPAddressFilter", WRITE_SYSTEM)
+def remove_ip_address_filter(ctx: Context, req: etree._Element) -> etree._Element:
+    """Remove addresses from the stored filter."""
+    gone = _read_filter(child(req, "IPAddressFilter"))
+    f = _filter(ctx)
+    for key in ("ipv4", "ipv6"):
+        f[key] = [e for e in f.get(key, []) if e not in gone[key]]  # type: ignore[attr-defined]
+    ctx.camera.set_network("ipfilter", f)
+    return TDS.RemoveIPAddressFilterResponse()
+
+
+@ops.op(NS_TDS, "GetDynamicDNS", READ_SYSTEM)
+def get_dynamic_dns(ctx: Context, req: etree._Element) -> etree._Element:
+    """Dynamic DNS as stored (NoUpdate by default)."""
+    d = ctx.camera.network("dyndns") or {}
+    info = TDS.DynamicDNSInformation(TT.Type(str(d.get("type", "NoUpdate"))))
+    if d.get("name"):
+        info.append(TT.Name(str(d["name"])))
+    if d.get("ttl"):
+        info.append(TT.TTL(str(d["ttl"])))
+    return TDS.GetDynamicDNSResponse(info)
+
+
+@ops.op(NS_TDS, "SetDynamicDNS", WRITE_SYSTEM)
+def set_dynamic_dns(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store the dynamic DNS type, name and TTL."""
+    kind = require(req, "Type")
+    if kind not in ("NoUpdate", "ClientUpdates", "ServerUpdates"):
+        raise _bad("ter:InvalidArgs", f"DynamicDNS Type {kind[:16]!r}")
+    name = text_of(req, "Name") or ""
+    if name and not _DNS_NAME.fullmatch(name):
+        raise _bad("ter:InvalidArgs", f"{name[:64]!r} is not a DNS name")
+    ttl = text_of(req, "TTL") or ""
+    if ttl and not re.fullmatch(r"P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?", ttl):
+        raise _bad("ter:InvalidArgs", f"TTL {ttl[:32]!r} is not an xs:duration")
+    ctx.camera.set_network("dyndns", {"type": kind, "name": name, "ttl": ttl})
+    return TDS.SetDynamicDNSResponse()
+
+
+# --------------------------------------------------------------------------- system log
+
+
+@ops.op(NS_TDS, "GetSystemLog", READ_SYSTEM_SECRET)
+def get_system_log(ctx: Context, req: etree._Element) -> etree._Element:
+    """The server's recent log lines that name this camera ([onvif] system_log_lines)."""
+    kind = require(req, "LogType")
+    if kind not in ("System", "Access"):
+        raise _bad("ter:InvalidArgs", f"LogType {kind[:16]!r} is not System or Access")
+    lines = list(ctx.camera.log_lines)
+    if kind == "Access":
+        lines = [ln for ln in lines if ".onvif." in ln or ".web." in ln or ".rtsp." in ln]
+    return TDS.GetSystemLogResponse(TDS.SystemLog(TT.String("\n".join(lines))))
+
+
+@ops.op(NS_TDS, "GetSystemSupportInformation", READ_SYSTEM_SECRET)
+def get_system_support_information(ctx: Context, req: etree._Element) -> etree._Element:
+    """Identity, stream state and the camera's recent log lines, as text."""
+    c = ctx.camera
+    v = c.video("main")
+    head = [
+        f"{c.manufacturer} {c.model} firmware {c.firmware} serial {c.serial}",
+        f"camera {c.name!r} path {c.path!r} online {c.online}",
+        f"video {v.codec} {v.width}x{v.height} {v.fps:g} fps; measured {c.measured('main')}",
+        "",
+    ]
+    text = "\n".join(head + list(c.log_lines))
+    return TDS.GetSystemSupportInformationResponse(TDS.SupportInformation(TT.String(text)))

@@ -1,11 +1,13 @@
 """ONVIF Media service (ver10 media/wsdl): profiles and configurations of the live stream.
 
-Profiles describe the stream as it is: codec and resolution from the SPS, frame rate and
-bitrate as measured at ingest, GOP length from the keyframe count; before a first publish
-they show the configured or last-seen values. The publisher is the encoder, so a
-SetVideoEncoderConfiguration can keep the codec and resolution only (anything else is
-ter:ConfigModify); names, quality, rate limits, GOP, multicast and session timeout are
-stored and reported back while the stream is offline.
+Profiles describe the stream: codec and resolution from the SPS; frame rate from the SPS
+timing info, else measured; bitrate and GOP length measured; all held still from poll to
+poll (:mod:`onvifcam.cameras.stable`). Before a first publish they show the configured or
+last-seen values. SetVideoEncoderConfiguration stores everything a client sets (resolution
+from the options, frame rate and bitrate limits, GOV length, profile, quality, multicast,
+session timeout) and every Get* echoes it, across restarts, even where a pushed stream
+cannot honour it; only the codec stays the publisher's (ter:ConfigModify). The measured
+values are in the camera's statistics and the API.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from onvifcam.cameras import (
     AEC,
     ASC,
     ASRC,
+    MDC,
     VEC_MAIN,
     VEC_SUB,
     VSC,
@@ -40,6 +43,7 @@ from onvifcam.onvif.soap import (
     READ_MEDIA,
     TRT,
     TT,
+    WSNT,
     Context,
     Fault,
     OperationTable,
@@ -52,6 +56,8 @@ from onvifcam.onvif.soap import (
 )
 
 ops = OperationTable()
+
+TOPIC_DIALECT = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
 
 _AUDIO_MEDIA1 = {
     "MPEG4-GENERIC": "AAC",
@@ -79,16 +85,42 @@ def video_of(cam: Camera, vec: str) -> VideoView:
 
 
 def reported_rates(cam: Camera, vec: str) -> tuple[float, int, int]:
-    """(fps, kbit/s, GOP length): measured while live, else client-set, else last seen."""
+    """(fps, kbit/s, GOP length) a configuration shows: what a client set, else the stream's
+    own values held still (never the raw measurement, which moves poll to poll)."""
+    v = cam.encoder_view(vec)
+    return v.fps, v.bitrate_kbps, v.gov_length
+
+
+# Sizes a configuration may be set to besides the stream's own (at most the stream's size).
+_LADDER = (
+    (3840, 2160),
+    (2560, 1440),
+    (1920, 1080),
+    (1280, 720),
+    (1024, 576),
+    (960, 540),
+    (800, 600),
+    (704, 576),
+    (640, 480),
+    (640, 360),
+    (352, 288),
+    (320, 240),
+    (320, 180),
+)
+
+
+def resolutions(cam: Camera, vec: str) -> list[tuple[int, int]]:
+    """ResolutionsAvailable of an encoder: the stream's size, the standard sizes below it,
+    and the size a client set (kept even after the stream changed size)."""
+    if vec == VEC_SUB and cam.transcoded_sub:
+        return encoder_resolutions(cam, vec)
     v = video_of(cam, vec)
-    s = enc_settings(cam, vec)
-    if v.online:
-        return v.fps, v.bitrate_kbps, v.gov_length
-    return (
-        float(s.get("fps", v.fps)),
-        int(s.get("bitrate", v.bitrate_kbps)),
-        int(s.get("gov", v.gov_length)),
-    )
+    out = [(v.width, v.height)]
+    out += [(w, h) for w, h in _LADDER if w <= v.width and h <= v.height and (w, h) != out[0]]
+    shown = cam.encoder_view(vec)
+    if (shown.width, shown.height) not in out:
+        out.append((shown.width, shown.height))
+    return out
 
 
 def has_audio(cam: Camera) -> bool:
@@ -136,6 +168,7 @@ CONFIG_TYPES = {
     "AudioSource": "asc",
     "AudioEncoder": "aec",
     "PTZ": "ptz",
+    "Metadata": "mdc",
 }
 
 
@@ -147,6 +180,8 @@ def valid_tokens(cam: Camera, attr: str) -> list[str]:
         return cam.video_encoders()
     if attr == "ptz":
         return [PTZ_CONFIG] if ptz_enabled(cam) else []
+    if attr == "mdc":
+        return [MDC]
     if not has_audio(cam):
         return []
     return [ASC] if attr == "asc" else [AEC]
@@ -205,8 +240,9 @@ def vsc_el(cam: Camera, tag: str = "VideoSourceConfiguration", ns: Any = TT) -> 
 def vec_el(
     cam: Camera, token: str, tag: str = "VideoEncoderConfiguration", ns: Any = TT
 ) -> etree._Element:
-    """A Media1 tt:VideoEncoderConfiguration (H.264)."""
-    v = video_of(cam, token)
+    """A Media1 tt:VideoEncoderConfiguration (H.264): the values a client set, else the
+    stream's own."""
+    v = cam.encoder_view(token)
     s = enc_settings(cam, token)
     fps, kbps, gov = reported_rates(cam, token)
     return getattr(ns, tag)(
@@ -290,6 +326,8 @@ def profile_el(cam: Camera, p: ProfileState, tag: str = "Profiles") -> etree._El
             el.append(a)
     if profile_ptz(cam, p):
         el.append(ptz_config_el(cam))
+    if p.mdc:
+        el.append(mdc_el(cam))
     return el
 
 
@@ -392,27 +430,30 @@ def get_compatible_vscs(ctx: Context, req: etree._Element) -> etree._Element:
     )
 
 
-@ops.op(NS_TRT, "GetVideoSourceConfigurationOptions", READ_MEDIA)
-def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
-    """The bounds are fixed to the stream's picture."""
-    v = ctx.camera.video("main")
-    selected_tokens(ctx.camera, req, "vsc", [VSC])
+def vsc_options_el(cam: Camera, ns: Any = TRT) -> etree._Element:
+    """tt:VideoSourceConfigurationOptions: the bounds are the stream's picture."""
+    v = cam.video("main")
 
     def rng(lo: int, hi: int) -> list[etree._Element]:
         return [TT.Min(str(lo)), TT.Max(str(hi))]
 
-    return TRT.GetVideoSourceConfigurationOptionsResponse(
-        TRT.Options(
-            TT.BoundsRange(
-                TT.XRange(*rng(0, 0)),
-                TT.YRange(*rng(0, 0)),
-                TT.WidthRange(*rng(v.width, v.width)),
-                TT.HeightRange(*rng(v.height, v.height)),
-            ),
-            TT.VideoSourceTokensAvailable(VSRC),
-            MaximumNumberOfProfiles=str(ctx.camera.app_cfg.onvif.max_profiles),
-        )
+    return ns.Options(
+        TT.BoundsRange(
+            TT.XRange(*rng(0, 0)),
+            TT.YRange(*rng(0, 0)),
+            TT.WidthRange(*rng(v.width, v.width)),
+            TT.HeightRange(*rng(v.height, v.height)),
+        ),
+        TT.VideoSourceTokensAvailable(VSRC),
+        MaximumNumberOfProfiles=str(cam.app_cfg.onvif.max_profiles),
     )
+
+
+@ops.op(NS_TRT, "GetVideoSourceConfigurationOptions", READ_MEDIA)
+def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The bounds are fixed to the stream's picture."""
+    selected_tokens(ctx.camera, req, "vsc", [VSC])
+    return TRT.GetVideoSourceConfigurationOptionsResponse(vsc_options_el(ctx.camera))
 
 
 @ops.op(NS_TRT, "GetVideoEncoderConfigurations", READ_MEDIA)
@@ -448,18 +489,13 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     cam = ctx.camera
     valid = video_encoder_tokens(cam, True)
     toks = selected_tokens(cam, req, "vec", valid) or valid
-    views = [video_of(cam, t) for t in toks] or [cam.video("main")]
+    views = [cam.encoder_view(t) for t in toks] or [cam.video("main")]
     fps_max = max(60, *[round(v.fps) for v in views])
     gov_max = max(300, *[v.gov_length for v in views])
-    resolutions = []
-    for v in views:
-        if (v.width, v.height) not in resolutions:
-            resolutions.append((v.width, v.height))
+    sizes: list[tuple[int, int]] = []
     for t in toks:
-        for r in encoder_resolutions(cam, t):
-            if r not in resolutions:
-                resolutions.append(r)
-    profiles = sorted({_h264_profile(v.profile) for v in views})
+        sizes += [r for r in resolutions(cam, t) if r not in sizes]
+    profiles = sorted({_h264_profile(video_of(cam, t).profile) for t in toks} | {"Main"})
     if not valid:  # an H.265 stream without a transcoded sub: Media1 has no H.264 to offer
         return TRT.GetVideoEncoderConfigurationOptionsResponse(
             TRT.Options(TT.QualityRange(TT.Min("0"), TT.Max("100")))
@@ -468,10 +504,7 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
         TRT.Options(
             TT.QualityRange(TT.Min("0"), TT.Max("100")),
             TT.H264(
-                *[
-                    TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
-                    for w, h in resolutions
-                ],
+                *[TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h))) for w, h in sizes],
                 TT.GovLengthRange(TT.Min("1"), TT.Max(str(gov_max))),
                 TT.FrameRateRange(TT.Min("1"), TT.Max(str(fps_max))),
                 TT.EncodingIntervalRange(TT.Min("1"), TT.Max("1")),
@@ -483,6 +516,7 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
 
 
 _IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_DURATION = re.compile(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+")
 
 
 def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, Any]:
@@ -509,8 +543,7 @@ def read_multicast(el: etree._Element | None, old: dict[str, Any]) -> dict[str, 
 
 
 def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height: int) -> None:
-    """The publisher encodes: codec and resolution cannot change (the transcoded sub
-    stream takes any of its offered resolutions)."""
+    """The publisher decides the codec; the resolution must be one the options list."""
     v = video_of(cam, token)
     if token == VEC_SUB and cam.transcoded_sub:
         if codec.upper() != "H264":
@@ -530,10 +563,12 @@ def check_encoder_change(cam: Camera, token: str, codec: str, width: int, height
             ("ter:InvalidArgVal", "ter:ConfigModify"),
             f"the stream is {v.codec}; the publisher decides the codec, not {codec}",
         )
-    if (width, height) != (v.width, v.height):
+    if (width, height) not in resolutions(cam, token):
         raise Fault(
             ("ter:InvalidArgVal", "ter:ConfigModify"),
-            f"the stream is {v.width}x{v.height}; the publisher decides the resolution",
+            f"{width}x{height} is not in ResolutionsAvailable "
+            "(GetVideoEncoderConfigurationOptions): the stream is "
+            f"{v.width}x{v.height}",
         )
 
 
@@ -565,17 +600,11 @@ def read_encoder_config(
         raise invalid_arg("ter:InvalidArgs", "missing Configuration")
     token = check_token(conf.get("token"), video_encoder_tokens(cam, media1))
     res = child(conf, "Resolution")
-    check_encoder_change(
-        cam,
-        token,
-        require(conf, "Encoding"),
-        integer(text_of(res, "Width"), "Width"),
-        integer(text_of(res, "Height"), "Height"),
-    )
+    width = integer(text_of(res, "Width"), "Width")
+    height = integer(text_of(res, "Height"), "Height")
+    check_encoder_change(cam, token, require(conf, "Encoding"), width, height)
     s = enc_settings(cam, token)
-    if token == VEC_SUB and cam.transcoded_sub:
-        s["width"] = integer(text_of(res, "Width"), "Width")
-        s["height"] = integer(text_of(res, "Height"), "Height")
+    s["width"], s["height"] = width, height
     s["name"] = require(conf, "Name")[:64]
     quality = number(require(conf, "Quality"), "Quality")
     if not 0 <= quality <= 100:
@@ -587,7 +616,7 @@ def read_encoder_config(
 
 @ops.op(NS_TRT, "SetVideoEncoderConfiguration", ACTUATE)
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Store names, quality, rate limits, GOP, multicast and timeout (codec/size are fixed)."""
+    """Store everything a client sets (the codec stays the stream's); Get* echoes it."""
     cam = ctx.camera
     token, conf, s = read_encoder_config(cam, req, media1=True)
     rc = child(conf, "RateControl")
@@ -598,9 +627,12 @@ def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
     h264 = child(conf, "H264")
     if h264 is not None:
         s["gov"] = max(1, integer(text_of(h264, "GovLength"), "GovLength"))
+        profile = text_of(h264, "H264Profile")
+        if profile in ("Baseline", "Main", "Extended", "High"):
+            s["profile"] = profile
     st = text_of(conf, "SessionTimeout")
     if st:
-        if not re.fullmatch(r"P(T?[0-9.]+[HMS])+|PT0S|P[0-9DTHMS.]+", st):
+        if not _DURATION.fullmatch(st):
             raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad SessionTimeout {st!r}")
         s["session_timeout"] = st
     cam.set_encoder_settings(token, s)
@@ -756,10 +788,297 @@ def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Eleme
     return TRT.SetSynchronizationPointResponse()
 
 
+# --------------------------------------------------------------------------- metadata
+
+_MAX_TOPIC = 1024  # characters of a stored event filter TopicExpression
+
+
+def mdc_el(cam: Camera, tag: str = "MetadataConfiguration", ns: Any = TT) -> etree._Element:
+    """A tt:MetadataConfiguration: what SetMetadataConfiguration stored, else defaults."""
+    m = cam.metadata_settings
+    el = getattr(ns, tag)(
+        TT.Name(str(m.get("name", "MetadataConfig"))),
+        TT.UseCount(str(cam.use_count("mdc", MDC))),
+        token=MDC,
+    )
+    if m.get("compression"):
+        el.set("CompressionType", str(m["compression"]))
+    if m.get("ptz") is not None:
+        status, position = m["ptz"]
+        el.append(TT.PTZStatus(TT.Status(xbool(status)), TT.Position(xbool(position))))
+    if m.get("events"):
+        ev = TT.Events()
+        topic = m.get("topic")
+        if topic:
+            expr = WSNT.TopicExpression(str(topic), Dialect=str(m.get("dialect", TOPIC_DIALECT)))
+            ev.append(TT.Filter(expr))
+        el.append(ev)
+    el.append(TT.Analytics(xbool(bool(m.get("analytics", False)))))
+    el.append(multicast_el(cam, MDC))
+    el.append(TT.SessionTimeout(session_timeout(cam, MDC)))
+    return el
+
+
+def read_metadata_config(cam: Camera, req: etree._Element) -> None:
+    """Store the Configuration of a (Media1 or Media2) SetMetadataConfiguration."""
+    conf = child(req, "Configuration")
+    if conf is None:
+        raise invalid_arg("ter:InvalidArgs", "missing Configuration")
+    check_token(conf.get("token"), [MDC])
+    m = cam.metadata_settings
+    m["name"] = require(conf, "Name")[:64]
+    comp = conf.get("CompressionType")
+    if comp is not None:
+        if comp not in ("None", "GZIP", "EXI"):
+            raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"CompressionType {comp!r}")
+        m["compression"] = comp
+    ptz = child(conf, "PTZStatus")
+    m["ptz"] = (
+        [boolean(text_of(ptz, "Status")), boolean(text_of(ptz, "Position"))]
+        if ptz is not None
+        else None
+    )
+    events = child(conf, "Events")
+    m["events"] = events is not None
+    m["topic"] = None
+    if events is not None:
+        expr = child(child(events, "Filter"), "TopicExpression")
+        if expr is not None:
+            topic = (expr.text or "").strip()
+            if len(topic) > _MAX_TOPIC:
+                raise Fault(
+                    ("ter:InvalidArgVal", "ter:ConfigModify"),
+                    f"TopicExpression longer than {_MAX_TOPIC} characters",
+                )
+            m["topic"] = topic
+            m["dialect"] = expr.get("Dialect", TOPIC_DIALECT)[:256]
+    m["analytics"] = boolean(text_of(conf, "Analytics"))
+    s = enc_settings(cam, MDC)
+    s["multicast"] = read_multicast(child(conf, "Multicast"), s.get("multicast", {}))
+    st = text_of(conf, "SessionTimeout")
+    if st:
+        if not _DURATION.fullmatch(st):
+            raise Fault(("ter:InvalidArgVal", "ter:ConfigModify"), f"bad SessionTimeout {st!r}")
+        s["session_timeout"] = st
+    cam.state.encoders[MDC] = s
+    cam.set_metadata_settings(m)
+
+
+def mdc_options_el(cam: Camera, tag: str = "Options", ns: Any = TRT) -> etree._Element:
+    """tt:MetadataConfigurationOptions: PTZ status and position can be asked for."""
+    return getattr(ns, tag)(
+        TT.PTZStatusFilterOptions(
+            TT.PanTiltStatusSupported("true"),
+            TT.ZoomStatusSupported("true"),
+            TT.PanTiltPositionSupported("true"),
+            TT.ZoomPositionSupported("true"),
+        ),
+        GeoLocation="false",
+        MaxContentFilterSize="0",
+    )
+
+
+@ops.op(NS_TRT, "GetMetadataConfigurations", READ_MEDIA)
+def get_mdcs(ctx: Context, req: etree._Element) -> etree._Element:
+    """The one metadata configuration."""
+    return TRT.GetMetadataConfigurationsResponse(mdc_el(ctx.camera, "Configurations", TRT))
+
+
+@ops.op(NS_TRT, "GetMetadataConfiguration", READ_MEDIA)
+def get_mdc(ctx: Context, req: etree._Element) -> etree._Element:
+    """One metadata configuration."""
+    check_token(text_of(req, "ConfigurationToken"), [MDC])
+    return TRT.GetMetadataConfigurationResponse(mdc_el(ctx.camera, "Configuration", TRT))
+
+
+@ops.op(NS_TRT, "GetCompatibleMetadataConfigurations", READ_MEDIA)
+def get_compatible_mdcs(ctx: Context, req: etree._Element) -> etree._Element:
+    """Metadata configurations a profile can take."""
+    profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
+    return TRT.GetCompatibleMetadataConfigurationsResponse(
+        mdc_el(ctx.camera, "Configurations", TRT)
+    )
+
+
+@ops.op(NS_TRT, "GetMetadataConfigurationOptions", READ_MEDIA)
+def get_mdc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """What SetMetadataConfiguration accepts."""
+    selected_tokens(ctx.camera, req, "mdc", [MDC])
+    return TRT.GetMetadataConfigurationOptionsResponse(mdc_options_el(ctx.camera))
+
+
+@ops.op(NS_TRT, "SetMetadataConfiguration", ACTUATE)
+def set_mdc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store name, PTZ status filter, event filter, analytics, multicast and timeout."""
+    read_metadata_config(ctx.camera, req)
+    return TRT.SetMetadataConfigurationResponse()
+
+
+# --------------------------------------------------------------------------- OSD
+
+OSD_POSITIONS = ("UpperLeft", "UpperRight", "LowerLeft", "LowerRight", "Custom")
+OSD_TEXT_TYPES = ("Plain", "Date", "Time", "DateAndTime")
+OSD_DATE_FORMATS = ("M/d/yyyy", "MM/dd/yyyy", "dd/MM/yyyy", "yyyy/MM/dd", "yyyy-MM-dd")
+OSD_TIME_FORMATS = ("h:mm:ss tt", "hh:mm:ss tt", "H:mm:ss", "HH:mm:ss")
+_MAX_OSD_TEXT = 256
+
+
+def osd_el(o: dict[str, Any], tag: str = "OSDs", ns: Any = TRT) -> etree._Element:
+    """A tt:OSDConfiguration from a stored OSD."""
+    pos = o.get("position", {})
+    pos_el = TT.Position(TT.Type(str(pos.get("type", "UpperLeft"))))
+    if pos.get("type") == "Custom":
+        pos_el.append(TT.Pos(x=_num(pos.get("x", 0.0)), y=_num(pos.get("y", 0.0))))
+    el = getattr(ns, tag)(
+        TT.VideoSourceConfigurationToken(str(o.get("vsc", VSC))),
+        TT.Type(str(o.get("type", "Text"))),
+        pos_el,
+        token=str(o["token"]),
+    )
+    text = o.get("text")
+    if o.get("type") == "Text" and isinstance(text, dict):
+        t = TT.TextString(TT.Type(str(text.get("type", "Plain"))))
+        if text.get("date_format"):
+            t.append(TT.DateFormat(str(text["date_format"])))
+        if text.get("time_format"):
+            t.append(TT.TimeFormat(str(text["time_format"])))
+        if text.get("font_size"):
+            t.append(TT.FontSize(str(text["font_size"])))
+        if text.get("plain") is not None:
+            t.append(TT.PlainText(str(text["plain"])))
+        el.append(t)
+    if o.get("type") == "Image":
+        el.append(TT.Image(TT.ImgPath(str(o.get("image", "")))))
+    return el
+
+
+def read_osd(req: etree._Element, need_token: bool) -> dict[str, Any]:
+    """The OSD of a CreateOSD / SetOSD, checked."""
+    el = child(req, "OSD")
+    if el is None:
+        raise invalid_arg("ter:InvalidArgs", "missing OSD")
+
+    def bad(reason: str) -> Fault:
+        return Fault(("ter:InvalidArgVal", "ter:ConfigModify"), reason)
+
+    vsc = require(el, "VideoSourceConfigurationToken")
+    check_token(vsc, [VSC])
+    kind = require(el, "Type")
+    if kind not in ("Text", "Image"):
+        raise bad(f"OSD Type {kind[:16]!r} is not Text or Image")
+    pos_el = child(el, "Position")
+    pos_type = text_of(pos_el, "Type") or "UpperLeft"
+    if pos_type not in OSD_POSITIONS:
+        raise bad(f"OSD position {pos_type[:16]!r} is not one of {', '.join(OSD_POSITIONS)}")
+    position: dict[str, Any] = {"type": pos_type}
+    if pos_type == "Custom":
+        vec = child(pos_el, "Pos")
+        x = number(vec.get("x") if vec is not None else "0", "Pos x")
+        y = number(vec.get("y") if vec is not None else "0", "Pos y")
+        if not (-1 <= x <= 1 and -1 <= y <= 1):
+            raise bad("Custom OSD Pos x and y must be -1..1")
+        position.update(x=x, y=y)
+    out: dict[str, Any] = {"vsc": vsc, "type": kind, "position": position}
+    if need_token:
+        out["token"] = el.get("token") or ""
+    if kind == "Text":
+        t = child(el, "TextString")
+        ttype = text_of(t, "Type") or "Plain"
+        if ttype not in OSD_TEXT_TYPES:
+            raise bad(f"OSD text Type {ttype[:16]!r}")
+        plain = text_of(t, "PlainText")
+        if plain is not None and len(plain) > _MAX_OSD_TEXT:
+            raise bad(f"OSD PlainText longer than {_MAX_OSD_TEXT} characters")
+        text: dict[str, Any] = {"type": ttype, "plain": plain}
+        for key, local, allowed in (
+            ("date_format", "DateFormat", OSD_DATE_FORMATS),
+            ("time_format", "TimeFormat", OSD_TIME_FORMATS),
+        ):
+            v = text_of(t, local)
+            if v is not None:
+                if v not in allowed:
+                    raise bad(f"OSD {local} {v[:16]!r} is not one of {', '.join(allowed)}")
+                text[key] = v
+        size = text_of(t, "FontSize")
+        if size is not None:
+            fs = integer(size, "FontSize")
+            if not 8 <= fs <= 128:
+                raise bad("OSD FontSize must be 8..128")
+            text["font_size"] = fs
+        out["text"] = text
+    else:
+        path = text_of(child(el, "Image"), "ImgPath") or ""
+        if len(path) > 1024:
+            raise bad("OSD ImgPath longer than 1024 characters")
+        out["image"] = path
+    return out
+
+
+def osd_options_el(cam: Camera, ns: Any = TRT) -> etree._Element:
+    """tt:OSDConfigurationOptions."""
+    total = str(cam.app_cfg.onvif.max_osds)
+    return ns.OSDOptions(
+        TT.MaximumNumberOfOSDs(
+            Total=total, Image=total, PlainText=total, Date=total, Time=total, DateAndTime=total
+        ),
+        TT.Type("Text"),
+        TT.Type("Image"),
+        *[TT.PositionOption(p) for p in OSD_POSITIONS],
+        TT.TextOption(
+            *[TT.Type(t) for t in OSD_TEXT_TYPES],
+            TT.FontSizeRange(TT.Min("8"), TT.Max("128")),
+            *[TT.DateFormat(f) for f in OSD_DATE_FORMATS],
+            *[TT.TimeFormat(f) for f in OSD_TIME_FORMATS],
+        ),
+    )
+
+
+def osds_for(cam: Camera, req: etree._Element) -> list[dict[str, Any]]:
+    """The OSDs a GetOSDs asks for (by OSDToken or video source ConfigurationToken)."""
+    tok = text_of(req, "OSDToken")
+    if tok is not None:
+        return [cam.osd(tok)]
+    conf = text_of(req, "ConfigurationToken")
+    if conf is not None:
+        check_token(conf, [VSC])
+    return [o for o in cam.osds if conf is None or o.get("vsc") == conf]
+
+
 @ops.op(NS_TRT, "GetOSDs", READ_MEDIA)
 def get_osds(ctx: Context, req: etree._Element) -> etree._Element:
-    """No on-screen display: the relay never touches the picture."""
-    tok = text_of(req, "ConfigurationToken")
-    if tok is not None:
-        check_token(tok, [VSC])
-    return TRT.GetOSDsResponse()
+    """Stored OSDs (of a video source configuration)."""
+    return TRT.GetOSDsResponse(*[osd_el(o) for o in osds_for(ctx.camera, req)])
+
+
+@ops.op(NS_TRT, "GetOSD", READ_MEDIA)
+def get_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """One stored OSD."""
+    o = ctx.camera.osd(require(req, "OSDToken"))
+    return TRT.GetOSDResponse(osd_el(o, "OSD"))
+
+
+@ops.op(NS_TRT, "GetOSDOptions", READ_MEDIA)
+def get_osd_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """Text and image OSDs at the corners or anywhere."""
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    return TRT.GetOSDOptionsResponse(osd_options_el(ctx.camera))
+
+
+@ops.op(NS_TRT, "CreateOSD", ACTUATE)
+def create_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store a new OSD ([onvif] max_osds per camera)."""
+    return TRT.CreateOSDResponse(TRT.OSDToken(ctx.camera.create_osd(read_osd(req, False))))
+
+
+@ops.op(NS_TRT, "SetOSD", ACTUATE)
+def set_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Replace a stored OSD."""
+    ctx.camera.set_osd(read_osd(req, True))
+    return TRT.SetOSDResponse()
+
+
+@ops.op(NS_TRT, "DeleteOSD", ACTUATE)
+def delete_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a stored OSD."""
+    ctx.camera.delete_osd(require(req, "OSDToken"))
+    return TRT.DeleteOSDResponse()

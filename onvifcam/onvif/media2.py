@@ -6,26 +6,35 @@ from typing import Any
 
 from lxml import etree
 
-from onvifcam.cameras import AEC, VEC_MAIN, VSC, Camera, ProfileState
+from onvifcam.cameras import AEC, ASRC, MDC, VEC_MAIN, VSC, Camera, ProfileState
+from onvifcam.cameras.stable import COMMON_FPS
 from onvifcam.onvif.device import media2_capabilities_tr2
 from onvifcam.onvif.media import (
     CONFIG_TYPES,
     asc_el,
     check_token,
     enc_settings,
-    encoder_resolutions,
     has_audio,
     integer,
+    mdc_el,
+    mdc_options_el,
     multicast_el,
     number,
+    osd_el,
+    osd_options_el,
+    osds_for,
     profile_or_fault,
     read_encoder_config,
+    read_metadata_config,
+    read_osd,
     reported_rates,
+    resolutions,
     selected_tokens,
     valid_tokens,
     video_encoder_tokens,
     video_of,
     vsc_el,
+    vsc_options_el,
 )
 from onvifcam.onvif.ptz import config_el as ptz_config_el
 from onvifcam.onvif.ptz import profile_ptz
@@ -37,6 +46,7 @@ from onvifcam.onvif.soap import (
     TR2,
     TT,
     Context,
+    Fault,
     OperationTable,
     child,
     children,
@@ -52,8 +62,8 @@ _AUDIO_MEDIA2 = {"MPEG4-GENERIC": "MP4A-LATM", "MP4A-LATM": "MP4A-LATM"}
 
 
 def vec2_el(cam: Camera, token: str, tag: str = "VideoEncoder", ns: Any = TR2) -> etree._Element:
-    """A tt:VideoEncoder2Configuration (H.264 or H.265)."""
-    v = video_of(cam, token)
+    """A tt:VideoEncoder2Configuration (H.264 or H.265): set values, else the stream's."""
+    v = cam.encoder_view(token)
     s = enc_settings(cam, token)
     fps, kbps, gov = reported_rates(cam, token)
     q = float(s.get("quality", 80))
@@ -111,6 +121,8 @@ def profile2_el(cam: Camera, p: ProfileState, types: set[str]) -> etree._Element
             conf.append(a)
     if profile_ptz(cam, p) and (every or "PTZ" in types):
         conf.append(ptz_config_el(cam, "PTZ", TR2))
+    if p.mdc and (every or "Metadata" in types):
+        conf.append(mdc_el(cam, "Metadata", TR2))
     el.append(conf)
     return el
 
@@ -227,18 +239,19 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
     out = TR2.GetVideoEncoderConfigurationOptionsResponse()
     for t in sel:
         v = video_of(cam, t)
-        fps, _kbps, gov = reported_rates(cam, t)
+        fps, kbps, gov = reported_rates(cam, t)
+        rates = sorted({fps, v.fps} | {f for f in COMMON_FPS if f <= max(fps, v.fps)})
         out.append(
             TR2.Options(
                 TT.Encoding(v.codec),
                 TT.QualityRange(TT.Min("0"), TT.Max("100")),
                 *[
                     TT.ResolutionsAvailable(TT.Width(str(w)), TT.Height(str(h)))
-                    for w, h in encoder_resolutions(cam, t)
+                    for w, h in resolutions(cam, t)
                 ],
-                TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, v.bitrate_kbps)))),
+                TT.BitrateRange(TT.Min("1"), TT.Max(str(max(100000, kbps, v.bitrate_kbps)))),
                 GovLengthRange=f"1 {max(300, gov)}",
-                FrameRatesSupported=f"{fps:g}",
+                FrameRatesSupported=" ".join(f"{f:g}" for f in rates),
                 ProfilesSupported=v.profile,
                 ConstantBitRateSupported="false",
                 GuaranteedFrameRateSupported="false",
@@ -249,16 +262,22 @@ def get_vec_options(ctx: Context, req: etree._Element) -> etree._Element:
 
 @ops.op(NS_TR2, "SetVideoEncoderConfiguration", ACTUATE)
 def set_vec(ctx: Context, req: etree._Element) -> etree._Element:
-    """Store names, quality, rate limits, GOP and multicast (codec/size are the stream's)."""
+    """Store everything a client sets (the codec stays the stream's); Get* echoes it."""
     cam = ctx.camera
     token, conf, s = read_encoder_config(cam, req, media1=False)
     rc = child(conf, "RateControl")
     if rc is not None:
         s["fps"] = max(1.0, number(text_of(rc, "FrameRateLimit") or "1", "FrameRateLimit"))
         s["bitrate"] = max(1, integer(text_of(rc, "BitrateLimit") or "1", "BitrateLimit"))
-    gov = conf.get("GovLength")
+    # Media2 puts GovLength and Profile in attributes; the npm onvif package also sends a
+    # Media1-style H264 element to Media2, so that counts when the attributes are missing
+    h264 = child(conf, "H264")
+    gov = conf.get("GovLength") or text_of(h264, "GovLength")
     if gov:
         s["gov"] = max(1, integer(gov, "GovLength"))
+    profile = conf.get("Profile") or text_of(h264, "H264Profile")
+    if profile and len(profile) <= 32:
+        s["profile"] = profile
     cam.set_encoder_settings(token, s)
     return TR2.SetVideoEncoderConfigurationResponse()
 
@@ -316,3 +335,110 @@ def set_synchronization_point(ctx: Context, req: etree._Element) -> etree._Eleme
     """Readers already start on the cached keyframe."""
     profile_or_fault(ctx.camera, text_of(req, "ProfileToken"))
     return TR2.SetSynchronizationPointResponse()
+
+
+# --------------------------------------------------------------------------- parity with Media1
+
+
+@ops.op(NS_TR2, "GetVideoSourceConfigurationOptions", READ_MEDIA)
+def get_vsc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The bounds are the stream's picture."""
+    selected_tokens(ctx.camera, req, "vsc", [VSC])
+    return TR2.GetVideoSourceConfigurationOptionsResponse(vsc_options_el(ctx.camera, TR2))
+
+
+@ops.op(NS_TR2, "GetAudioSourceConfigurationOptions", READ_MEDIA)
+def get_asc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The one audio input (ter:AudioNotSupported without audio)."""
+    cam = ctx.camera
+    selected_tokens(cam, req, "asc", valid_tokens(cam, "asc"))
+    if not has_audio(cam):
+        raise Fault(("ter:ActionNotSupported", "ter:AudioNotSupported"), "no audio", "Receiver")
+    return TR2.GetAudioSourceConfigurationOptionsResponse(
+        TR2.Options(TT.InputTokensAvailable(ASRC))
+    )
+
+
+@ops.op(NS_TR2, "GetAudioEncoderConfigurationOptions", READ_MEDIA)
+def get_aec_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """The stream's own audio encoding, as Media2 names it (none without audio)."""
+    cam = ctx.camera
+    selected_tokens(cam, req, "aec", valid_tokens(cam, "aec"))
+    a = cam.audio("main")
+    out = TR2.GetAudioEncoderConfigurationOptionsResponse()
+    if a is not None:
+        out.append(
+            TR2.Options(
+                TT.Encoding(_AUDIO_MEDIA2.get(a.codec, a.codec)),
+                TT.BitrateList(TT.Items(str(a.bitrate_kbps))),
+                TT.SampleRateList(TT.Items(str(a.sample_rate))),
+            )
+        )
+    return out
+
+
+@ops.op(NS_TR2, "GetVideoEncoderInstances", READ_MEDIA)
+def get_video_encoder_instances(ctx: Context, req: etree._Element) -> etree._Element:
+    """Readers share the stream: many instances of the stream's codec."""
+    cam = ctx.camera
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    codecs = sorted({video_of(cam, t).codec for t in video_encoder_tokens(cam, False)})
+    return TR2.GetVideoEncoderInstancesResponse(
+        TR2.Info(*[TR2.Codec(TR2.Encoding(c), TR2.Number("16")) for c in codecs], TR2.Total("16"))
+    )
+
+
+@ops.op(NS_TR2, "GetMetadataConfigurations", READ_MEDIA)
+def get_mdcs(ctx: Context, req: etree._Element) -> etree._Element:
+    """The metadata configuration (of a profile, when it has one)."""
+    sel = selected_tokens(ctx.camera, req, "mdc", [MDC])
+    return TR2.GetMetadataConfigurationsResponse(
+        *[mdc_el(ctx.camera, "Configurations", TR2) for _ in sel]
+    )
+
+
+@ops.op(NS_TR2, "GetMetadataConfigurationOptions", READ_MEDIA)
+def get_mdc_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """What SetMetadataConfiguration accepts."""
+    selected_tokens(ctx.camera, req, "mdc", [MDC])
+    return TR2.GetMetadataConfigurationOptionsResponse(mdc_options_el(ctx.camera, ns=TR2))
+
+
+@ops.op(NS_TR2, "SetMetadataConfiguration", ACTUATE)
+def set_mdc(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store the metadata configuration."""
+    read_metadata_config(ctx.camera, req)
+    return TR2.SetMetadataConfigurationResponse()
+
+
+@ops.op(NS_TR2, "GetOSDs", READ_MEDIA)
+def get_osds(ctx: Context, req: etree._Element) -> etree._Element:
+    """Stored OSDs (one by OSDToken, or of a video source configuration)."""
+    return TR2.GetOSDsResponse(*[osd_el(o, "OSDs", TR2) for o in osds_for(ctx.camera, req)])
+
+
+@ops.op(NS_TR2, "GetOSDOptions", READ_MEDIA)
+def get_osd_options(ctx: Context, req: etree._Element) -> etree._Element:
+    """Text and image OSDs at the corners or anywhere."""
+    check_token(text_of(req, "ConfigurationToken"), [VSC])
+    return TR2.GetOSDOptionsResponse(osd_options_el(ctx.camera, TR2))
+
+
+@ops.op(NS_TR2, "CreateOSD", ACTUATE)
+def create_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Store a new OSD."""
+    return TR2.CreateOSDResponse(TR2.OSDToken(ctx.camera.create_osd(read_osd(req, False))))
+
+
+@ops.op(NS_TR2, "SetOSD", ACTUATE)
+def set_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Replace a stored OSD."""
+    ctx.camera.set_osd(read_osd(req, True))
+    return TR2.SetOSDResponse()
+
+
+@ops.op(NS_TR2, "DeleteOSD", ACTUATE)
+def delete_osd(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a stored OSD."""
+    ctx.camera.delete_osd(require(req, "OSDToken"))
+    return TR2.DeleteOSDResponse()

@@ -16,7 +16,10 @@ Replay protection: every UsernameToken that authenticates, on any operation (PRE
 included), has its nonce recorded in the camera's :class:`ReplayCache` until its Created
 leaves the clock-skew window, so a token captured from any request cannot be used again.
 A token on a PRE_AUTH operation that does not verify is ignored (the operation answers as
-for an anonymous client, as a client with a skewed clock needs GetSystemDateAndTime).
+for an anonymous client, as a client with a skewed clock needs GetSystemDateAndTime); on
+other operations, a token that fails beside valid HTTP Digest/Basic credentials is passed
+over for them. Created is checked against the host's real clock (or the camera's reported
+clock, which clients may sign with), never only the settable camera clock.
 Each user may hold a bounded number of nonces; a user beyond it is refused, never forgotten.
 """
 
@@ -33,6 +36,7 @@ import inspect
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -80,6 +84,7 @@ TT = ElementMaker(namespace=NS_TT, nsmap=NSMAP)
 TDS = ElementMaker(namespace=NS_TDS, nsmap=NSMAP)
 TRT = ElementMaker(namespace=NS_TRT, nsmap=NSMAP)
 TR2 = ElementMaker(namespace=NS_TR2, nsmap=NSMAP)
+WSNT = ElementMaker(namespace=NS_WSNT, nsmap=NSMAP)
 
 # ONVIF Core access classes and the default policy per user level.
 PRE_AUTH = "PRE_AUTH"
@@ -347,13 +352,13 @@ def parse_created(text: str) -> float:
 class ReplayCache:
     """Nonces of one camera's accepted UsernameTokens, per user, kept while they could be replayed.
 
-    A token is accepted while its Created is within ``window`` seconds of the camera clock, so
-    its nonce is kept until Created + ``window`` has passed on that clock (up to 2 x window
+    A token is accepted while its Created is within ``window`` seconds of the host clock
+    (a token signed with the camera's reported clock counts by its Created moved onto the
+    host clock), so its nonce is kept until Created + ``window`` has passed (up to 2 x window
     after it arrived when Created is ahead). Each user may hold ``per_user`` nonces: a user
     beyond that gets a fault until some of its nonces expire, so no flood can push another
-    user's nonce out of the cache. The cache follows the camera clock: stepping that clock
-    back by more than the window (SetSystemDateAndTime) lets tokens older than the cache's
-    memory through again.
+    user's nonce out of the cache. SetSystemDateAndTime does not move this clock, so it
+    cannot reopen replays.
     """
 
     def __init__(self, window: float, per_user: int) -> None:
@@ -415,11 +420,16 @@ def verify_username_token(
     now: float,
     skew: float,
     nonces: ReplayCache,
+    camera_offset: float = 0.0,
 ) -> User:
     """Check a UsernameToken against the camera's users and record its nonce.
 
-    ``now`` is the camera clock. Raises ter:NotAuthorized (wrong credentials, Created outside
-    the window, a replayed nonce, or the user's nonce quota used up).
+    ``now`` is the host's real clock; ``camera_offset`` how far the camera's reported clock
+    (SetSystemDateAndTime) is from it. Created is accepted within ``skew`` of the host clock,
+    or of the camera clock (clients such as onvif-zeep-async sign with the time the camera
+    reports), so a client setting the camera clock off locks nobody out. The nonce is kept
+    by its Created moved onto the host clock. Raises ter:NotAuthorized (wrong credentials,
+    Created outside both windows, a replayed nonce, or the user's nonce quota used up).
     """
     user = next((u for u in users if u.name == tok.username), None)
     if user is None:
@@ -428,9 +438,12 @@ def verify_username_token(
     if tok.created is not None:
         created = parse_created(tok.created)
         if abs(now - created) > skew:
-            raise not_authorized(
-                f"Created {tok.created[:40]} is outside the {skew:g} s clock-skew window"
-            )
+            if camera_offset and abs(now + camera_offset - created) <= skew:
+                created -= camera_offset  # signed with the camera's clock
+            else:
+                raise not_authorized(
+                    f"Created {tok.created[:40]} is outside the {skew:g} s clock-skew window"
+                )
     if tok.digest:
         if tok.nonce is None or tok.created is None:
             raise not_authorized("PasswordDigest needs a Nonce and a Created timestamp")
@@ -525,8 +538,10 @@ class Dispatcher:
         nonce_rate_per_user: float = 10.0,
         max_nonces: int = 10000,
         digest: Authenticator | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
+        self.clock = clock  # the host's real clock: WS-Security Created is checked on it
         self.clock_skew = clock_skew
         # A nonce lives up to 2 x clock_skew (Created may be ahead of the camera clock).
         self.nonces_per_user = max(
@@ -559,7 +574,7 @@ class Dispatcher:
         (a camera re-created with the same key within the window still refuses them)."""
         cache = self._nonces.get(camera.key)
         if cache is not None:
-            cache.purge(camera.now())
+            cache.purge(self.clock())
             if not len(cache):
                 del self._nonces[camera.key]
 
@@ -725,21 +740,26 @@ class Dispatcher:
             # be replayed on a protected operation); one that fails is ignored, since these
             # operations answer anyway and clients with a skewed clock need them.
             try:
-                tok = find_username_token(req.header)
-                if tok is not None:
-                    user = verify_username_token(
-                        tok, camera.users, camera.now(), self.clock_skew, self.nonces(camera)
-                    )
+                user = self._verify_token(camera, req)
             except TokenQuotaFault:
                 raise  # refuse rather than answer with the nonce unrecorded
             except Fault as f:
                 log.debug("onvif %s: %s: token ignored: %s", camera.name, _short(op.action), f)
             return user
-        tok = find_username_token(req.header)
-        if tok is not None:
-            user = verify_username_token(
-                tok, camera.users, camera.now(), self.clock_skew, self.nonces(camera)
+        try:
+            tok_user = self._verify_token(camera, req)
+        except Fault as f:
+            # A client whose token fails (a skewed clock, most often) but which also sent
+            # valid HTTP Digest/Basic credentials is let in on those.
+            http_user = (
+                self.check_http(camera, authorization, method, uri) if authorization else None
             )
+            if http_user is None:
+                raise
+            log.debug("onvif %s: token refused (%s); HTTP credentials accepted", camera.name, f)
+            tok_user = http_user
+        if tok_user is not None:
+            user = tok_user
         elif authorization:
             user = self.check_http(camera, authorization, method, uri)
             if user is None:
@@ -749,6 +769,21 @@ class Dispatcher:
         if op.access not in POLICY.get(user.level, frozenset()):
             raise not_authorized(f"user level {user.level} may not call {_short(op.action)}")
         return user
+
+    def _verify_token(self, camera: Camera, req: SoapRequest) -> User | None:
+        """The user of the request's UsernameToken (None without one); Fault when it fails."""
+        tok = find_username_token(req.header)
+        if tok is None:
+            return None
+        now = self.clock()
+        return verify_username_token(
+            tok,
+            camera.users,
+            now,
+            self.clock_skew,
+            self.nonces(camera),
+            camera_offset=camera.now() - time.time(),
+        )
 
     def check_http(self, camera: Camera, authorization: str, method: str, uri: str) -> User | None:
         """Verify HTTP Digest/Basic credentials; the user, or None."""

@@ -466,6 +466,7 @@ class WebServer:
             onvif_port=self._bound[cam.key][1] if cam.key in self._bound else 0,
             rtsp_port=cam.cfg.rtsp_port,
             own_rtsp=cam.key in self._rtsp,
+            advertise=cam.cfg.advertise,
         )
 
     @staticmethod

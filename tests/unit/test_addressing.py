@@ -13,6 +13,7 @@ from onvifcam.addressing import (
     interface_host,
     sdp_host,
     specific,
+    split_advertise,
     url_host,
 )
 from onvifcam.config import ServerConfig
@@ -186,3 +187,69 @@ def test_rtsp_template_of_the_landing_page() -> None:
     assert addr().rtsp_template(Arrival("10.0.0.1", 8080, "lab.test:8080")) == (
         "rtsp://lab.test:8554/NAME"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "out"),
+    [
+        ("cams.example", ("cams.example", 0)),
+        ("cams.example:18080", ("cams.example", 18080)),
+        ("192.0.2.7:80", ("192.0.2.7", 80)),
+        ("[2001:db8::1]:8080", ("2001:db8::1", 8080)),
+        ("2001:db8::1", ("2001:db8::1", 0)),
+        ("", ("", 0)),
+    ],
+)
+def test_split_advertise(value: str, out: tuple[str, int]) -> None:
+    assert split_advertise(value) == out
+
+
+@pytest.mark.parametrize("bad", ["host:0", "host:99999", "host:x", ":80", "[::1"])
+def test_split_advertise_refuses_bad_ports(bad: str) -> None:
+    with pytest.raises(ValueError):
+        split_advertise(bad)
+
+
+def test_advertised_port_behind_port_mapping() -> None:
+    """A container run with -p 8080:18080 -p 554:18554: every URL names the mapped ports."""
+    a = Addressing(
+        ServerConfig(host="0.0.0.0", advertise="nvr-host.example:8080", advertise_rtsp_port=554),
+        TABLE,
+    )
+    a.rtsp_port, a.http_port = 18554, 18080
+    arrival = Arrival(local="172.17.0.2", port=18080, host_header="172.17.0.2:18080")
+    urls = a.urls(UNBOUND, arrival)
+    assert urls.onvif_url == "http://nvr-host.example:8080/onvif/yard/device_service"
+    assert urls.rtsp_url == "rtsp://nvr-host.example:554/yard"
+    assert urls.snapshot_url == "http://nvr-host.example:8080/onvif/yard/snapshot"
+    host = a.host(UNBOUND, arrival)
+    assert a.service_base(UNBOUND, host, 18080, "/onvif/yard") == (
+        "http://nvr-host.example:8080/onvif/yard"
+    )
+    # a camera with its own socket keeps its own port unless it advertises one
+    assert a.urls(PLAIN, arrival).onvif_url == "http://nvr-host.example:8100/onvif/device_service"
+    mapped = Place(slug="lobby", path="live/lobby", onvif_port=8100, advertise="198.51.100.4:9100")
+    urls = a.urls(mapped, arrival)
+    assert urls.onvif_url == "http://198.51.100.4:9100/onvif/device_service"
+    assert urls.rtsp_url == "rtsp://198.51.100.4:554/live/lobby"
+    assert a.service_base(mapped, a.host(mapped, arrival), 8100, "/onvif") == (
+        "http://198.51.100.4:9100/onvif"
+    )
+    assert a.discovery_xaddr(mapped) == ("198.51.100.4", "http://{host}:9100/onvif/device_service")
+    assert a.discovery_xaddr(UNBOUND) == (
+        "nvr-host.example",
+        "http://{host}:8080/onvif/yard/device_service",
+    )
+    assert sdp_host(a.server, "172.17.0.2") == "nvr-host.example"
+    assert display_host(a.server, TABLE) == "nvr-host.example"
+
+
+def test_bad_advertise_is_a_config_error_naming_the_key() -> None:
+    from onvifcam.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"\[server\] advertise"):
+        from_dict({"server": {"advertise": "cams.example:99999"}})
+    with pytest.raises(ConfigError, match=r"cameras\[0\]\.advertise"):
+        from_dict({"cameras": [{"path": "a", "advertise": "http://x/"}]})
+    cfg = from_dict({"cameras": [{"path": "a", "advertise": "[2001:db8::1]:8080"}]})
+    assert cfg.cameras[0].advertise == "[2001:db8::1]:8080"

@@ -576,24 +576,33 @@ def test_snapshot_without_keyframe_and_placeholder(tmp_path: Path) -> None:
     assert _decode(data) == (800, 450)
 
 
-def test_profiles_show_measured_rates_and_remember_them(world: Any) -> None:
+def test_profiles_show_stable_rates_and_remember_them(world: Any) -> None:
     reg, streams, _disp = world
     stream = streams.get("lobby")
-    stream.stats.fps = 12.5
+    assert stream.video_info.fps == 25  # libx264 writes VUI timing info
+    stream.stats.fps = 23.0  # a noisy once-a-second measurement
     stream.stats.bitrate = 1_234_000.0
-    stream.stats.frames_in, stream.stats.keyframes_in = 120, 4
+    stream.stats.gop = 30
     m1 = call(world, f"<GetProfiles {TRT}/>").decode()
-    assert "<tt:FrameRateLimit>12</tt:FrameRateLimit>" in m1  # Media1 wants an integer
-    assert "<tt:BitrateLimit>1234</tt:BitrateLimit>" in m1
+    assert "<tt:FrameRateLimit>25</tt:FrameRateLimit>" in m1  # from the SPS
+    assert "<tt:BitrateLimit>1200</tt:BitrateLimit>" in m1  # two significant figures
     assert "<tt:GovLength>30</tt:GovLength>" in m1
-    m2 = call(world, f"<GetProfiles {TR2}><Type>VideoEncoder</Type></GetProfiles>").decode()
-    assert "<tt:FrameRateLimit>12.5</tt:FrameRateLimit>" in m2
     cam = reg.cameras["Lobby"]
-    cam.measure()  # the once-a-second tick
+    for _ in range(6):  # a new stream's values settle over the first seconds
+        cam.measure()
+    assert call(world, f"<GetProfiles {TRT}/>").decode() == m1
+    # poll to poll the measurement wanders; what clients read does not
+    for fps, bps, gov in ((24.0, 1_310_000.0, 29), (25.0, 1_050_000.0, 31), (23.0, 1.4e6, 30)):
+        stream.stats.fps, stream.stats.bitrate, stream.stats.gop = fps, bps, gov
+        cam.measure()
+        assert call(world, f"<GetProfiles {TRT}/>").decode() == m1
+    assert cam.summary()["measured"]["bitrate_kbps"] == 1400.0  # the raw value: stats/API
+    m2 = call(world, f"<GetProfiles {TR2}><Type>VideoEncoder</Type></GetProfiles>").decode()
+    assert "<tt:FrameRateLimit>25</tt:FrameRateLimit>" in m2
     stream.unpublish(stream.publisher, "test")  # stats reset; last-seen values persisted
     again = make_world(Path(cam.store.dir).parent)[0].cameras["Lobby"]
     v = again.video("main")
-    assert (v.width, v.height, v.fps, v.bitrate_kbps, v.gov_length) == (W, H, 12.5, 1234, 30)
+    assert (v.width, v.height, v.fps, v.bitrate_kbps, v.gov_length) == (W, H, 25, 1200, 30)
 
 
 def test_h265_snapshot_and_media2_profile(tmp_path: Path) -> None:
@@ -757,3 +766,233 @@ def test_a_cancelled_snapshot_request_does_not_waste_its_decode(
         svc.close()
     assert _decode(data) == (W, H)
     assert calls == ["H264"] and svc.decodes == 1
+
+
+def test_set_video_encoder_sticks_while_live_and_after_restart(world: Any) -> None:
+    """Set-then-get: exactly what was set comes back, not the measured stream."""
+    reg, streams, _disp = world
+    stream = streams.get("lobby")
+    stream.stats.fps, stream.stats.bitrate = 24.0, 3_000_000.0
+    call(world, _set_vec(320, 180, name="Set"))
+    get = (
+        f"<GetVideoEncoderConfiguration {TRT}><ConfigurationToken>VideoEncoder_1"
+        "</ConfigurationToken></GetVideoEncoderConfiguration>"
+    )
+    want = (
+        "<tt:Resolution><tt:Width>320</tt:Width><tt:Height>180</tt:Height></tt:Resolution>",
+        "<tt:FrameRateLimit>12</tt:FrameRateLimit>",
+        "<tt:BitrateLimit>900</tt:BitrateLimit>",
+        "<tt:GovLength>24</tt:GovLength><tt:H264Profile>High</tt:H264Profile>",
+        "<tt:Quality>55</tt:Quality>",
+    )
+    body = call(world, get).decode()
+    assert all(w in body for w in want), body
+    m2 = call(world, f"<GetVideoEncoderConfigurations {TR2}/>").decode()
+    assert 'GovLength="24"' in m2 and "<tt:FrameRateLimit>12</tt:FrameRateLimit>" in m2
+    cam = reg.cameras["Lobby"]
+    assert cam.measured("main")["fps"] == 24.0  # the measurement lives in stats / the API
+    world2 = make_world(Path(cam.store.dir).parent)
+    publish(world2[1].get_or_create("lobby"), encoded_gop())
+    body = call(world2, get).decode()
+    assert all(w in body for w in want), body
+    # Media2 sets are echoed too, frame rate as a float
+    call(
+        world,
+        f'<SetVideoEncoderConfiguration {TR2} {TT}><Configuration token="VideoEncoder_1" '
+        f'GovLength="50" Profile="Main"><tt:Name>M2</tt:Name><tt:UseCount>1</tt:UseCount>'
+        f"<tt:Encoding>H264</tt:Encoding><tt:Resolution><tt:Width>{W}</tt:Width><tt:Height>{H}"
+        "</tt:Height></tt:Resolution><tt:RateControl><tt:FrameRateLimit>12.5</tt:FrameRateLimit>"
+        "<tt:BitrateLimit>2500</tt:BitrateLimit></tt:RateControl><tt:Quality>70</tt:Quality>"
+        "</Configuration></SetVideoEncoderConfiguration>",
+    )
+    m2 = call(world, f"<GetVideoEncoderConfigurations {TR2}/>").decode()
+    assert 'GovLength="50" Profile="Main"' in m2
+    assert "<tt:FrameRateLimit>12.5</tt:FrameRateLimit>" in m2
+    assert "<tt:BitrateLimit>2500</tt:BitrateLimit>" in m2
+
+
+NETWORK_SETS = [
+    (
+        f"<SetNTP {TDS} {TT}><FromDHCP>false</FromDHCP><NTPManual><tt:Type>DNS</tt:Type>"
+        "<tt:DNSname>pool.ntp.org</tt:DNSname></NTPManual><NTPManual><tt:Type>IPv4</tt:Type>"
+        "<tt:IPv4Address>192.168.1.1</tt:IPv4Address></NTPManual></SetNTP>",
+        f"<GetNTP {TDS}/>",
+        ["<tt:DNSname>pool.ntp.org</tt:DNSname>", "<tt:IPv4Address>192.168.1.1</tt:IPv4Address>"],
+    ),
+    (
+        f"<SetDNS {TDS} {TT}><FromDHCP>false</FromDHCP><SearchDomain>lab.example</SearchDomain>"
+        "<DNSManual><tt:Type>IPv4</tt:Type><tt:IPv4Address>9.9.9.9</tt:IPv4Address></DNSManual>"
+        "</SetDNS>",
+        f"<GetDNS {TDS}/>",
+        ["<tt:SearchDomain>lab.example</tt:SearchDomain>", "<tt:IPv4Address>9.9.9.9<"],
+    ),
+    (
+        f"<SetNetworkProtocols {TDS} {TT}><NetworkProtocols><tt:Name>HTTPS</tt:Name>"
+        "<tt:Enabled>true</tt:Enabled><tt:Port>8443</tt:Port></NetworkProtocols>"
+        "</SetNetworkProtocols>",
+        f"<GetNetworkProtocols {TDS}/>",
+        ["<tt:Name>HTTPS</tt:Name><tt:Enabled>true</tt:Enabled><tt:Port>8443</tt:Port>"],
+    ),
+    (
+        f"<SetNetworkDefaultGateway {TDS}><IPv4Address>10.0.0.1</IPv4Address>"
+        "</SetNetworkDefaultGateway>",
+        f"<GetNetworkDefaultGateway {TDS}/>",
+        ["<tt:IPv4Address>10.0.0.1</tt:IPv4Address>"],
+    ),
+    (
+        f"<SetZeroConfiguration {TDS}><InterfaceToken>eth0</InterfaceToken><Enabled>true"
+        "</Enabled></SetZeroConfiguration>",
+        f"<GetZeroConfiguration {TDS}/>",
+        ["<tt:Enabled>true</tt:Enabled><tt:Addresses>169.254."],
+    ),
+    (
+        f"<SetIPAddressFilter {TDS} {TT}><IPAddressFilter><tt:Type>Allow</tt:Type>"
+        "<tt:IPv4Address><tt:Address>10.1.0.0</tt:Address><tt:PrefixLength>16</tt:PrefixLength>"
+        "</tt:IPv4Address></IPAddressFilter></SetIPAddressFilter>",
+        f"<GetIPAddressFilter {TDS}/>",
+        ["<tt:Type>Allow</tt:Type><tt:IPv4Address><tt:Address>10.1.0.0</tt:Address>"],
+    ),
+    (
+        f"<SetDynamicDNS {TDS}><Type>ClientUpdates</Type><Name>cam.example</Name>"
+        "<TTL>PT1H</TTL></SetDynamicDNS>",
+        f"<GetDynamicDNS {TDS}/>",
+        ["<tt:Type>ClientUpdates</tt:Type><tt:Name>cam.example</tt:Name><tt:TTL>PT1H</tt:TTL>"],
+    ),
+]
+
+
+def test_network_setters_round_trip_and_persist(world: Any) -> None:
+    for setter, getter, want in NETWORK_SETS:
+        call(world, setter)
+        body = call(world, getter).decode()
+        assert all(w in body for w in want), body
+    cam = world[0].cameras["Lobby"]
+    again = make_world(Path(cam.store.dir).parent)
+    for _setter, getter, want in NETWORK_SETS:
+        body = call(again, getter).decode()
+        assert all(w in body for w in want), body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"<SetNTP {TDS} {TT}><FromDHCP>false</FromDHCP><NTPManual><tt:Type>IPv4</tt:Type>"
+        "<tt:IPv4Address>999.1.1.1</tt:IPv4Address></NTPManual></SetNTP>",
+        f"<SetZeroConfiguration {TDS}><InterfaceToken>wlan9</InterfaceToken><Enabled>true"
+        "</Enabled></SetZeroConfiguration>",
+        f"<SetNetworkProtocols {TDS} {TT}><NetworkProtocols><tt:Name>HTTP</tt:Name>"
+        "<tt:Enabled>true</tt:Enabled><tt:Port>70000</tt:Port></NetworkProtocols>"
+        "</SetNetworkProtocols>",
+    ],
+)
+def test_bad_network_settings_are_refused(world: Any, body: str) -> None:
+    assert "ter:InvalidArgVal" in fault_subcodes(call(world, body, ok=False))
+
+
+def test_system_log_has_this_cameras_lines(world: Any) -> None:
+    import logging
+
+    logging.getLogger("onvifcam.test").warning("camera 'Lobby' did a thing")
+    logging.getLogger("onvifcam.test").warning("camera 'Elsewhere' did another")
+    body = call(world, f"<GetSystemLog {TDS}><LogType>System</LogType></GetSystemLog>").decode()
+    assert "camera 'Lobby' did a thing" in body and "Elsewhere" not in body
+    body = call(world, f"<GetSystemSupportInformation {TDS}/>").decode()
+    assert "did a thing" in body
+
+
+MDC_SET = (
+    '<Configuration token="MetadataConfig_1"><tt:Name>Meta</tt:Name><tt:UseCount>1</tt:UseCount>'
+    "<tt:PTZStatus><tt:Status>true</tt:Status><tt:Position>false</tt:Position></tt:PTZStatus>"
+    '<tt:Events><tt:Filter><wsnt:TopicExpression xmlns:wsnt="http://docs.oasis-open.org/wsn/b-2" '
+    'Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:VideoSource//.'
+    "</wsnt:TopicExpression></tt:Filter></tt:Events><tt:Analytics>true</tt:Analytics>"
+    "<tt:Multicast><tt:Address><tt:Type>IPv4</tt:Type><tt:IPv4Address>0.0.0.0</tt:IPv4Address>"
+    "</tt:Address><tt:Port>0</tt:Port><tt:TTL>1</tt:TTL><tt:AutoStart>false</tt:AutoStart>"
+    "</tt:Multicast><tt:SessionTimeout>PT60S</tt:SessionTimeout></Configuration>"
+)
+OSD = (
+    '<OSD token="{token}"><tt:VideoSourceConfigurationToken>VideoSourceConfig_1'
+    "</tt:VideoSourceConfigurationToken><tt:Type>Text</tt:Type><tt:Position><tt:Type>Custom"
+    '</tt:Type><tt:Pos x="-0.5" y="0.9"/></tt:Position><tt:TextString><tt:Type>Plain</tt:Type>'
+    "<tt:PlainText>{text}</tt:PlainText></tt:TextString></OSD>"
+)
+
+
+def test_vms_builds_its_own_profile_with_metadata_media1(world: Any) -> None:
+    """CreateProfile + Add* as VMSs do it, then metadata and OSDs set and read back."""
+    call(world, f"<CreateProfile {TRT}><Name>vms</Name><Token>VMS_1</Token></CreateProfile>")
+    for kind, tok in (
+        ("VideoSource", "VideoSourceConfig_1"),
+        ("VideoEncoder", "VideoEncoder_1"),
+        ("AudioSource", "AudioSourceConfig_1"),
+        ("AudioEncoder", "AudioEncoder_1"),
+        ("Metadata", "MetadataConfig_1"),
+    ):
+        call(world, f"<GetCompatible{kind}Configurations {TRT}><ProfileToken>VMS_1</ProfileToken>"
+             f"</GetCompatible{kind}Configurations>")  # fmt: skip
+        add = f"<ProfileToken>VMS_1</ProfileToken><ConfigurationToken>{tok}</ConfigurationToken>"
+        call(world, f"<Add{kind}Configuration {TRT}>{add}</Add{kind}Configuration>")
+    call(world, f"<GetMetadataConfigurationOptions {TRT}><ProfileToken>VMS_1</ProfileToken>"
+         "</GetMetadataConfigurationOptions>")  # fmt: skip
+    call(world, f"<SetMetadataConfiguration {TRT} {TT}>{MDC_SET}<ForcePersistence>true"
+         "</ForcePersistence></SetMetadataConfiguration>")  # fmt: skip
+    prof = call(world, f"<GetProfile {TRT}><ProfileToken>VMS_1</ProfileToken></GetProfile>")
+    body = prof.decode()
+    assert '<tt:MetadataConfiguration token="MetadataConfig_1">' in body
+    assert "<tt:Name>Meta</tt:Name>" in body and "tns1:VideoSource//." in body
+    assert "<tt:Analytics>true</tt:Analytics>" in body
+    call(world, f"<RemoveMetadataConfiguration {TRT}><ProfileToken>VMS_1</ProfileToken>"
+         "</RemoveMetadataConfiguration>")  # fmt: skip
+    prof = call(world, f"<GetProfile {TRT}><ProfileToken>VMS_1</ProfileToken></GetProfile>")
+    assert b"MetadataConfiguration" not in prof
+    call(world, f"<GetOSDOptions {TRT}><ConfigurationToken>VideoSourceConfig_1"
+         "</ConfigurationToken></GetOSDOptions>")  # fmt: skip
+    made = call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='x', text='Gate 3')}</CreateOSD>")
+    assert b"<trt:OSDToken>OSD_1</trt:OSDToken>" in made
+    call(world, f"<SetOSD {TRT} {TT}>{OSD.format(token='OSD_1', text='Gate 4')}</SetOSD>")
+    osds = call(world, f"<GetOSDs {TRT}/>").decode()
+    assert "<tt:PlainText>Gate 4</tt:PlainText>" in osds and 'x="-0.5"' in osds
+    call(world, f"<DeleteOSD {TRT}><OSDToken>OSD_1</OSDToken></DeleteOSD>")
+    assert b"OSD_1" not in call(world, f"<GetOSDs {TRT}/>")
+
+
+MEDIA2_PARITY = [
+    f"<GetVideoSourceConfigurationOptions {TR2}/>",
+    f"<GetAudioSourceConfigurationOptions {TR2}/>",
+    f"<GetAudioEncoderConfigurationOptions {TR2}/>",
+    f"<GetVideoEncoderInstances {TR2}><ConfigurationToken>VideoSourceConfig_1"
+    "</ConfigurationToken></GetVideoEncoderInstances>",
+    f"<GetMetadataConfigurations {TR2}/>",
+    f"<GetMetadataConfigurationOptions {TR2}/>",
+    f"<SetMetadataConfiguration {TR2} {TT}>{MDC_SET}</SetMetadataConfiguration>",
+    f"<GetOSDOptions {TR2}><ConfigurationToken>VideoSourceConfig_1</ConfigurationToken>"
+    "</GetOSDOptions>",
+    f"<CreateOSD {TR2} {TT}>{OSD.format(token='', text='M2')}</CreateOSD>",
+    f"<SetOSD {TR2} {TT}>{OSD.format(token='OSD_1', text='M2b')}</SetOSD>",
+    f"<GetOSDs {TR2}><OSDToken>OSD_1</OSDToken></GetOSDs>",
+    f"<DeleteOSD {TR2}><OSDToken>OSD_1</OSDToken></DeleteOSD>",
+]
+
+
+def test_media2_answers_what_media1_answers(world: Any) -> None:
+    for body in MEDIA2_PARITY:
+        call(world, body)
+    confs = "".join(
+        f"<Configuration><Type>{t}</Type></Configuration>"
+        for t in ("VideoSource", "VideoEncoder", "Metadata")
+    )
+    made = call(world, f"<CreateProfile {TR2}><Name>vms2</Name>{confs}</CreateProfile>").decode()
+    token = made.split("<tr2:Token>")[1].split("<")[0]
+    prof = call(world, f"<GetProfiles {TR2}><Token>{token}</Token><Type>All</Type></GetProfiles>")
+    assert b'<tr2:Metadata token="MetadataConfig_1">' in prof
+
+
+def test_osd_limit_and_bad_osds(world: Any) -> None:
+    bad = OSD.format(token="", text="x").replace("Custom", "Middle")
+    assert "ter:ConfigModify" in fault_subcodes(
+        call(world, f"<CreateOSD {TRT} {TT}>{bad}</CreateOSD>", ok=False)
+    )
+    for _ in range(8):
+        call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='', text='n')}</CreateOSD>")
+    full = call(world, f"<CreateOSD {TRT} {TT}>{OSD.format(token='', text='n')}</CreateOSD>", False)
+    assert "ter:MaxOSDs" in fault_subcodes(full)

@@ -584,3 +584,40 @@ def test_forget_keeps_a_removed_cameras_live_nonces() -> None:
     assert cache.held("admin") == 1  # still inside the window: must stay refused
     cache.purge(1301.0)
     assert len(cache) == 0
+
+
+def test_failed_token_with_valid_http_digest_is_accepted(
+    world: tuple[CameraRegistry, Dispatcher],
+) -> None:
+    """A client with a skewed clock falls back to HTTP auth: the token fails, Digest holds."""
+    _reg, disp = world
+    challenge = next(v for _k, v in disp.digest.challenge_headers() if v.startswith("Digest"))
+    _scheme, params = parse_auth_header(challenge)
+    uri = "/onvif/media_service"
+    stale = security_header("admin", "secret", created=created_now(-3600))
+    authz = digest_response("POST", uri, "admin", "secret", params)
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", stale, authorization=authz, uri=uri)
+    assert resp.status == 200, resp.body
+    bad = digest_response("POST", uri, "admin", "nope", params)
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", stale, authorization=bad, uri=uri)
+    assert resp.status == 400 and fault_subcodes(resp.body) == ["ter:NotAuthorized"]
+    basic = "Basic " + base64.b64encode(b"admin:secret").decode()
+    wrong = security_header("admin", "wrong")
+    resp = _call(world, f"<GetProfiles {MEDIA}/>", wrong, authorization=basic, uri=uri)
+    assert resp.status == 200, resp.body
+
+
+def test_camera_clock_set_off_locks_nobody_out(world: tuple[CameraRegistry, Dispatcher]) -> None:
+    """SetSystemDateAndTime an hour ahead: tokens on the host's clock and tokens on the
+    clock the camera reports both authenticate; nothing else does, and no replay."""
+    reg, _disp = world
+    cam = reg.cameras["Lobby"]
+    cam.set_time("Manual", None, False, time.time() + 3600)
+    host = security_header("admin", "secret")
+    assert _call(world, f"<GetProfiles {MEDIA}/>", host).status == 200
+    assert _call(world, f"<GetProfiles {MEDIA}/>", host).status == 400  # replayed
+    camera_clock = security_header("admin", "secret", created=created_now(3600))
+    assert _call(world, f"<GetProfiles {MEDIA}/>", camera_clock).status == 200
+    assert _call(world, f"<GetProfiles {MEDIA}/>", camera_clock).status == 400  # replayed
+    off = security_header("admin", "secret", created=created_now(1800))
+    assert _call(world, f"<GetProfiles {MEDIA}/>", off).status == 400
