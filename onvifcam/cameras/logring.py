@@ -28,6 +28,10 @@ class _Named(Protocol):
     log_lines: deque[str]
 
 
+#: what ``generation()`` answers once the registry is gone
+ORPHANED = -2
+
+
 class CameraLogHandler(logging.Handler):
     """Copies log records that name a camera into that camera's ring."""
 
@@ -39,6 +43,10 @@ class CameraLogHandler(logging.Handler):
         self._pattern: re.Pattern[str] | None = None
         self._by_word: dict[str, list[weakref.ref[_Named]]] = {}
         self.kept = 0
+
+    def orphaned(self) -> bool:
+        """Whether the registry this handler serves is gone."""
+        return self._generation() == ORPHANED
 
     def _rebuild(self) -> None:
         by_word: dict[str, list[weakref.ref[_Named]]] = {}

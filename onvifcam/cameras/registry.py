@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onvifcam.cameras.camera import Camera, slugify
-from onvifcam.cameras.logring import CameraLogHandler
+from onvifcam.cameras.logring import ORPHANED, CameraLogHandler
 from onvifcam.cameras.model import CameraState
 from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import CameraAdded, CameraRemoved, CameraUpdated, EventBus
@@ -127,17 +127,19 @@ class CameraRegistry:
             return
         ref = weakref.ref(self)
         logger = logging.getLogger("onvifcam")
+        # handlers of registries that are gone; never removed from inside emit, where the
+        # logger is iterating over its handlers (removing one there skips the next)
+        for old in list(logger.handlers):
+            if isinstance(old, CameraLogHandler) and old.orphaned():
+                logger.removeHandler(old)
 
         def cameras() -> list[Camera]:
             reg = ref()
-            if reg is None:
-                logger.removeHandler(handler)
-                return []
-            return list(reg.cameras.values())
+            return list(reg.cameras.values()) if reg is not None else []
 
         def generation() -> int:
             reg = ref()
-            return reg.generation if reg is not None else -2
+            return reg.generation if reg is not None else ORPHANED
 
         handler = CameraLogHandler(cameras, generation)
         self.log_handler = handler
