@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Ingest benchmark: N publishers at ~4 Mbit/s into onvifcam (RTMP and RTSP) and nginx-rtmp.
+"""Ingest benchmark: N publishers at ~4 Mbit/s into onvifcam (RTMP, RTSP and SRT), nginx-rtmp
+and srt-live-transmit.
 
 One 1080p H.264 + AAC FLV (~4 Mbit/s) is encoded once with ffmpeg. A single asyncio
 process (pinned to CPU 1) replays it in real time from N connections: RTMP messages
@@ -11,6 +12,14 @@ Loss: RTMP publishers set a 1 MB acknowledgement window, so the server reports w
 consumed; "backlog" is what was sent but not consumed (beyond one window) at the end,
 "late" is the worst lateness of a write against the file's timeline. RTSP has no
 acknowledgements: its backlog is what is still queued in the client's socket buffers.
+
+SRT: the same fixture remuxed to MPEG-TS by ffmpeg (-c copy), sent as 1316-byte payloads
+(7 TS packets, as libsrt callers do) by onvifcam's sans-I/O SRT caller (srt/caller.py,
+which answers ACKs with ACKACKs and NAKs with retransmissions) at the fixture's rate, to
+onvifcam's SRT listener (whole ingest: SRT -> TS demux -> packetiser -> stream) and, as the
+peer, to srt-live-transmit (libsrt, C++), one listener process per publisher writing to
+/dev/null, all pinned to the same core; the CPU figure is the sum over those processes.
+SRT backlog: packets the receiver never acknowledged plus what it asked to retransmit.
 
 Loopback only, temp files only, bounded in time, stops by itself::
 
@@ -24,6 +33,8 @@ import asyncio
 import contextlib
 import heapq
 import os
+import random
+import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench_common import cpu_times, free_port, pin_and_use_uvloop, rtsp_record, stop_process
 
@@ -41,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from onvifcam.rtmp import flv  # noqa: E402
 from onvifcam.rtmp.chunk import ChunkWriter  # noqa: E402
 from onvifcam.rtmp.client import RtmpPublisher  # noqa: E402
+from onvifcam.srt.caller import Caller  # noqa: E402
 
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 ACK_WINDOW = 1_000_000
@@ -73,6 +86,7 @@ class Media:
     rtsp: list[tuple[int, bytes]]  # (ms, interleaved RTP of one access unit)
     sdp: str
     total_bytes: int
+    srt: list[tuple[int, list[bytes]]] = field(default_factory=list)  # (ms, 1316 B payloads)
 
 
 def prepare(path: Path, chunk_size: int) -> Media:
@@ -108,7 +122,29 @@ def prepare(path: Path, chunk_size: int) -> Media:
             current.clear()
     duration = max(t.timestamp for t in tags) / 1000
     total = sum(len(b) for _, b in rtmp)
-    return Media(duration, rtmp, head, rtsp, sdp_box[0], total)
+    return Media(duration, rtmp, head, rtsp, sdp_box[0], total, srt_timeline(path, duration))
+
+
+SRT_PAYLOAD = 7 * 188
+SRT_TICK_MS = 5
+
+
+def srt_timeline(flv_path: Path, duration: float) -> list[tuple[int, list[bytes]]]:
+    """The fixture as MPEG-TS (ffmpeg -c copy), cut into 1316-byte payloads spread evenly
+    over its duration in 5 ms ticks (an encoder's SRT output is close to constant rate)."""
+    ts_path = flv_path.with_suffix(".ts")
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(flv_path),
+           "-c", "copy", "-f", "mpegts", str(ts_path)]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=120)
+    data = ts_path.read_bytes()
+    payloads = [data[i : i + SRT_PAYLOAD] for i in range(0, len(data), SRT_PAYLOAD)]
+    ticks = max(1, int(duration * 1000 / SRT_TICK_MS))
+    out: list[tuple[int, list[bytes]]] = []
+    for t in range(ticks):
+        lo, hi = len(payloads) * t // ticks, len(payloads) * (t + 1) // ticks
+        if hi > lo:
+            out.append((t * SRT_TICK_MS, payloads[lo:hi]))
+    return out
 
 
 # --------------------------------------------------------------------------- load
@@ -119,6 +155,7 @@ class Conn:
     name: str
     writer: asyncio.StreamWriter | None = None
     pub: RtmpPublisher | None = None
+    srt: SrtPublisher | None = None
     sent: int = 0
     late: float = 0.0
     window_start_sent: int = 0
@@ -148,7 +185,70 @@ async def rtsp_connect(port: int, name: str, media: Media) -> Conn:
     return Conn(name, writer)
 
 
-async def replay(load: Load, timeline: list[tuple[int, bytes]], until: float) -> None:
+class SrtPublisher(asyncio.DatagramProtocol):
+    """One SRT caller over a connected UDP socket; the protocol logic is srt/caller.py."""
+
+    def __init__(self, streamid: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.caller = Caller(streamid=streamid, latency_ms=200, start=self.loop.time(),
+                             socket_id=random.getrandbits(31) or 1,
+                             isn=random.getrandbits(31))  # fmt: skip
+        self.transport: asyncio.DatagramTransport | None = None
+        self.connected = self.loop.create_future()
+        self.unacked_max = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable while the listener starts: the handshake is resent
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        assert self.transport is not None
+        now = self.loop.time()
+        for out in self.caller.receive(data, now):
+            self.transport.sendto(out)
+        if self.caller.state in ("connected", "rejected") and not self.connected.done():
+            self.connected.set_result(self.caller.state)
+
+    def send(self, payloads: list[bytes]) -> int:
+        assert self.transport is not None
+        now = self.loop.time()
+        data = self.caller.data
+        sendto = self.transport.sendto
+        for p in payloads:
+            sendto(data(p, now))
+        return sum(map(len, payloads))
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.sendto(self.caller.shutdown(self.loop.time()))
+            self.transport.close()
+
+
+async def srt_connect(port: int, name: str, media: Media) -> Conn:
+    loop = asyncio.get_running_loop()
+    _, pub = await loop.create_datagram_endpoint(
+        lambda: SrtPublisher(f"publish:{name}"), remote_addr=("127.0.0.1", port)
+    )
+    for _ in range(20):
+        assert pub.transport is not None
+        c = pub.caller  # resend the step that went unanswered, as libsrt does
+        hs = c.conclusion(loop.time()) if c.state == "induced" else c.induction(loop.time())
+        pub.transport.sendto(hs)
+        with contextlib.suppress(TimeoutError):
+            state = await asyncio.wait_for(asyncio.shield(pub.connected), 0.5)
+            if state != "connected":
+                raise RuntimeError(f"SRT publish {name!r} rejected ({pub.caller.reject_code})")
+            break
+    else:
+        raise RuntimeError(
+            f"SRT listener on port {port} did not answer (caller state {pub.caller.state})"
+        )
+    return Conn(name, srt=pub)
+
+
+async def replay(load: Load, timeline: list[tuple[int, Any]], until: float) -> None:
     """One scheduler for every connection: write each item when it is due."""
     loop = asyncio.get_running_loop()
     heap: list[tuple[float, int, int]] = []
@@ -157,22 +257,30 @@ async def replay(load: Load, timeline: list[tuple[int, bytes]], until: float) ->
         start = base + (ci / max(1, len(load.conns))) * 0.5  # spread the phase
         heapq.heappush(heap, (start + timeline[0][0] / 1000, ci, 0))
     starts = {ci: base + (ci / max(1, len(load.conns))) * 0.5 for ci in range(len(load.conns))}
+    behind = 0
     while heap and not load.stop:
         due, ci, idx = heap[0]
         now = loop.time()
         if due > now:
             if due > until:
                 break
+            behind = 0
             await asyncio.sleep(due - now)
             continue
+        behind += 1
+        if behind % 256 == 0:
+            await asyncio.sleep(0)  # behind schedule: still let acknowledgements in
         heapq.heappop(heap)
         c = load.conns[ci]
-        w = c.writer
-        if w is None or w.is_closing():
-            continue
-        data = timeline[idx][1]
-        w.write(data)
-        c.sent += len(data)
+        if c.srt is not None:
+            c.sent += c.srt.send(timeline[idx][1])  # type: ignore[arg-type]
+        else:
+            w = c.writer
+            if w is None or w.is_closing():
+                continue
+            data = timeline[idx][1]
+            w.write(data)
+            c.sent += len(data)
         late = now - due
         if late > c.late:
             c.late = late
@@ -193,27 +301,41 @@ class Result:
     backlog: str
 
 
+def cpu_of(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) summed over processes."""
+    times = [cpu_times(p) for p in pids]
+    return sum(u for u, _ in times), sum(s for _, s in times)
+
+
 async def run_load(
-    server: str, proto: str, pid: int, port: int, n: int, media: Media, warmup: float, window: float
+    server: str,
+    proto: str,
+    pids: list[int],
+    ports: list[int],
+    n: int,
+    media: Media,
+    warmup: float,
+    window: float,
 ) -> Result:
     load = Load()
-    connect = rtmp_connect if proto == "rtmp" else rtsp_connect
+    connect = {"rtmp": rtmp_connect, "rtsp": rtsp_connect, "srt": srt_connect}[proto]
     for i in range(n):
-        name = f"{proto}{i}" if proto == "rtmp" else f"bench/{proto}{i}"
-        load.conns.append(await connect(port, name, media))
+        name = f"bench/{proto}{i}" if proto == "rtsp" else f"{proto}{i}"
+        load.conns.append(await connect(ports[i % len(ports)], name, media))
     loop = asyncio.get_running_loop()
-    timeline = media.rtmp if proto == "rtmp" else media.rtsp
+    timeline: list[tuple[int, Any]] = {"rtmp": media.rtmp, "rtsp": media.rtsp,
+                                       "srt": media.srt}[proto]  # fmt: skip
     end = loop.time() + 0.7 + warmup + window
     if end - loop.time() > media.duration:
         raise SystemExit(f"fixture too short ({media.duration:.0f} s) for the run")
     task = asyncio.create_task(replay(load, timeline, end))
     await asyncio.sleep(0.7 + warmup)
-    (u0, s0), t0 = cpu_times(pid), loop.time()
+    (u0, s0), t0 = cpu_of(pids), loop.time()
     for c in load.conns:
         c.window_start_sent = c.sent
         c.late = 0.0
     await asyncio.sleep(window)
-    (u1, s1), t1 = cpu_times(pid), loop.time()
+    (u1, s1), t1 = cpu_of(pids), loop.time()
     sent = sum(c.sent - c.window_start_sent for c in load.conns)
     load.stop = True
     await task
@@ -226,13 +348,19 @@ async def run_load(
             pending += max(0, c.pub.sent - c.pub.acked - ACK_WINDOW)
         total = sum(c.pub.sent for c in load.conns if c.pub is not None)
         backlog = f"{100 * pending / max(1, total):.2f}%"
+    elif proto == "srt":
+        unacked = sum(len(c.srt.caller.sent) for c in load.conns if c.srt is not None)
+        rexmit = sum(c.srt.caller.retransmitted for c in load.conns if c.srt is not None)
+        backlog = f"{unacked} unacked, {rexmit} retransmitted"
     else:
         queued = sum(
             c.writer.transport.get_write_buffer_size() for c in load.conns if c.writer is not None
         )
         backlog = f"{queued} B queued"
     for c in load.conns:
-        if c.pub is not None:
+        if c.srt is not None:
+            await c.srt.close()
+        elif c.pub is not None:
             await c.pub.close()
         elif c.writer is not None:
             c.writer.close()
@@ -254,9 +382,10 @@ def onvifcam_server(tmp: Path, cpu: int, rtmp_extra: str = ""):
     cfg = tmp / "onvifcam.toml"
     cfg.write_text(
         '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nhttp_port = 0\n'
-        'log_level = "warning"\n[onvif]\nenabled = false\n'
+        'log_level = "info"\n[onvif]\nenabled = false\n'
         "[rtsp]\nrtp_port = 0\nudp = false\nmulticast = false\n"
         "[limits]\nper_ip_rate = 1000.0\nper_ip_burst = 1000\n"
+        "[srt]\nport = 0\nlatency_ms = 200\n"
         f"[rtmp]\n{rtmp_extra}\n"
     )
     logf = open(tmp / "onvifcam.log", "w")  # closed in finally
@@ -271,12 +400,25 @@ def onvifcam_server(tmp: Path, cpu: int, rtmp_extra: str = ""):
         if not line.startswith("onvifcam ready"):
             raise RuntimeError(f"onvifcam did not start: {line!r}")
         ports = dict(tok.split("=", 1) for tok in line.split()[2:])
-        yield proc.pid, int(ports["rtmp_port"]), int(ports["rtsp_port"])
+        yield proc.pid, {k: int(v) for k, v in ports.items() if k.endswith("_port")}
     finally:
         stop_process(proc, timeout=15)
         if proc.stdout is not None:
             proc.stdout.close()
         logf.close()
+        srt_summary((tmp / "onvifcam.log").read_text())
+
+
+def srt_summary(log: str) -> None:
+    """Sum the SRT receivers' own counters from the 'closed' lines of the server log."""
+    rows = re.findall(r"\((\d+) packets, (\d+) lost, (\d+) recovered, (\d+) dropped", log)
+    if rows:
+        packets, lost, recovered, dropped = (sum(int(r[i]) for r in rows) for i in range(4))
+        print(
+            f"  onvifcam SRT receivers: {len(rows)} callers, {packets} packets, {lost} lost, "
+            f"{recovered} recovered, {dropped} dropped too late",
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
@@ -312,6 +454,41 @@ def nginx_server(tmp: Path, cpu: int):
         stop_process(proc)
 
 
+@contextlib.contextmanager
+def srt_live_transmit(n: int, cpu: int):
+    """n srt-live-transmit listeners (libsrt), each writing what it receives to /dev/null."""
+    ports = [free_port() for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(cpu),
+                "srt-live-transmit",
+                "-q",
+                f"srt://127.0.0.1:{port}?mode=listener&latency=200",
+                "file://con",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        wanted = {f"0100007F:{port:04X}" for port in ports}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # every listener's socket is bound
+            with open("/proc/net/udp") as f:
+                bound = {line.split()[1] for line in f.readlines()[1:]}
+            if wanted <= bound:
+                break
+            time.sleep(0.1)
+        yield [p.pid for p in procs], ports
+    finally:
+        for p in procs:
+            stop_process(p)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -321,7 +498,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--window", type=float, default=12.0, help="measured seconds")
     ap.add_argument("--fixture", help="use this FLV instead of encoding one")
-    ap.add_argument("--only", choices=["onvifcam", "nginx", "rtsp"], action="append")
+    ap.add_argument(
+        "--only", choices=["onvifcam", "nginx", "rtsp", "srt", "srt-live-transmit"], action="append"
+    )
     ap.add_argument(
         "--rtmp-config",
         default="",
@@ -344,8 +523,9 @@ def main() -> int:
         rate = media.total_bytes * 8 / media.duration / 1e6
         print(f"fixture: {media.duration:.1f} s, {rate:.2f} Mbit/s per publisher", flush=True)
         results: list[Result] = []
-        which = args.only or ["nginx", "onvifcam", "rtsp"]
+        which = args.only or ["nginx", "onvifcam", "rtsp", "srt-live-transmit", "srt"]
         have_nginx = shutil.which("nginx") and os.path.exists(NGINX_MODULE)
+        have_slt = shutil.which("srt-live-transmit")
         for n in counts:
             for what in which:
                 if what == "nginx":
@@ -354,15 +534,24 @@ def main() -> int:
                         continue
                     with nginx_server(tmp, 0) as (pid, port):
                         r = asyncio.run(
-                            run_load("nginx-rtmp", "rtmp", pid, port, n, media,
+                            run_load("nginx-rtmp", "rtmp", [pid], [port], n, media,
+                                     args.warmup, args.window)
+                        )  # fmt: skip
+                elif what == "srt-live-transmit":
+                    if not have_slt:
+                        print("srt-live-transmit (srt-tools) not installed; skipped")
+                        continue
+                    with srt_live_transmit(n, 0) as (pids, ports):
+                        r = asyncio.run(
+                            run_load("srt-l-t", "srt", pids, ports, n, media,
                                      args.warmup, args.window)
                         )  # fmt: skip
                 else:
-                    proto = "rtmp" if what == "onvifcam" else "rtsp"
-                    with onvifcam_server(tmp, 0, args.rtmp_config) as (pid, rtmp_port, rtsp_port):
-                        port = rtmp_port if proto == "rtmp" else rtsp_port
+                    proto = {"onvifcam": "rtmp", "rtsp": "rtsp", "srt": "srt"}[what]
+                    with onvifcam_server(tmp, 0, args.rtmp_config) as (pid, ports):
+                        port = ports[f"{proto}_port"]
                         r = asyncio.run(
-                            run_load("onvifcam", proto, pid, port, n, media,
+                            run_load("onvifcam", proto, [pid], [port], n, media,
                                      args.warmup, args.window)
                         )  # fmt: skip
                 results.append(r)
@@ -376,11 +565,13 @@ def main() -> int:
         print()
         print(
             f"{'server':10} {'in':4} {'N':>4} {'Mbit/s':>8} {'CPU %core':>10} {'user %':>7} "
-            f"{'CPU-s/Gbit':>11} {'x nginx':>8} {'late ms':>8}  backlog"
+            f"{'CPU-s/Gbit':>11} {'x peer':>8} {'late ms':>8}  backlog"
         )
-        base = {r.n: r.cpu_per_gbit for r in results if r.server == "nginx-rtmp"}
+        base = {(r.n, r.proto): r.cpu_per_gbit for r in results if r.server == "nginx-rtmp"}
+        base.update({(r.n, "srt"): r.cpu_per_gbit for r in results if r.server == "srt-l-t"})
         for r in results:
-            ratio = r.cpu_per_gbit / base[r.n] if base.get(r.n) else float("nan")
+            peer = base.get((r.n, "srt" if r.proto == "srt" else "rtmp"))
+            ratio = r.cpu_per_gbit / peer if peer else float("nan")
             print(
                 f"{r.server:10} {r.proto:4} {r.n:>4} {r.mbit:>8.1f} {r.cpu_pct:>10.1f} "
                 f"{r.user_pct:>7.1f} "

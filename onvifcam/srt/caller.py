@@ -199,9 +199,12 @@ class Caller:
         if pkt.type == ControlType.ACK:
             ack = struct.unpack_from("!I", pkt.cif)[0] & 0x7FFFFFFF
             if seq_diff(ack, self.acked) > 0:
-                for s in list(self.sent):
-                    if seq_diff(s, ack) < 0:
-                        del self.sent[s]
+                sent = self.sent  # in sequence order: forget from the front up to the ACK
+                while sent:
+                    s = next(iter(sent))
+                    if seq_diff(s, ack) >= 0:
+                        break
+                    del sent[s]
                 self.acked = ack
             if pkt.info:  # full ACK: answer with ACKACK
                 self.acks += 1

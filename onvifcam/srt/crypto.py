@@ -48,6 +48,8 @@ CIPHER_GCM = 4
 SE_SRT = 2
 SALT_LEN = 16
 PBKDF2_ITERATIONS = 2048
+#: PBKDF2 runs one connection may cause (a new salt in a refresh KM costs one on the loop)
+MAX_DERIVATIONS = 4
 KEY_LENGTHS = (16, 24, 32)
 
 # KM states in a one-word KMRSP (the responder could not use the key material).
@@ -130,10 +132,11 @@ class KeyMaterial:
         )
         return head + self.salt + self.wrapped
 
-    def unwrap(self, passphrase: str) -> dict[int, bytes]:
+    def unwrap(self, passphrase: str, kek: bytes | None = None) -> dict[int, bytes]:
         """The SEKs by KK (even 1, odd 2); raises :class:`CryptoError` (BADSECRET) when the
-        passphrase is wrong."""
-        kek = derive_kek(passphrase, self.salt, self.key_len)
+        passphrase is wrong. ``kek``: the key-encrypting key when already derived."""
+        if kek is None:
+            kek = derive_kek(passphrase, self.salt, self.key_len)
         try:
             keys = aes_key_unwrap(kek, self.wrapped)
         except (InvalidUnwrap, ValueError):
@@ -166,11 +169,30 @@ class Decryptor:
         self.passphrase = passphrase
         self.key_len = km.key_len
         self._keys: dict[int, tuple[algorithms.AES, bytes]] = {}
+        self._kek: tuple[bytes, int, bytes] | None = None  # (salt, key length, KEK)
+        self.derivations = 0  # PBKDF2 runs for this connection
         self.update(km)
 
     def update(self, km: KeyMaterial) -> None:
-        """Install the key(s) of a (refresh) KM message; raises :class:`CryptoError`."""
-        for kk, sek in km.unwrap(self.passphrase).items():
+        """Install the key(s) of a (refresh) KM message; raises :class:`CryptoError`.
+
+        The KEK depends only on the passphrase and the salt, which a caller keeps for the
+        whole connection, so a key refresh costs no second PBKDF2 (a caller that sends a
+        new salt pays one derivation, which the receiver limits to one per KM message)."""
+        cached = self._kek
+        if cached is not None and cached[0] == km.salt and cached[1] == km.key_len:
+            kek = cached[2]
+        else:
+            if self.derivations >= MAX_DERIVATIONS:
+                raise CryptoError(
+                    f"the caller changed its salt {self.derivations} times; refused",
+                    KM_BADSECRET,
+                )
+            self.derivations += 1
+            kek = derive_kek(self.passphrase, km.salt, km.key_len)
+        keys = km.unwrap(self.passphrase, kek)
+        self._kek = (km.salt, km.key_len, kek)
+        for kk, sek in keys.items():
             self._keys[kk] = (algorithms.AES(sek), km.salt)
 
     def has_key(self, kk: int) -> bool:

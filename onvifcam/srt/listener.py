@@ -10,6 +10,11 @@ The asyncio server (:mod:`onvifcam.srt.server`) only moves datagrams, calls :met
 every :data:`~onvifcam.srt.receiver.TICK` while connections exist, and carries out the
 output. Bounds per unauthenticated source: handshakes per IP (token bucket, the table of
 buckets bounded), no state before a valid cookie, a connection cap.
+
+Deriving the key of an encrypted caller (PBKDF2, a few milliseconds of CPU) is not done
+here: the conclusion is parked and a :class:`Derive` job is put in the output; whoever
+drives the listener runs it (the asyncio server in a worker thread, tests inline) and hands
+the result to :meth:`Listener.derived`. At most ``max_deriving`` conclusions wait at once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
-from onvifcam.srt.crypto import CryptoError, Decryptor
+from onvifcam.srt.crypto import CryptoError, Decryptor, KeyMaterial
 from onvifcam.srt.handshake import (
     ConclusionRequest,
     Mode,
@@ -43,7 +48,7 @@ from onvifcam.srt.packet import (
 )
 from onvifcam.srt.receiver import Receiver, ReceiverSettings
 
-__all__ = ["Connection", "Listener", "ListenerSettings", "Output", "Rejected"]
+__all__ = ["Connection", "Derive", "Listener", "ListenerSettings", "Output", "Rejected"]
 
 Addr = tuple[str, int]
 _HEADER = struct.Struct("!IIII")
@@ -60,6 +65,7 @@ class ListenerSettings:
     max_connections: int = 64
     handshakes_per_ip_per_s: float = 5.0
     handshake_burst: int = 10
+    max_deriving: int = 16  # encrypted conclusions waiting for their key derivation
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
 
 
@@ -97,6 +103,30 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class Derive:
+    """A key derivation to run off the event loop, then pass to :meth:`Listener.derived`."""
+
+    key: tuple[Addr, int]  # (caller address, caller socket id)
+    passphrase: str
+    km: KeyMaterial
+
+    def run(self) -> Decryptor | CryptoError:
+        """Derive and unwrap (blocking: PBKDF2); the error when the passphrase is wrong."""
+        try:
+            return Decryptor(self.passphrase, self.km)
+        except CryptoError as exc:
+            return exc
+
+
+class _NeedKeys(Exception):
+    """Internal: the conclusion is encrypted and its keys are not derived yet."""
+
+    def __init__(self, passphrase: str) -> None:
+        super().__init__(passphrase)
+        self.passphrase = passphrase
+
+
 @dataclass
 class Output:
     """What the listener wants done after a call."""
@@ -106,6 +136,7 @@ class Output:
     opened: list[Connection] = field(default_factory=list)
     closed: list[tuple[Connection, str]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    derive: list[Derive] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +151,7 @@ class ListenerStats:
     inductions: int = 0
     accepted: int = 0
     rejected: int = 0
+    derived: int = 0
 
 
 class _Buckets:
@@ -181,6 +213,7 @@ class Listener:
         )
         self.connections: dict[int, Connection] = {}
         self.by_peer: dict[tuple[Addr, int], Connection] = {}
+        self.deriving: dict[tuple[Addr, int], tuple[ConclusionRequest, Handshake]] = {}
         self.buckets = _Buckets(settings.handshakes_per_ip_per_s, settings.handshake_burst)
         self.stats = ListenerStats()
         self.output = Output()
@@ -250,6 +283,8 @@ class Listener:
         except PacketError:
             self.stats.malformed += 1
             return
+        if (addr, hs.socket_id) in self.deriving:
+            return  # a repeated conclusion while its key is being derived
         conn = self.by_peer.get((addr, hs.socket_id))
         if conn is not None:
             if hs.hs_type == HsType.CONCLUSION:
@@ -271,21 +306,72 @@ class Listener:
         if not self.responder.cookie_ok(hs.cookie, addr[0], addr[1], now):
             self.stats.bad_cookie += 1
             return
+        req: ConclusionRequest | None = None
         try:
             req = self.responder.conclusion(hs, pkt.timestamp, addr[0], addr[1])
-            conn = self._open(req, addr, now)
+            self._finish(hs, req, addr, now, None)
+        except _NeedKeys as need:
+            assert req is not None and req.km is not None
+            self._defer(hs, req, addr, need.passphrase)
         except Rejection as rej:
-            self.stats.rejected += 1
-            streamid = _sid_of(hs)
-            self.output.send.append((self.responder.reject(hs, rej, addr[0]), addr))
-            self.output.rejected.append(Rejected(addr, streamid, rej.code, rej.reason))
-            return
+            self._reject(hs, rej, addr)
+
+    def _reject(self, hs: Handshake, rej: Rejection, addr: Addr) -> None:
+        self.stats.rejected += 1
+        self.output.send.append((self.responder.reject(hs, rej, addr[0]), addr))
+        self.output.rejected.append(Rejected(addr, _sid_of(hs), rej.code, rej.reason))
+
+    def _finish(
+        self,
+        hs: Handshake,
+        req: ConclusionRequest,
+        addr: Addr,
+        now: float,
+        keys: Decryptor | CryptoError | None,
+    ) -> None:
+        conn = self._open(req, addr, now, keys)
         self.stats.accepted += 1
         self.output.send.append((conn.reply, addr))
         self.output.opened.append(conn)
 
-    def _open(self, req: ConclusionRequest, addr: Addr, now: float) -> Connection:
-        """Admit a conclusion or raise :class:`Rejection`."""
+    def _defer(self, hs: Handshake, req: ConclusionRequest, addr: Addr, passphrase: str) -> None:
+        if len(self.deriving) >= self.settings.max_deriving:
+            self._reject(
+                hs,
+                Rejection(
+                    RejectCode.RESOURCE,
+                    f"{len(self.deriving)} encrypted handshakes are already being checked; "
+                    "try again in a moment",
+                ),
+                addr,
+            )
+            return
+        key = (addr, hs.socket_id)
+        self.deriving[key] = (req, hs)
+        assert req.km is not None
+        self.output.derive.append(Derive(key, passphrase, req.km))
+
+    def derived(self, job: Derive, keys: Decryptor | CryptoError, now: float) -> None:
+        """The result of ``job.run()``: finish admitting (or reject) the parked caller."""
+        parked = self.deriving.pop(job.key, None)
+        if parked is None:
+            return
+        self.stats.derived += 1
+        req, hs = parked
+        try:
+            self._finish(hs, req, job.key[0], now, keys)
+        except Rejection as rej:
+            self._reject(hs, rej, job.key[0])
+
+    def _open(
+        self,
+        req: ConclusionRequest,
+        addr: Addr,
+        now: float,
+        keys: Decryptor | CryptoError | None = None,
+    ) -> Connection:
+        """Admit a conclusion or raise :class:`Rejection` (:class:`_NeedKeys` when it is
+        encrypted and ``keys``, the result of its :class:`Derive`, is not there yet)."""
         path = req.stream.path
         if req.stream.mode is Mode.READ:
             raise Rejection(
@@ -314,10 +400,11 @@ class Listener:
                     "(set [srt] passphrase or the path's srt_passphrase, or remove the "
                     "caller's passphrase)",
                 )
-            try:
-                decryptor = Decryptor(passphrase, req.km)
-            except CryptoError as exc:
-                raise Rejection(RejectCode.BADSECRET, f"'{path}': {exc}") from None
+            if keys is None:
+                raise _NeedKeys(passphrase)
+            if isinstance(keys, CryptoError):
+                raise Rejection(RejectCode.BADSECRET, f"'{path}': {keys}")
+            decryptor = keys
         sid = self._new_id()
         rx = Receiver(
             socket_id=sid,

@@ -13,6 +13,7 @@ releases the path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -24,9 +25,10 @@ from onvifcam.config import Config
 from onvifcam.limits import ConnectionLimiter
 from onvifcam.media.stream import StreamBusy, StreamError
 from onvifcam.netutil import binding
+from onvifcam.srt.crypto import CryptoError, Decryptor
 from onvifcam.srt.handshake import RejectCode, Rejection
 from onvifcam.srt.ingest import IngestError, PayloadSink, SinkFactory
-from onvifcam.srt.listener import Connection, Listener, ListenerSettings, Output
+from onvifcam.srt.listener import Connection, Derive, Listener, ListenerSettings, Output
 from onvifcam.srt.receiver import TICK, ReceiverSettings
 from onvifcam.web.guard import LogPacer
 
@@ -86,7 +88,7 @@ class _Protocol(asyncio.DatagramProtocol):
         lst = srv.listener
         lst.datagram(data, (addr[0], addr[1]), time.monotonic())
         o = lst.output
-        if o.send or o.opened or o.closed or o.rejected or o.delivered:
+        if o.send or o.opened or o.closed or o.rejected or o.delivered or o.derive:
             srv.carry_out(lst.take())
 
     def error_received(self, exc: Exception) -> None:
@@ -223,6 +225,9 @@ class SrtServer:
     # ------------------------------------------------------------------ output
     def carry_out(self, out: Output) -> None:
         """Send, deliver, log what the listener decided."""
+        for job in out.derive:  # PBKDF2 takes milliseconds: never on the event loop
+            fut = asyncio.get_running_loop().run_in_executor(None, job.run)
+            fut.add_done_callback(functools.partial(self._derived, job))
         tr = self.transport
         if tr is not None:
             for data, addr in out.send:
@@ -267,6 +272,12 @@ class SrtServer:
         left = self.listener.output
         if left.send or left.closed:  # an ingest failure closed a connection just now
             self.carry_out(self.listener.take())
+
+    def _derived(self, job: Derive, fut: asyncio.Future[Decryptor | CryptoError]) -> None:
+        if fut.cancelled() or self.transport is None:
+            return
+        self.listener.derived(job, fut.result(), time.monotonic())
+        self.carry_out(self.listener.take())
 
     def _closed(self, conn: Connection, reason: str) -> None:
         pub = conn.app

@@ -78,6 +78,9 @@ class Sim:
             self._schedule(self.now + self.delay, "listener", data)
 
     def _carry(self, out: Output) -> None:
+        for job in out.derive:  # what the server runs in a worker thread
+            self.listener.derived(job, job.run(), self.now)
+            self._carry(self.listener.take())
         for data, addr in out.send:
             assert addr == ADDR
             self.down.append(data)

@@ -108,3 +108,33 @@ def test_arbitrary_key_material_only_raises_crypto_error(data: bytes) -> None:
         return
     with pytest.raises(CryptoError):
         km.unwrap("some passphrase")  # random bytes never pass the RFC 3394 check
+
+
+def test_a_key_refresh_with_the_same_salt_derives_no_new_kek(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bytes] = []
+    real = crypto.derive_kek
+
+    def counting(passphrase: str, salt: bytes, key_len: int) -> bytes:
+        calls.append(salt)
+        return real(passphrase, salt, key_len)
+
+    monkeypatch.setattr(crypto, "derive_kek", counting)
+    enc = Encryptor("refresh passphrase")
+    dec = Decryptor("refresh passphrase", enc.key_material())
+    before = len(calls)
+    for _ in range(5):
+        enc.refresh()
+        dec.update(KeyMaterial.parse(enc.key_material(KK_BOTH).pack()))
+    # the sender derives for each KM it builds; the receiver derived only once
+    assert dec.derivations == 1
+    assert len(calls) - before == 5
+
+
+def test_a_caller_that_keeps_changing_its_salt_is_refused() -> None:
+    dec = Decryptor("salty passphrase", Encryptor("salty passphrase").key_material())
+    for _ in range(crypto.MAX_DERIVATIONS - 1):
+        dec.update(Encryptor("salty passphrase").key_material())  # a new random salt each
+    with pytest.raises(CryptoError, match="changed its salt"):
+        dec.update(Encryptor("salty passphrase").key_material())

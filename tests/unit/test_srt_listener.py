@@ -261,3 +261,56 @@ def test_arbitrary_handshakes_never_raise(
     for conn in out.opened:  # whatever was accepted works like any connection
         lst.datagram(build_data(5, b"x" * 188, 0, conn.id), ADDR, sim.now)
         lst.tick(sim.now + 1.0)
+
+
+def test_an_encrypted_conclusion_waits_for_its_key_derivation_off_the_listener() -> None:
+    """The listener never runs PBKDF2 itself: the conclusion is parked with a Derive job;
+    repeats of it are ignored meanwhile; the connection opens when the result comes."""
+    sim = Sim(caller=Caller(passphrase=PASS, key_len=16), passphrase=PASS)
+    lst = sim.listener
+    c = sim.caller
+    lst.datagram(c.induction(sim.now), ADDR, sim.now)
+    for reply in c.receive(lst.take().send[0][0], sim.now):
+        lst.datagram(reply, ADDR, sim.now)
+    out = lst.take()
+    assert not out.send and not out.opened and len(out.derive) == 1
+    lst.datagram(c.conclusion(sim.now), ADDR, sim.now)  # libsrt repeats it every 250 ms
+    assert not lst.take().derive and len(lst.deriving) == 1
+    job = out.derive[0]
+    lst.derived(job, job.run(), sim.now)
+    done = lst.take()
+    assert len(done.opened) == 1 and done.send and not lst.deriving
+    assert lst.stats.derived == 1
+
+
+def test_encrypted_conclusions_waiting_at_once_are_bounded() -> None:
+    settings = ListenerSettings(max_deriving=2, handshakes_per_ip_per_s=0)
+    sim = Sim(settings=settings, passphrase=PASS)
+    lst = sim.listener
+    for i in range(3):
+        c = Caller(passphrase=PASS, socket_id=100 + i, start=sim.now)
+        lst.datagram(c.induction(sim.now), ADDR, sim.now)
+        for reply in c.receive(lst.take().send[0][0], sim.now):
+            lst.datagram(reply, ADDR, sim.now)
+        out = lst.take()
+        if i < 2:
+            assert len(out.derive) == 1
+        else:
+            assert not out.derive and [r.code for r in out.rejected] == [RejectCode.RESOURCE]
+            assert "try again" in out.rejected[0].reason
+    assert len(lst.deriving) == 2
+
+
+def test_a_wrong_passphrase_found_off_the_loop_is_rejected() -> None:
+    sim = Sim(caller=Caller(passphrase="not the passphrase", key_len=16), passphrase=PASS)
+    lst = sim.listener
+    c = sim.caller
+    lst.datagram(c.induction(sim.now), ADDR, sim.now)
+    for reply in c.receive(lst.take().send[0][0], sim.now):
+        lst.datagram(reply, ADDR, sim.now)
+    (job,) = lst.take().derive
+    lst.derived(job, job.run(), sim.now)
+    out = lst.take()
+    assert not out.opened and [r.code for r in out.rejected] == [RejectCode.BADSECRET]
+    lst.derived(job, job.run(), sim.now)  # a late duplicate result changes nothing
+    assert not lst.take().rejected
