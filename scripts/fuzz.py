@@ -58,6 +58,10 @@ MODULES = (
     "onvifcam.rtmp.flv",
     "onvifcam.onvif.soap",
     "onvifcam.discovery.wsdiscovery",
+    "onvifcam.media.mpegts",
+    "onvifcam.srt.packet",
+    "onvifcam.srt.handshake",
+    "onvifcam.srt.receiver",
 )
 
 
@@ -780,6 +784,105 @@ def fuzz_wsdiscovery(data: bytes) -> None:
             raise ContractViolation(f"our reply does not parse: {back!r}")
 
 
+def _mpegts_allowed() -> tuple[type[BaseException], ...]:
+    from onvifcam.media.mpegts import TsError
+
+    return (TsError,)
+
+
+@target("mpegts", _mpegts_allowed, max_len=16384)
+def fuzz_mpegts(data: bytes) -> None:
+    """MPEG-TS (media/mpegts.py TsDemuxer) fed in pieces, then flushed: only TsError,
+    which is final; flush never raises; buffered stays within the limits' bound.
+
+    Byte 0: bit 0 tiny limits, bits 1-7 piece size in 47-byte units (0 = one feed).
+    """
+    from onvifcam.media import mpegts as m
+
+    if not data:
+        return
+    ctl = data[0]
+    limits = m.Limits()
+    if ctl & 1:
+        limits = m.Limits(max_pes_size=1024, max_buffered=1500, max_pids=2, max_units=8,
+                          max_section_size=200, max_sync_search=600)  # fmt: skip
+    bound = 3 * m.PACKET_SIZE + limits.max_buffered + 2 * (limits.max_section_size + 184)
+    bound += limits.max_pids * 8191  # one ADTS frame carried per stream
+    d = m.TsDemuxer(limits)
+    try:
+        for piece in pieces(data[1:], (ctl >> 1) * 47):
+            d.feed(piece)
+            if d.buffered > bound:
+                raise ContractViolation(f"TsDemuxer holds {d.buffered} bytes (bound {bound})")
+    except m.TsError:
+        try:
+            d.feed(b"\x47" * 188)
+        except m.TsError:
+            return
+        raise ContractViolation("TsDemuxer accepted input after an error") from None
+    never_raises(d.flush)
+    if d.buffered > bound:
+        raise ContractViolation(f"TsDemuxer holds {d.buffered} bytes after flush")
+
+
+def _srt_allowed() -> tuple[type[BaseException], ...]:
+    from onvifcam.srt.handshake import Rejection
+    from onvifcam.srt.packet import PacketError
+
+    return (PacketError, Rejection)
+
+
+@target("srt", _srt_allowed, max_len=16384)
+def fuzz_srt(data: bytes) -> None:
+    """SRT datagrams (srt/packet.py, handshake.py, receiver.py): parse raises only
+    PacketError; a handshake goes to the stateless Responder (PacketError or Rejection);
+    every other packet goes to one Receiver, whose tick never raises and whose buffer
+    stays within its bound while time advances 10 ms per datagram.
+
+    The input is length-prefixed records, one datagram each.
+    """
+    from onvifcam.srt import handshake as h
+    from onvifcam.srt import packet as p
+    from onvifcam.srt.receiver import Receiver, ReceiverSettings
+
+    settings = ReceiverSettings(buffer_packets=64, max_message_packets=8)
+    rx = Receiver(socket_id=1, peer_id=2, isn=1000, latency=0.12, now=0.0,
+                  peer_timestamp=0, settings=settings)  # fmt: skip
+    responder = _srt_responder()
+    now = 0.0
+    for datagram in records(data):
+        now += 0.01
+        try:
+            pkt = p.parse(datagram)
+        except p.PacketError:
+            continue
+        if isinstance(pkt, p.ControlPacket) and pkt.type == p.ControlType.HANDSHAKE:
+            try:
+                hs = p.Handshake.parse(pkt.cif)
+                never_raises(responder.induction, hs, "127.0.0.1", 4000, now)
+                responder.conclusion(hs, pkt.timestamp, "127.0.0.1", 4000)
+            except (p.PacketError, h.Rejection):
+                pass
+            continue
+        never_raises(rx.on_packet, pkt, now)
+        never_raises(rx.tick, now)
+        never_raises(rx.take)
+        if len(rx.buf) > settings.buffer_packets + 1:
+            raise ContractViolation(f"receiver holds {len(rx.buf)} packets")
+
+
+_SRT_RESPONDER: Any = None
+
+
+def _srt_responder() -> Any:
+    global _SRT_RESPONDER
+    if _SRT_RESPONDER is None:
+        from onvifcam.srt.handshake import Responder
+
+        _SRT_RESPONDER = Responder(b"k" * 16, listener_id=7, pbkeylen=16)
+    return _SRT_RESPONDER
+
+
 # --------------------------------------------------------------------------- seeds
 
 
@@ -1222,7 +1325,11 @@ def make_seeds(out_dir: Path) -> None:
     seeds["rtsp-auth"] = _auth_seeds(captured)
     seeds["soap"] = _soap_seeds(zeep)
     seeds["wsdiscovery"] = _wsd_seeds()
+    seeds.update(_stream_seeds())
+    _write_seeds(out_dir, seeds)
 
+
+def _write_seeds(out_dir: Path, seeds: dict[str, dict[str, bytes]]) -> None:
     total = 0
     for name, files in seeds.items():
         d = out_dir / name
@@ -1237,6 +1344,106 @@ def make_seeds(out_dir: Path) -> None:
             total += len(data)
         print(f"{name:<15} {len(files):>3} seeds")
     print(f"{total} bytes of seeds in {out_dir}")
+
+
+def _ts_file(path: Path, codec: str) -> bytes:
+    """A short MPEG-TS from ffmpeg (video ``codec`` and AAC), as SRT encoders send."""
+    extra = ["-x265-params", "log-level=error"] if codec == "libx265" else []
+    _ffmpeg(
+        *"-f lavfi -i testsrc2=size=160x120:rate=25 -f lavfi -i sine=frequency=440".split(),
+        *f"-t 1 -c:v {codec} -g 10 -pix_fmt yuv420p".split(), *extra,
+        *"-c:a aac -b:a 32k -f mpegts".split(), str(path),
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+class _UdpRecorder:
+    """A UDP relay on 127.0.0.1 in front of ``port`` that records what the caller sends."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.front.settimeout(0.2)
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(("127.0.0.1", port))
+        self.back.settimeout(0.2)
+        self.port = self.front.getsockname()[1]
+        self.sent: list[bytes] = []
+        self._stop = threading.Event()
+        self._caller: Any = None
+        for fn in (self._up, self._down):
+            threading.Thread(target=fn, daemon=True).start()
+
+    def _up(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, self._caller = self.front.recvfrom(2048)
+            except OSError:
+                continue
+            self.sent.append(data)
+            with contextlib.suppress(OSError):
+                self.back.send(data)
+
+    def _down(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.back.recv(2048)
+            except OSError:
+                continue
+            if self._caller is not None:
+                with contextlib.suppress(OSError):
+                    self.front.sendto(data, self._caller)
+
+    def close(self) -> None:
+        self._stop.set()
+        time.sleep(0.3)
+        self.front.close()
+        self.back.close()
+
+
+def _stream_seeds() -> dict[str, dict[str, bytes]]:
+    """MPEG-TS from ffmpeg, and the SRT datagrams ffmpeg's libsrt caller sends to the real
+    listener (tests/interop/srt_recorder.py), clear and encrypted."""
+    seeds: dict[str, dict[str, bytes]] = {"mpegts": {}, "srt": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        for codec in ("libx264", "libx265"):
+            ts = _ts_file(t / f"{codec}.ts", codec)
+            seeds["mpegts"][f"ffmpeg-{codec}-one-feed"] = b"\x00" + ts[: 188 * 80]
+            seeds["mpegts"][f"ffmpeg-{codec}-by-packet"] = b"\x08" + ts[188 * 10 : 188 * 60]
+        cfg = t / "srt.toml"
+        cfg.write_text(
+            '[server]\nhost = "127.0.0.1"\n[srt]\nport = 0\n'
+            '[paths."enc"]\nsrt_passphrase = "seedpassphrase1"\n'
+        )
+        (t / "rec").mkdir()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.interop.srt_recorder", str(cfg), str(t / "rec")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT),
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().split("=")[1])
+            for label, streamid, opts in (
+                ("clear", "publish:seed", ""),
+                ("encrypted", "publish:enc", "&passphrase=seedpassphrase1&pbkeylen=16"),
+            ):
+                relay = _UdpRecorder(port)
+                url = f"srt://127.0.0.1:{relay.port}?streamid={streamid}&latency=120000{opts}"
+                _ffmpeg("-re", "-i", str(t / "libx264.ts"), "-c", "copy", "-f", "mpegts", url)
+                relay.close()
+                grams = relay.sent
+                seeds["srt"][f"ffmpeg-{label}-start"] = join_records(grams[:12])
+                seeds["srt"][f"ffmpeg-{label}-middle"] = join_records(grams[20:30])
+                seeds["srt"][f"ffmpeg-{label}-end"] = join_records(grams[-8:])
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return seeds
 
 
 # --------------------------------------------------------------------------- running
@@ -1434,7 +1641,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.make_seeds:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))  # tests.helpers starts the server and ffmpeg
-        make_seeds(CORPUS)
+        if args.target in ("mpegts", "srt", "mpegts,srt", "srt,mpegts"):
+            _write_seeds(CORPUS, _stream_seeds())  # without the slower capture of the rest
+        else:
+            make_seeds(CORPUS)
         return 0
     try:
         import atheris  # noqa: F401
