@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ MEDIA2_WSDL = str(ROOT / "wsdl/ver20/media/wsdl/media.wsdl")
 MEDIA2_BINDING = "{http://www.onvif.org/ver20/media/wsdl}Media2Binding"
 NODE_DIR = Path(__file__).resolve().parent / "node"
 TRT = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
+TDS = 'xmlns="http://www.onvif.org/ver10/device/wsdl"'
+# behind port mapping: the main HTTP port and RTSP port as clients reach them
+ADVERTISED_HTTP = 18080
+ADVERTISED_RTSP = 8554
 
 
 def config(base: int) -> str:
@@ -45,6 +50,8 @@ host = "127.0.0.1"
 rtsp_port = 0
 rtmp_port = 0
 http_port = 0
+advertise = "127.0.0.1:{ADVERTISED_HTTP}"
+advertise_rtsp_port = {ADVERTISED_RTSP}
 
 [rtsp]
 rtp_port = 0
@@ -57,6 +64,12 @@ port_range_end = {base + 10}
 name = "Gate"
 path = "gate"
 sub_path = "gate/sub"
+username = "admin"
+password = "secret"
+
+[[cameras]]
+name = "Mapped"
+path = "mapped"
 username = "admin"
 password = "secret"
 """
@@ -364,6 +377,24 @@ async def _reset_clock(port: int) -> None:
         await dm.SetSystemDateAndTime({"DateTimeType": "NTP", "DaylightSavings": False})
     finally:
         await cam.close()
+
+
+def test_network_protocols_name_the_advertised_ports(lab: Lab) -> None:
+    """Behind port mapping ([server] advertise = host:port, advertise_rtsp_port) the ports
+    GetNetworkProtocols reports are the ones clients reach, like the XAddrs and stream URIs."""
+    main = lab.srv.ports["http_port"]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{main}/onvif/mapped/device_service",
+        data=envelope(f"<GetNetworkProtocols {TDS}/>", security_header("admin", "secret")),
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        tree = validate(r.read())
+    ports = {
+        p.findtext("{*}Name"): [int(x.text or "0") for x in p.findall("{*}Port")]
+        for p in tree.iter("{http://www.onvif.org/ver10/device/wsdl}NetworkProtocols")
+    }
+    assert ports["HTTP"] == [ADVERTISED_HTTP]
+    assert ports["RTSP"] == [ADVERTISED_RTSP]
 
 
 def test_http_auth_carries_a_request_whose_token_fails(lab: Lab) -> None:
