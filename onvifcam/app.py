@@ -135,7 +135,9 @@ class App:
         )
         self.components.append(self.sources)
         if any(c.sub_stream == "transcode" for c in cfg.cameras):
-            self.components.append(Transcoders(cfg, self.registry, self.cameras))
+            transcoders = Transcoders(cfg, self.registry, self.cameras)
+            self.components.append(transcoders)
+            self.stats_sources["transcode"] = transcoders.stats
         self.web.api.register("sources", lambda: self.sources.sources)
         self.stats_sources["sources"] = self.sources.stats
         if cfg.srt.enabled:

@@ -467,6 +467,15 @@ class Camera:
         return self.streams.get(self.sub_path if which == "sub" and self.sub_path else self.path)
 
     @property
+    def metadata_track(self) -> bool:
+        """True while the main stream carries an ONVIF metadata track (an SDP
+        ``m=application`` with ``vnd.onvif.metadata``): the relay forwards it with the rest."""
+        s = self.stream("main")
+        return s is not None and any(
+            t.kind == "application" and t.codec.lower() == "vnd.onvif.metadata" for t in s.tracks
+        )
+
+    @property
     def online(self) -> bool:
         """True while the main stream has a publisher."""
         s = self.stream("main")
@@ -627,7 +636,8 @@ class Camera:
 
     # ------------------------------------------------------------------ profiles
     def default_profiles(self) -> list[ProfileState]:
-        """The fixed profiles: main, and sub when the camera has a sub stream."""
+        """The fixed profiles: main (with the metadata configuration while the main stream
+        carries a metadata track), and sub when the camera has a sub stream."""
         audio = self.audio("main") is not None
         out = [
             ProfileState(
@@ -638,6 +648,7 @@ class Camera:
                 VEC_MAIN,
                 ASC if audio else None,
                 AEC if audio else None,
+                mdc=MDC if self.metadata_track else None,
             ),
             ProfileState(SUB_PROFILE, "SubStream", True, VSC, VEC_SUB, None, None),
         ]

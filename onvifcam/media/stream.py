@@ -88,7 +88,9 @@ class Publisher(Protocol):
 
     A publisher with a true ``placeholder`` attribute (the offline picture) stands in for a
     real one: the stream is not :attr:`Stream.online`, listeners hear nothing of it, no media
-    timeout applies, and any real publisher replaces it without a conflict.
+    timeout applies, and any real publisher replaces it without a conflict. One with a
+    ``reader_refusal() -> str`` method can turn new readers away: a non-empty answer is the
+    reason of a 503 to their DESCRIBE (the transcoded sub stream at ``max_transcodes``).
     """
 
     description: str

@@ -794,8 +794,13 @@ _MAX_TOPIC = 1024  # characters of a stored event filter TopicExpression
 
 
 def mdc_el(cam: Camera, tag: str = "MetadataConfiguration", ns: Any = TT) -> etree._Element:
-    """A tt:MetadataConfiguration: what SetMetadataConfiguration stored, else defaults."""
+    """A tt:MetadataConfiguration: what SetMetadataConfiguration stored, else defaults (while
+    the main stream carries an ONVIF metadata track, Analytics true and an Events element:
+    the metadata comes with the main profile's stream)."""
     m = cam.metadata_settings
+    if cam.metadata_track:
+        m.setdefault("analytics", True)
+        m.setdefault("events", True)
     el = getattr(ns, tag)(
         TT.Name(str(m.get("name", "MetadataConfig"))),
         TT.UseCount(str(cam.use_count("mdc", MDC))),

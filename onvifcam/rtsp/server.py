@@ -667,6 +667,9 @@ class RtspConnection(asyncio.Protocol):
             if not self._retrying and registry.demand(path):
                 raise _Defer(registry.normalize(path))
             raise Reply(404, f"no stream is published at '{path}'")
+        busy = getattr(stream.publisher, "reader_refusal", None)  # see media.stream.Publisher
+        if busy is not None and (why := busy()):
+            raise Reply(503, why)
         host = self.server.advertised_host(self.local_ip)
         body = stream.reader_sdp(host)
         headers = [

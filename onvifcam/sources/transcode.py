@@ -228,8 +228,10 @@ class SubTranscoder:
         self._pending: list[tuple[list[bytes], bool]] = []
         self._waiting_key = True
         self._wake = asyncio.Event()
-        self.dropped = 0
-        self.frames = 0
+        self.dropped = 0  # backlogs dropped to the next keyframe
+        self.frames_in = 0  # main access units taken for the worker
+        self.decoded = 0  # main pictures decoded
+        self.frames = 0  # sub pictures encoded and published
         self.encoder: SubEncoder | None = None
         self._codec = "H264"
         self._params: list[bytes] = []
@@ -253,6 +255,7 @@ class SubTranscoder:
                 if not key:
                     continue
             self._pending.append((packets, key))
+            self.frames_in += 1
         self._wake.set()
 
     def stream_closed(self, reason: str) -> None:
@@ -264,6 +267,19 @@ class SubTranscoder:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def reader_refusal(self) -> str:
+        """Why a new reader is turned away now (the RTSP server answers its DESCRIBE with
+        503 and this reason); "" while this sub stream transcodes or there is room."""
+        n = self.owner.running
+        limit = self.owner.cfg.onvif.max_transcodes
+        if self.encoder is not None or n < limit:
+            return ""
+        self.owner.refused += 1
+        return (
+            f"{n} sub streams are transcoded already on this server ([onvif] max_transcodes "
+            f"= {limit}); read the main stream or raise [onvif] max_transcodes"
+        )
 
     # lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -288,6 +304,7 @@ class SubTranscoder:
             self._main = None
         self._pending.clear()
         if self.encoder is not None:
+            self.decoded += self.encoder.decoded
             self.encoder.close()
             self.encoder = None
             self.owner.running -= 1
@@ -453,12 +470,19 @@ class Transcoders:
         return {}
 
     def stats(self) -> dict[str, int]:
-        """Transcoders, running now, frames out, backlogs dropped, starts refused."""
+        """``transcoders`` and ``running`` (gauges: configured, transcoding now);
+        ``frames_in`` (main access units taken), ``decoded``, ``frames_out`` (sub pictures
+        published), ``dropped`` (backlogs dropped to a keyframe), ``refused`` (sub stream
+        readers turned away by ``[onvif] max_transcodes``)."""
         ts = list(self.by_camera.values())
         return {
             "transcoders": len(ts),
             "running": self.running,
-            "frames": sum(t.frames for t in ts),
+            "frames_in": sum(t.frames_in for t in ts),
+            "decoded": sum(
+                t.decoded + (t.encoder.decoded if t.encoder is not None else 0) for t in ts
+            ),
+            "frames_out": sum(t.frames for t in ts),
             "dropped": sum(t.dropped for t in ts),
             "refused": self.refused,
         }

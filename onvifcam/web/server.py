@@ -500,7 +500,7 @@ class WebServer:
         host = addressing.host(place, arrival)
         port = arrival.port or self.port
         base = addressing.service_base(place, host, port, prefix)
-        rtsp_port = addressing.rtsp_port_of(place)
+        rtsp_port = addressing.public_rtsp_port(place)  # as clients reach it (advertised)
 
         def stream_uri(path: str, scheme: str) -> str:
             return addressing.stream_uri(place, path, host, scheme)
@@ -517,7 +517,7 @@ class WebServer:
                 stream_uri=stream_uri,
                 snapshot_uri=snapshot_uri,
                 host=addressing.ip(place, arrival),
-                http_port=port,
+                http_port=addressing.public_port(place, port),
                 rtsp_port=rtsp_port,
                 multicast=self.cfg.rtsp.multicast,
                 subscription=subscription,

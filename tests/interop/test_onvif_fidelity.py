@@ -10,9 +10,14 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import shutil
+import socket
+import struct
 import subprocess
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,10 @@ MEDIA2_WSDL = str(ROOT / "wsdl/ver20/media/wsdl/media.wsdl")
 MEDIA2_BINDING = "{http://www.onvif.org/ver20/media/wsdl}Media2Binding"
 NODE_DIR = Path(__file__).resolve().parent / "node"
 TRT = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
+TDS = 'xmlns="http://www.onvif.org/ver10/device/wsdl"'
+# behind port mapping: the main HTTP port and RTSP port as clients reach them
+ADVERTISED_HTTP = 18080
+ADVERTISED_RTSP = 8554
 
 
 def config(base: int) -> str:
@@ -45,6 +54,8 @@ host = "127.0.0.1"
 rtsp_port = 0
 rtmp_port = 0
 http_port = 0
+advertise = "127.0.0.1:{ADVERTISED_HTTP}"
+advertise_rtsp_port = {ADVERTISED_RTSP}
 
 [rtsp]
 rtp_port = 0
@@ -57,6 +68,18 @@ port_range_end = {base + 10}
 name = "Gate"
 path = "gate"
 sub_path = "gate/sub"
+username = "admin"
+password = "secret"
+
+[[cameras]]
+name = "Meta"
+path = "meta"
+username = "admin"
+password = "secret"
+
+[[cameras]]
+name = "Mapped"
+path = "mapped"
 username = "admin"
 password = "secret"
 """
@@ -366,6 +389,24 @@ async def _reset_clock(port: int) -> None:
         await cam.close()
 
 
+def test_network_protocols_name_the_advertised_ports(lab: Lab) -> None:
+    """Behind port mapping ([server] advertise = host:port, advertise_rtsp_port) the ports
+    GetNetworkProtocols reports are the ones clients reach, like the XAddrs and stream URIs."""
+    main = lab.srv.ports["http_port"]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{main}/onvif/mapped/device_service",
+        data=envelope(f"<GetNetworkProtocols {TDS}/>", security_header("admin", "secret")),
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        tree = validate(r.read())
+    ports = {
+        p.findtext("{*}Name"): [int(x.text or "0") for x in p.findall("{*}Port")]
+        for p in tree.iter("{http://www.onvif.org/ver10/device/wsdl}NetworkProtocols")
+    }
+    assert ports["HTTP"] == [ADVERTISED_HTTP]
+    assert ports["RTSP"] == [ADVERTISED_RTSP]
+
+
 def test_http_auth_carries_a_request_whose_token_fails(lab: Lab) -> None:
     """A client with a stale token (its clock skewed) that also authenticates over HTTP:
     aiohttp's Digest client (preemptive once challenged) and Basic. The token alone fails."""
@@ -446,3 +487,148 @@ def node_binary() -> str:
     if exe is None or not (NODE_DIR / "node_modules" / "onvif").is_dir():
         pytest.skip("node and tests/interop/node/node_modules (npm ci) are needed")
     return exe
+
+
+# --------------------------------------------------------------------------- metadata
+META_SDP = (
+    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=meta\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\n"
+    "a=control:streamid=0\r\n"
+)
+META_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?><tt:MetadataStream '
+    b'xmlns:tt="http://www.onvif.org/ver10/schema"><tt:VideoAnalytics>'
+    b'<tt:Frame UtcTime="2024-01-01T00:00:00Z"/></tt:VideoAnalytics></tt:MetadataStream>'
+)
+
+
+class RawRtsp:
+    """A bare RTSP/TCP client: requests with CSeq and Session, interleaved frames."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.cseq = 0
+        self.session = ""
+
+    def request(self, method: str, url: str, headers: str = "", body: str = "") -> str:
+        self.cseq += 1
+        head = f"{method} {url} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{headers}"
+        if self.session:
+            head += f"Session: {self.session}\r\n"
+        if body:
+            head += f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n"
+        self.sock.sendall(f"{head}\r\n{body}".encode())
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(65536)
+        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        text = raw.decode()
+        m = re.search(r"(?im)^content-length:\s*(\d+)", text)
+        n = int(m.group(1)) if m else 0
+        while len(self.buf) < n:
+            self.buf += self.sock.recv(65536)
+        payload, self.buf = self.buf[:n], self.buf[n:]
+        assert text.startswith("RTSP/1.0 200"), text
+        sm = re.search(r"(?im)^session:\s*([^;\r\n]+)", text)
+        if sm:
+            self.session = sm.group(1).strip()
+        return text + "\r\n\r\n" + payload.decode()
+
+    def send_rtp(self, seq: int, payload: bytes) -> None:
+        rtp = struct.pack("!BBHII", 0x80, 0x80 | 107, seq, seq * 9000, 0x1234) + payload
+        self.sock.sendall(b"$\x00" + struct.pack("!H", len(rtp)) + rtp)
+
+    def read_rtp(self, deadline: float) -> bytes:
+        """The payload of the next interleaved frame on channel 0."""
+        while time.monotonic() < deadline:
+            if len(self.buf) >= 4 and self.buf[:1] == b"$":
+                n = struct.unpack("!H", self.buf[2:4])[0]
+                if len(self.buf) >= 4 + n:
+                    ch, frame, self.buf = self.buf[1], self.buf[4 : 4 + n], self.buf[4 + n :]
+                    if ch == 0:
+                        return frame[12:]
+                    continue
+            self.buf += self.sock.recv(65536)
+        raise AssertionError("no metadata packet arrived")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_pushed_metadata_track_is_the_metadata_configuration(lab: Lab) -> None:
+    """An encoder ANNOUNCEs an ONVIF metadata track: the main profile gets the metadata
+    configuration (Media1 and Media2, Analytics and Events on), and the stream URI of
+    that profile delivers the pushed XML to a reader."""
+    rtsp_port = lab.srv.rtsp_port
+    url = f"rtsp://127.0.0.1:{rtsp_port}/meta"
+    pub = RawRtsp(rtsp_port)
+    stop = threading.Event()
+
+    def push() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            pub.send_rtp(seq, META_XML)
+            stop.wait(0.1)
+
+    pusher = threading.Thread(target=push, daemon=True)
+    try:
+        pub.request("ANNOUNCE", url, body=META_SDP)
+        transport = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"
+        pub.request("SETUP", f"{url}/streamid=0", transport)
+        pub.request("RECORD", url)
+        pusher.start()
+        port = api(lab.srv)["Meta"]["port"]
+
+        async def go() -> tuple[Any, Any, Any, str]:
+            cam = await _camera(port)
+            try:
+                media = await cam.create_media_service()
+                profiles = await media.GetProfiles()
+                (mdc1,) = await media.GetMetadataConfigurations()
+                req = media.create_type("GetStreamUri")
+                req.ProfileToken = profiles[0].token
+                req.StreamSetup = {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}
+                uri = str((await media.GetStreamUri(req)).Uri)
+                m2 = await _media2(cam)
+                try:
+                    (mdc2,) = await m2.GetMetadataConfigurations(
+                        {"ProfileToken": profiles[0].token}
+                    )
+                finally:
+                    await m2.close()
+                return profiles[0], mdc1, mdc2, uri
+            finally:
+                await cam.close()
+
+        profile, mdc1, mdc2, uri = asyncio.run(go())
+        assert profile.MetadataConfiguration.token == mdc1.token == mdc2.token
+        assert profile.MetadataConfiguration.Analytics and mdc1.Analytics and mdc2.Analytics
+        req = urllib.request.Request(  # zeep reads an empty tt:Events as None: look at the XML
+            f"http://127.0.0.1:{port}/onvif/media_service",
+            data=envelope(
+                f"<GetMetadataConfigurations {TRT}/>", security_header("admin", "secret")
+            ),
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            tree = validate(r.read())
+        assert len(list(tree.iter("{http://www.onvif.org/ver10/schema}Events"))) == 1
+        assert uri.endswith(
+            f":{ADVERTISED_RTSP}/meta"
+        )  # the advertised RTSP port of this module's server
+        uri = url  # reached at the bound one
+        reader = RawRtsp(rtsp_port)
+        try:
+            sdp = reader.request("DESCRIBE", uri, "Accept: application/sdp\r\n")
+            assert "m=application" in sdp and "vnd.onvif.metadata/90000" in sdp
+            transport = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
+            reader.request("SETUP", f"{uri}/trackID=0", transport)
+            reader.request("PLAY", uri)
+            assert reader.read_rtp(time.monotonic() + 10) == META_XML
+        finally:
+            reader.close()
+    finally:
+        stop.set()
+        if pusher.is_alive():
+            pusher.join(5)
+        pub.close()

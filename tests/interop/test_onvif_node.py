@@ -1,4 +1,5 @@
-"""The npm `onvif` package (NVR integrations) connects to a camera and gets its stream URI."""
+"""The npm `onvif` package (NVR integrations) connects to a camera, gets its stream URI and
+drives its PTZ head."""
 
 from __future__ import annotations
 
@@ -76,3 +77,24 @@ def test_npm_onvif_wrong_password_fails_cleanly(node: str, srv: ServerProc) -> N
     assert rc == 1
     assert "not authorized" in report["error"].lower()
     assert {r["status"] for r in report["responses"]} == {200, 400}
+
+
+def test_npm_onvif_absolute_move_reaches_the_target(node: str, srv: ServerProc) -> None:
+    """AbsoluteMove, then GetStatus until idle: the head stands at the target."""
+    port = api(srv)["Lobby"]["port"]
+    target = (0.5, -0.25, 0.4)
+    r = subprocess.run(
+        [node, "ptz_client.js", "127.0.0.1", str(port), "admin", "secret", *map(str, target)],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = json.loads(r.stdout)
+    assert r.returncode == 0, report.get("error")
+    for resp in report["responses"]:
+        validate(resp["xml"].encode())
+    last = report["statuses"][-1]
+    assert last["moveStatus"] == {"panTilt": "IDLE", "zoom": "IDLE"}
+    got = (last["position"]["x"], last["position"]["y"], last["position"]["zoom"])
+    assert got == pytest.approx(target, abs=1e-6)

@@ -1,16 +1,28 @@
 """Sub streams as onvif-zeep-async sees them: a camera fed H.265 with sub_stream = "transcode"
 offers an H.264 Media1 profile that ffprobe reads at the size SetVideoEncoderConfiguration
-set; a camera without sub_path lists one profile. Every response is schema-validated."""
+set; a camera without sub_path lists one profile; a sub stream beyond [onvif] max_transcodes
+is refused at DESCRIBE with 503 naming the key. Every response is schema-validated."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from onvif import ONVIFCamera
 
-from tests.helpers import ServerProc, ffmpeg_push, probe, running, wait_online
+from tests.helpers import (
+    LiveReader,
+    ServerProc,
+    ffmpeg_push,
+    probe,
+    rtsp_exchange,
+    running,
+    status_of,
+    wait_online,
+)
 from tests.interop.test_onvif_ha import WSDL, api, validate_every_zeep_response
 
 pytestmark = pytest.mark.interop
@@ -30,6 +42,7 @@ rtp_port = 0
 port_range_start = 0
 port_range_end = 0
 address_port = 0
+max_transcodes = 1
 
 [[cameras]]
 name = "Hevc"
@@ -37,6 +50,11 @@ path = "hevc"
 sub_stream = "transcode"
 username = "admin"
 password = "secret"
+
+[[cameras]]
+name = "Spare"
+path = "spare"
+sub_stream = "transcode"
 
 [[cameras]]
 name = "Plain"
@@ -126,3 +144,37 @@ def test_camera_without_sub_path_lists_one_profile(srv: ServerProc) -> None:
             await cam.close()
 
     assert asyncio.run(go()) == 1
+
+
+def _metrics(srv: ServerProc) -> dict[str, float]:
+    """The unlabelled samples of /metrics (open to loopback by default)."""
+    url = f"http://127.0.0.1:{srv.ports['http_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    return {
+        k: float(v)
+        for k, _, v in (line.partition(" ") for line in text.splitlines())
+        if k and not k.startswith("#") and "{" not in k
+    }
+
+
+def test_a_sub_stream_beyond_max_transcodes_is_refused_at_describe(srv: ServerProc) -> None:
+    """...and the transcoder's counters are in /metrics."""
+    reader = LiveReader(srv.url("hevc/sub"))  # takes the one transcode slot
+    try:
+        deadline = time.monotonic() + 30
+        while reader.frames < 1 and reader.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reader.frames >= 1
+        url = srv.url("spare/sub")
+        reply = rtsp_exchange(srv.rtsp_port, f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 2\r\n\r\n".encode())
+    finally:
+        reader.stop_at(1)
+    assert status_of(reply) == 503
+    assert b"[onvif] max_transcodes = 1" in reply.split(b"\r\n", 1)[0]
+    m = _metrics(srv)
+    assert m["onvifcam_transcode_transcoders"] == 2
+    assert m["onvifcam_transcode_refused"] >= 1
+    assert m["onvifcam_transcode_frames_in"] >= m["onvifcam_transcode_frames_out"] >= 1
+    assert m["onvifcam_transcode_decoded"] >= 1
+    assert "onvifcam_transcode_dropped" in m
