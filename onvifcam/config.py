@@ -209,7 +209,7 @@ class PathConfig:
 class ForwardConfig:
     """One entry of a camera's ``forward`` list: push its stream to another server."""
 
-    url: str = ""  # rtsp://, rtsps://, rtmp:// or rtmps://
+    url: str = ""  # rtsp://, rtsps://, rtmp://, rtmps:// or srt://
     retry_timeout: float = 5.0  # seconds between attempts
     retry_limit: int = 0  # failed attempts in a row before status "error"; 0: retry forever
     disabled: bool = False  # keep the entry but do not forward
@@ -1003,13 +1003,16 @@ def _validate_forward(fwd: ForwardConfig, where: str) -> None:
     parts = urlsplit(fwd.url)
     scheme = parts.scheme.lower()
     if scheme == "srt":
-        raise ConfigError(
-            f"{where}.url: forwarding over SRT is not supported yet; use rtsp:// or rtmp://"
-        )
-    if scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
+        from onvifcam.srt.client import parse_srt_url
+
+        try:
+            parse_srt_url(fwd.url)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.url: {exc}") from None
+    elif scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
         raise ConfigError(
             f"{where}.url: {fwd.url!r} must be rtsp://HOST[:PORT]/PATH, rtsps://, "
-            "rtmp://HOST[:PORT]/APP/KEY or rtmps://"
+            "rtmp://HOST[:PORT]/APP/KEY, rtmps:// or srt://HOST:PORT?streamid=..."
         )
     try:
         parts.port  # noqa: B018 - raises on a bad port
