@@ -167,3 +167,49 @@ def test_wrong_passphrase_gives_error_with_the_reject_reason(sender: ServerProc)
         log,
     ), log[-3000:]
     assert "wrong-secret" not in log  # the passphrase is redacted
+
+
+@pytest.fixture(scope="module")
+def slt_sender(clip: Path) -> Iterator[int]:
+    """srt-live-transmit listening on a loopback port and sending the clip as MPEG-TS in
+    real time (ffmpeg -re, looped) to whoever calls."""
+    if not SLT:
+        pytest.skip("srt-live-transmit (Debian srt-tools) is not installed")
+    port = udp_port()
+    ff = subprocess.Popen(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+            "-i", str(clip), "-c", "copy", "-f", "mpegts", "-",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    slt = subprocess.Popen(
+        [SLT, "-q", "file://con", f"srt://127.0.0.1:{port}?mode=listener"],
+        stdin=ff.stdout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert ff.stdout is not None
+    ff.stdout.close()
+    yield port
+    stop_process(slt)  # type: ignore[arg-type]
+    stop_process(ff)  # type: ignore[arg-type]
+
+
+def test_pull_from_srt_live_transmit(slt_sender: int) -> None:
+    srv = ServerProc(
+        config=f"""
+[[cameras]]
+name = "pulled"
+path = "pulled"
+source = "srt://127.0.0.1:{slt_sender}?streamid=read:x&latency=200"
+"""
+    ).start()
+    try:
+        streams = probe(srv.url("pulled"), "-rtsp_transport", "tcp", "-rw_timeout", "4000000")
+        assert any(s.startswith("h264,video,320,240") for s in streams), streams
+        assert any(s.startswith("aac,audio") for s in streams), streams
+        assert "pull pulled: playing srt://127.0.0.1" in srv.log()
+    finally:
+        srv.stop()
