@@ -262,3 +262,17 @@ def test_never_raises_on_any_sizes(units: list, codec: str | None) -> None:
     assert len(out) % 188 == 0
     assert all(out[i] == 0x47 for i in range(0, len(out), 188))
     TsDemuxer().feed(out)
+
+
+def test_srt_caller_retransmission_buffer_is_bounded_and_acks_free_it() -> None:
+    from onvifcam.srt.caller import Caller
+    from onvifcam.srt.packet import build_ack
+
+    c = Caller(isn=100)
+    c.state, c.peer_id = "connected", 7
+    for i in range(10):
+        c.data(bytes(1316), i * 0.01)
+    assert c.sent_bytes == 13160
+    assert c.trim(5000) == 7 and c.sent_bytes == 3 * 1316 and min(c.sent) == 107
+    c.receive(build_ack(0, c.socket_id, 1, 109), 0.2)
+    assert c.sent_bytes == 1316 and list(c.sent) == [109]
