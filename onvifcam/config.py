@@ -209,7 +209,7 @@ class PathConfig:
 class ForwardConfig:
     """One entry of a camera's ``forward`` list: push its stream to another server."""
 
-    url: str = ""  # rtsp://, rtsps://, rtmp:// or rtmps://
+    url: str = ""  # rtsp://, rtsps://, rtmp://, rtmps:// or srt://
     retry_timeout: float = 5.0  # seconds between attempts
     retry_limit: int = 0  # failed attempts in a row before status "error"; 0: retry forever
     disabled: bool = False  # keep the entry but do not forward
@@ -1003,13 +1003,16 @@ def _validate_forward(fwd: ForwardConfig, where: str) -> None:
     parts = urlsplit(fwd.url)
     scheme = parts.scheme.lower()
     if scheme == "srt":
-        raise ConfigError(
-            f"{where}.url: forwarding over SRT is not supported yet; use rtsp:// or rtmp://"
-        )
-    if scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
+        from onvifcam.srt.client import parse_srt_url
+
+        try:
+            parse_srt_url(fwd.url)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.url: {exc}") from None
+    elif scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
         raise ConfigError(
             f"{where}.url: {fwd.url!r} must be rtsp://HOST[:PORT]/PATH, rtsps://, "
-            "rtmp://HOST[:PORT]/APP/KEY or rtmps://"
+            "rtmp://HOST[:PORT]/APP/KEY, rtmps:// or srt://HOST:PORT?streamid=..."
         )
     try:
         parts.port  # noqa: B018 - raises on a bad port
@@ -1024,7 +1027,7 @@ def _validate_forward(fwd: ForwardConfig, where: str) -> None:
         raise ConfigError(f"{where}.max_queue_bytes must be at least 65536")
 
 
-PULL_SCHEMES = ("rtsp", "rtmp")
+PULL_SCHEMES = ("rtsp", "rtmp", "srt")
 MAX_SOURCE_URIS = 16
 
 
@@ -1046,6 +1049,13 @@ def _validate_source(uris: tuple[str, ...], where: str) -> None:
                     f"{where}: {source!r} must name a local file by its absolute path "
                     "(file:///absolute/path/clip.mp4)"
                 )
+        elif parts.scheme == "srt":
+            from onvifcam.srt.client import parse_srt_url
+
+            try:
+                parse_srt_url(source)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         elif parts.scheme in PULL_SCHEMES:
             try:
                 port = parts.port
@@ -1059,14 +1069,16 @@ def _validate_source(uris: tuple[str, ...], where: str) -> None:
         else:
             raise ConfigError(
                 f"{where}: {source!r} is not supported; use file:///absolute/path/clip.mp4, "
-                "rtsp://host:port/path or rtmp://host:port/app/stream"
+                "rtsp://host:port/path, rtmp://host:port/app/stream or srt://host:port?streamid=..."
             )
 
 
 def _validate_failover(cfg: Config, i: int, cam: CameraConfig, where: str) -> None:
     path = cam.path.strip("/")
     if cam.on_demand and not (cam.source_uris and not cam.source_uris[0].startswith("file:")):
-        raise ConfigError(f"{where}.on_demand: only pull sources (rtsp://, rtmp://) pull on demand")
+        raise ConfigError(
+            f"{where}.on_demand: only pull sources (rtsp://, rtmp://, srt://) pull on demand"
+        )
     if not (cam.primary or cam.backup):
         return
     if not (cam.primary and cam.backup):

@@ -17,9 +17,10 @@ PTS stays exact).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from onvifcam.media import aac, h264, h265, rtp
+from onvifcam.media import aac, h264, h265
+from onvifcam.media.rtpunits import H264_PARAMS, H265_PARAMS, MuxTrack, RtpAccessUnits
 from onvifcam.rtmp import amf0
 
 __all__ = [
@@ -39,10 +40,8 @@ VIDEO = 9
 DATA = 18
 
 _AAC_HEADER = 0xAF  # sound format 10 (AAC), 44 kHz, 16 bit, stereo: fixed for AAC
-_H264_PARAMS = (h264.NAL_SPS, h264.NAL_PPS)
 _H264_DROP = frozenset((h264.NAL_SPS, h264.NAL_PPS, 9))  # parameter sets, AUD
-_H265_PARAMS = (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS)
-_H265_DROP = frozenset((*_H265_PARAMS, h265.NAL_AUD))
+_H265_DROP = frozenset((*H265_PARAMS, h265.NAL_AUD))
 
 
 def avc_config(sps: bytes, pps: bytes) -> bytes:
@@ -84,43 +83,6 @@ def _si24(v: int) -> bytes:
 
 
 @dataclass
-class MuxTrack:
-    """What the muxer needs to know of one track of the stream."""
-
-    kind: str  # "video" or "audio"
-    codec: str  # upper case rtpmap encoding: H264, H265, MPEG4-GENERIC, ...
-    clock_rate: int
-    fmtp: dict[str, str] = field(default_factory=dict)
-
-
-class _Clock:
-    """One track's RTP timestamps unwrapped and in milliseconds from the muxer's start."""
-
-    __slots__ = ("base_ms", "base_ts", "ext", "last", "rate")
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.base_ts: int | None = None
-        self.base_ms = 0.0
-        self.ext = 0
-        self.last = 0
-
-    def ms(self, ts: int, now_ms: float) -> float:
-        if self.base_ts is None:
-            self.base_ts = ts
-            self.base_ms = now_ms
-            self.ext = ts
-            self.last = ts
-            return now_ms
-        delta = (ts - self.last) & 0xFFFFFFFF
-        if delta >= 0x80000000:
-            delta -= 0x100000000
-        self.ext += delta
-        self.last = ts
-        return self.base_ms + (self.ext - self.base_ts) * 1000.0 / self.rate
-
-
-@dataclass
 class MuxStats:
     """What the muxer sent and skipped."""
 
@@ -131,62 +93,17 @@ class MuxStats:
     config_changes: int = 0
 
 
-class FlvMuxer:
+class FlvMuxer(RtpAccessUnits):
     """Access units of a stream's tracks in, RTMP messages ``(type_id, ms, body)`` out."""
 
     def __init__(self, tracks: Sequence[MuxTrack]) -> None:
-        self.tracks = list(tracks)
+        super().__init__(tracks)
         self.stats = MuxStats()
-        self._clocks = [_Clock(max(t.clock_rate, 1)) for t in self.tracks]
-        self._t0: float | None = None
         self._video_cfg: bytes | None = None
         self._audio_sent = False
         self._last_dts = 0
         self._started = False
         self._pending_cfg: bytes | None = None
-        self.video = next(
-            (i for i, t in enumerate(self.tracks) if t.kind == "video" and t.codec in _VIDEO),
-            -1,
-        )
-        self.audio = next(
-            (
-                i
-                for i, t in enumerate(self.tracks)
-                if t.kind == "audio" and t.codec == "MPEG4-GENERIC" and t.fmtp.get("config")
-            ),
-            -1,
-        )
-        self._asc = b""
-        self._aac_sizes = (13, 3, 3)
-        if self.audio >= 0:
-            f = self.tracks[self.audio].fmtp
-            try:
-                self._asc = bytes.fromhex(f["config"])
-                aac.parse_audio_specific_config(self._asc)
-                self._aac_sizes = (
-                    int(f.get("sizelength", 13)),
-                    int(f.get("indexlength", 3)),
-                    int(f.get("indexdeltalength", f.get("indexlength", 3))),
-                )
-            except ValueError:
-                self.audio = -1
-        self._sdp_params: list[bytes] = []
-        if self.video >= 0:
-            t = self.tracks[self.video]
-            try:
-                if t.codec == "H264":
-                    self._sdp_params = h264.parse_sprop_parameter_sets(
-                        t.fmtp.get("sprop-parameter-sets", "")
-                    )
-                else:
-                    self._sdp_params = h265.parse_sprop(t.fmtp)
-            except ValueError:
-                self._sdp_params = []
-
-    @property
-    def video_codec(self) -> str | None:
-        """H264 or H265 when the stream has video the muxer sends, else None."""
-        return self.tracks[self.video].codec if self.video >= 0 else None
 
     def metadata(self, width: int = 0, height: int = 0, fps: float = 0.0) -> tuple[int, int, bytes]:
         """The ``@setDataFrame onMetaData`` message."""
@@ -217,50 +134,16 @@ class FlvMuxer:
         self.stats.skipped_audio += 1
         return []
 
-    def _payloads(self, packets: Sequence[bytes]) -> tuple[int, list[bytes | None]]:
-        ts = -1
-        out: list[bytes | None] = []
-        for p in packets:
-            try:
-                h = rtp.parse(p)
-            except rtp.RtpError:
-                out.append(None)
-                continue
-            if ts < 0:
-                ts = h.timestamp
-            out.append(p[h.payload_start : h.payload_end])
-        return ts, out
-
-    def _anchor(self, now_ms: float) -> float:
-        if self._t0 is None:
-            self._t0 = now_ms
-        return now_ms - self._t0
-
     def _video_au(self, packets: Sequence[bytes], now_ms: float) -> list[tuple[int, int, bytes]]:
-        ts, payloads = self._payloads(packets)
+        ts, nals, types, key = self._nal_units(packets)
         if ts < 0:
             return []
         codec = self.tracks[self.video].codec
-        if codec == "H264":
-            nals = h264.depacketize(payloads)
-            types = [n[0] & 0x1F for n in nals]
-            key = h264.NAL_IDR in types
-            params_types, drop = _H264_PARAMS, _H264_DROP
-        else:
-            nals = h265.depacketize(payloads)
-            types = [(n[0] >> 1) & 0x3F if len(n) > 1 else -1 for n in nals]
-            key = any(h265.NAL_IRAP_FIRST <= t <= h265.NAL_IRAP_LAST for t in types)
-            params_types, drop = _H265_PARAMS, _H265_DROP
+        drop = _H264_DROP if codec == "H264" else _H265_DROP
+        params_types = H264_PARAMS if codec == "H264" else H265_PARAMS
         out: list[tuple[int, int, bytes]] = []
         if key:
-            found: dict[int, bytes] = {}
-            for n, t in zip(nals, types, strict=True):
-                if t in params_types:
-                    found.setdefault(t, n)
-            if len(found) < len(params_types):
-                for n in self._sdp_params:
-                    t = n[0] & 0x1F if codec == "H264" else (n[0] >> 1) & 0x3F
-                    found.setdefault(t, n)
+            found = self._parameter_sets(nals, types)
             if len(found) == len(params_types):
                 try:
                     if codec == "H264":
@@ -325,23 +208,13 @@ class FlvMuxer:
             self._audio_sent = True
             out.append((AUDIO, max(int(base), 0), bytes((_AAC_HEADER, 0)) + self._asc))
         step = 1024_000.0 / clock.rate
-        n = 0
-        for p in payloads:
-            if p is None:
-                continue
-            try:
-                frames = aac.depacketize(p, *self._aac_sizes)
-            except ValueError:
-                self.stats.skipped_audio += 1
-                continue
-            for f in frames:
-                out.append((AUDIO, max(int(base + n * step), 0), bytes((_AAC_HEADER, 1)) + f))
-                n += 1
+        frames, bad = self._aac_frames(payloads)
+        self.stats.skipped_audio += bad
+        for n, f in enumerate(frames):
+            out.append((AUDIO, max(int(base + n * step), 0), bytes((_AAC_HEADER, 1)) + f))
+        n = len(frames)
         self.stats.audio_frames += n
         return out
-
-
-_VIDEO = frozenset(("H264", "H265", "HEVC"))
 
 
 FLV_HEADER = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"  # audio+video, PreviousTagSize0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import ssl as _ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,8 +75,13 @@ class PullTarget:
         )
 
 
+_PASSPHRASE = re.compile(r"([?&]passphrase=)[^&#]*", re.IGNORECASE)
+
+
 def redact(uri: str) -> str:
-    """``uri`` with any password replaced by ``***`` (for logs and status)."""
+    """``uri`` with any password (or SRT passphrase) replaced by ``***`` (for logs and
+    status)."""
+    uri = _PASSPHRASE.sub(r"\1***", uri)
     parts = urlsplit(uri)
     if parts.password is None:
         return uri

@@ -30,8 +30,12 @@ class RecordError(Exception):
     """The server refused a request or the exchange failed; the message says which."""
 
 
+_PASSPHRASE = re.compile(r"([?&]passphrase=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """``url`` without its password (for logs, stats and errors)."""
+    """``url`` without its password or SRT passphrase (for logs, stats and errors)."""
+    url = _PASSPHRASE.sub(r"\1***", url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

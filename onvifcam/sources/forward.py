@@ -11,6 +11,11 @@ delivers:
   publish; then onMetaData, sequence headers and one FLV message per frame, remuxed from
   the access units by :class:`onvifcam.rtmp.publisher.FlvMuxer` (H.264, H.265 as Enhanced
   RTMP ``hvc1``, AAC).
+- SRT (``srt://HOST:PORT?streamid=...&passphrase=...&latency=MS``): the access units are
+  remuxed to MPEG-TS by :class:`onvifcam.media.tsmux.RtpTsMuxer` and sent in 1316-byte
+  payloads by :class:`onvifcam.srt.client.SrtSender` (caller, live mode), each stamped with
+  its media time so the receiver's TSBPD plays them out at their pace; unacknowledged data
+  counts against ``max_queue_bytes``.
 
 A slow target (more than ``max_queue_bytes`` unsent) drops to the next keyframe, as a slow
 RTSP reader does. A failed attempt is retried every ``retry_timeout`` seconds; after
@@ -33,11 +38,13 @@ from urllib.parse import unquote, urlsplit
 
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import RTP, Batch, Stream, StreamRegistry
+from onvifcam.media.tsmux import RtpTsMuxer
 from onvifcam.rtmp import amf0, chunk
 from onvifcam.rtmp.client import PublishError, RtmpPublisher
 from onvifcam.rtmp.publisher import AUDIO, DATA, FlvMuxer, MuxTrack
 from onvifcam.rtsp.message import ParseError
 from onvifcam.rtsp.recorder import RecordError, Recording, open_record, redact
+from onvifcam.srt.client import SrtError, SrtSender, parse_srt_url
 
 if TYPE_CHECKING:
     from onvifcam.config import ForwardConfig
@@ -47,7 +54,7 @@ __all__ = ["SCHEMES", "STATUSES", "ForwardError", "Forwarder"]
 log = logging.getLogger(__name__)
 
 STATUSES = ("idle", "active", "retrying", "error", "disabled")
-SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps")
+SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt")
 _POLL = 0.25  # seconds between looks at the source while waiting or active
 _CSID = {AUDIO: 4, DATA: 5}
 _CSID_VIDEO = 6
@@ -69,7 +76,7 @@ def _tls_context(verify: bool) -> _ssl.SSLContext:
 class _Sink:
     """A connected target: a reader of the stream that writes to one transport."""
 
-    def __init__(self, fwd: Forwarder, transport: asyncio.WriteTransport, limit: int) -> None:
+    def __init__(self, fwd: Forwarder, transport: Any, limit: int) -> None:
         self.fwd = fwd
         self.transport = transport
         self.limit = limit
@@ -211,6 +218,63 @@ class _RtmpSink(_Sink):
             await asyncio.wait_for(self.pub.close(), 5)
         except (OSError, TimeoutError):
             pass
+
+
+class _SrtSink(_Sink):
+    """SRT: access units remuxed to MPEG-TS, sent as SRT payloads stamped with media time."""
+
+    def __init__(self, fwd: Forwarder, sender: SrtSender, muxer: RtpTsMuxer, limit: int) -> None:
+        super().__init__(fwd, sender, limit)
+        self.sender = sender
+        self.muxer = muxer
+        self.t0 = time.monotonic()
+        self.latency_us = sender.target.latency_ms * 1000
+        self._anchor: tuple[int, int] | None = None  # (SRT timestamp, 90 kHz DTS)
+        self._watch = asyncio.create_task(self._wait_closed())
+
+    def _stamp(self, dts: int, now_us: int) -> int:
+        """The SRT timestamp of a payload whose last unit has ``dts``: media time mapped
+        onto our clock; re-anchored when it would be late for the receiver or far ahead."""
+        anchor = self._anchor
+        if anchor is not None:
+            ts = anchor[0] + (dts - anchor[1]) * 100 // 9
+            if now_us - self.latency_us // 2 <= ts <= now_us + 5_000_000:
+                return ts
+        self._anchor = (now_us, dts)
+        return now_us
+
+    def deliver(self, batch: Batch) -> None:
+        """Remux the batch's access units and send their payloads."""
+        start = self._start(batch)
+        if start is None:
+            return
+        now = time.monotonic()
+        now_ms = (now - self.t0) * 1000.0
+        now_us = self.sender.timestamp(now)
+        push = self.muxer.push
+        send = self.sender.send
+        frames = self.muxer.mux.stats.video_units
+        sent = self.sender.bytes
+        dts = -1
+        for track, kind, packets, _key in batch.items[start:]:
+            if kind != RTP:
+                continue
+            for dts, payload in push(track, packets, now_ms):
+                send(payload, self._stamp(dts, now_us))
+        tail = self.muxer.flush()
+        if tail:
+            send(tail, self._stamp(dts, now_us) if dts >= 0 else now_us)
+        self.fwd.bytes += self.sender.bytes - sent
+        self.fwd.frames += self.muxer.mux.stats.video_units - frames
+
+    async def _wait_closed(self) -> None:
+        await self.sender.closed.wait()
+        self.fail(f"connection lost: {self.sender.error}")
+
+    async def close(self) -> None:
+        """SHUTDOWN and close the socket."""
+        self._watch.cancel()
+        self.sender.close()
 
 
 class Forwarder:
@@ -406,6 +470,8 @@ class Forwarder:
             return await self._connect_rtsp(stream)
         if scheme in ("rtmp", "rtmps"):
             return await self._connect_rtmp(stream)
+        if scheme == "srt":
+            return await self._connect_srt(stream)
         raise ForwardError(f"unsupported URL scheme {scheme!r}")
 
     async def _connect_rtsp(self, stream: Stream) -> _Sink:
@@ -461,3 +527,28 @@ class Forwarder:
         _type, _ts, body = muxer.metadata(width, height, fps)
         pub.data(body)
         return _RtmpSink(self, pub, muxer, self.cfg.max_queue_bytes)
+
+    async def _connect_srt(self, stream: Stream) -> _Sink:
+        tracks = [
+            MuxTrack(t.kind, t.codec, t.clock_rate, dict(t.media.fmtp.get(t.payload_type, {})))
+            for t in stream.tracks
+        ]
+        try:
+            target = parse_srt_url(self.cfg.url)
+            muxer = RtpTsMuxer(tracks)
+        except ValueError as exc:
+            raise ForwardError(str(exc)) from None
+        # above max_queue_bytes unacknowledged the sink drops to a keyframe; twice that is
+        # the hard bound of the retransmission buffer
+        sender = SrtSender(
+            target, timeout=self.cfg.connect_timeout, max_buffer_bytes=2 * self.cfg.max_queue_bytes
+        )
+        try:
+            await sender.connect()
+        except SrtError as exc:
+            sender.close()
+            raise ForwardError(str(exc)) from None
+        except BaseException:
+            sender.close()
+            raise
+        return _SrtSink(self, sender, muxer, self.cfg.max_queue_bytes)

@@ -34,6 +34,9 @@ from onvifcam.media.stream import Stream, StreamError
 from onvifcam.rtmp.client import RtmpPuller
 from onvifcam.rtsp.auth import AuthResult, Credentials
 from onvifcam.rtsp.client import PullError, RtspPuller, redact
+from onvifcam.srt.client import SrtError, SrtReceiverConnection, parse_srt_url
+from onvifcam.srt.ingest import IngestError, TsIngest
+from onvifcam.srt.receiver import ReceiverSettings
 
 __all__ = ["PullSource", "RetryPolicy", "Status"]
 
@@ -412,4 +415,109 @@ def _default_connect(uri: str, src: PullSource) -> _Connection:
         return RtmpPuller(
             uri, on_rtp=src.on_rtp, on_session=src.on_session, timeout=src.cfg.connect_timeout
         )
+    if scheme == "srt":
+        return SrtPull(uri, src)
     raise PullError(f"{redact(uri)}: unsupported scheme {scheme!r}")
+
+
+_MAX_EARLY_PACKETS = 4096  # RTP held between the first media and the publish
+
+
+class _IngestTarget:
+    """What :class:`~onvifcam.srt.ingest.TsIngest` publishes to, for an SRT pull: it plays
+    the registry and the stream, keeps the first session for :meth:`SrtPull.open`, passes
+    later ones (new parameter sets) and the RTP to the pull source."""
+
+    def __init__(self, src: PullSource) -> None:
+        self.src = src
+        self.session: SessionDescription | None = None
+        self.ready = asyncio.Event()
+        self._early: list[tuple[int, bytes]] = []
+
+    def get(self, path: str) -> None:
+        return None
+
+    def get_or_create(self, path: str) -> _IngestTarget:
+        return self
+
+    def publish(
+        self, publisher: object, session: SessionDescription, replace: bool = False
+    ) -> None:
+        if self.session is None:
+            self.session = session
+            self.ready.set()
+        else:
+            self.src.on_session(session)
+
+    def unpublish(self, publisher: object, reason: str) -> None:
+        """The pull source unpublishes (it owns the publish)."""
+
+    def on_rtp(self, track: int, packet: bytes) -> None:
+        src = self.src
+        if not src._published:
+            if len(self._early) < _MAX_EARLY_PACKETS:
+                self._early.append((track, packet))  # the first keyframe, until published
+            return
+        if self._early:
+            early, self._early = self._early, []
+            for t, p in early:
+                src.on_rtp(t, p)
+        src.on_rtp(track, packet)
+
+
+class SrtPull:
+    """One SRT pull connection (caller, receiving MPEG-TS): payloads -> TsIngest ->
+    packetiser -> the pull source."""
+
+    def __init__(self, uri: str, src: PullSource) -> None:
+        self.uri = uri
+        self.src = src
+        self.target = _IngestTarget(src)
+        self.ingest: TsIngest | None = None
+        self.conn: SrtReceiverConnection | None = None
+
+    async def open(self) -> SessionDescription:
+        """Handshake, then wait for the media to be known (first keyframe)."""
+        try:
+            target = parse_srt_url(self.uri)
+        except ValueError as exc:
+            raise PullError(str(exc)) from None
+        path = self.src.stream.path
+        self.ingest = TsIngest(path, self.target, self.src, lazy=False)  # type: ignore[arg-type]
+        timeout = self.src.cfg.connect_timeout
+        self.conn = SrtReceiverConnection(
+            target,
+            self.ingest.feed,
+            timeout=timeout,
+            settings=ReceiverSettings(idle_timeout=max(self.src.cfg.switch_after, 1.0)),
+        )
+        try:
+            await self.conn.connect()
+        except SrtError as exc:
+            raise PullError(f"{redact(self.uri)}: {exc}") from None
+        ready = asyncio.ensure_future(self.target.ready.wait())
+        closed = asyncio.ensure_future(self.conn.closed.wait())
+        try:
+            await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            closed.cancel()
+        if self.target.session is None:
+            raise PullError(f"{redact(self.uri)}: {self.conn.error}")
+        return self.target.session
+
+    async def run(self, idle_timeout: float) -> None:
+        """Until the connection ends (SHUTDOWN, silence, unusable media)."""
+        assert self.conn is not None
+        await self.conn.closed.wait()
+        raise PullError(f"{redact(self.uri)}: {self.conn.error}")
+
+    async def close(self) -> None:
+        """SHUTDOWN, close the socket, flush the demuxer."""
+        if self.conn is not None:
+            self.conn.close()
+        if self.ingest is not None:
+            try:
+                self.ingest.close("pull stopped")
+            except IngestError:
+                pass

@@ -2,7 +2,10 @@
 
 It speaks just enough of the protocol to drive the listener the way libsrt does: induction,
 conclusion with HSREQ, Stream ID and optional KMREQ, data packets with TSBPD timestamps,
-ACKACK for every full ACK, retransmission of what a NAK lists, a key refresh, SHUTDOWN.
+ACKACK for every full ACK, retransmission of what a NAK lists, a key refresh, KEEPALIVE,
+SHUTDOWN. What is sent stays for retransmission until acknowledged, bounded by
+:meth:`Caller.trim`. The forwarder (:mod:`onvifcam.srt.client`) sends with it, and the
+puller (:mod:`onvifcam.srt.puller`) uses its handshake.
 Real encoders (ffmpeg, GStreamer) are what the interop tests use; this one lets the unit
 tests exercise loss, reordering, wrap-arounds and hostile callers without sockets.
 """
@@ -68,7 +71,8 @@ class Caller:
     state: str = "new"  # new, induced, connected, rejected, closed
     peer_id: int = 0
     reject_code: int = 0
-    negotiated_latency_ms: int = 0
+    negotiated_latency_ms: int = 0  # the listener's receive latency (HSRSP)
+    receive_latency_ms: int = 0  # ours, as the listener agreed (HSRSP sender delay)
     next_seq: int = 0
     msgno: int = 1
     sent: dict[int, tuple[bytes, int, int]] = field(default_factory=dict)
@@ -79,6 +83,11 @@ class Caller:
     kmrsp: list[bytes] = field(default_factory=list)
     enc: Encryptor | None = None
     cookie: int = 0
+    sent_bytes: int = 0  # payload bytes kept for retransmission
+    trimmed: int = 0  # packets dropped from the retransmission buffer unacknowledged
+    last_rx: float = 0.0  # when the last datagram from the listener arrived
+    peer_timestamp: int = 0  # the timestamp of the listener's conclusion
+    peer_isn: int = 0  # the ISN in the listener's conclusion
 
     def __post_init__(self) -> None:
         self.next_seq = self.isn
@@ -136,6 +145,7 @@ class Caller:
         msgno = self.msgno
         self.msgno = (self.msgno + 1) & 0x03FFFFFF or 1
         self.sent[seq] = (payload, ts, msgno)
+        self.sent_bytes += len(payload)
         return self._packet(seq, payload, ts, msgno, retransmitted=False)
 
     def _packet(
@@ -165,6 +175,21 @@ class Caller:
             ControlType.USER, self.ts(now), self.peer_id, km, subtype=ExtType.KMREQ
         )
 
+    def keepalive(self, now: float) -> bytes:
+        """KEEPALIVE."""
+        return build_control(ControlType.KEEPALIVE, self.ts(now), self.peer_id)
+
+    def trim(self, max_bytes: int) -> int:
+        """Forget the oldest unacknowledged packets beyond ``max_bytes``; how many."""
+        n = 0
+        sent = self.sent
+        while self.sent_bytes > max_bytes and sent:
+            seq = next(iter(sent))
+            self.sent_bytes -= len(sent.pop(seq)[0])
+            n += 1
+        self.trimmed += n
+        return n
+
     def shutdown(self, now: float) -> bytes:
         """SHUTDOWN."""
         self.state = "closed"
@@ -174,6 +199,7 @@ class Caller:
     def receive(self, datagram: bytes, now: float) -> list[bytes]:
         """Handle one datagram from the listener; the datagrams to answer with."""
         pkt = parse(datagram)
+        self.last_rx = now
         if isinstance(pkt, DataPacket):
             return []
         return self._control(pkt, now)
@@ -191,9 +217,13 @@ class Caller:
                 return [self.conclusion(now)]
             if self.state == "induced" and hs.hs_type == HsType.CONCLUSION:
                 self.peer_id = hs.socket_id
+                self.peer_timestamp = pkt.timestamp
+                self.peer_isn = hs.isn
                 raw = hs.ext(ExtType.HSRSP)
                 if raw is not None:
-                    self.negotiated_latency_ms = HsExt.parse(raw).recv_delay
+                    rsp = HsExt.parse(raw)
+                    self.negotiated_latency_ms = rsp.recv_delay
+                    self.receive_latency_ms = rsp.send_delay
                 self.state = "connected"
             return []
         if pkt.type == ControlType.ACK:
@@ -204,7 +234,7 @@ class Caller:
                     s = next(iter(sent))
                     if seq_diff(s, ack) >= 0:
                         break
-                    del sent[s]
+                    self.sent_bytes -= len(sent.pop(s)[0])
                 self.acked = ack
             if pkt.info:  # full ACK: answer with ACKACK
                 self.acks += 1

@@ -169,6 +169,13 @@ class Receiver:
         self._partial: list[bytes] | None = None
         self._partial_no = -1
 
+    def rebase(self, timestamp: int, now: float) -> None:
+        """Anchor TSBPD on a data packet's ``timestamp`` arriving ``now`` instead of the
+        handshake's: on the caller side the listener's conclusion need not be stamped on
+        the clock its data uses (libsrt)."""
+        self.base = now - timestamp / _US
+        self.ts_last = self._ackack_ts_last = timestamp
+
     # ------------------------------------------------------------------ helpers
     def _ts(self, now: float) -> int:
         return int((now - self.start) * _US) & 0xFFFFFFFF

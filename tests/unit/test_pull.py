@@ -82,7 +82,8 @@ def test_source_lists_and_failover_keys_are_validated() -> None:
     for cam, message in [
         ({"source": ["file:///a.mp4", "rtsp://h/x"]}, "file:// source stands alone"),
         ({"source": "rtsp://h"}, "needs a host, an optional port and a path"),
-        ({"source": "srt://h:9000"}, "is not supported"),
+        ({"source": "srt://h"}, "needs a host and a port"),
+        ({"source": "srt://h:9000?pbkeylen=7"}, "pbkeylen must be 16, 24 or 32"),
         ({"primary": "p"}, "primary and backup go together"),
         ({"primary": "a", "backup": "b"}, "three different non-empty paths"),
         ({"primary": "p", "backup": "b", "source": "rtsp://h/x"}, "not both"),
