@@ -354,6 +354,7 @@ class App:
             loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.start()
         self.ready = True
+        self.web.urls_changed()  # every port is final: push URLs made before are stale
         s = self.cfg.server
         log.info(
             "onvifcam %s serving rtsp://%s:%d/%s",

@@ -21,7 +21,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import time
 import typing
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
@@ -54,7 +53,7 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.web.api import Api, PushUrls, cameras_json
+from onvifcam.web.api import Api, PushUrls
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import STATIC_DIR, dashboard_page
 
@@ -165,6 +164,7 @@ class WebServer:
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
+        self.urls_version = 0  # bumped whenever a camera's URLs may have changed
         # the HTTP API and the dashboard's data (/api/...); push: the ingest URLs of a path
         self.api = Api(cfg, cameras, streams, bus, self, push)
         self.cameras.on_added.append(self._camera_added)
@@ -286,6 +286,7 @@ class WebServer:
         rtsp = self._rtsp.pop(cam.key, None)
         if rtsp is not None:
             rtsp.close()
+        self.urls_changed()
         for site in sites:
             self._spawn(site.stop())
         if sites:
@@ -371,6 +372,7 @@ class WebServer:
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
+            self.urls_changed()
             shown = url_host(self.addressing.host(self.place(cam)))
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
@@ -424,6 +426,7 @@ class WebServer:
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
         self._bound.pop(cam.key, None)
+        self.urls_changed()
         self.bus.publish(EndpointUnbound(cam.key, reason))
 
     def _schedule_reboot(self, cam: Camera) -> None:
@@ -470,7 +473,8 @@ class WebServer:
         )
 
     @staticmethod
-    def _arrival(request: web.Request) -> Arrival:
+    def arrival(request: web.Request) -> Arrival:
+        """How the client of ``request`` reached us (socket address, port, Host header)."""
         sock = request.transport.get_extra_info("sockname") if request.transport else None
         return Arrival(
             local=str(sock[0]) if sock else "",
@@ -478,25 +482,27 @@ class WebServer:
             host_header=request.host,
         )
 
-    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]:
-        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
-        ``snapshot_url``, ready to paste."""
-        place = self.place(cam)
-        return {
-            "port": place.onvif_port,
-            **self.addressing.urls(place, self._arrival(request)).as_dict(),
-        }
+    def urls_changed(self) -> None:
+        """Something the cameras' URLs depend on changed (a port bound or closed, the
+        listeners all open): cached URL sets are stale (:attr:`urls_version`)."""
+        self.urls_version += 1
 
-    def request_host(self, cam: Camera, request: web.Request) -> str:
-        """The host a client of ``request`` reaches the server by (for push URLs)."""
-        return self.addressing.host(None, self._arrival(request))
+    def camera_urls(self, cam: Camera, arrival: Arrival) -> dict[str, str | int]:
+        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
+        ``snapshot_url`` for a client that arrived as ``arrival``, ready to paste."""
+        place = self.place(cam)
+        return {"port": place.onvif_port, **self.addressing.urls(place, arrival).as_dict()}
+
+    def request_host(self, arrival: Arrival) -> str:
+        """The host a client that arrived as ``arrival`` reaches the server by (push URLs)."""
+        return self.addressing.host(None, arrival)
 
     def _context(
         self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
         addressing = self.addressing
         place = self.place(cam)
-        arrival = self._arrival(request)
+        arrival = self.arrival(request)
         host = addressing.host(place, arrival)
         port = arrival.port or self.port
         base = addressing.service_base(place, host, port, prefix)
@@ -665,9 +671,9 @@ class WebServer:
         """The dashboard: the camera list rendered here, made live by /static/dashboard.js."""
         if not self.api.authorized(request):
             return self.api.challenge()
-        data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
-        template = self.addressing.rtsp_template(self._arrival(request))
-        page = dashboard_page(data["cameras"], template)
+        cams = [self.api.entry(c, request) for c in list(self.cameras.cameras.values())]
+        template = self.addressing.rtsp_template(self.arrival(request))
+        page = dashboard_page(cams, template)
         return web.Response(
             text=page,
             content_type="text/html",
