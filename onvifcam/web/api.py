@@ -23,6 +23,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -91,6 +92,29 @@ class ApiError(Exception):
         return web.json_response(body, status=self.status, headers=_NO_STORE)
 
 
+_WHERE = re.compile(r"(\[[\w.]+\](?:[ .][\w.]+)?|\w+(?:\[\d+\])?(?:\.[\w.]+)?): (.+)", re.S)
+_UNKNOWN_KEY = re.compile(r"unknown key '([^']*)'")
+
+
+def config_error_json(text: str, source: str) -> dict[str, str]:
+    """A configuration error's text (``FILE: [section].key: reason``) as ``file``, ``key``
+    (``section.key`` when one is named, else "") and ``reason``."""
+    rest = text.removeprefix(f"{source}: ") if source else text
+    key, reason = "", rest
+    m = _WHERE.fullmatch(rest)
+    if m:
+        where, reason = m.group(1), m.group(2)
+        if where.startswith("["):
+            section, _, tail = where[1:].partition("]")
+            key = f"{section}.{tail[1:]}" if tail else section
+        else:
+            key = where
+        unknown = _UNKNOWN_KEY.match(reason)
+        if unknown:
+            key = f"{key}.{unknown.group(1)}"
+    return {"file": source, "key": key, "reason": reason}
+
+
 def event_json(event: Event) -> dict[str, Any]:
     """An event as JSON: its type name and fields."""
     return {"type": type(event).__name__, **dataclasses.asdict(event)}
@@ -132,6 +156,9 @@ class Api:
         # switchable things (sources, forwards) by kind: see :meth:`register`
         self._directories: dict[str, Callable[[], Iterable[object]]] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        # POST /api/reload: the app's reload (re-read the configuration file; its summary)
+        self.reloader: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self._reloading = False
         # the static part of each camera's list entry (identity, URLs, push commands) as a
         # dict and as its JSON text, per client view (arrival), for one Camera object and
         # one site.urls_version: see :meth:`_static`
@@ -208,6 +235,7 @@ class Api:
         router.add_get("/api/events/stream", g(self._stream))
         router.add_get("/api/sources", g(self._sources))
         router.add_post("/api/sources/{kind}/{id}/{action}", g(self._switch))
+        router.add_post("/api/reload", g(self._reload))
 
     @web.middleware
     async def middleware(
@@ -658,6 +686,35 @@ class Api:
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         async with asyncio.timeout(self.cfg.api.sse_write_timeout):
             await resp.write(data)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        """Re-read the configuration file and apply what changed (as SIGHUP does): 200 with
+        the reload's summary; 422 naming the file, key and reason when the file has an error
+        (nothing changed); 409 when there is no file or a reload through the API runs."""
+        if self.reloader is None:
+            raise ApiError(409, "this server cannot reload its configuration")
+        if self._reloading:
+            raise ApiError(409, "a reload is already running; try again when it is done")
+        self._reloading = True
+        try:
+            summary = await self.reloader()
+        finally:
+            self._reloading = False
+        if summary.get("ok"):
+            log.info("api: configuration reloaded from %s", summary.get("source", ""))
+            return web.json_response(summary, headers=_NO_STORE)
+        failed = summary.get("failed", "")
+        body = dict(summary)
+        if failed == "config":
+            where = config_error_json(str(summary.get("error", "")), str(summary.get("source")))
+            body.update(where, field=where["key"])
+            status = 422
+        elif failed == "no_config":
+            status = 409
+        else:
+            status = 507  # the state directory could not be written
+        self.counters["errors"] += 1
+        return web.json_response(body, status=status, headers=_NO_STORE)
 
     # ------------------------------------------------------------------ sources, forwards
     def _items(self) -> list[tuple[str, str, object]]:
