@@ -149,7 +149,11 @@ class Api:
         a = cfg.api
         self._user = a.username or cfg.onvif.username
         self._password = a.password if a.username else cfg.onvif.password
-        self.open = not a.auth or not (self._user or a.token)
+        # no credential at all: open while ONVIF is on (its auth is off; a warning says
+        # so); with ONVIF off there is no generated admin, so the API stays closed (loopback
+        # reads excepted) until [api] sets one, or [api] auth = false opens it
+        self.open = not a.auth or (not (self._user or a.token) and cfg.onvif.enabled)
+        self.no_credential = not (self._user or a.token)
         self._recent: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=a.recent_events)
         self._seq = 0
         self._clients: set[EventQueue[tuple[int, str]]] = set()
@@ -180,6 +184,11 @@ class Api:
         """Record events from the bus (ring buffer and SSE clients)."""
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe(self._on_event)
+        if self.no_credential and not self.open:
+            log.warning(
+                "api: [onvif] enabled = false and no [api] token or username: the HTTP API "
+                "and dashboard answer loopback reads only; set [api] token to use them"
+            )
         if self.open and self.cfg.api.auth:
             log.warning(
                 "api: no credentials are configured ([api] token or username, [onvif] "
@@ -284,8 +293,14 @@ class Api:
     def challenge(self) -> web.Response:
         """401 with a Basic challenge (browsers ask once, then send it with every call)."""
         self.counters["auth_failures"] += 1
+        text = "the API needs the admin credential: HTTP Basic or a bearer token"
+        if self.no_credential:
+            text = (
+                "the API needs a credential and none is configured ([onvif] enabled = false "
+                "generates no admin): set [api] token or [api] username/password"
+            )
         return web.json_response(
-            {"error": "the API needs the admin credential: HTTP Basic or a bearer token"},
+            {"error": text},
             status=401,
             headers={"WWW-Authenticate": 'Basic realm="onvifcam", charset="UTF-8"', **_NO_STORE},
         )
@@ -525,7 +540,14 @@ class Api:
         e["config"] = self._config_json(cam)
         return web.json_response(e, headers=_NO_STORE)
 
+    def _need_onvif(self) -> None:
+        if not self.cfg.onvif.enabled:
+            raise ApiError(
+                409, "cameras are ONVIF devices and [onvif] enabled = false: nothing to change"
+            )
+
     async def _create(self, request: web.Request) -> web.Response:
+        self._need_onvif()
         table = await self._body(request)
         cfg = self._validated(table, None)
         try:
@@ -541,6 +563,7 @@ class Api:
         return web.json_response(e, status=201, headers=_NO_STORE)
 
     async def _change(self, request: web.Request, merge: bool) -> web.Response:
+        self._need_onvif()
         cam = self._camera(request)
         table = await self._body(request)
         if self.origin(cam) == "config":

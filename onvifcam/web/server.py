@@ -175,16 +175,19 @@ class WebServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind the main port and every camera's endpoint."""
-        if not self.cfg.onvif.enabled:
-            return
+        """Bind the main port (API, dashboard, other components' routes such as /metrics
+        and WHIP; the ONVIF routes too while ``[onvif] enabled``) and every camera's
+        endpoint."""
+        onvif = self.cfg.onvif.enabled
         aio = web.Application(
             client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
         )
-        aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
+        if onvif:
+            aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/", self._landing)
         aio.router.add_static("/static/", STATIC_DIR, append_version=False)
-        aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
+        if onvif:
+            aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
         self.api.add_routes(aio.router)
         self.api.start()
         for r in self._routes:
@@ -202,9 +205,10 @@ class WebServer:
         site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
-        for cam in list(self.cameras.cameras.values()):
-            await self._start_camera(cam)
-        await self.events.start()
+        if onvif:
+            for cam in list(self.cameras.cameras.values()):
+                await self._start_camera(cam)
+            await self.events.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -255,7 +259,7 @@ class WebServer:
 
     def ready_info(self) -> dict[str, str]:
         """The main HTTP port for the ready line."""
-        return {"http_port": str(self.port)} if self.cfg.onvif.enabled else {}
+        return {"http_port": str(self.port)} if self.port else {}
 
     # ------------------------------------------------------------------ camera endpoints
     def _camera_added(self, cam: Camera) -> None:
@@ -332,7 +336,12 @@ class WebServer:
         return out
 
     async def _start_camera(self, cam: Camera) -> None:
-        if self._runner is None or cam.key in self._sites or not self._registered(cam):
+        if (
+            self._runner is None
+            or not self.cfg.onvif.enabled
+            or cam.key in self._sites
+            or not self._registered(cam)
+        ):
             return
         reserved: list[web.SockSite] = []
         self._sites[cam.key] = reserved  # reserved while binding

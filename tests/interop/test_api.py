@@ -320,3 +320,25 @@ def test_schemathesis_against_the_served_spec(srv: ServerProc) -> None:
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
     assert statuses.count(200) > 10 and 201 in statuses and 401 not in statuses, statuses
+
+
+def test_without_onvif_the_http_port_serves_api_dashboard_and_metrics() -> None:
+    # no ONVIF, so no generated admin and no [api] credential: loopback reads only
+    server = ServerProc("[onvif]\nenabled = false\n", onvif_auth=True).start()
+    try:
+        assert int(server.ports["http_port"]) > 0
+        assert call(server, "GET", "/api/health", auth=None)[0] == 200
+        status, body = call(server, "GET", "/api/cameras", auth=None)
+        assert status == 200 and body["cameras"] == []
+        status, page = call(server, "GET", "/", auth=None)
+        assert status == 200 and b"<html" in page
+        status, text = call(server, "GET", "/metrics", auth=None)
+        assert status == 200 and b"onvifcam_" in text
+        status, body = call(server, "POST", "/api/reload", auth=None)
+        assert status == 401 and "set [api] token" in body["error"]
+        status, body = call(server, "POST", "/api/cameras", {"path": "x"}, auth=None)
+        assert status == 401
+        status, _ = call(server, "POST", "/onvif/device_service", auth=None, raw=b"<x/>")
+        assert status == 404  # no ONVIF routes
+    finally:
+        server.stop()
