@@ -151,6 +151,8 @@ class App:
             self.stats_sources["srt"] = srt.stats
         self._tick_task: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[dict[str, Any]] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.web.api.reloader = self.reload  # POST /api/reload
         self._stopped = asyncio.Event()
         self.started_at = time.time()
         self.ready = False  # True once every listener is open
@@ -356,6 +358,7 @@ class App:
             loop.add_signal_handler(signal.SIGHUP, self._sighup)
         await self.start()
         self.ready = True
+        self.web.urls_changed()  # every port is final: push URLs made before are stale
         s = self.cfg.server
         log.info(
             "onvifcam %s serving rtsp://%s:%d/%s",
@@ -382,14 +385,22 @@ class App:
         self._reload_task = asyncio.create_task(self.reload(), name="onvifcam-reload")
 
     async def reload(self, cfg: Config | None = None) -> dict[str, Any]:
+        """Re-read the configuration and apply what changed (:meth:`_reload`); one reload at a
+        time (SIGHUP and ``POST /api/reload`` wait for each other)."""
+        async with self._reload_lock:
+            return await self._reload(cfg)
+
+    async def _reload(self, cfg: Config | None = None) -> dict[str, Any]:
         """Re-read the configuration file (or take ``cfg``) and apply what changed without a
         restart: cameras added, updated and removed through the camera registry (unaffected
         cameras, streams, readers and publishers are not touched), path policies, [stats]
         and [[hooks]]. Changes that need a listener restarted are only reported.
 
         Returns a summary: ``{"ok", "source", "cameras": {"added", "updated", "removed",
-        "refused"}, "applied", "restart_needed", "error"}``; a configuration with an error
-        changes nothing.
+        "refused"}, "applied", "restart_needed", "error", "failed"}`` (``failed``: "" or why
+        nothing changed: "no_config", "config" for an error in the file, "state" when the
+        state directory could not be written); a configuration with an error changes
+        nothing.
         """
         summary: dict[str, Any] = {
             "ok": False,
@@ -398,10 +409,12 @@ class App:
             "applied": [],
             "restart_needed": [],
             "error": "",
+            "failed": "",
         }
         if cfg is None:
             if self.cfg.source.startswith("<"):
                 summary["error"] = "the server was started without --config: nothing to re-read"
+                summary["failed"] = "no_config"
                 log.warning("reload: %s", summary["error"])
                 return summary
             loop = asyncio.get_running_loop()
@@ -409,6 +422,7 @@ class App:
                 cfg = await loop.run_in_executor(None, load, self.cfg.source)
             except ConfigError as exc:
                 summary["error"] = str(exc)
+                summary["failed"] = "config"
                 log.error("reload: configuration error, nothing changed: %s", exc)
                 return summary
         try:
@@ -417,6 +431,7 @@ class App:
             )
         except OSError as exc:
             summary["error"] = str(exc)
+            summary["failed"] = "state"
             log.error("reload: %s; nothing changed", exc)
             return summary
         self._apply(new, summary)

@@ -286,10 +286,16 @@ class FlvIngest:
         specs: list[TrackSpec] = []
         v = self.video
         if v is not None:
+            # the declared size goes to the SDP (a=x-dimensions): the stream's statistics
+            # show it beside the measured one (SPS)
+            width, height = _number(meta.get("width")), _number(meta.get("height"))
+            size = width is not None and height is not None and width >= 1 and height >= 1
             specs.append(
                 VideoSpec(
                     v.codec,
                     list(v.params),
+                    width=int(width) if size and width is not None else None,
+                    height=int(height) if size and height is not None else None,
                     fps=_number(meta.get("framerate") or meta.get("fps")),
                     bitrate=_number(meta.get("videodatarate")),
                 )

@@ -329,6 +329,21 @@ class TsIngest:
             self.stream.unpublish(self.publisher, reason)
             self.stream = None
 
+    def ingest_drops(self) -> dict[str, int]:
+        """What this ingest dropped of its input, by reason (the stream's statistics and
+        /metrics add them to its own drops): ``malformed`` (damaged PES, bad ADTS, units
+        the packetizer refused), ``ts_continuity`` (TS packets missing: continuity counter
+        gaps), ``unsupported_codec`` (PES of stream types that are not carried),
+        ``before_publish`` (units before the first keyframe with its parameter sets)."""
+        d = self.demuxer.stats()
+        return {
+            "malformed": d["malformed"] + d["dropped_aus"] + d["adts_errors"]
+            + self.stats.bad_units,
+            "ts_continuity": d["cc_errors"],
+            "unsupported_codec": d["unknown_pes"],
+            "before_publish": self.stats.waited,
+        }  # fmt: skip
+
     def summary(self) -> str:
         """Counters for the close log line."""
         d = self.demuxer.stats()

@@ -61,6 +61,15 @@ class SrtPublisher:
         """Close the connection (a new publisher replaced it, or the stream ended)."""
         self.server.close(self.conn, reason)
 
+    def ingest_drops(self) -> dict[str, int]:
+        """What this publisher's input lost, by reason (read by the stream's statistics):
+        the ingest's own (see ``TsIngest.ingest_drops``) and ``too_late``, the SRT packets
+        given up because they were not there by their delivery time (too-late drop)."""
+        fn = getattr(self.sink, "ingest_drops", None)
+        out: dict[str, int] = dict(fn()) if callable(fn) else {}
+        out["too_late"] = self.conn.receiver.stats.dropped
+        return out
+
 
 def settings_from(cfg: Config) -> ListenerSettings:
     """The listener's settings from ``[srt]``."""

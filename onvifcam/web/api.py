@@ -23,9 +23,10 @@ import inspect
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -43,6 +44,7 @@ CameraUrls = Callable[[Camera], dict[str, Any]]
 PushUrls = Callable[[str, str], dict[str, str]]
 _KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 _NO_STORE = {"Cache-Control": "no-store"}
+_ARRIVALS = 8  # distinct (address, port, Host) views of the camera list kept cached
 
 
 def cameras_json(
@@ -63,9 +65,13 @@ def cameras_json(
 class Site(Protocol):
     """What the API needs from the web component."""
 
-    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]: ...
+    urls_version: int  # changes whenever a camera's URLs may have changed
 
-    def request_host(self, cam: Camera, request: web.Request) -> str: ...
+    def arrival(self, request: web.Request) -> Hashable: ...
+
+    def camera_urls(self, cam: Camera, arrival: Any) -> dict[str, str | int]: ...
+
+    def request_host(self, arrival: Any) -> str: ...
 
     async def snapshot_image(self, cam: Camera, request: web.Request) -> web.StreamResponse: ...
 
@@ -84,6 +90,29 @@ class ApiError(Exception):
         if self.field:
             body["field"] = self.field
         return web.json_response(body, status=self.status, headers=_NO_STORE)
+
+
+_WHERE = re.compile(r"(\[[\w.]+\](?:[ .][\w.]+)?|\w+(?:\[\d+\])?(?:\.[\w.]+)?): (.+)", re.S)
+_UNKNOWN_KEY = re.compile(r"unknown key '([^']*)'")
+
+
+def config_error_json(text: str, source: str) -> dict[str, str]:
+    """A configuration error's text (``FILE: [section].key: reason``) as ``file``, ``key``
+    (``section.key`` when one is named, else "") and ``reason``."""
+    rest = text.removeprefix(f"{source}: ") if source else text
+    key, reason = "", rest
+    m = _WHERE.fullmatch(rest)
+    if m:
+        where, reason = m.group(1), m.group(2)
+        if where.startswith("["):
+            section, _, tail = where[1:].partition("]")
+            key = f"{section}.{tail[1:]}" if tail else section
+        else:
+            key = where
+        unknown = _UNKNOWN_KEY.match(reason)
+        if unknown:
+            key = f"{key}.{unknown.group(1)}"
+    return {"file": source, "key": key, "reason": reason}
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -120,13 +149,27 @@ class Api:
         a = cfg.api
         self._user = a.username or cfg.onvif.username
         self._password = a.password if a.username else cfg.onvif.password
-        self.open = not a.auth or not (self._user or a.token)
+        # no credential at all: open while ONVIF is on (its auth is off; a warning says
+        # so); with ONVIF off there is no generated admin, so the API stays closed (loopback
+        # reads excepted) until [api] sets one, or [api] auth = false opens it
+        self.open = not a.auth or (not (self._user or a.token) and cfg.onvif.enabled)
+        self.no_credential = not (self._user or a.token)
         self._recent: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=a.recent_events)
         self._seq = 0
         self._clients: set[EventQueue[tuple[int, str]]] = set()
         # switchable things (sources, forwards) by kind: see :meth:`register`
         self._directories: dict[str, Callable[[], Iterable[object]]] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        # POST /api/reload: the app's reload (re-read the configuration file; its summary)
+        self.reloader: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self._reloading = False
+        # the static part of each camera's list entry (identity, URLs, push commands) as a
+        # dict and as its JSON text, per client view (arrival), for one Camera object and
+        # one site.urls_version: see :meth:`_static`
+        self._static_cache: dict[Hashable, dict[str, tuple[Camera, Any, dict[str, Any], str]]] = {}
+        # each camera's encoded list entry with the static text and live values it was made
+        # from (a different arrival's static text, or new values, make it again)
+        self._entry_cache: dict[str, tuple[str, tuple[Any, ...], bytes]] = {}
         self.started_at = time.time()
         self.counters = {
             "requests": 0,
@@ -141,6 +184,11 @@ class Api:
         """Record events from the bus (ring buffer and SSE clients)."""
         if self._unsubscribe is None:
             self._unsubscribe = self.bus.subscribe(self._on_event)
+        if self.no_credential and not self.open:
+            log.warning(
+                "api: [onvif] enabled = false and no [api] token or username: the HTTP API "
+                "and dashboard answer loopback reads only; set [api] token to use them"
+            )
         if self.open and self.cfg.api.auth:
             log.warning(
                 "api: no credentials are configured ([api] token or username, [onvif] "
@@ -196,6 +244,7 @@ class Api:
         router.add_get("/api/events/stream", g(self._stream))
         router.add_get("/api/sources", g(self._sources))
         router.add_post("/api/sources/{kind}/{id}/{action}", g(self._switch))
+        router.add_post("/api/reload", g(self._reload))
 
     @web.middleware
     async def middleware(
@@ -244,8 +293,14 @@ class Api:
     def challenge(self) -> web.Response:
         """401 with a Basic challenge (browsers ask once, then send it with every call)."""
         self.counters["auth_failures"] += 1
+        text = "the API needs the admin credential: HTTP Basic or a bearer token"
+        if self.no_credential:
+            text = (
+                "the API needs a credential and none is configured ([onvif] enabled = false "
+                "generates no admin): set [api] token or [api] username/password"
+            )
         return web.json_response(
-            {"error": "the API needs the admin credential: HTTP Basic or a bearer token"},
+            {"error": text},
             status=401,
             headers={"WWW-Authenticate": 'Basic realm="onvifcam", charset="UTF-8"', **_NO_STORE},
         )
@@ -299,38 +354,120 @@ class Api:
             return "api"
         return "auto" if cam.auto else "config"
 
-    def entry(self, cam: Camera, request: web.Request) -> dict[str, Any]:
-        """One camera as the list shows it."""
-        e = cam.summary()
-        e.update(self.site.camera_urls(cam, request))
+    def _static(self, cam: Camera, arrival: Hashable) -> tuple[dict[str, Any], str]:
+        """The parts of ``cam``'s entry that change only when the camera is replaced (an
+        update makes a new Camera), its endpoint moves (``site.urls_version``) or its ONVIF
+        users come or go: built
+        once per client view, kept as a dict and as JSON text (without the braces)."""
+        # ONVIF CreateUsers/DeleteUsers can switch a camera's auth on or off
+        version = (self.site.urls_version, bool(cam.state.users))
+        per = self._static_cache.get(arrival)
+        if per is None:
+            if len(self._static_cache) >= _ARRIVALS:  # a bounded set of Host headers
+                del self._static_cache[next(iter(self._static_cache))]
+            per = self._static_cache[arrival] = {}
+        hit = per.get(cam.key)
+        if hit is not None and hit[0] is cam and hit[1] == version:
+            return hit[2], hit[3]
+        d: dict[str, Any] = {
+            "name": cam.name,
+            "slug": cam.slug,
+            "path": cam.path,
+            "sub_path": cam.sub_path,
+            "auto": cam.auto,
+            "address": cam.address,
+            "uuid": cam.uuid,
+            "mac": cam.mac,
+            "serial": cam.serial,
+            "auth": cam.auth_required,
+            "origin": self.origin(cam),
+            "api_snapshot_url": f"/api/cameras/{cam.slug}/snapshot",
+        }
+        d.update(self.site.camera_urls(cam, arrival))
+        d["push"] = self.push(cam.path, self.site.request_host(arrival)) if self.push else {}
+        text = json.dumps(d, separators=(",", ":"))[1:-1]
+        per[cam.key] = (cam, version, d, text)
+        if len(per) > 2 * len(self.cameras.cameras) + 16:  # removed cameras' entries
+            for key in [k for k in per if k not in self.cameras.cameras]:
+                del per[key]
+        return d, text
+
+    @staticmethod
+    def _live_values(cam: Camera) -> tuple[Any, ...]:
+        """What of ``cam``'s entry follows its stream, flat: online, state, video codec,
+        width, height, fps, measured rates, kbit/s, readers, publisher address and protocol."""
         s = cam.stream("main")
         v = cam.video("main")
-        online = cam.online
-        pub = None
-        if s is not None and online:
-            pub = next((i for i in s.sessions() if i.role == "publisher"), None)
-        if online:
-            state = "online"
-        elif s is not None and s.publisher is not None:
-            state = "placeholder"
-        else:
-            state = "offline"
-        e.update(
-            origin=self.origin(cam),
-            state=state,
-            codec=v.codec,
-            width=v.width,
-            height=v.height,
-            resolution=f"{v.width}x{v.height}",
-            fps=round(float(s.stats.fps), 2) if online and s is not None else 0.0,
-            bitrate_kbps=round(s.stats.bitrate / 1000) if online and s is not None else 0,
-            readers=len(s.readers) if s is not None else 0,
-            publisher_address=pub.address if pub else "",
-            publisher_protocol=pub.protocol if pub else "",
-            api_snapshot_url=f"/api/cameras/{cam.slug}/snapshot",
-            push=self.push(cam.path, self.site.request_host(cam, request)) if self.push else {},
+        if s is None:
+            return (False, "offline", v.codec, v.width, v.height, v.fps, None, 0.0, 0, 0, "", "")
+        if not s.online:
+            state = "placeholder" if s.publisher is not None else "offline"
+            n = len(s.readers)
+            return (False, state, v.codec, v.width, v.height, v.fps, None, 0.0, 0, n, "", "")
+        pub = next((i for i in s.sessions() if i.role == "publisher"), None)
+        st = s.stats
+        return (
+            True,
+            "online",
+            v.codec,
+            v.width,
+            v.height,
+            v.fps,
+            tuple(cam.measured("main").items()),
+            round(float(st.fps), 2),
+            round(st.bitrate / 1000),
+            len(s.readers),
+            pub.address if pub else "",
+            pub.protocol if pub else "",
         )
-        return e
+
+    @staticmethod
+    def _live(values: tuple[Any, ...]) -> dict[str, Any]:
+        """The live part of an entry from :meth:`_live_values`."""
+        online, state, codec, width, height, fps, measured, rfps, kbps, readers, addr, proto = (
+            values
+        )
+        return {
+            "online": online,
+            "video": {"codec": codec, "width": width, "height": height, "fps": fps},
+            "measured": dict(measured) if measured else {},
+            "state": state,
+            "codec": codec,
+            "width": width,
+            "height": height,
+            "resolution": f"{width}x{height}",
+            "fps": rfps,
+            "bitrate_kbps": kbps,
+            "readers": readers,
+            "publisher_address": addr,
+            "publisher_protocol": proto,
+        }
+
+    def entry(self, cam: Camera, request: web.Request) -> dict[str, Any]:
+        """One camera as the list shows it."""
+        static, _text = self._static(cam, self.site.arrival(request))
+        return {**static, **self._live(self._live_values(cam))}
+
+    def list_body(self, request: web.Request) -> bytes:
+        """``GET /api/cameras`` as JSON: each camera's entry is kept as encoded text and
+        made again only when its static part (:meth:`_static`) or its live values changed."""
+        arrival = self.site.arrival(request)
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        cache = self._entry_cache
+        parts = []
+        for cam in list(self.cameras.cameras.values()):
+            _d, text = self._static(cam, arrival)
+            values = self._live_values(cam)
+            hit = cache.get(cam.key)
+            if hit is None or hit[0] is not text or hit[1] != values:
+                body = ("{" + text + "," + dumps(self._live(values))[1:]).encode()
+                hit = cache[cam.key] = (text, values, body)
+            parts.append(hit[2])
+        if len(cache) > 2 * len(self.cameras.cameras) + 16:  # removed cameras' entries
+            for key in [k for k in cache if k not in self.cameras.cameras]:
+                del cache[key]
+        head = f'{{"time":{time.time()!r},"cameras":['.encode()
+        return b"".join((head, b",".join(parts), b"]}"))
 
     def _config_json(self, cam: Camera) -> dict[str, Any]:
         out = dataclasses.asdict(cam.cfg)
@@ -393,8 +530,9 @@ class Api:
         return web.json_response(spec(), headers=_NO_STORE)
 
     async def _list(self, request: web.Request) -> web.Response:
-        cams = [self.entry(c, request) for c in list(self.cameras.cameras.values())]
-        return web.json_response({"time": time.time(), "cameras": cams}, headers=_NO_STORE)
+        return web.Response(
+            body=self.list_body(request), content_type="application/json", headers=_NO_STORE
+        )
 
     async def _get(self, request: web.Request) -> web.Response:
         cam = self._camera(request)
@@ -402,7 +540,14 @@ class Api:
         e["config"] = self._config_json(cam)
         return web.json_response(e, headers=_NO_STORE)
 
+    def _need_onvif(self) -> None:
+        if not self.cfg.onvif.enabled:
+            raise ApiError(
+                409, "cameras are ONVIF devices and [onvif] enabled = false: nothing to change"
+            )
+
     async def _create(self, request: web.Request) -> web.Response:
+        self._need_onvif()
         table = await self._body(request)
         cfg = self._validated(table, None)
         try:
@@ -418,6 +563,7 @@ class Api:
         return web.json_response(e, status=201, headers=_NO_STORE)
 
     async def _change(self, request: web.Request, merge: bool) -> web.Response:
+        self._need_onvif()
         cam = self._camera(request)
         table = await self._body(request)
         if self.origin(cam) == "config":
@@ -563,6 +709,35 @@ class Api:
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         async with asyncio.timeout(self.cfg.api.sse_write_timeout):
             await resp.write(data)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        """Re-read the configuration file and apply what changed (as SIGHUP does): 200 with
+        the reload's summary; 422 naming the file, key and reason when the file has an error
+        (nothing changed); 409 when there is no file or a reload through the API runs."""
+        if self.reloader is None:
+            raise ApiError(409, "this server cannot reload its configuration")
+        if self._reloading:
+            raise ApiError(409, "a reload is already running; try again when it is done")
+        self._reloading = True
+        try:
+            summary = await self.reloader()
+        finally:
+            self._reloading = False
+        if summary.get("ok"):
+            log.info("api: configuration reloaded from %s", summary.get("source", ""))
+            return web.json_response(summary, headers=_NO_STORE)
+        failed = summary.get("failed", "")
+        body = dict(summary)
+        if failed == "config":
+            where = config_error_json(str(summary.get("error", "")), str(summary.get("source")))
+            body.update(where, field=where["key"])
+            status = 422
+        elif failed == "no_config":
+            status = 409
+        else:
+            status = 507  # the state directory could not be written
+        self.counters["errors"] += 1
+        return web.json_response(body, status=status, headers=_NO_STORE)
 
     # ------------------------------------------------------------------ sources, forwards
     def _items(self) -> list[tuple[str, str, object]]:

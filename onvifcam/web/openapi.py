@@ -183,6 +183,41 @@ def spec() -> dict[str, Any]:
             "field": {"type": "string", "description": "the input field to blame"},
         },
     }
+    names = {"type": "array", "items": {"type": "string"}}
+    reload = {
+        "type": "object",
+        "required": ["ok", "source", "cameras", "applied", "restart_needed", "error"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "source": {"type": "string", "description": "the configuration file"},
+            "cameras": {
+                "type": "object",
+                "required": ["added", "updated", "removed", "refused"],
+                "properties": {
+                    "added": names,
+                    "updated": names,
+                    "removed": names,
+                    "refused": {
+                        "type": "object",
+                        "description": "camera name -> why the registry refused it",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+            },
+            "applied": {**names, "description": "what took effect at once"},
+            "restart_needed": {**names, "description": "changes that wait for a restart"},
+            "error": {"type": "string"},
+            "failed": {
+                "type": "string",
+                "enum": ["", "no_config", "config", "state"],
+                "description": "why nothing changed",
+            },
+            "file": {"type": "string"},
+            "key": {"type": "string", "description": "the configuration key to blame"},
+            "reason": {"type": "string"},
+            "field": {"type": "string"},
+        },
+    }
     trigger = {
         "type": "object",
         "required": ["type", "state"],
@@ -428,6 +463,24 @@ def spec() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/reload": {
+                "post": {
+                    "summary": "Re-read the configuration file and apply what changed (as "
+                    "SIGHUP); unaffected cameras, streams, readers and publishers are not touched",
+                    "responses": {
+                        "200": _json(_ref("Reload"), "what changed, took effect or waits"),
+                        "409": _json(
+                            _ref("Error"), "no configuration file, or a reload is running"
+                        ),
+                        "422": _json(
+                            _ref("Reload"),
+                            "the file has an error (file, key, reason); nothing changed",
+                        ),
+                        "507": _json(_ref("Reload"), "the state directory cannot be written"),
+                        **_ERRORS,
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {
@@ -443,6 +496,7 @@ def spec() -> dict[str, Any]:
                 "Switchable": item,
                 "Error": error,
                 "Trigger": trigger,
+                "Reload": reload,
             },
             "responses": {
                 "Error": _json(_ref("Error"), "refused; `field` names the input to blame"),

@@ -21,7 +21,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import time
 import typing
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
@@ -54,7 +53,7 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.web.api import Api, PushUrls, cameras_json
+from onvifcam.web.api import Api, PushUrls
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import STATIC_DIR, dashboard_page
 
@@ -165,6 +164,7 @@ class WebServer:
         self._last_port: dict[str, int] = {}
         self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
         self._started = False
+        self.urls_version = 0  # bumped whenever a camera's URLs may have changed
         # the HTTP API and the dashboard's data (/api/...); push: the ingest URLs of a path
         self.api = Api(cfg, cameras, streams, bus, self, push)
         self.cameras.on_added.append(self._camera_added)
@@ -175,16 +175,19 @@ class WebServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind the main port and every camera's endpoint."""
-        if not self.cfg.onvif.enabled:
-            return
+        """Bind the main port (API, dashboard, other components' routes such as /metrics
+        and WHIP; the ONVIF routes too while ``[onvif] enabled``) and every camera's
+        endpoint."""
+        onvif = self.cfg.onvif.enabled
         aio = web.Application(
             client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
         )
-        aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
+        if onvif:
+            aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
         aio.router.add_get("/", self._landing)
         aio.router.add_static("/static/", STATIC_DIR, append_version=False)
-        aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
+        if onvif:
+            aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
         self.api.add_routes(aio.router)
         self.api.start()
         for r in self._routes:
@@ -202,9 +205,10 @@ class WebServer:
         site = self._listener(sock)
         await site.start()
         self._sites["*main*"] = [site]
-        for cam in list(self.cameras.cameras.values()):
-            await self._start_camera(cam)
-        await self.events.start()
+        if onvif:
+            for cam in list(self.cameras.cameras.values()):
+                await self._start_camera(cam)
+            await self.events.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -255,7 +259,7 @@ class WebServer:
 
     def ready_info(self) -> dict[str, str]:
         """The main HTTP port for the ready line."""
-        return {"http_port": str(self.port)} if self.cfg.onvif.enabled else {}
+        return {"http_port": str(self.port)} if self.port else {}
 
     # ------------------------------------------------------------------ camera endpoints
     def _camera_added(self, cam: Camera) -> None:
@@ -286,6 +290,7 @@ class WebServer:
         rtsp = self._rtsp.pop(cam.key, None)
         if rtsp is not None:
             rtsp.close()
+        self.urls_changed()
         for site in sites:
             self._spawn(site.stop())
         if sites:
@@ -331,7 +336,12 @@ class WebServer:
         return out
 
     async def _start_camera(self, cam: Camera) -> None:
-        if self._runner is None or cam.key in self._sites or not self._registered(cam):
+        if (
+            self._runner is None
+            or not self.cfg.onvif.enabled
+            or cam.key in self._sites
+            or not self._registered(cam)
+        ):
             return
         reserved: list[web.SockSite] = []
         self._sites[cam.key] = reserved  # reserved while binding
@@ -371,6 +381,7 @@ class WebServer:
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
             await self._start_rtsp(cam)
+            self.urls_changed()
             shown = url_host(self.addressing.host(self.place(cam)))
             log.info(
                 "onvif: camera %r (%s) at http://%s:%d/onvif/device_service",
@@ -424,6 +435,7 @@ class WebServer:
         for k in [k for k, c in self._by_sock.items() if c is cam]:
             del self._by_sock[k]
         self._bound.pop(cam.key, None)
+        self.urls_changed()
         self.bus.publish(EndpointUnbound(cam.key, reason))
 
     def _schedule_reboot(self, cam: Camera) -> None:
@@ -470,7 +482,8 @@ class WebServer:
         )
 
     @staticmethod
-    def _arrival(request: web.Request) -> Arrival:
+    def arrival(request: web.Request) -> Arrival:
+        """How the client of ``request`` reached us (socket address, port, Host header)."""
         sock = request.transport.get_extra_info("sockname") if request.transport else None
         return Arrival(
             local=str(sock[0]) if sock else "",
@@ -478,25 +491,27 @@ class WebServer:
             host_header=request.host,
         )
 
-    def camera_urls(self, cam: Camera, request: web.Request) -> dict[str, str | int]:
-        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
-        ``snapshot_url``, ready to paste."""
-        place = self.place(cam)
-        return {
-            "port": place.onvif_port,
-            **self.addressing.urls(place, self._arrival(request)).as_dict(),
-        }
+    def urls_changed(self) -> None:
+        """Something the cameras' URLs depend on changed (a port bound or closed, the
+        listeners all open): cached URL sets are stale (:attr:`urls_version`)."""
+        self.urls_version += 1
 
-    def request_host(self, cam: Camera, request: web.Request) -> str:
-        """The host a client of ``request`` reaches the server by (for push URLs)."""
-        return self.addressing.host(None, self._arrival(request))
+    def camera_urls(self, cam: Camera, arrival: Arrival) -> dict[str, str | int]:
+        """The camera's own ``port`` (0: none) and its ``onvif_url``, ``rtsp_url`` and
+        ``snapshot_url`` for a client that arrived as ``arrival``, ready to paste."""
+        place = self.place(cam)
+        return {"port": place.onvif_port, **self.addressing.urls(place, arrival).as_dict()}
+
+    def request_host(self, arrival: Arrival) -> str:
+        """The host a client that arrived as ``arrival`` reaches the server by (push URLs)."""
+        return self.addressing.host(None, arrival)
 
     def _context(
         self, cam: Camera, request: web.Request, prefix: str, subscription: str = ""
     ) -> Callable[[User | None, str], Context]:
         addressing = self.addressing
         place = self.place(cam)
-        arrival = self._arrival(request)
+        arrival = self.arrival(request)
         host = addressing.host(place, arrival)
         port = arrival.port or self.port
         base = addressing.service_base(place, host, port, prefix)
@@ -665,9 +680,9 @@ class WebServer:
         """The dashboard: the camera list rendered here, made live by /static/dashboard.js."""
         if not self.api.authorized(request):
             return self.api.challenge()
-        data = cameras_json(self.cameras, time.time(), lambda c: self.camera_urls(c, request))
-        template = self.addressing.rtsp_template(self._arrival(request))
-        page = dashboard_page(data["cameras"], template)
+        cams = [self.api.entry(c, request) for c in list(self.cameras.cameras.values())]
+        template = self.addressing.rtsp_template(self.arrival(request))
+        page = dashboard_page(cams, template)
         return web.Response(
             text=page,
             content_type="text/html",

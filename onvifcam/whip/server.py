@@ -123,6 +123,7 @@ class WhipSession:
         self._next_keyframe_request = 0.0
         self.bytes_in = 0
         self.unknown_pt = 0
+        self.short_rtp = 0  # datagrams too short for an RTP header
 
     # ---------------------------------------------------------------- lifecycle
     async def answer(self) -> bytes:
@@ -200,6 +201,7 @@ class WhipSession:
     def _on_rtp(self, data: bytes) -> None:
         n = len(data)
         if n < 12:
+            self.short_rtp += 1
             return
         index = self.pt_index.get(data[1] & 0x7F)
         if index is None:
@@ -309,6 +311,17 @@ class WhipSession:
                         report += build_remb(self.rtcp_ssrc, kbps * 1000, [ssrc])
                 packets.append(report)
         return packets
+
+    def ingest_drops(self) -> dict[str, int]:
+        """What this publisher's input lost, by reason (read by the stream's statistics):
+        ``rtp_lost`` (packets given up after the NACK wait or a full reorder buffer),
+        ``malformed`` (RTP packets that could not be read), ``unsupported_codec`` (packets
+        of payload types the answer did not accept)."""
+        return {
+            "rtp_lost": sum(rx.stats.lost for rx in self.receivers),
+            "malformed": sum(rx.stats.malformed for rx in self.receivers) + self.short_rtp,
+            "unsupported_codec": self.unknown_pt,
+        }
 
     def stats(self) -> dict[str, object]:
         """Counters of this session."""

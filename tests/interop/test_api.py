@@ -165,6 +165,42 @@ def test_api_cameras_survive_a_restart_with_their_identity(tmp_path: Path) -> No
         server.stop()
 
 
+def test_reload_applies_the_file_and_refuses_an_error_with_file_and_key(srv: ServerProc) -> None:
+    assert srv._tmp is not None
+    cfg = Path(srv._tmp.name) / "config.toml"
+    good = cfg.read_text()
+    assert call(srv, "POST", "/api/reload", auth=None)[0] == 401
+    status, same = call(srv, "POST", "/api/reload")
+    assert status == 200 and same["ok"] and same["source"] == str(cfg), same
+    assert same["cameras"] == {"added": [], "updated": [], "removed": [], "refused": {}}
+    before = call(srv, "GET", "/api/cameras")[1]["cameras"]
+    try:
+        cfg.write_text(
+            good + '\n[[cameras]]\nname = "Yard"\npath = "yard"\n\n[metrics]\nenabeld = 1\n'
+        )
+        status, bad = call(srv, "POST", "/api/reload")
+        assert status == 422, bad
+        assert (bad["file"], bad["key"], bad["field"]) == (
+            str(cfg),
+            "metrics.enabeld",
+            "metrics.enabeld",
+        )
+        assert bad["reason"].startswith("unknown key 'enabeld' (did you mean 'enabled'?)")
+        assert not bad["ok"] and bad["error"]
+        after = call(srv, "GET", "/api/cameras")[1]["cameras"]
+        assert [c["name"] for c in after] == [c["name"] for c in before]  # nothing changed
+        cfg.write_text(good + '\n[[cameras]]\nname = "Yard"\npath = "yard"\n')
+        status, added = call(srv, "POST", "/api/reload")
+        assert status == 200 and added["cameras"]["added"] == ["Yard"], added
+        yard = call(srv, "GET", "/api/cameras/Yard")[1]
+        assert yard["origin"] == "config" and yard["path"] == "yard"
+    finally:
+        cfg.write_text(good)
+        status, back = call(srv, "POST", "/api/reload")
+    assert status == 200 and back["cameras"]["removed"] == ["Yard"], back
+    assert call(srv, "GET", "/api/cameras/Yard")[0] == 404
+
+
 def test_sessions_list_and_kick_the_publisher(srv: ServerProc) -> None:
     with running(ffmpeg_push(srv.url("lobby"), frames=100_000, gop=25)):
         wait_online(srv.url("lobby"))
@@ -284,3 +320,25 @@ def test_schemathesis_against_the_served_spec(srv: ServerProc) -> None:
             failures.append(f"{op.method.upper()} {op.path}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
     assert statuses.count(200) > 10 and 201 in statuses and 401 not in statuses, statuses
+
+
+def test_without_onvif_the_http_port_serves_api_dashboard_and_metrics() -> None:
+    # no ONVIF, so no generated admin and no [api] credential: loopback reads only
+    server = ServerProc("[onvif]\nenabled = false\n", onvif_auth=True).start()
+    try:
+        assert int(server.ports["http_port"]) > 0
+        assert call(server, "GET", "/api/health", auth=None)[0] == 200
+        status, body = call(server, "GET", "/api/cameras", auth=None)
+        assert status == 200 and body["cameras"] == []
+        status, page = call(server, "GET", "/", auth=None)
+        assert status == 200 and b"<html" in page
+        status, text = call(server, "GET", "/metrics", auth=None)
+        assert status == 200 and b"onvifcam_" in text
+        status, body = call(server, "POST", "/api/reload", auth=None)
+        assert status == 401 and "set [api] token" in body["error"]
+        status, body = call(server, "POST", "/api/cameras", {"path": "x"}, auth=None)
+        assert status == 401
+        status, _ = call(server, "POST", "/onvif/device_service", auth=None, raw=b"<x/>")
+        assert status == 404  # no ONVIF routes
+    finally:
+        server.stop()

@@ -392,3 +392,24 @@ def test_lazy_mode_keeps_stream_counters_and_gop_cache_right() -> None:
     assert lazy.gop_snapshot()[0] != [] and len(lazy.gop_snapshot()[0]) == len(
         eager.gop_snapshot()[0]
     )
+
+
+def test_declared_size_from_onmetadata_reaches_the_stream() -> None:
+    from onvifcam.media.stream import Stream
+
+    sink = Sink()
+    ing = FlvIngest(sink.publish, sink.packet, name="test")
+    ing.set_metadata({"width": 1280.0, "height": 720.0, "framerate": 30.0})
+    for tag in flv.read_file(make_flv("libx264", audio=False)):
+        if tag.type_id == 9:
+            ing.video_message(tag.timestamp, tag.data)
+    video = SessionDescription.parse(sink.sdps[0]).media[0]
+    assert video.get("x-dimensions") == "1280,720"
+    stream = Stream("declared")
+    pub = type("Pub", (), {"description": "rtmp://192.0.2.1:1", "kick": lambda self, r: None})
+    stream.publish(pub(), SessionDescription.parse(sink.sdps[0]))
+    assert stream.declared == {"width": 1280.0, "height": 720.0, "fps": 30.0}
+    assert (stream.video_info.width, stream.video_info.height) == (320, 240)  # measured (SPS)
+    # an unusable declared size is left out, not passed on
+    ing.set_metadata({"width": 0.0, "height": float("nan")})
+    assert ing.track_specs()[0].width is None  # type: ignore[attr-defined]

@@ -147,3 +147,32 @@ def test_a_path_published_elsewhere_is_busy(files: dict[str, Path]) -> None:
     with pytest.raises(StreamBusy, match="already has a publisher"):
         TsIngest("cam7", reg, Pub())
     TsIngest("cam7", reg, Pub(), replace=True)  # on_conflict = "replace" may take over
+
+
+def test_ingest_drops_reach_the_streams_statistics(files: dict[str, Path]) -> None:
+    from types import SimpleNamespace
+
+    from onvifcam.srt.receiver import ReceiverStats
+    from onvifcam.srt.server import SrtPublisher
+
+    data = files["mp2"].read_bytes()
+    cut = len(data) // 2 // 188 * 188
+    damaged = data[:cut] + data[cut + 5 * 188 :]  # five TS packets lost in the middle
+    reg = registry()
+    receiver = SimpleNamespace(stats=ReceiverStats(dropped=4))
+    conn = SimpleNamespace(receiver=receiver, description="srt://192.0.2.1:1")
+    pub = SrtPublisher(server=None, conn=conn)  # type: ignore[arg-type]
+    ingest = TsIngest("cam9", reg, pub, lazy=False)
+    pub.sink = ingest
+    feed(ingest, damaged)
+    drops = pub.ingest_drops()
+    assert drops["too_late"] == 4  # SRT packets given up at their delivery time
+    assert drops["ts_continuity"] >= 1  # the TS continuity counters show the gap
+    assert drops["unsupported_codec"] > 10  # the MPEG-1 audio PES, not carried
+    assert drops["before_publish"] == 0 and drops["malformed"] >= 0
+    stream = reg.get("cam9")
+    assert stream is not None
+    st = stream.stats_dict()["drops"]
+    assert st["too_late"] == 4 and st["ts_continuity"] == drops["ts_continuity"]
+    ingest.close("done")  # unpublish: the stream keeps what the publisher reported
+    assert stream.stats_dict()["drops"]["unsupported_codec"] == drops["unsupported_codec"]

@@ -580,3 +580,18 @@ def test_keyframes_are_requested_until_the_first_one_then_for_waiting_readers() 
     assert not stream.gop_snapshot()
     assert _plis(session._timers(103.2)) == 1  # ...until a reader would wait for the next
     assert _plis(session._timers(104.5)) == 0
+
+
+def test_ingest_drops_reach_the_streams_statistics() -> None:
+    session, stream = _session()
+    session._on_rtp(struct.pack("!BBHII", 0x80, 0x80 | 100, 1, 0, 7) + b"\x65")  # unknown pt
+    session._on_rtp(b"\x80\x60")  # too short for RTP
+    session._on_rtp(rtp(10, ssrc=7))
+    session._on_rtp(rtp(14, ssrc=7))  # 11..13 missing
+    session.receivers[0].expire(1e9)  # the wait is over: given up
+    drops = session.ingest_drops()
+    assert drops == {"rtp_lost": 3, "malformed": 1, "unsupported_codec": 1}
+    st = stream.stats_dict()["drops"]
+    assert (st["rtp_lost"], st["malformed"], st["unsupported_codec"]) == (3, 1, 1)
+    stream.unpublish(session, "gone")  # kept once the publisher left
+    assert stream.stats_dict()["drops"]["rtp_lost"] == 3
