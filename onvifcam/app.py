@@ -136,7 +136,8 @@ class App:
         self.components.append(self.sources)
         if any(c.sub_stream == "transcode" for c in cfg.cameras):
             self.components.append(Transcoders(cfg, self.registry, self.cameras))
-        self.web.api.register("sources", lambda: self.sources.sources)
+        self.web.api.register("sources", self.sources.switchable)
+        self.web.api.register("forwards", lambda: self.sources.forwarders)
         self.stats_sources["sources"] = self.sources.stats
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(

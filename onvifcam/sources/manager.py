@@ -215,6 +215,11 @@ class SourceManager:
         p = path.strip("/")
         return self.pulls.get(p) or self.failovers.get(p)
 
+    def switchable(self) -> list[object]:
+        """The sources the API lists and switches (``/api/sources``): running sources and
+        pull sources (a failed pull is enabled again there)."""
+        return [*self.sources, *self.pulls.values()]
+
     def _start_forwarders(self) -> None:
         """One Forwarder per ``forward`` entry of every camera."""
         for cam in self.cfg.cameras:
