@@ -224,7 +224,8 @@ class SourceManager:
         """One Forwarder per ``forward`` entry of every camera."""
         for cam in self.cfg.cameras:
             for i, fcfg in enumerate(cam.forward):
-                fwd = Forwarder(self.registry, cam.path, fcfg, f"{cam.name or cam.path}[{i}]")
+                name = f"{cam.name or cam.path}[{i}]"
+                fwd = Forwarder(self.registry, cam.path, fcfg, name, bus=self.bus)
                 self.forwarders.append(fwd)
                 fwd.start()
                 log.info(

@@ -11,7 +11,9 @@ packetiser). It is admitted by the publish gate like any pushing client and publ
 connection on the same :class:`~onvifcam.media.stream.Stream` as the same publisher, so
 readers stay connected across URI changes: the stream keeps SSRC, sequence numbers and
 timestamps continuous and restarts on an IDR (a URI with another media layout, e.g. audio
-where the first had none, makes readers DESCRIBE again).
+where the first had none, makes readers DESCRIBE again). A switch of URI is a
+:class:`~onvifcam.events.SourceSwitched` event on the bus; giving up (status failed) a
+:class:`~onvifcam.events.SourceFailed` event (the ``source_failed`` hook).
 
 With ``on_demand`` the source pulls only while somebody reads: the stream registry's demand
 hook starts it, and it stops ``on_demand_linger`` seconds after the last reader left.
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 from onvifcam.auth.gate import Claim, Gate, Refusal
 from onvifcam.config import SourcesConfig
-from onvifcam.events import EventBus, SourceSwitched
+from onvifcam.events import EventBus, SourceFailed, SourceSwitched
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import Stream, StreamError
 from onvifcam.rtmp.client import RtmpPuller
@@ -322,6 +324,11 @@ class PullSource:
                 log.error("pull %s: failed: %s", self.stream.path, self.last_error)
                 self._leave("pull source failed")
                 self._set_status(Status.FAILED)
+                if self.bus is not None:
+                    self.bus.publish(
+                        SourceFailed(self.stream.path, self.description, self.last_error)
+                    )
+                self._task = None
                 return
             if self.on_demand and self._idle_for() > cfg.on_demand_linger:
                 log.info("pull %s: no reader for %g s, stopping", self.stream.path,
