@@ -356,7 +356,8 @@ class PullSource:
                 self._active_index = index
                 self.description = f"pull {redact(uri)}"
                 log.info("pull %s: playing %s", self.stream.path, redact(uri))
-                await self._play(conn)
+                if await self._play(conn):  # no reader any more: the top of the loop stops
+                    continue
             except asyncio.CancelledError:
                 raise
             except Refusal as exc:
@@ -374,7 +375,9 @@ class PullSource:
             if self.status != Status.IDLE:
                 self._set_status(Status.RETRYING)
 
-    async def _play(self, conn: _Connection) -> None:
+    async def _play(self, conn: _Connection) -> bool:
+        """Play until the connection ends (its error raised); True when it was stopped
+        because nobody has read for ``on_demand_linger``."""
         run = asyncio.ensure_future(conn.run(self.cfg.switch_after))
         try:
             while not run.done():
@@ -382,7 +385,7 @@ class PullSource:
                 if done:
                     break
                 if self.on_demand and self._idle_for() > self.cfg.on_demand_linger:
-                    raise PullError("no reader (on_demand)")
+                    return True
         finally:
             if not run.done():
                 run.cancel()
@@ -391,6 +394,7 @@ class PullSource:
                 except (asyncio.CancelledError, PullError, OSError):
                     pass
         run.result()
+        return False
 
     def _idle_for(self) -> float:
         if self.stream.readers:
