@@ -138,7 +138,8 @@ class App:
             transcoders = Transcoders(cfg, self.registry, self.cameras)
             self.components.append(transcoders)
             self.stats_sources["transcode"] = transcoders.stats
-        self.web.api.register("sources", lambda: self.sources.sources)
+        self.web.api.register("sources", self.sources.switchable)
+        self.web.api.register("forwards", lambda: self.sources.forwarders)
         self.stats_sources["sources"] = self.sources.stats
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(

@@ -20,6 +20,7 @@ import time
 import typing
 from collections.abc import Iterable
 
+from onvifcam import accept
 from onvifcam.addressing import sdp_host
 from onvifcam.auth.gate import Claim, Gate, HttpAuthorization, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
@@ -1032,8 +1033,8 @@ class RtspServer:
         self.rtp_port = 0
         self.rtcp_port = 0
         self.port = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._extra: list[asyncio.base_events.Server] = []
+        self._server: accept.BatchServer | None = None
+        self._extra: list[accept.BatchServer] = []
         # counters (stats())
         self.requests: dict[str, int] = dict.fromkeys([*_HANDLERS, "other"], 0)
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_KEYS, 0)
@@ -1100,8 +1101,8 @@ class RtspServer:
         """Bind the RTSP listener and the UDP ports."""
         loop = asyncio.get_running_loop()
         with binding("tcp", host, port, "RTSP port", "--rtsp-port or [server] rtsp_port"):
-            self._server = await loop.create_server(
-                lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
+            self._server = await accept.create_server(
+                lambda: RtspConnection(self), host, port, backlog=1024
             )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.cfg.rtsp.udp:
@@ -1121,13 +1122,10 @@ class RtspServer:
         role: str = "camera RTSP port",
         setting: str = "rtsp_port",
         host_setting: str = "address",
-    ) -> asyncio.base_events.Server:
+    ) -> accept.BatchServer:
         """Serve RTSP on one more address (a camera's own IP); close it with ``.close()``."""
-        loop = asyncio.get_running_loop()
         with binding("tcp", host, port, role, setting, host_setting):
-            srv = await loop.create_server(
-                lambda: RtspConnection(self), host, port, reuse_address=True, backlog=1024
-            )
+            srv = await accept.create_server(lambda: RtspConnection(self), host, port, backlog=1024)
         self._extra.append(srv)
         return srv
 

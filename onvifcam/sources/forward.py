@@ -24,6 +24,8 @@ RTSP reader does. A failed attempt is retried every ``retry_timeout`` seconds; a
 forwarder disconnects and waits for it to come back.
 
 Status: ``idle`` (waiting for the source), ``active``, ``retrying``, ``error``, ``disabled``.
+Reaching ``error`` is a :class:`onvifcam.events.ForwardError` event on the bus (the
+``forward_error`` hook).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from onvifcam.events import EventBus
+from onvifcam.events import ForwardError as ForwardFailed
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import RTP, Batch, Stream, StreamRegistry
 from onvifcam.media.tsmux import RtpTsMuxer
@@ -281,9 +285,15 @@ class Forwarder:
     """Pushes one stream path to one target URL, reconnecting as configured."""
 
     def __init__(
-        self, registry: StreamRegistry, path: str, cfg: ForwardConfig, name: str = ""
+        self,
+        registry: StreamRegistry,
+        path: str,
+        cfg: ForwardConfig,
+        name: str = "",
+        bus: EventBus | None = None,
     ) -> None:
         self.registry = registry
+        self.bus = bus
         self.path = registry.normalize(path)
         self.cfg = cfg
         self.url = redact(cfg.url)
@@ -403,6 +413,8 @@ class Forwarder:
                 error,
                 self.failures,
             )
+            if self.bus is not None:
+                self.bus.publish(ForwardFailed(self.path, self.url, error))
             self._task = None
             return False
         self.status = "retrying"

@@ -215,11 +215,17 @@ class SourceManager:
         p = path.strip("/")
         return self.pulls.get(p) or self.failovers.get(p)
 
+    def switchable(self) -> list[object]:
+        """The sources the API lists and switches (``/api/sources``): running sources and
+        pull sources (a failed pull is enabled again there)."""
+        return [*self.sources, *self.pulls.values()]
+
     def _start_forwarders(self) -> None:
         """One Forwarder per ``forward`` entry of every camera."""
         for cam in self.cfg.cameras:
             for i, fcfg in enumerate(cam.forward):
-                fwd = Forwarder(self.registry, cam.path, fcfg, f"{cam.name or cam.path}[{i}]")
+                name = f"{cam.name or cam.path}[{i}]"
+                fwd = Forwarder(self.registry, cam.path, fcfg, name, bus=self.bus)
                 self.forwarders.append(fwd)
                 fwd.start()
                 log.info(

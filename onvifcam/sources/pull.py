@@ -11,7 +11,9 @@ packetiser). It is admitted by the publish gate like any pushing client and publ
 connection on the same :class:`~onvifcam.media.stream.Stream` as the same publisher, so
 readers stay connected across URI changes: the stream keeps SSRC, sequence numbers and
 timestamps continuous and restarts on an IDR (a URI with another media layout, e.g. audio
-where the first had none, makes readers DESCRIBE again).
+where the first had none, makes readers DESCRIBE again). A switch of URI is a
+:class:`~onvifcam.events.SourceSwitched` event on the bus; giving up (status failed) a
+:class:`~onvifcam.events.SourceFailed` event (the ``source_failed`` hook).
 
 With ``on_demand`` the source pulls only while somebody reads: the stream registry's demand
 hook starts it, and it stops ``on_demand_linger`` seconds after the last reader left.
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 from onvifcam.auth.gate import Claim, Gate, Refusal
 from onvifcam.config import SourcesConfig
-from onvifcam.events import EventBus, SourceSwitched
+from onvifcam.events import EventBus, SourceFailed, SourceSwitched
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import Stream, StreamError
 from onvifcam.rtmp.client import RtmpPuller
@@ -325,6 +327,11 @@ class PullSource:
                 log.error("pull %s: failed: %s", self.stream.path, self.last_error)
                 self._leave("pull source failed")
                 self._set_status(Status.FAILED)
+                if self.bus is not None:
+                    self.bus.publish(
+                        SourceFailed(self.stream.path, self.description, self.last_error)
+                    )
+                self._task = None
                 return
             if self.on_demand and self._idle_for() > cfg.on_demand_linger:
                 log.info("pull %s: no reader for %g s, stopping", self.stream.path,
@@ -352,7 +359,8 @@ class PullSource:
                 self._active_index = index
                 self.description = f"pull {redact(uri)}"
                 log.info("pull %s: playing %s", self.stream.path, redact(uri))
-                await self._play(conn)
+                if await self._play(conn):  # no reader any more: the top of the loop stops
+                    continue
             except asyncio.CancelledError:
                 raise
             except Refusal as exc:
@@ -370,7 +378,9 @@ class PullSource:
             if self.status != Status.IDLE:
                 self._set_status(Status.RETRYING)
 
-    async def _play(self, conn: _Connection) -> None:
+    async def _play(self, conn: _Connection) -> bool:
+        """Play until the connection ends (its error raised); True when it was stopped
+        because nobody has read for ``on_demand_linger``."""
         run = asyncio.ensure_future(conn.run(self.cfg.switch_after))
         try:
             while not run.done():
@@ -378,7 +388,7 @@ class PullSource:
                 if done:
                     break
                 if self.on_demand and self._idle_for() > self.cfg.on_demand_linger:
-                    raise PullError("no reader (on_demand)")
+                    return True
         finally:
             if not run.done():
                 run.cancel()
@@ -387,6 +397,7 @@ class PullSource:
                 except (asyncio.CancelledError, PullError, OSError):
                     pass
         run.result()
+        return False
 
     def _idle_for(self) -> float:
         if self.stream.readers:

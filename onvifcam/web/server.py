@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from onvifcam.accept import BatchServer
 from onvifcam.addressing import Addressing, Arrival, Place, url_host
 from onvifcam.cameras import ADMIN, MAIN_PROFILE, Camera, CameraRegistry, User
 from onvifcam.config import Config
@@ -162,7 +163,7 @@ class WebServer:
         self._bound: dict[str, tuple[str, int]] = {}  # camera key -> its ONVIF socket
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_port: dict[str, int] = {}
-        self._rtsp: dict[str, asyncio.base_events.Server] = {}  # cameras' own RTSP listeners
+        self._rtsp: dict[str, BatchServer] = {}  # cameras' own RTSP listeners
         self._started = False
         self.urls_version = 0  # bumped whenever a camera's URLs may have changed
         # the HTTP API and the dashboard's data (/api/...); push: the ingest URLs of a path

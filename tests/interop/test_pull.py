@@ -7,6 +7,8 @@ from nginx-rtmp (onvifcam's RTMP server only ingests), after a URI that refuses.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import re
 import shutil
 import socket
@@ -132,4 +134,63 @@ def test_rtmp_pull_from_nginx_after_a_refusing_uri(nginx_rtmp: int) -> None:
         assert f"playing {src}" in srv.log()
     finally:
         stop_process(push)
+        srv.stop()
+
+
+def _upstream_readers(srv: ServerProc, path: str) -> int:
+    """Readers of ``path`` on an upstream onvifcam (GET /api/sessions, loopback read)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
+    try:
+        conn.request("GET", "/api/sessions")
+        body = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return sum(1 for s in body["sessions"] if s["path"] == path and s["role"] == "reader")
+
+
+def _pull_status(srv: ServerProc, path: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
+    try:
+        conn.request("GET", "/api/sources")
+        body = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    found = [i for i in body["items"] if i["stats"].get("path") == path]
+    assert found, body
+    return str(found[0]["status"])
+
+
+def test_on_demand_pull_starts_with_a_reader_and_stops_after_the_linger(
+    upstreams: tuple[ServerProc, ServerProc, list[subprocess.Popen[str]]],
+) -> None:
+    _a, b, _pushers = upstreams
+    cfg = (
+        '[[cameras]]\nname = "lazy"\npath = "lazy"\non_demand = true\n'
+        f'source = "{b.url("up-b", user=f"u:{SECRET}")}"\n' + FAST + "on_demand_linger = 1.0\n"
+    )
+    srv = ServerProc(cfg).start()
+    try:
+        time.sleep(1.0)  # a pull that started by itself would be reading by now
+        assert _upstream_readers(b, "up-b") == 0, srv.log()[-2000:]
+        assert _pull_status(srv, "lazy") == "idle"
+        # the reader's DESCRIBE waits for the pull, then it decodes the upstream's frames
+        res = ffmpeg_read(srv.url("lazy"), frames=30, max_seconds=30)
+        assert res.video_frames >= 30, (res, srv.log()[-3000:])
+        log = srv.log()
+        assert "waits up to" in log and "for its on-demand source" in log, log[-3000:]
+        # the reader left: after the linger the pull stops and the upstream loses its reader
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if _upstream_readers(b, "up-b") == 0 and _pull_status(srv, "lazy") == "idle":
+                break
+            time.sleep(0.2)
+        assert _upstream_readers(b, "up-b") == 0, srv.log()[-3000:]
+        assert _pull_status(srv, "lazy") == "idle", srv.log()[-3000:]
+        log = srv.log()
+        assert "no reader for 1 s, stopping" in log
+        assert "lost: no reader" not in log and "WARNING onvifcam.sources" not in log, log
+        # and a new reader starts it again
+        res = ffmpeg_read(srv.url("lazy"), frames=10, max_seconds=30)
+        assert res.video_frames >= 10, (res, srv.log()[-3000:])
+    finally:
         srv.stop()

@@ -5,13 +5,18 @@ listener that reads what RECORD sends."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
+from pathlib import Path
+from typing import Never
 
 import pytest
 
-from onvifcam.config import ConfigError, ForwardConfig, from_dict
+from onvifcam.config import ConfigError, ForwardConfig, HookConfig, from_dict
+from onvifcam.events import EventBus, ForwardError
+from onvifcam.hooks import Hooks
 from onvifcam.media.packetizer import Packetizer, VideoSpec
-from onvifcam.media.stream import StreamRegistry
+from onvifcam.media.stream import Stream, StreamRegistry
 from onvifcam.rtsp.recorder import redact
 from onvifcam.sources.forward import Forwarder
 
@@ -154,3 +159,39 @@ async def test_rtsp_record_sends_the_stream_and_source_timeout_disconnects() -> 
     assert fwd.status == "idle" and fwd.reconnects == 0
     await fwd.stop()
     srv.close()
+
+
+class _Unreachable(Forwarder):
+    """A forwarder whose target refuses every connection (no socket needed)."""
+
+    async def _connect(self, stream: Stream) -> Never:
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+
+async def test_retry_limit_reached_publishes_forward_error_and_runs_the_hook(
+    tmp_path: Path,
+) -> None:
+    bus = EventBus()
+    got: list[ForwardError] = []
+    bus.subscribe(got.append, ForwardError)  # type: ignore[arg-type]
+    out = tmp_path / "hook.out"
+    command = f'printf "%s|%s|%s" "$ONVIFCAM_EVENT" "$ONVIFCAM_TARGET" "$ONVIFCAM_REASON" > {out}'
+    hooks = Hooks((HookConfig(on="forward_error", command=command, path="cam"),), bus)
+    await hooks.start()
+    reg, _pk = online_registry()
+    url = "rtmp://user:secret@127.0.0.1:9/live/key"
+    fwd = _Unreachable(
+        reg, "cam", ForwardConfig(url=url, retry_timeout=0.01, retry_limit=2), bus=bus
+    )
+    try:
+        fwd.start()
+        await wait_for(lambda: hooks.stats()["runs"] != {})  # the hook ran and ended
+        assert len(got) == 1 and got[0].path == "cam"
+        assert got[0].target == "rtmp://user:***@127.0.0.1:9/live/key"
+        assert "cannot reach 127.0.0.1:9: Connection refused" in got[0].reason
+        assert out.read_text() == f"forward_error|{got[0].target}|{got[0].reason}"
+        assert hooks.stats()["runs"] == {"forward_error:ok": 1}
+        assert fwd.stats()["failures_in_a_row"] == 2
+    finally:
+        await fwd.stop()
+        await hooks.stop()

@@ -4,18 +4,21 @@ numbers across failover and failback, and every switch is a SourceSwitched event
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
 
 from onvifcam.auth.gate import Gate, PlainCredentials, Refusal
-from onvifcam.config import Config, ConfigError, SourcesConfig, from_dict
-from onvifcam.events import EventBus, SourceSwitched
+from onvifcam.config import Config, ConfigError, HookConfig, SourcesConfig, from_dict
+from onvifcam.events import EventBus, SourceFailed, SourceSwitched
+from onvifcam.hooks import Hooks
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.media.stream import StreamRegistry
-from onvifcam.rtsp.client import PullTarget, redact, rtp_media
+from onvifcam.rtsp.client import PullError, PullTarget, redact, rtp_media
 from onvifcam.sources.failover import BACKUP, PRIMARY, FailoverSource, FailoverState
-from onvifcam.sources.pull import RetryPolicy
+from onvifcam.sources.pull import PullSource, RetryPolicy, Status
 from tests.unit.test_stream import SDP_AV, Collect, Encoder, Pub, RtpMaker, header, push
 
 # ------------------------------------------------------------------ retry policy
@@ -211,3 +214,68 @@ def test_failover_and_failback_keep_the_reader_on_one_continuous_stream() -> Non
     src.step(80.0)
     src.step(83.0)  # both gone 3 s: the camera goes offline and frees its path
     assert src.active is None and cam.publisher is None and gate.holder("cam") is None
+
+
+# ------------------------------------------------------------------ giving up: event and hook
+
+
+class _Refused:
+    """A connection attempt that fails like a server that is down."""
+
+    def __init__(self, uri: str, _src: object) -> None:
+        self.uri = uri
+
+    async def open(self) -> SessionDescription:
+        raise PullError(f"{self.uri}: connection refused")
+
+    async def run(self, idle_timeout: float) -> None:  # pragma: no cover - never opened
+        raise AssertionError("not opened")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_pull_that_gives_up_publishes_source_failed_and_runs_the_hook(
+    tmp_path: Path,
+) -> None:
+    bus = EventBus()
+    got: list[SourceFailed] = []
+    bus.subscribe(got.append, SourceFailed)  # type: ignore[arg-type]
+    out = tmp_path / "hook.out"
+    hooks = Hooks(
+        (
+            HookConfig(
+                on="source_failed",
+                command=f'printf "%s|%s|%s" "$ONVIFCAM_EVENT" "$ONVIFCAM_PATH" '
+                f'"$ONVIFCAM_REASON" > {out}',
+            ),
+        ),
+        bus,
+    )
+    await hooks.start()
+    reg = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=4)
+    cfg = SourcesConfig(retry_interval=0.02, switch_after=0.05, give_up_after=0.2)
+    src = PullSource(
+        reg.get_or_create("cam"),
+        ["rtsp://u:pw@127.0.0.1:9/a", "rtsp://127.0.0.1:9/b"],
+        cfg,
+        bus=bus,
+        connect=_Refused,
+    )
+    try:
+        src.start()
+        for _ in range(300):
+            if hooks.stats()["runs"]:  # the hook ran and ended
+                break
+            await asyncio.sleep(0.02)
+        assert src.status == Status.FAILED and not src.running
+        assert len(got) == 1 and got[0].path == "cam"
+        assert "no media for 0.2 s from any of 2 URIs" in got[0].reason
+        assert "connection refused" in got[0].reason and "pw" not in got[0].source
+        event, path, reason = out.read_text().split("|", 2)
+        assert (event, path) == ("source_failed", "cam")
+        assert reason == got[0].reason
+        assert hooks.stats()["runs"] == {"source_failed:ok": 1}
+    finally:
+        await src.stop()
+        await hooks.stop()
