@@ -4,6 +4,11 @@ A failing test's report gets one section per onvifcam server that ran during the
 shared ``server`` fixture, module fixtures and servers the test started itself): the last
 lines it logged since the test began, or, when no server logged anything meanwhile, the
 lines before it. So a flake can be diagnosed after the server's directory is gone.
+
+Under pytest-xdist (``bash scripts/dev.sh test`` runs ``-n 3 --dist loadgroup``) every test
+that uses a module- or class-scoped fixture is put in one group per file, so the module's
+shared server starts once on one worker; the other tests are spread one by one. The groups
+go out first, the bigger ones before the smaller ones, and the single tests fill the gaps.
 """
 
 from __future__ import annotations
@@ -20,6 +25,23 @@ LOG_TAIL_LINES = 60
 QUIET_LINES = 15
 _TEST_START = pytest.StashKey[float]()
 _LOG_OFFSETS = pytest.StashKey[dict[int, int]]()
+
+
+_SHARED_SCOPES = ("module", "class", "package")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each file whose tests share a module-scoped fixture on one xdist worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or any(m.name == "xdist_group" for m in item.iter_markers()):
+            continue
+        defs = [d for ds in info.name2fixturedefs.values() for d in ds]
+        if any(d.scope in _SHARED_SCOPES for d in defs):
+            item.add_marker(
+                pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix())
+            )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
