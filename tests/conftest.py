@@ -5,17 +5,19 @@ shared ``server`` fixture, module fixtures and servers the test started itself):
 lines it logged since the test began, or, when no server logged anything meanwhile, the
 lines before it. So a flake can be diagnosed after the server's directory is gone.
 
-Under pytest-xdist (``bash scripts/dev.sh test`` runs ``-n 3 --dist loadgroup``) every test
-that uses a module- or class-scoped fixture is put in one group per file, so the module's
-shared server starts once on one worker; the other tests are spread one by one. The groups
-go out first, the bigger ones before the smaller ones, and the single tests fill the gaps.
+Under pytest-xdist (``bash scripts/dev.sh test`` runs ``-n 3 --dist loadgroup``) the tests
+of a file that share a module-scoped fixture stay on one worker, so its server starts once;
+the other tests are spread one by one (tests/xdist_groups.py).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,21 +29,42 @@ _TEST_START = pytest.StashKey[float]()
 _LOG_OFFSETS = pytest.StashKey[dict[int, int]]()
 
 
-_SHARED_SCOPES = ("module", "class", "package")
+_GROUPS_FILE = pytest.StashKey[Path]()
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Controller under xdist: a file for the workers to tell which tests go together."""
+    if getattr(config, "workerinput", None) is None and config.pluginmanager.has_plugin("xdist"):
+        path = Path(tempfile.mkdtemp(prefix="onvifcam-xdist-")) / "groups.json"
+        config.stash[_GROUPS_FILE] = path
+        config.add_cleanup(lambda: shutil.rmtree(path.parent, ignore_errors=True))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    from tests import xdist_groups  # imports xdist: only where it runs
+
+    node.workerinput[xdist_groups.WORKERINPUT_KEY] = str(node.config.stash[_GROUPS_FILE])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: the groups of tests/xdist_groups.py."""
+    if config.getoption("dist") != "loadgroup" or _GROUPS_FILE not in config.stash:
+        return None
+    from tests import xdist_groups
+
+    return xdist_groups.GroupScheduling(config, log, config.stash[_GROUPS_FILE])
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each file whose tests share a module-scoped fixture on one xdist worker."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or any(m.name == "xdist_group" for m in item.iter_markers()):
-            continue
-        defs = [d for ds in info.name2fixturedefs.values() for d in ds]
-        if any(d.scope in _SHARED_SCOPES for d in defs):
-            item.add_marker(
-                pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix())
-            )
+    """Worker under xdist: write the groups of the tests collected."""
+    path = getattr(config, "workerinput", {}).get("onvifcam_groups_file")
+    if path is not None:
+        from tests import xdist_groups
+
+        xdist_groups.write_groups(Path(path), items, config.rootpath)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
