@@ -13,6 +13,7 @@ the other tests are spread one by one (tests/xdist_groups.py).
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -33,28 +34,43 @@ _GROUPS_FILE = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Controller under xdist: a file for the workers to tell which tests go together."""
-    if getattr(config, "workerinput", None) is None and config.pluginmanager.has_plugin("xdist"):
+    """No timing checks in property tests: with three xdist workers on two cores, an example
+    can take longer than hypothesis's 200 ms deadline, and generating inputs longer than its
+    too_slow health check allows, with nothing wrong in the code. Tests that set either
+    keep their own value. (Only when hypothesis's plugin loaded it: not worth an import.)"""
+    if "hypothesis" in sys.modules:
+        from hypothesis import HealthCheck, settings
+
+        settings.register_profile(
+            "onvifcam", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        settings.load_profile("onvifcam")
+
+
+def _groups_file(config: pytest.Config) -> Path:
+    """Controller under xdist: the file the workers write their groups to (made once)."""
+    if _GROUPS_FILE not in config.stash:
         path = Path(tempfile.mkdtemp(prefix="onvifcam-xdist-")) / "groups.json"
         config.stash[_GROUPS_FILE] = path
         config.add_cleanup(lambda: shutil.rmtree(path.parent, ignore_errors=True))
+    return config.stash[_GROUPS_FILE]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     from tests import xdist_groups  # imports xdist: only where it runs
 
-    node.workerinput[xdist_groups.WORKERINPUT_KEY] = str(node.config.stash[_GROUPS_FILE])
+    node.workerinput[xdist_groups.WORKERINPUT_KEY] = str(_groups_file(node.config))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadgroup``: the groups of tests/xdist_groups.py."""
-    if config.getoption("dist") != "loadgroup" or _GROUPS_FILE not in config.stash:
+    if config.getoption("dist") != "loadgroup":
         return None
     from tests import xdist_groups
 
-    return xdist_groups.GroupScheduling(config, log, config.stash[_GROUPS_FILE])
+    return xdist_groups.GroupScheduling(config, log, _groups_file(config))
 
 
 @pytest.hookimpl(trylast=True)
