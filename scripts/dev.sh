@@ -77,8 +77,11 @@ case "$cmd" in
     npm_deps
     .venv/bin/ruff check onvifcam tests scripts
     .venv/bin/ruff format --check onvifcam tests scripts
-    # pytest exits 5 when it collected no tests: that is a failure here too.
-    exec .venv/bin/python -m pytest -p no:cacheprovider --durations=20 "$@"
+    # pytest exits 5 when it collected no tests: that is a failure here too. Three
+    # pytest-xdist workers: the interop tests mostly wait on real peers, so three overlap
+    # well on two cores; loadgroup keeps a file with a module-scoped server on one worker
+    # (tests/conftest.py). `-n 0` after `test` runs everything in this process.
+    exec .venv/bin/python -m pytest -p no:cacheprovider --durations=20 -n 3 --dist loadgroup "$@"
     ;;
   bench-deps)
     apt_install "${TEST_APT[@]}" "${BENCH_APT[@]}"

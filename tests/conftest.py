@@ -4,13 +4,21 @@ A failing test's report gets one section per onvifcam server that ran during the
 shared ``server`` fixture, module fixtures and servers the test started itself): the last
 lines it logged since the test began, or, when no server logged anything meanwhile, the
 lines before it. So a flake can be diagnosed after the server's directory is gone.
+
+Under pytest-xdist (``bash scripts/dev.sh test`` runs ``-n 3 --dist loadgroup``) the tests
+of a file that share a module-scoped fixture stay on one worker, so its server starts once;
+the other tests are spread one by one (tests/xdist_groups.py).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +28,59 @@ LOG_TAIL_LINES = 60
 QUIET_LINES = 15
 _TEST_START = pytest.StashKey[float]()
 _LOG_OFFSETS = pytest.StashKey[dict[int, int]]()
+
+
+_GROUPS_FILE = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No timing checks in property tests: with three xdist workers on two cores, an example
+    can take longer than hypothesis's 200 ms deadline, and generating inputs longer than its
+    too_slow health check allows, with nothing wrong in the code. Tests that set either
+    keep their own value. (Only when hypothesis's plugin loaded it: not worth an import.)"""
+    if "hypothesis" in sys.modules:
+        from hypothesis import HealthCheck, settings
+
+        settings.register_profile(
+            "onvifcam", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        settings.load_profile("onvifcam")
+
+
+def _groups_file(config: pytest.Config) -> Path:
+    """Controller under xdist: the file the workers write their groups to (made once)."""
+    if _GROUPS_FILE not in config.stash:
+        path = Path(tempfile.mkdtemp(prefix="onvifcam-xdist-")) / "groups.json"
+        config.stash[_GROUPS_FILE] = path
+        config.add_cleanup(lambda: shutil.rmtree(path.parent, ignore_errors=True))
+    return config.stash[_GROUPS_FILE]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    from tests import xdist_groups  # imports xdist: only where it runs
+
+    node.workerinput[xdist_groups.WORKERINPUT_KEY] = str(_groups_file(node.config))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: the groups of tests/xdist_groups.py."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from tests import xdist_groups
+
+    return xdist_groups.GroupScheduling(config, log, _groups_file(config))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Worker under xdist: write the groups of the tests collected."""
+    path = getattr(config, "workerinput", {}).get("onvifcam_groups_file")
+    if path is not None:
+        from tests import xdist_groups
+
+        xdist_groups.write_groups(Path(path), items, config.rootpath)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

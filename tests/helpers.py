@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -42,11 +43,55 @@ def _open_onvif(text: str) -> str:
     return text[: m.end()] + "\nauth = false" + text[m.end() :]
 
 
+# Ports a test chooses itself (for a config that must name them before the server starts)
+# come from a block per pytest-xdist worker below the kernel's ephemeral range (32768 and
+# up on Linux), so neither another worker nor an outgoing connection of any test takes one
+# between the check and the server's bind. Each block is walked from an offset drawn per
+# process, so that concurrent pytest runs on one machine rarely meet either. Servers that
+# need no fixed port bind port 0 and report it in their ready line instead.
+_PORT_BASE = 20000
+_PORT_BLOCK = 1500  # 8 workers fit below 32000
+
+
+def _worker_index() -> int:
+    """0 for gw0 (or no xdist), 1 for gw1, ..."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
+_next_port = _PORT_BASE + _PORT_BLOCK * (_worker_index() % 8) + random.randrange(_PORT_BLOCK)
+
+
+def _bindable(port: int, kinds: tuple[int, ...]) -> bool:
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_ports(count: int = 1, *, udp: bool = False, even: bool = False) -> int:
+    """The first of ``count`` consecutive ports on 127.0.0.1 that are free for TCP (and,
+    with ``udp``, for UDP too) right now, from this worker's block; ``even``: the first
+    is even (an RTP/RTCP pair)."""
+    global _next_port
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    start = _PORT_BASE + _PORT_BLOCK * (_worker_index() % 8)
+    for _ in range(_PORT_BLOCK):
+        if _next_port + count + 1 > start + _PORT_BLOCK:
+            _next_port = start
+        first = _next_port + (_next_port & 1 if even else 0)
+        _next_port = first + count
+        if all(_bindable(p, kinds) for p in range(first, first + count)):
+            return first
+    raise AssertionError(f"no {count} free ports in {start}..{start + _PORT_BLOCK - 1}")
+
+
 def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that is free right now on 127.0.0.1 (see :func:`free_ports`)."""
+    return free_ports(1)
 
 
 @dataclass

@@ -5,6 +5,7 @@ Only addresses inside namespaces made here are used; nothing leaves the machine.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -32,12 +33,20 @@ class Lan:
     client_ip: str
 
 
+_made = itertools.count()
+
+
 @contextmanager
 def lan(tag: str) -> Iterator[Lan]:
-    """Two namespaces on a veth link (10.213.x.0/24), multicast routed onto the link."""
-    uid = f"{tag}{os.getpid() % 100000}"
-    a, b = f"oc-{uid}-s", f"oc-{uid}-c"
-    va, vb = f"ocv{os.getpid() % 100000}s", f"ocv{os.getpid() % 100000}c"
+    """Two namespaces on a veth link (10.213.x.0/24), multicast routed onto the link.
+
+    Names carry the process id and a counter, so pytest-xdist workers (and concurrent runs)
+    never share a namespace or an interface name; the subnet needs no such care, as each
+    link is alone in its own pair of namespaces.
+    """
+    uid = f"{os.getpid()}x{next(_made)}"
+    a, b = f"oc-{tag}{uid}-s", f"oc-{tag}{uid}-c"
+    va, vb = f"ocv{uid}s", f"ocv{uid}c"  # at most 15 characters: ocv + 7 + x + n + s
     subnet = 10 + os.getpid() % 200
     ips = (f"10.213.{subnet}.1", f"10.213.{subnet}.2")
     made: list[str] = []

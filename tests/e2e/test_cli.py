@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from onvifcam import __version__
 from tests.helpers import ROOT, ServerProc, rtsp_exchange, status_of
@@ -44,12 +45,12 @@ def test_port_in_use_is_a_clear_error(server: ServerProc) -> None:
     ), r.stderr
 
 
-def test_port_zero_ready_line_and_clean_sigint() -> None:
+def test_port_zero_ready_line_and_clean_sigint(tmp_path: Path) -> None:
     # No config file at all: built-in defaults with flags, as in the README.
     p = subprocess.Popen(
         [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
          "--rtmp-port", "0", "--http-port", "0", "--rtp-port", "0", "--onvif-ports", "0",
-         "--discovery-port", "0", "--srt-port", "0", "--state-dir", "/tmp/onvifcam-cli-test"],
+         "--discovery-port", "0", "--srt-port", "0", "--state-dir", str(tmp_path / "state")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
     )  # fmt: skip
     try:

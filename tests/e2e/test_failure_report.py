@@ -45,17 +45,22 @@ def test_server_stopped_before_the_failure(server):
 """
 
 
+@pytest.mark.timeout(300)  # a pytest run that starts a server (and an xdist worker)
+@pytest.mark.parametrize("xdist", [[], ["-p", "xdist.plugin", "-n", "1"]], ids=["plain", "xdist"])
 def test_failure_report_has_the_server_log_tail(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: list[str]
 ) -> None:
+    """In one process and in an xdist worker (the sections travel to the controller)."""
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}:{pytester.path}")
+    # none of the installed plugins (hypothesis, schemathesis...): seconds less to start
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeconftest("from tests.conftest import *  # noqa: F403\n")
     pytester.makepyfile(describe=HELPER, test_a=FIRST)
     pytester.mkdir("unit")
     pytester.makepyfile(**{"unit/test_pure": "def test_pure():\n    assert False\n"})
     pytester.mkdir("zz")
     pytester.makepyfile(**{"zz/test_z": LAST})
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
     result.assert_outcomes(passed=1, failed=4)
     out = result.stdout.str()
     speaks, quiet, pure, stopped = (

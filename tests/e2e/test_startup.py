@@ -24,7 +24,15 @@ from onvifcam.addressing import display_host, url_host
 from onvifcam.app import App
 from onvifcam.config import Config, ServerConfig, from_dict
 from onvifcam.netutil import BindError, Listener, describe
-from tests.helpers import ROOT, ServerProc, _die_with_parent, free_port, rtsp_exchange, status_of
+from tests.helpers import (
+    ROOT,
+    ServerProc,
+    _die_with_parent,
+    free_port,
+    free_ports,
+    rtsp_exchange,
+    status_of,
+)
 from tests.netns import can_make_netns, lan
 
 PY = sys.executable
@@ -64,17 +72,8 @@ def held(proto: str, port: int = 0) -> Iterator[int]:
 
 
 def _free_pair() -> int:
-    """An even UDP port whose odd neighbour is free too, right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1] & ~1
-        try:
-            with held("udp", port), held("udp", port + 1):
-                return port
-        except OSError:
-            continue
-    raise AssertionError("no free UDP pair")
+    """An even port whose odd neighbour is free too, right now (UDP and TCP)."""
+    return free_ports(2, udp=True, even=True)
 
 
 def _bindable(port: int, proto: str = "tcp") -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ServerProc, ffmpeg_push, free_port, running, wait_online
+from tests.helpers import ServerProc, ffmpeg_push, free_ports, running, wait_online
 from tests.interop.test_onvif_ha import api, post
 from tests.onvif_schema import envelope, security_header, validate
 
@@ -54,7 +54,7 @@ def soap(port: int, service: str, body: str, user: str = "admin", pw: str = "sec
 
 
 def test_identity_and_changes_survive_restart(tmp_path: Path) -> None:
-    base = free_port()
+    base = free_ports(31)
     state = tmp_path / "state"
     args = ["--state-dir", str(state)]
     srv = ServerProc(config=config(base), extra_args=args).start()

@@ -191,12 +191,8 @@ def test_no_demo_flag(tmp_path: Path) -> None:
         srv.stop()
 
 
-def test_a_config_file_runs_the_demo_only_when_it_asks() -> None:
-    srv = ServerProc().start()
-    try:
-        assert "demo_path" not in srv.ports
-    finally:
-        srv.stop()
+def test_a_config_file_runs_the_demo_only_when_it_asks(server: ServerProc) -> None:
+    assert "demo_path" not in server.ports  # the shared server: a config without [demo]
     srv = ServerProc(
         config='[demo]\nenabled = true\nname = "Pattern"\npath = "test/pattern"\ntone = true\n'
     )

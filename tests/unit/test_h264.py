@@ -21,6 +21,9 @@ from tests.unit.videotools import BitWriter, escape
 
 
 encode = partial(videotools.encode, "libx264")
+# videotools.encode caches its output per process: with the file on one xdist worker, each
+# stream is encoded once, not once per worker
+pytestmark = pytest.mark.xdist_group("tests/unit/test_h264.py")
 
 
 def decode_frames(codec: str, annexb: bytes) -> list[av.VideoFrame]:

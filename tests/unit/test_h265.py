@@ -21,6 +21,9 @@ from tests.unit.videotools import BitWriter, escape, from_bits, to_bits
 
 
 encode = partial(videotools.encode, "libx265")
+# videotools.encode caches its output per process: with the file on one xdist worker, each
+# stream is encoded once, not once per worker
+pytestmark = pytest.mark.xdist_group("tests/unit/test_h265.py")
 
 
 def decode(annexb: bytes) -> tuple[list[av.VideoFrame], av.CodecContext]:
