@@ -385,7 +385,8 @@ def onvifcam_server(tmp: Path, cpu: int, rtmp_extra: str = ""):
         'log_level = "info"\n[onvif]\nenabled = false\n'
         "[rtsp]\nrtp_port = 0\nudp = false\nmulticast = false\n"
         "[limits]\nper_ip_rate = 1000.0\nper_ip_burst = 1000\n"
-        "[srt]\nport = 0\nlatency_ms = 200\n"
+        "[srt]\nport = 0\nlatency_ms = 200\nmax_connections = 1000\n"
+        "handshakes_per_ip_per_s = 1000.0\nhandshake_burst = 1000\n"
         f"[rtmp]\n{rtmp_extra}\n"
     )
     logf = open(tmp / "onvifcam.log", "w")  # closed in finally
