@@ -10,6 +10,7 @@ is done by the sans-I/O modules (handshake, chunk, amf0, flv, the packetiser).
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,19 @@ CSID_COMMAND = 3
 CSID_AUDIO = 4
 CSID_VIDEO = 6
 CSID_DATA = 5
+
+
+def stream_id_of(result: list[Any]) -> int | None:
+    """The stream id a ``createStream`` ``_result`` carries; None when it is missing or not a
+    plausible id (a hostile server may send a string, NaN, Infinity or 2**80)."""
+    if len(result) < 4:
+        return None
+    sid = result[3]
+    if isinstance(sid, bool) or not isinstance(sid, int | float):
+        return None
+    if not (math.isfinite(sid) and 0 < sid < 2**31 and sid == int(sid)):
+        return None
+    return int(sid)
 
 
 class PublishError(Exception):
@@ -108,9 +122,10 @@ class RtmpPublisher:
         self.notify("releaseStream", None, name)
         self.notify("FCPublish", None, name)
         result = await self.call("createStream", None)
-        if result[0] != "_result" or len(result) < 4:
-            raise PublishError({"code": "createStream failed", "description": repr(result)})
-        self.stream_id = int(result[3])
+        sid = stream_id_of(result) if result[0] == "_result" else None
+        if sid is None:
+            raise PublishError({"code": "createStream failed", "description": f"{result!r:.200}"})
+        self.stream_id = sid
         loop = asyncio.get_running_loop()
         self._status_waiter = loop.create_future()
         self._send(
@@ -187,6 +202,8 @@ class RtmpPublisher:
                     break
         except (ConnectionError, OSError, chunk.ChunkError, amf0.AmfError) as exc:
             self.error = exc
+        except Exception as exc:  # whatever else the peer's data caused ends this connection
+            self.error = exc
         finally:
             self.closed.set()
             for fut in self._waiters.values():
@@ -204,7 +221,10 @@ class RtmpPublisher:
                 return
             name = values[0]
             if name in ("_result", "_error") and len(values) > 1:
-                fut = self._waiters.pop(values[1], None)
+                tid = values[1] if len(values) > 1 else None
+                if isinstance(tid, bool) or not isinstance(tid, int | float):
+                    return  # a transaction id must be a number (AMF0 Number)
+                fut = self._waiters.pop(tid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(values)
             elif name == "onStatus" and len(values) > 3 and isinstance(values[3], dict):
@@ -285,9 +305,10 @@ class RtmpPuller(RtmpPublisher):
         try:
             await self.connect(t.host, t.port, self.app, ssl=ctx)
             result = await self.call("createStream", None)
-            if result[0] != "_result" or len(result) < 4 or not isinstance(result[3], float):
+            sid = stream_id_of(result) if result[0] == "_result" else None
+            if sid is None:
                 raise PullError(f"{t.url}: createStream failed: {result!r:.200}")
-            self.stream_id = int(result[3])
+            self.stream_id = sid
             self._status_waiter = asyncio.get_running_loop().create_future()
             self._send(
                 CSID_DATA,

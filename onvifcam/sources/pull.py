@@ -367,6 +367,9 @@ class PullSource:
                 self.last_error = f"the publish gate refused the source: {exc.reason}"
             except (PullError, StreamError, OSError, TimeoutError, ValueError) as exc:
                 self.last_error = str(exc) or f"timed out after {cfg.connect_timeout:g} s"
+            except Exception as exc:  # a hostile upstream must not end the source for good
+                log.exception("pull %s: %s failed unexpectedly", self.stream.path, redact(uri))
+                self.last_error = f"unexpected {type(exc).__name__}: {exc}"[:300]
             finally:
                 self._conn = None
                 await conn.close()

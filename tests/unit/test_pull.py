@@ -279,3 +279,41 @@ async def test_a_pull_that_gives_up_publishes_source_failed_and_runs_the_hook(
     finally:
         await src.stop()
         await hooks.stop()
+
+
+@pytest.mark.parametrize(
+    ("sid", "want"),
+    [(1.0, 1), (7.0, 7), (float("inf"), None), (float("nan"), None), (0.0, None),
+     (2.0**80, None), (1.5, None), ("1", None), (True, None), (None, None)],
+)  # fmt: skip
+def test_a_hostile_create_stream_result_is_refused_not_raised(
+    sid: object, want: int | None
+) -> None:
+    """createStream answered with Infinity, NaN, a string or a huge number: no OverflowError
+    (which ended the pull task for good), just 'createStream failed'."""
+    from onvifcam.rtmp.client import stream_id_of
+
+    assert stream_id_of(["_result", 2.0, None, sid]) == want
+    assert stream_id_of(["_result", 2.0]) is None
+
+
+def test_a_result_with_a_non_numeric_transaction_id_is_ignored() -> None:
+    """A `_result` whose transaction id is an object raised TypeError (unhashable) inside the
+    read task, which then died without an error; it is ignored now."""
+    from onvifcam.rtmp import amf0, chunk
+    from onvifcam.rtmp.chunk import Message
+    from onvifcam.rtmp.client import RtmpPublisher
+
+    loop = asyncio.new_event_loop()
+    try:
+        pub = RtmpPublisher()
+        waiting = loop.create_future()
+        pub._waiters[1.0] = waiting  # a call in flight, as during connect
+        for tid in ({"a": 1.0}, [1.0], "x", None):
+            payload = amf0.encode("_result", tid, None, 1.0)
+            pub._message(Message(chunk.AMF0_COMMAND, 0, 0, 3, payload))
+        assert not waiting.done()
+        pub._message(Message(chunk.AMF0_COMMAND, 0, 0, 3, amf0.encode("_result", 1.0, None, 1.0)))
+        assert waiting.result()[1] == 1.0
+    finally:
+        loop.close()
