@@ -34,6 +34,22 @@ DIGEST = (
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
     "#PasswordDigest"
 )
+# the start of a loopback-only server config, every port ephemeral; ends in [onvif]
+LOOPBACK_CONFIG = """
+[server]
+host = "127.0.0.1"
+rtsp_port = 0
+rtmp_port = 0
+http_port = 0
+log_level = "warning"
+
+[rtsp]
+rtp_port = 0
+
+[onvif]
+port_range_start = 0
+port_range_end = 0
+"""
 
 
 def cpu_times(pid: int) -> tuple[float, float]:

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (
+    LOOPBACK_CONFIG,
     Conn,
     cameras,
     cpu_seconds,
@@ -50,21 +51,9 @@ SERVER_CPU = 0
 LOAD_CPU = 1
 TEV = 'xmlns="http://www.onvif.org/ver10/events/wsdl"'
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-rtsp_port = 0
-rtmp_port = 0
-http_port = 0
-log_level = "warning"
-
-[rtsp]
-rtp_port = 0
-
-[onvif]
-port_range_start = 0
-port_range_end = 0
-max_nonces = 500000
+CONFIG = (
+    LOOPBACK_CONFIG
+    + """max_nonces = 500000
 
 [events]
 max_subscriptions = {max_subs}
@@ -75,6 +64,7 @@ path = "lobby"
 username = "admin"
 password = "secret"
 """
+)
 
 
 def camera_port(http: int) -> int:

@@ -36,7 +36,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Conn, cameras, cpu_seconds, http_request, onvifcam_server, pct, soap
+from bench_common import (
+    LOOPBACK_CONFIG,
+    Conn,
+    cameras,
+    cpu_seconds,
+    http_request,
+    onvifcam_server,
+    pct,
+    soap,
+)
 
 SERVER_CPU = 0
 PREFIX = "onvifcam-bench-onvif-"
@@ -44,23 +53,12 @@ LOAD_CPU = 1
 TRT = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
 TT = "http://www.onvif.org/ver10/schema"
 
-BASE_CONFIG = """
-[server]
-host = "127.0.0.1"
-rtsp_port = 0
-rtmp_port = 0
-http_port = 0
-log_level = "warning"
-
-[rtsp]
-rtp_port = 0
-
-[onvif]
-port_range_start = 0
-port_range_end = 0
-max_nonces = 200000           # one user signs every request: let it hold them all
+BASE_CONFIG = (
+    LOOPBACK_CONFIG
+    + """max_nonces = 200000           # one user signs every request: let it hold them all
 nonce_rate_per_user = 1000.0
 """
+)
 
 
 # --------------------------------------------------------------------------- benches
