@@ -31,3 +31,11 @@ def validating_zeep(on_response: Callable[[bytes], object] | None = None) -> Ite
         yield
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def validate_every_zeep_response() -> Iterator[None]:
+    """Schema-validate every SOAP response onvif-zeep-async receives in a test module that
+    imports this fixture."""
+    with validating_zeep():
+        yield

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from onvif import ONVIFCamera
 
 from tests.helpers import FFPROBE, ROOT, ServerProc, ffmpeg_push, ffmpeg_read, running, wait_online
-from tests.onvif_client import validating_zeep
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import envelope, fault_subcodes, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -72,13 +71,6 @@ CHANGES = {
     "SetScopes": f"<SetScopes {TDS}><Scopes>{SCOPE}</Scopes></SetScopes>",
     "SystemReboot": f"<SystemReboot {TDS}/>",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    with validating_zeep():
-        yield
 
 
 def start(state: Path, config: str = CONFIG) -> ServerProc:

@@ -37,7 +37,7 @@ from onvif import ONVIFCamera
 
 from tests.helpers import ROOT, ServerProc, ffmpeg_push, stop_process, wait_online
 from tests.interop.test_onvif_node import NODE_DIR
-from tests.onvif_client import validating_zeep
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import envelope, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -80,13 +80,6 @@ path = "lobby"
 username = "admin"
 password = "secret"
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    with validating_zeep():
-        yield
 
 
 class Publisher:

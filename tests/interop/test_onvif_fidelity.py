@@ -30,7 +30,7 @@ from onvif.client import ONVIFService
 
 from tests.helpers import ServerProc, ffmpeg_push, free_port, running, wait_online
 from tests.interop.test_onvif_ha import api
-from tests.onvif_client import validating_zeep
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import created_now, envelope, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -83,13 +83,6 @@ path = "mapped"
 username = "admin"
 password = "secret"
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    with validating_zeep():
-        yield
 
 
 class Lab:
