@@ -28,52 +28,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
-import datetime as dt
-import hashlib
 import json
-import math
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import cpu_seconds, pin_and_use_uvloop
+from bench_common import (
+    LOOPBACK_CONFIG,
+    Conn,
+    cameras,
+    cpu_seconds,
+    onvifcam_server,
+    pct,
+    pin_and_use_uvloop,
+    soap_request,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 LOAD_CPU = 1
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-DIGEST = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-    "#PasswordDigest"
-)
 TEV = 'xmlns="http://www.onvif.org/ver10/events/wsdl"'
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-rtsp_port = 0
-rtmp_port = 0
-http_port = 0
-log_level = "warning"
-
-[rtsp]
-rtp_port = 0
-
-[onvif]
-port_range_start = 0
-port_range_end = 0
-max_nonces = 500000
+CONFIG = (
+    LOOPBACK_CONFIG
+    + """max_nonces = 500000
 
 [events]
 max_subscriptions = {max_subs}
@@ -84,104 +64,12 @@ path = "lobby"
 username = "admin"
 password = "secret"
 """
-
-
-@contextlib.contextmanager
-def server(config: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    """``onvifcam serve`` pinned to SERVER_CPU; yields the process and its ready-line ports."""
-    tmp = Path(tempfile.mkdtemp(prefix="onvifcam-bench-events-"))
-    cfg = tmp / "config.toml"
-    cfg.write_text(config)
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "onvifcam", "serve"]
-    cmd += ["--config", str(cfg), "--state-dir", str(tmp / "state")]
-    log = open(tmp / "server.log", "w")
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        if not line.startswith("onvifcam ready"):
-            raise RuntimeError(
-                f"server did not start: {line!r}\n{(tmp / 'server.log').read_text()}"
-            )
-        yield p, dict(tok.split("=", 1) for tok in line.split()[2:])
-    finally:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def security() -> str:
-    """A fresh wsse:Security header (random nonce, PasswordDigest) for admin/secret."""
-    nonce = os.urandom(16)
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    pw = base64.b64encode(hashlib.sha1(nonce + created.encode() + b"secret").digest()).decode()
-    return (
-        f'<wsse:Security xmlns:wsse="{WSSE}" xmlns:wsu="{WSU}"><wsse:UsernameToken>'
-        f'<wsse:Username>admin</wsse:Username><wsse:Password Type="{DIGEST}">{pw}</wsse:Password>'
-        f"<wsse:Nonce>{base64.b64encode(nonce).decode()}</wsse:Nonce>"
-        f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"
-    )
-
-
-def soap_request(port: int, path: str, body: str) -> bytes:
-    """A POST of a SOAP 1.2 envelope with WS-Security."""
-    data = (
-        '<?xml version="1.0" encoding="UTF-8"?><s:Envelope '
-        'xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
-        f"<s:Header>{security()}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
-    ).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/soap+xml; charset=utf-8\r\nContent-Length: {len(data)}\r\n\r\n"
-    )
-    return head.encode() + data
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection: send a request, read the whole response."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Conn:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        return cls(r, w)
-
-    async def exchange(self, data: bytes) -> tuple[int, bytes]:
-        self.writer.write(data)
-        return await self.read_response()
-
-    async def read_response(self) -> tuple[int, bytes]:
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
+)
 
 
 def camera_port(http: int) -> int:
     """The Lobby camera's own ONVIF port, from /api/cameras."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/cameras", timeout=10) as r:
-        return int(json.loads(r.read())["cameras"][0]["port"])
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))] if s else float("nan")
+    return int(cameras(http)["Lobby"]["port"])  # type: ignore[arg-type]
 
 
 def motion_changes(body: bytes) -> tuple[int, int]:
@@ -192,7 +80,9 @@ def motion_changes(body: bytes) -> tuple[int, int]:
 
 
 async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object]:
-    with server(CONFIG.format(max_subs=subscribers + 8)) as (proc, ports):
+    with onvifcam_server(
+        CONFIG.format(max_subs=subscribers + 8), SERVER_CPU, "onvifcam-bench-events-"
+    ) as (proc, ports):
         http = int(ports["http_port"])
         cam_port = await asyncio.to_thread(camera_port, http)
 
@@ -212,7 +102,7 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
 
         async def ref_worker(c: Conn, reqs: list[bytes]) -> None:
             for r in reqs:
-                status, body = await c.exchange(r)
+                status, _h, body = await c.exchange(r)
                 assert status == 200, body[:300]
 
         ref0 = cpu_seconds(proc.pid)
@@ -226,7 +116,7 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
         paths: list[str] = []
         for _ in range(subscribers):
             c = await Conn.open(cam_port)
-            status, body = await c.exchange(
+            status, _h, body = await c.exchange(
                 soap_request(
                     cam_port, "/onvif/events_service", f"<CreatePullPointSubscription {TEV}/>"
                 )
@@ -258,7 +148,7 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
             nonlocal messages, responses
             c, path = conns[i], paths[i]
             while got[i] < n_triggers:
-                status, body = await c.exchange(soap_request(cam_port, path, pull))
+                status, _h, body = await c.exchange(soap_request(cam_port, path, pull))
                 t = time.monotonic()
                 assert status == 200, body[:500]
                 changed, total = motion_changes(body)
@@ -278,7 +168,7 @@ async def run(subscribers: int, rate: float, seconds: float) -> dict[str, object
         async def read_answers() -> None:
             # HTTP/1.1 pipelining: triggers go out on schedule, answers are read in order
             for _ in range(n_triggers):
-                status, answer = await trig.read_response()
+                status, _h, answer = await trig.read_response()
                 assert status == 200, answer
                 answers.append(status)
 

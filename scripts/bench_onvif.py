@@ -28,169 +28,37 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
-import hashlib
-import json
-import math
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_CPU = 0
-LOAD_CPU = 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-DIGEST = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-    "#PasswordDigest"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (
+    LOOPBACK_CONFIG,
+    Conn,
+    cameras,
+    cpu_seconds,
+    http_request,
+    onvifcam_server,
+    pct,
+    soap,
 )
+
+SERVER_CPU = 0
+PREFIX = "onvifcam-bench-onvif-"
+LOAD_CPU = 1
 TRT = 'xmlns="http://www.onvif.org/ver10/media/wsdl"'
 TT = "http://www.onvif.org/ver10/schema"
 
-BASE_CONFIG = """
-[server]
-host = "127.0.0.1"
-rtsp_port = 0
-rtmp_port = 0
-http_port = 0
-log_level = "warning"
-
-[rtsp]
-rtp_port = 0
-
-[onvif]
-port_range_start = 0
-port_range_end = 0
-max_nonces = 200000           # one user signs every request: let it hold them all
+BASE_CONFIG = (
+    LOOPBACK_CONFIG
+    + """max_nonces = 200000           # one user signs every request: let it hold them all
 nonce_rate_per_user = 1000.0
 """
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@contextlib.contextmanager
-def server(config: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    """``onvifcam serve`` pinned to SERVER_CPU; yields the process and its ready-line ports."""
-    tmp = Path(tempfile.mkdtemp(prefix="onvifcam-bench-onvif-"))
-    cfg = tmp / "config.toml"
-    cfg.write_text(config)
-    cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "onvifcam", "serve"]
-    cmd += ["--config", str(cfg), "--state-dir", str(tmp / "state")]
-    log = open(tmp / "server.log", "w")
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        if not line.startswith("onvifcam ready"):
-            raise RuntimeError(
-                f"server did not start: {line!r}\n{(tmp / 'server.log').read_text()}"
-            )
-        ports = dict(tok.split("=", 1) for tok in line.split()[2:])
-        yield p, ports
-    finally:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def cameras(http_port: str) -> dict[str, dict[str, object]]:
-    """/api/cameras by name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/cameras", timeout=10) as r:
-        return {c["name"]: c for c in json.loads(r.read())["cameras"]}
-
-
-# --------------------------------------------------------------------------- requests
-
-
-def security(user: str, password: str) -> str:
-    """A fresh wsse:Security header (random nonce, PasswordDigest)."""
-    nonce = os.urandom(16)
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    created = created.replace("+00:00", "Z")
-    pw = base64.b64encode(hashlib.sha1(nonce + created.encode() + password.encode()).digest())
-    return (
-        f'<wsse:Security xmlns:wsse="{WSSE}" xmlns:wsu="{WSU}"><wsse:UsernameToken>'
-        f"<wsse:Username>{user}</wsse:Username>"
-        f'<wsse:Password Type="{DIGEST}">{pw.decode()}</wsse:Password>'
-        f"<wsse:Nonce>{base64.b64encode(nonce).decode()}</wsse:Nonce>"
-        f"<wsu:Created>{created}</wsu:Created></wsse:UsernameToken></wsse:Security>"
-    )
-
-
-def soap(body: str, user: str = "admin", password: str = "secret") -> bytes:
-    """A complete SOAP 1.2 request with WS-Security."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?><s:Envelope '
-        'xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
-        f"<s:Header>{security(user, password)}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
-    ).encode()
-
-
-def http_request(port: int, path: str, body: bytes | None, extra: str = "") -> bytes:
-    """Raw HTTP/1.1 request bytes (POST when body is given, else GET)."""
-    if body is None:
-        return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/soap+xml; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-        f"{extra}\r\n"
-    )
-    return head.encode() + body
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection: send a request, read the whole response."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Conn:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        return cls(r, w)
-
-    async def exchange(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
-        self.writer.write(data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for ln in lines[1:]:
-            if ":" in ln:
-                k, v = ln.split(":", 1)
-                headers[k.strip().lower()] = v.strip()
-        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        return status, headers, body
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+)
 
 
 # --------------------------------------------------------------------------- benches
@@ -209,7 +77,7 @@ def bench_uri(seconds: float, concurrency: int) -> dict[str, float]:
         f'<Transport xmlns="{TT}"><Protocol>RTSP</Protocol></Transport></StreamSetup>'
         "<ProfileToken>Profile_1</ProfileToken></GetStreamUri>"
     )
-    with server(cfg) as (proc, ports):
+    with onvifcam_server(cfg, SERVER_CPU, PREFIX) as (proc, ports):
         port = int(cameras(ports["http_port"])["Lobby"]["port"])  # type: ignore[arg-type]
         budget = int(seconds * 8000) + 1000
         print(f"uri: building {budget} signed requests ...", flush=True)
@@ -260,7 +128,7 @@ def bench_profiles(n_cameras: int, requests: int) -> dict[str, float]:
         CAMERA.format(name=f"cam{i:03d}", path=f"cam{i:03d}") for i in range(n_cameras)
     )
     body = f"<GetProfiles {TRT}/>"
-    with server(cfg) as (_proc, ports):
+    with onvifcam_server(cfg, SERVER_CPU, PREFIX) as (_proc, ports):
         cams = cameras(ports["http_port"])
         assert len(cams) == n_cameras, len(cams)
         targets = [int(c["port"]) for c in cams.values()]  # type: ignore[arg-type]
@@ -294,7 +162,7 @@ def bench_profiles(n_cameras: int, requests: int) -> dict[str, float]:
 def bench_snapshot(seconds: float, rate: float) -> dict[str, float]:
     """Snapshot latency while ffmpeg publishes 1080p25 with a 1 s GOP."""
     cfg = BASE_CONFIG + CAMERA.format(name="Snap", path="snap")
-    with server(cfg) as (_proc, ports):
+    with onvifcam_server(cfg, SERVER_CPU, PREFIX) as (_proc, ports):
         url = f"rtsp://127.0.0.1:{ports['rtsp_port']}/snap"
         ff = subprocess.Popen(
             ["taskset", "-c", str(LOAD_CPU), "ffmpeg", "-hide_banner", "-nostdin", "-loglevel",

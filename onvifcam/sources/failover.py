@@ -30,6 +30,7 @@ from onvifcam.config import SourcesConfig
 from onvifcam.events import EventBus, SourceSwitched
 from onvifcam.media.stream import RTP, Batch, Stream, StreamError, StreamRegistry
 from onvifcam.rtsp.auth import AuthResult, Credentials
+from onvifcam.sources.tasks import cancel_and_wait
 
 __all__ = ["FailoverSource", "FailoverState"]
 
@@ -180,12 +181,7 @@ class FailoverSource:
     async def stop(self) -> None:
         """Stop showing anything and give the camera's path back."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         for tap in self._taps.values():
             tap.detach()
         self._go_offline("failover stopped")

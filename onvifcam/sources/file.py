@@ -34,6 +34,7 @@ from onvifcam.media.packetizer import (
     VideoSpec,
 )
 from onvifcam.media.stream import Stream
+from onvifcam.sources.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -313,12 +314,7 @@ class FileLoopSource:
     async def stop(self) -> None:
         """Stop playing, unpublish and close the file."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         for f in self.feeds:
             f.stream.unpublish(f, "source stopped")
         reader, self._reader = self._reader, None

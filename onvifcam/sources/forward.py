@@ -48,6 +48,7 @@ from onvifcam.rtmp.client import PublishError, RtmpPublisher
 from onvifcam.rtmp.publisher import AUDIO, DATA, FlvMuxer, MuxTrack
 from onvifcam.rtsp.message import ParseError
 from onvifcam.rtsp.recorder import RecordError, Recording, open_record, redact
+from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.srt.client import SrtError, SrtSender, parse_srt_url
 
 if TYPE_CHECKING:
@@ -341,12 +342,7 @@ class Forwarder:
     async def stop(self) -> None:
         """Stop for good (server shutdown)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     def stats(self) -> dict[str, Any]:
         """Status, last error and counters."""

@@ -31,6 +31,7 @@ import numpy as np
 from onvifcam.media import h264
 from onvifcam.media.packetizer import AAC_FRAME_SAMPLES, AacSpec, Packetizer, TrackSpec, VideoSpec
 from onvifcam.media.stream import Stream
+from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.sources.testpattern import EncodedUnit, H264Encoder, _glyph
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,7 @@ class PlaceholderSource:
     async def stop(self) -> None:
         """Stop and give the stream's slot back."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self.stream.unpublish(self, "placeholder stopped")
 
     async def _run(self) -> None:

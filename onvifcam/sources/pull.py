@@ -36,6 +36,7 @@ from onvifcam.media.stream import Stream, StreamError
 from onvifcam.rtmp.client import RtmpPuller
 from onvifcam.rtsp.auth import AuthResult, Credentials
 from onvifcam.rtsp.client import PullError, RtspPuller, redact
+from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.srt.client import SrtError, SrtReceiverConnection, parse_srt_url
 from onvifcam.srt.ingest import IngestError, TsIngest
 from onvifcam.srt.receiver import ReceiverSettings
@@ -212,12 +213,7 @@ class PullSource:
 
     async def _halt(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         await self._drop_connection()
         self._leave("source stopped")
 

@@ -43,6 +43,7 @@ from onvifcam.media.packetizer import (
 )
 from onvifcam.media.stream import Stream
 from onvifcam.onvif.snapshot import _FONT
+from onvifcam.sources.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +368,7 @@ class TestPatternSource:
     async def stop(self) -> None:
         """Stop encoding and unpublish."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self.stream.unpublish(self, "source stopped")
         if self._tone is not None:
             self._tone.close()

@@ -33,6 +33,7 @@ from onvifcam.media.packetizer import Packetizer, VideoSpec
 from onvifcam.media.stream import Batch, Stream, StreamRegistry
 from onvifcam.onvif.imaging import picture_adjustment
 from onvifcam.onvif.ptz import Head, view_window
+from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.sources.testpattern import EncodedUnit
 
 log = logging.getLogger(__name__)
@@ -291,10 +292,7 @@ class SubTranscoder:
     async def stop(self) -> None:
         """Stop and give PATH/sub back."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._detach()
         self.sub.unpublish(self, "transcoder stopped")
 

@@ -14,16 +14,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import onvif
 import pytest
 from onvif import ONVIFCamera
-from onvif.zeep_aiohttp import AIOHTTPTransport
 
 from tests.helpers import FFPROBE, ROOT, ServerProc, ffmpeg_push, ffmpeg_read, running, wait_online
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import envelope, fault_subcodes, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -72,22 +71,6 @@ CHANGES = {
     "SetScopes": f"<SetScopes {TDS}><Scopes>{SCOPE}</Scopes></SetScopes>",
     "SystemReboot": f"<SystemReboot {TDS}/>",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    orig = AIOHTTPTransport._post_internal
-
-    async def post(self: Any, address: str, message: Any, headers: Any) -> Any:
-        response, content = await orig(self, address, message, headers)
-        validate(content)
-        return response, content
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(AIOHTTPTransport, "_post_internal", post)
-    yield
-    mp.undo()
 
 
 def start(state: Path, config: str = CONFIG) -> ServerProc:

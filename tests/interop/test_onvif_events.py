@@ -34,10 +34,10 @@ import pytest
 from aiohttp import ClientSession, DigestAuthMiddleware, encode_basic_auth, web
 from lxml import etree
 from onvif import ONVIFCamera
-from onvif.zeep_aiohttp import AIOHTTPTransport
 
 from tests.helpers import ROOT, ServerProc, ffmpeg_push, stop_process, wait_online
 from tests.interop.test_onvif_node import NODE_DIR
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import envelope, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -80,22 +80,6 @@ path = "lobby"
 username = "admin"
 password = "secret"
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    orig = AIOHTTPTransport._post_internal
-
-    async def post(self: Any, address: str, message: Any, headers: Any) -> Any:
-        response, content = await orig(self, address, message, headers)
-        validate(content)
-        return response, content
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(AIOHTTPTransport, "_post_internal", post)
-    yield
-    mp.undo()
 
 
 class Publisher:

@@ -27,10 +27,10 @@ import pytest
 from aiohttp import BasicAuth, ClientSession, DigestAuthMiddleware
 from onvif import ONVIFCamera
 from onvif.client import ONVIFService
-from onvif.zeep_aiohttp import AIOHTTPTransport
 
 from tests.helpers import ServerProc, ffmpeg_push, free_port, running, wait_online
 from tests.interop.test_onvif_ha import api
+from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import created_now, envelope, security_header, validate
 
 pytestmark = pytest.mark.interop
@@ -83,22 +83,6 @@ path = "mapped"
 username = "admin"
 password = "secret"
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def validate_every_zeep_response() -> Iterator[None]:
-    """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    orig = AIOHTTPTransport._post_internal
-
-    async def post(self: Any, address: str, message: Any, headers: Any) -> Any:
-        response, content = await orig(self, address, message, headers)
-        validate(content)
-        return response, content
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(AIOHTTPTransport, "_post_internal", post)
-    yield
-    mp.undo()
 
 
 class Lab:

@@ -25,7 +25,6 @@ from aiohttp import ClientSession, DigestAuthMiddleware
 from onvif import ONVIFCamera
 from onvif.client import ONVIFService
 from onvif.exceptions import ONVIFError
-from onvif.zeep_aiohttp import AIOHTTPTransport
 
 from tests.helpers import (
     FFPROBE,
@@ -37,6 +36,7 @@ from tests.helpers import (
     status_of,
     wait_online,
 )
+from tests.onvif_client import validating_zeep
 from tests.onvif_schema import (
     created_now,
     envelope,
@@ -90,18 +90,8 @@ SEEN: list[bytes] = []
 @pytest.fixture(scope="module", autouse=True)
 def validate_every_zeep_response() -> Iterator[None]:
     """Schema-validate every SOAP response onvif-zeep-async receives in this module."""
-    orig = AIOHTTPTransport._post_internal
-
-    async def post(self: Any, address: str, message: Any, headers: Any) -> Any:
-        response, content = await orig(self, address, message, headers)
-        validate(content)
-        SEEN.append(content)
-        return response, content
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(AIOHTTPTransport, "_post_internal", post)
-    yield
-    mp.undo()
+    with validating_zeep(SEEN.append):
+        yield
 
 
 @pytest.fixture(scope="module")
