@@ -26,11 +26,13 @@ failback_after = 2.0
 """
 
 
-def _wait_log(srv: ServerProc, text: str, timeout: float = 20.0) -> None:
+def _wait_log(srv: ServerProc, *texts: str, since: int = 0, timeout: float = 20.0) -> int:
+    """Wait until one of ``texts`` is in the log after offset ``since``; the log's size then."""
     deadline = time.monotonic() + timeout
-    while text not in srv.log():
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{srv.log()[-3000:]}"
+    while not any(t in srv.log_since(since) for t in texts):
+        assert time.monotonic() < deadline, f"no {texts!r} in the log:\n{srv.log()[-3000:]}"
         time.sleep(0.1)
+    return srv.log_size()
 
 
 def _wait_frames(reader: LiveReader, frames: int, timeout: float = 20.0) -> None:
@@ -50,11 +52,16 @@ def test_reader_follows_primary_backup_and_back_on_one_connection() -> None:
         wait_online(srv.url("fo"))
         reader = LiveReader(srv.url("fo"), io_timeout=5.0)
         _wait_frames(reader, 10)
+        # on a busy machine the backup may be up first: the camera shows the primary only
+        # once it has been there failback_after
+        to_primary = "failover fo: switched from backup 'fo-b' to primary 'fo-p'"
+        _wait_log(srv, "failover fo: showing primary 'fo-p'", to_primary)
+        at = srv.log_size()
         stop_process(primary)  # the primary encoder dies
-        _wait_log(srv, "failover fo: switched from primary 'fo-p' to backup 'fo-b'")
+        at = _wait_log(srv, "failover fo: switched from primary 'fo-p' to backup 'fo-b'", since=at)
         _wait_frames(reader, reader.frames + 25)
         primary = ffmpeg_push(srv.url("fo-p"), **push)  # type: ignore[arg-type]
-        _wait_log(srv, "failover fo: switched from backup 'fo-b' to primary 'fo-p'")
+        _wait_log(srv, to_primary, since=at)
         res = reader.stop_at(reader.frames + 25, timeout=20)
         assert res.returncode in (0, 255), res.stderr
         assert "stream fo: publisher" not in srv.log()  # the camera never went offline
