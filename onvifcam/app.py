@@ -466,6 +466,10 @@ class App:
                 self.gate.cfg, paths=new.paths, defaults=new.defaults, any_path=new.any_path
             )
             summary["applied"].append("path policies ([paths], [defaults], any_path)")
+        if old.api != new.api:
+            keep = dataclasses.replace(keep, api=new.api)
+            self.web.api.reconfigure(new)
+            summary["applied"].append("[api] (credentials take effect now)")
         if old.stats != new.stats:
             keep = dataclasses.replace(keep, stats=new.stats)
             self.statslog.reconfigure(new.stats)
@@ -532,6 +536,7 @@ _RESTART_SECTIONS = (
     "events",
     "demo",
     "metrics",
+    "sources",
 )
 
 

@@ -1000,6 +1000,8 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
 def _validate_forward(fwd: ForwardConfig, where: str) -> None:
     from urllib.parse import urlsplit
 
+    from onvifcam.netutil import redact
+
     parts = urlsplit(fwd.url)
     scheme = parts.scheme.lower()
     if scheme == "srt":
@@ -1011,15 +1013,15 @@ def _validate_forward(fwd: ForwardConfig, where: str) -> None:
             raise ConfigError(f"{where}.url: {exc}") from None
     elif scheme not in ("rtsp", "rtsps", "rtmp", "rtmps") or not parts.hostname:
         raise ConfigError(
-            f"{where}.url: {fwd.url!r} must be rtsp://HOST[:PORT]/PATH, rtsps://, "
+            f"{where}.url: {redact(fwd.url)!r} must be rtsp://HOST[:PORT]/PATH, rtsps://, "
             "rtmp://HOST[:PORT]/APP/KEY, rtmps:// or srt://HOST:PORT?streamid=..."
         )
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise ConfigError(f"{where}.url: {fwd.url!r} has an invalid port") from None
+        raise ConfigError(f"{where}.url: {redact(fwd.url)!r} has an invalid port") from None
     if scheme.startswith("rtmp") and not parts.path.strip("/"):
-        raise ConfigError(f"{where}.url: {fwd.url!r} needs an app: rtmp://HOST/APP/KEY")
+        raise ConfigError(f"{where}.url: {redact(fwd.url)!r} needs an app: rtmp://HOST/APP/KEY")
     for key in ("retry_timeout", "connect_timeout"):
         if getattr(fwd, key) <= 0:
             raise ConfigError(f"{where}.{key} must be positive (seconds)")

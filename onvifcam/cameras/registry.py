@@ -35,6 +35,16 @@ class RegistryError(ValueError):
     """A camera the registry cannot add or update (the message says why)."""
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-serialisable data (nested dataclasses such as forward entries
+    become dicts, tuples lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass
 class CameraRegistry:
     """Every camera by key, created from the configuration, at run time (:meth:`add`) and
@@ -110,7 +120,7 @@ class CameraRegistry:
         """The keys of ``cfg`` that differ from the defaults (what the state file keeps)."""
         default = CameraConfig()
         return {
-            f.name: getattr(cfg, f.name)
+            f.name: _plain(getattr(cfg, f.name))
             for f in dataclasses.fields(cfg)
             if getattr(cfg, f.name) != getattr(default, f.name)
         }

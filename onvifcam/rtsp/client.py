@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import ssl as _ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from onvifcam.media.sdp import SdpError, SessionDescription, resolve_control
+from onvifcam.netutil import redact
 from onvifcam.rtsp import message
 from onvifcam.rtsp.auth import digest_response, parse_auth_header
 from onvifcam.rtsp.message import Headers, Limits, ParseError, Parser, Request, Response
 
-__all__ = ["PullError", "PullTarget", "RtspPuller", "rtp_media"]
+__all__ = ["PullError", "PullTarget", "RtspPuller", "redact", "rtp_media"]
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +73,6 @@ class PullTarget:
             unquote(parts.username or ""),
             unquote(parts.password or ""),
         )
-
-
-_PASSPHRASE = re.compile(r"([?&]passphrase=)[^&#]*", re.IGNORECASE)
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password (or SRT passphrase) replaced by ``***`` (for logs and
-    status)."""
-    uri = _PASSPHRASE.sub(r"\1***", uri)
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def rtp_media(session: SessionDescription) -> list[int]:

@@ -17,6 +17,7 @@ import ssl as _ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from onvifcam.netutil import redact
 from onvifcam.rtsp.auth import digest_response, parse_auth_header
 from onvifcam.rtsp.message import Headers, ParseError, Parser, Request, Response
 
@@ -28,22 +29,6 @@ _INTERLEAVED = re.compile(r"interleaved=(\d+)(?:-(\d+))?", re.I)
 
 class RecordError(Exception):
     """The server refused a request or the exchange failed; the message says which."""
-
-
-_PASSPHRASE = re.compile(r"([?&]passphrase=)[^&#]*", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password or SRT passphrase (for logs, stats and errors)."""
-    url = _PASSPHRASE.sub(r"\1***", url)
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from onvifcam.netutil import redact
 from onvifcam.srt.caller import Caller
 from onvifcam.srt.packet import PacketError
 from onvifcam.srt.puller import Puller, reject_text
@@ -55,37 +56,38 @@ class SrtTarget:
 def parse_srt_url(url: str) -> SrtTarget:
     """``srt://HOST:PORT?streamid=..&passphrase=..&latency=MS&pbkeylen=N``; raises
     ValueError saying what is wrong. Only caller mode is possible (``mode=caller``)."""
+    shown = redact(url)  # messages reach logs and API answers: no secrets in them
     parts = urlsplit(url)
     if parts.scheme.lower() != "srt":
-        raise ValueError(f"{url!r} is not an srt:// URL")
+        raise ValueError(f"{shown!r} is not an srt:// URL")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
+        raise ValueError(f"{shown!r} has an invalid port") from None
     if not parts.hostname or not port:
-        raise ValueError(f"{url!r} needs a host and a port: srt://HOST:PORT?streamid=...")
+        raise ValueError(f"{shown!r} needs a host and a port: srt://HOST:PORT?streamid=...")
     q = dict(parse_qsl(parts.query, keep_blank_values=True))
     known = {"streamid", "passphrase", "latency", "pbkeylen", "mode"}
     unknown = sorted(set(q) - known)
     if unknown:
         raise ValueError(
-            f"{url!r}: unknown SRT option(s) {', '.join(unknown)}; "
+            f"{shown!r}: unknown SRT option(s) {', '.join(unknown)}; "
             "streamid, passphrase, latency (ms), pbkeylen and mode=caller are understood"
         )
     if q.get("mode", "caller") != "caller":
-        raise ValueError(f"{url!r}: only mode=caller is possible here (the peer listens)")
+        raise ValueError(f"{shown!r}: only mode=caller is possible here (the peer listens)")
     passphrase = q.get("passphrase", "")
     if passphrase and not 10 <= len(passphrase) <= 79:
-        raise ValueError(f"{url!r}: an SRT passphrase has 10..79 characters")
+        raise ValueError(f"{shown!r}: an SRT passphrase has 10..79 characters")
     try:
         latency = int(q.get("latency", "120"))
         pbkeylen = int(q.get("pbkeylen", "16"))
     except ValueError:
-        raise ValueError(f"{url!r}: latency (ms) and pbkeylen are whole numbers") from None
+        raise ValueError(f"{shown!r}: latency (ms) and pbkeylen are whole numbers") from None
     if not 20 <= latency <= 65535:
-        raise ValueError(f"{url!r}: latency must be 20..65535 ms")
+        raise ValueError(f"{shown!r}: latency must be 20..65535 ms")
     if pbkeylen not in (16, 24, 32):
-        raise ValueError(f"{url!r}: pbkeylen must be 16, 24 or 32")
+        raise ValueError(f"{shown!r}: pbkeylen must be 16, 24 or 32")
     return SrtTarget(parts.hostname, port, q.get("streamid", ""), passphrase, latency, pbkeylen)
 
 

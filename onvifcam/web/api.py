@@ -36,6 +36,7 @@ from onvifcam.cameras import Camera, CameraRegistry, RegistryError, slugify
 from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import Event, EventBus, EventQueue
 from onvifcam.media.stream import StreamRegistry
+from onvifcam.netutil import redact
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,68 @@ def _item_id(obj: object, index: int) -> str:
     return f"{index}-{slugify(desc)[:40]}"
 
 
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_MASK = "********"
+# camera keys only the configuration file can set (their pullers, forwarders and failover
+# are started with the server)
+_FILE_ONLY = ("source", "forward", "primary", "backup")
+
+
+def cross_site_refusal(request: web.Request, require_json: bool = True) -> web.Response | None:
+    """403 for a state-changing request a browser sent from another site (the dashboard's
+    HTTP Basic credential would ride along: CSRF), 415 for a body that is not declared
+    ``application/json`` (a cross-site HTML form cannot declare it); None when it may go on.
+    Clients that send neither ``Origin`` nor ``Sec-Fetch-Site`` (curl, scripts) pass.
+    ``require_json=False`` (the trigger route, which cameras and ``curl -d`` call without a
+    JSON content type) checks the origin only."""
+    if request.method not in _UNSAFE:
+        return None
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site and site not in ("same-origin", "none"):
+        return web.json_response(
+            {"error": f"refused: a cross-site browser request (Sec-Fetch-Site: {site[:20]})"},
+            status=403,
+            headers=_NO_STORE,
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        scheme, _, host = origin.strip().partition("://")
+        if scheme.lower() not in ("http", "https") or host.lower() != request.host.lower():
+            return web.json_response(
+                {
+                    "error": f"refused: Origin {origin[:80]!r} is not this server "
+                    f"({request.host[:80]!r}); the API takes changes from its own pages "
+                    "and from clients that send no Origin"
+                },
+                status=403,
+                headers=_NO_STORE,
+            )
+    if require_json and request.body_exists and request.content_type != "application/json":
+        return web.json_response(
+            {
+                "error": f"the body must be Content-Type: application/json, not "
+                f"{request.content_type[:60]!r}"
+            },
+            status=415,
+            headers=_NO_STORE,
+        )
+    return None
+
+
+def config_json(cfg: CameraConfig) -> dict[str, Any]:
+    """``cfg`` as JSON for the API: the password masked, passwords and SRT passphrases in
+    ``source`` and ``forward[].url`` replaced by ``***``."""
+    out = dataclasses.asdict(cfg)
+    out["password"] = _MASK if cfg.password else ""
+    if isinstance(cfg.source, str):
+        out["source"] = redact(cfg.source)
+    else:
+        out["source"] = [redact(u) for u in cfg.source]
+    for f in out["forward"]:
+        f["url"] = redact(f["url"])
+    return out
+
+
 class Api:
     """The routes under ``/api`` (and the dashboard's auth) on the main HTTP port."""
 
@@ -146,14 +209,8 @@ class Api:
         self.bus = bus
         self.site = site
         self.push = push
+        self._credentials(cfg)
         a = cfg.api
-        self._user = a.username or cfg.onvif.username
-        self._password = a.password if a.username else cfg.onvif.password
-        # no credential at all: open while ONVIF is on (its auth is off; a warning says
-        # so); with ONVIF off there is no generated admin, so the API stays closed (loopback
-        # reads excepted) until [api] sets one, or [api] auth = false opens it
-        self.open = not a.auth or (not (self._user or a.token) and cfg.onvif.enabled)
-        self.no_credential = not (self._user or a.token)
         self._recent: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=a.recent_events)
         self._seq = 0
         self._clients: set[EventQueue[tuple[int, str]]] = set()
@@ -177,7 +234,28 @@ class Api:
             "errors": 0,
             "sse_clients_dropped": 0,
             "sse_refused": 0,
+            "cross_site_refused": 0,
         }
+
+    def _credentials(self, cfg: Config) -> None:
+        a = cfg.api
+        self._user = a.username or cfg.onvif.username
+        self._password = a.password if a.username else cfg.onvif.password
+        # no credential at all: open while ONVIF is on (its auth is off; a warning says
+        # so); with ONVIF off there is no generated admin, so the API stays closed (loopback
+        # reads excepted) until [api] sets one, or [api] auth = false opens it
+        self.open = not a.auth or (not (self._user or a.token) and cfg.onvif.enabled)
+        self.no_credential = not (self._user or a.token)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Take a reloaded ``[api]`` section: a new token, username or password replaces the
+        old one at once (the old one stops working), as do ``auth``, ``loopback_read`` and
+        the limits. ``[onvif]`` credentials stay those the server started with."""
+        new = dataclasses.replace(self.cfg, api=cfg.api)
+        if new.api.recent_events != self.cfg.api.recent_events:
+            self._recent = deque(self._recent, maxlen=new.api.recent_events)
+        self.cfg = new
+        self._credentials(new)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -274,6 +352,13 @@ class Api:
             with contextlib.suppress(ValueError, TypeError, IndexError):
                 if ipaddress.ip_address(str(peer[0]).removeprefix("::ffff:")).is_loopback:
                     return True
+        return self.credentialed(request)
+
+    def credentialed(self, request: web.Request) -> bool:
+        """Whether the request carries the admin credential (Basic or bearer token), or the
+        API is open; loopback reads do not count."""
+        if self.open:
+            return True
         authz = request.headers.get("Authorization", "")
         scheme, _, value = authz.partition(" ")
         value = value.strip()
@@ -310,6 +395,10 @@ class Api:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             self.counters["requests"] += 1
+            refused = cross_site_refusal(request)
+            if refused is not None:
+                self.counters["cross_site_refused"] += 1
+                return refused
             if not self.authorized(request):
                 return self.challenge()
             try:
@@ -470,27 +559,28 @@ class Api:
         return b"".join((head, b",".join(parts), b"]}"))
 
     def _config_json(self, cam: Camera) -> dict[str, Any]:
-        out = dataclasses.asdict(cam.cfg)
-        out["password"] = "********" if cam.cfg.password else ""
-        return out
+        return config_json(cam.cfg)
 
     def _validated(self, table: dict[str, Any], cam: Camera | None) -> CameraConfig:
         """The camera configuration of a request body; ApiError 422/409 when it cannot be."""
-        if "password" in table and table["password"] == "********" and cam is not None:
+        if "password" in table and table["password"] == _MASK and cam is not None:
             table = {**table, "password": cam.cfg.password}  # the masked value: unchanged
+        default = dataclasses.asdict(CameraConfig())
+        for key in _FILE_ONLY:
+            if key in table and table[key] not in (default[key], [], None):
+                raise ApiError(
+                    422,
+                    f"{key}: the configuration file sets a camera's {key} (its pullers, "
+                    "forwarders and failover start with the server); add the camera as a "
+                    "[[cameras]] entry there",
+                    key,
+                )
         try:
             cfg = camera_from_table(table, self.cfg)
         except ConfigError as exc:
             text = str(exc).replace("camera: cameras[0]: ", "").replace("camera: cameras[0].", "")
             text = text.removeprefix("camera: ").removeprefix("camera.")
             raise ApiError(422, text, getattr(exc, "key", "")) from None
-        if cfg.source:
-            raise ApiError(
-                422,
-                "a camera's file source is started from the configuration file only; "
-                "add it as a [[cameras]] entry",
-                "source",
-            )
         if cam is not None and (cfg.name or cfg.path) != cam.key:
             raise ApiError(
                 422,
@@ -611,6 +701,10 @@ class Api:
         return web.Response(status=204, headers=_NO_STORE)
 
     async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        # a picture of the scene is not a loopback "read" of the server's state: it needs
+        # the credential ([api] loopback_read does not cover it)
+        if not self.credentialed(request):
+            return self.challenge()
         return await self.site.snapshot_image(self._camera(request), request)
 
     async def _sessions(self, request: web.Request) -> web.Response:

@@ -54,7 +54,7 @@ from onvifcam.onvif.soap import (
     OperationTable,
     fault_body,
 )
-from onvifcam.web.api import Api, PushUrls
+from onvifcam.web.api import Api, PushUrls, cross_site_refusal
 from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
 from onvifcam.web.pages import STATIC_DIR, dashboard_page
 
@@ -700,6 +700,10 @@ class WebServer:
 
     async def _api_trigger(self, request: web.Request) -> web.Response:
         """POST /api/cameras/{camera}/events: motion or a digital input, from outside."""
+        # CSRF: the dashboard's Basic credential rides along on a cross-site post
+        refused = cross_site_refusal(request, require_json=False)
+        if refused is not None:
+            return refused
         name = request.match_info["camera"]
         cam = self.cameras.find(name)
         if cam is None:

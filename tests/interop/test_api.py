@@ -46,8 +46,11 @@ def call(
     body: Any = None,
     auth: str | None = "bearer",
     raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """One request on the main port; (status, JSON body or None)."""
+    """One request on the main port; (status, JSON body or None). ``headers`` (e.g. a
+    Content-Type) win over the ones made here."""
+    extra = headers or {}
     headers = {}
     if auth == "bearer":
         headers["Authorization"] = f"Bearer {TOKEN}"
@@ -59,6 +62,7 @@ def call(
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     if data is not None:
         headers["Content-Type"] = "application/json"
+    headers.update(extra)
     conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
     try:
         conn.request(method, path, body=data, headers=headers)
@@ -113,6 +117,9 @@ def test_bad_input_names_the_field_and_changes_nothing(srv: ServerProc) -> None:
         ({"path": "x", "offline": "maybe"}, 422, "offline"),
         ({"path": "x", "address": "0.0.0.0"}, 422, "address"),
         ({"path": "x", "source": "file:///tmp/a.mp4"}, 422, "source"),
+        ({"path": "x", "forward": [{"url": "rtsp://127.0.0.1:1/x"}]}, 422, "forward"),
+        ({"path": "x", "primary": "a", "backup": "b"}, 422, "primary"),
+        ({"path": "x", "backup": "b"}, 422, "backup"),
         ({"name": "Lobby", "path": "other"}, 409, "name"),
         ({"name": "other", "path": "lobby"}, 409, "path"),
     ]
@@ -199,6 +206,64 @@ def test_reload_applies_the_file_and_refuses_an_error_with_file_and_key(srv: Ser
         status, back = call(srv, "POST", "/api/reload")
     assert status == 200 and back["cameras"]["removed"] == ["Yard"], back
     assert call(srv, "GET", "/api/cameras/Yard")[0] == 404
+
+
+def test_cross_site_browser_requests_change_nothing(srv: ServerProc) -> None:
+    """CSRF: a page the admin visits posts with the browser's cached Basic credential."""
+    port = srv.ports["http_port"]
+    evil = b'{"name":"evil","path":"evilp","auth":false,"location":"="}'
+    foreign = {"Origin": "http://attacker.example", "Sec-Fetch-Site": "cross-site"}
+    form = {"Content-Type": "text/plain", **foreign}
+    for method, path, raw in (
+        ("POST", "/api/cameras", evil),
+        ("POST", "/api/reload", None),
+        ("POST", "/api/sources/sources/x/disable", None),
+        ("POST", "/api/cameras/Lobby/events", b'{"type":"motion","state":true}'),
+        ("PATCH", "/api/cameras/Lobby", b'{"width":640}'),
+        ("DELETE", "/api/cameras/Lobby", None),
+    ):
+        status, body = call(srv, method, path, auth="basic", raw=raw, headers=form)
+        assert status == 403 and "cross-site" in body["error"], (path, body)
+    # an Origin alone (older browsers send no Sec-Fetch-Site), or a text/plain body alone
+    only_origin = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
+    status, body = call(srv, "POST", "/api/cameras", auth="basic", raw=evil, headers=only_origin)
+    assert status == 403 and "attacker.example" in body["error"], body
+    plain = {"Content-Type": "text/plain"}
+    status, body = call(srv, "POST", "/api/cameras", auth="basic", raw=evil, headers=plain)
+    assert status == 415 and "application/json" in body["error"], body
+    assert call(srv, "GET", "/api/cameras/evil")[0] == 404
+    # the dashboard's own fetch (same origin, JSON) and scripts (no Origin) keep working
+    same = {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"}
+    status, made = call(srv, "POST", "/api/cameras", {"path": "csrf-ok"}, "basic", headers=same)
+    assert status == 201, made
+    assert call(srv, "DELETE", "/api/cameras/csrf-ok", auth="basic", headers=same)[0] == 204
+
+
+def test_reload_rotates_the_api_token_and_snapshots_need_credentials(srv: ServerProc) -> None:
+    assert srv._tmp is not None
+    cfg = Path(srv._tmp.name) / "config.toml"
+    good = cfg.read_text()
+    new = "rotated-token-0123456789"
+    try:
+        cfg.write_text(
+            good.replace(TOKEN, new).replace("loopback_read = false", "loopback_read = true")
+        )
+        status, summary = call(srv, "POST", "/api/reload")
+        assert status == 200 and any("[api]" in a for a in summary["applied"]), summary
+        # the old token stopped working (a write: loopback_read lets reads through now)
+        assert call(srv, "DELETE", "/api/sessions/none")[0] == 401
+        assert call(srv, "DELETE", "/api/sessions/none", auth=f"Bearer {new}")[0] == 404
+        # loopback_read: the state without credentials, but never a picture or a secret
+        assert call(srv, "GET", "/api/cameras/Lobby", auth=None)[0] == 200
+        status, _ = call(srv, "GET", "/api/cameras/Lobby/snapshot", auth=None)
+        assert status == 401
+        status, _ = call(srv, "GET", "/api/cameras/Lobby/snapshot", auth="basic")
+        assert status in (200, 503)
+    finally:
+        cfg.write_text(good)
+        status, back = call(srv, "POST", "/api/reload", auth=f"Bearer {new}")
+    assert status == 200, back
+    assert call(srv, "GET", "/api/sessions")[0] == 200
 
 
 def test_sessions_list_and_kick_the_publisher(srv: ServerProc) -> None:

@@ -59,6 +59,29 @@ def test_bad_forward_entries_name_the_key(entry: dict, message: str) -> None:
 def test_redact_hides_the_password() -> None:
     assert redact("rtsp://u:secret@h:554/x") == "rtsp://u:***@h:554/x"
     assert redact("rtmp://h/live/k") == "rtmp://h/live/k"
+    assert redact("srt://h:1?streamid=a&passphrase=p4ssw0rd-long") == (
+        "srt://h:1?streamid=a&passphrase=***"
+    )
+    assert redact("rtsp://u:secret@[::1/x") == "rtsp://u:***@[::1/x"  # urlsplit cannot read it
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "srt://u:SECRET@h?passphrase=SECRETSECRET",  # no port
+        "srt://u:SECRET@h:9000?passphrase=SECRETSECRET&mode=listener",
+        "srt://u:SECRET@h:9000?passphrase=SECRETSECRET&latency=5",
+        "srt://u:SECRET@h:9000?passphrase=SECRETSECRET&bogus=1",
+        "srt://u:SECRET@h:x?passphrase=SECRETSECRET",
+        "rtmp://u:SECRET@h",
+        "http://u:SECRET@h/x",
+    ],
+)
+def test_forward_url_errors_never_show_the_secret(url: str) -> None:
+    """The messages reach logs and the HTTP API's 422 answers."""
+    with pytest.raises(ConfigError) as exc:
+        cfg_with([{"url": url}])
+    assert "SECRET" not in str(exc.value) and "***" in str(exc.value)
 
 
 def closed_port() -> int:
