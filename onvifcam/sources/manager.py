@@ -146,7 +146,6 @@ class SourceManager:
 
     async def _start_pulls(self) -> None:
         """One PullSource per camera with pull URIs (on_demand ones wait for a reader)."""
-        hook = getattr(self.registry, "add_demand_hook", None)
         for i, cam in enumerate(self.cfg.cameras):
             uris = cam.source_uris
             if not uris or uris[0].startswith("file:"):
@@ -156,20 +155,14 @@ class SourceManager:
             except StreamError as exc:
                 log.error("cameras[%d] source: %s; the camera stays offline", i, exc)
                 continue
-            on_demand = cam.on_demand and hook is not None
+            on_demand = cam.on_demand
             src = PullSource(
                 stream, uris, self.cfg.sources, gate=self.gate, bus=self.bus, on_demand=on_demand
             )
             self.pulls[stream.path] = src
             if on_demand:
-                assert hook is not None
-                hook(src.demand)
+                self.registry.add_demand_hook(src.demand)
             else:
-                if cam.on_demand:
-                    log.warning(
-                        "cameras[%d].on_demand: this build has no demand hook; pulling always",
-                        i,
-                    )
                 src.start()
             log.info(
                 "pull source: %s pulls %s%s",
