@@ -1000,7 +1000,7 @@ def _validate_whip(w: WhipConfig, where: str) -> None:
 def _validate_forward(fwd: ForwardConfig, where: str) -> None:
     from urllib.parse import urlsplit
 
-    from onvifcam.netutil import redact
+    from onvifcam.redact import redact
 
     parts = urlsplit(fwd.url)
     scheme = parts.scheme.lower()

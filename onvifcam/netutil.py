@@ -12,38 +12,17 @@ config key that sets it, and what to do::
 from __future__ import annotations
 
 import errno as errnos
-import re
 import socket
 import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 if typing.TYPE_CHECKING:
     from onvifcam.cameras import Camera
     from onvifcam.config import CameraConfig
 
 SERVER_HOST = "--host or [server] host"
-
-_PASSPHRASE = re.compile(r"([?&]passphrase=)[^&#]*", re.IGNORECASE)
-# scheme://USER:PASSWORD@ when urlsplit cannot read the URL (a bad IPv6 literal)
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
-
-
-def redact(uri: str) -> str:
-    """``uri`` with any password (or SRT ``passphrase=``) replaced by ``***``: for logs,
-    status, error messages and API answers. Anything that is not a URL comes back as is."""
-    uri = _PASSPHRASE.sub(r"\1***", uri)
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return _USERINFO.sub(r"\1:***@", uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 @dataclass(frozen=True)

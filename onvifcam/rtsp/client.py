@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from onvifcam.media.sdp import SdpError, SessionDescription, resolve_control
-from onvifcam.netutil import redact
+from onvifcam.redact import redact
 from onvifcam.rtsp import message
 from onvifcam.rtsp.auth import digest_response, parse_auth_header
 from onvifcam.rtsp.message import Headers, Limits, ParseError, Parser, Request, Response

@@ -17,7 +17,7 @@ import ssl as _ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from onvifcam.netutil import redact
+from onvifcam.redact import redact
 from onvifcam.rtsp.auth import digest_response, parse_auth_header
 from onvifcam.rtsp.message import Headers, ParseError, Parser, Request, Response
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from onvifcam.netutil import redact
+from onvifcam.redact import redact
 from onvifcam.srt.caller import Caller
 from onvifcam.srt.packet import PacketError
 from onvifcam.srt.puller import Puller, reject_text

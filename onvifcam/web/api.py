@@ -36,7 +36,7 @@ from onvifcam.cameras import Camera, CameraRegistry, RegistryError, slugify
 from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import Event, EventBus, EventQueue
 from onvifcam.media.stream import StreamRegistry
-from onvifcam.netutil import redact
+from onvifcam.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ WSDL = f"{os.path.dirname(onvif.__file__)}/wsdl/"
 PORT_FLAGS = [
     "--host", "127.0.0.1", "--rtsp-port", "0", "--rtmp-port", "0", "--rtmps-port", "0",
     "--http-port", "0", "--rtp-port", "0", "--onvif-ports", "0", "--discovery-port", "0",
+    "--srt-port", "0",
 ]  # fmt: skip
 
 
@@ -69,8 +70,9 @@ class Bare:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
-            if not line:
-                break
+            if not line:  # it exited: say why instead of failing on its exit status
+                rc = self.proc.wait(15)
+                raise AssertionError(f"server exited ({rc}) before ready:\n{self.log()[-3000:]}")
             if line.startswith("onvifcam ready"):
                 self.ports = dict(t.split("=", 1) for t in line.split()[2:])
                 return self
