@@ -94,6 +94,22 @@ def free_port() -> int:
     return free_ports(1)
 
 
+def av_clip(path: Path, seconds: int = 2) -> Path:
+    """A 320x240 25 fps H.264 clip with B-frames and AAC at ``path`` (written by ffmpeg)."""
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+            "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi",
+            "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path),
+        ],
+        check=True,
+        timeout=60,
+    )  # fmt: skip
+    return path
+
+
 @dataclass
 class ServerProc:
     """An ``onvifcam serve`` process with its chosen ports and captured log."""

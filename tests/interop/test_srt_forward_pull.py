@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FFMPEG, FFPROBE, ServerProc, stop_process
+from tests.helpers import FFMPEG, FFPROBE, ServerProc, av_clip, stop_process
 
 pytestmark = pytest.mark.interop
 
@@ -39,19 +39,7 @@ def udp_port() -> int:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2 s 320x240 H.264 (with B-frames) + AAC clip."""
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    subprocess.run(
-        [
-            FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-            "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi",
-            "-i", "sine=frequency=440:sample_rate=48000", "-t", "2",
-            "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-bf", "2",
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(path),
-        ],
-        check=True,
-        timeout=60,
-    )  # fmt: skip
-    return path
+    return av_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 @pytest.fixture(scope="module")
