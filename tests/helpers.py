@@ -550,8 +550,9 @@ def running(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
         stop_process(proc)
 
 
-def probe(url: str, transport: str = "tcp") -> list[dict]:
-    """ffprobe's stream list (codec, size, sample rate) for a live URL."""
+def probe(url: str, transport: str = "tcp", io_timeout: float = 4.0) -> list[dict]:
+    """ffprobe's stream list (codec, size, sample rate) for a live URL; ``io_timeout``: how
+    long ffprobe waits for data (a source started by the read itself needs longer)."""
     r = subprocess.run(
         [
             FFPROBE,
@@ -560,7 +561,7 @@ def probe(url: str, transport: str = "tcp") -> list[dict]:
             "-rtsp_transport",
             transport,
             "-timeout",
-            "4000000",
+            str(int(io_timeout * 1_000_000)),
             "-show_entries",
             "stream=codec_type,codec_name,width,height,sample_rate,channels",
             "-of",

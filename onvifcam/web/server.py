@@ -371,8 +371,15 @@ class WebServer:
             bound = sock.getsockname()[:2]
             site = self._listener(sock)
             await site.start()
+            # its own RTSP listener first: clients see the endpoint only once every URL it
+            # hands out works (the API showed the port with the main RTSP address meanwhile)
+            if self._registered(cam):
+                await self._start_rtsp(cam)
             if not self._registered(cam):  # removed while its endpoint was starting
                 await site.stop()
+                rtsp = self._rtsp.pop(cam.key, None)
+                if rtsp is not None:
+                    rtsp.close()
                 if self._sites.get(cam.key) is reserved:
                     del self._sites[cam.key]
                 return
@@ -381,7 +388,6 @@ class WebServer:
             self._bound[cam.key] = (bound[0], bound[1])
             self._last_port[cam.key] = bound[1]
             cam.remember_port(bound[1])
-            await self._start_rtsp(cam)
             self.urls_changed()
             shown = url_host(self.addressing.host(self.place(cam)))
             log.info(

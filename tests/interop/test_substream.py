@@ -125,7 +125,8 @@ def test_h265_camera_gives_media1_an_h264_sub(srv: ServerProc) -> None:
 
     uri = asyncio.run(go())
     assert uri.endswith("/hevc/sub")
-    video = [s for s in probe(uri) if s["codec_type"] == "video"]
+    # the read starts the transcoder (decode H.265, encode H.264): slow on a busy machine
+    video = [s for s in probe(uri, io_timeout=15) if s["codec_type"] == "video"]
     assert [(s["codec_name"], s["width"], s["height"]) for s in video] == [("h264", 320, 180)]
     stats = api(srv)["Hevc"]
     assert stats["online"]
