@@ -251,6 +251,16 @@ class ServerProc:
             return os.path.getsize(self.log_path)
         return 0
 
+    def wait_log(self, *texts: str, since: int = 0, timeout: float = 15.0) -> str:
+        """Wait (at most ``timeout`` s) until one of ``texts`` is in the log after byte
+        ``since``; the log from ``since`` on either way (the caller asserts on it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_since(since)
+            if any(t in text for t in texts) or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.1)
+
     def log_since(self, offset: int) -> str:
         """The log from byte ``offset`` on; after stop(), as much of it as was kept."""
         if self._tmp is None:

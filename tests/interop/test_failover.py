@@ -28,10 +28,8 @@ failback_after = 2.0
 
 def _wait_log(srv: ServerProc, *texts: str, since: int = 0, timeout: float = 20.0) -> int:
     """Wait until one of ``texts`` is in the log after offset ``since``; the log's size then."""
-    deadline = time.monotonic() + timeout
-    while not any(t in srv.log_since(since) for t in texts):
-        assert time.monotonic() < deadline, f"no {texts!r} in the log:\n{srv.log()[-3000:]}"
-        time.sleep(0.1)
+    text = srv.wait_log(*texts, since=since, timeout=timeout)
+    assert any(t in text for t in texts), f"no {texts!r} in the log:\n{srv.log()[-3000:]}"
     return srv.log_size()
 
 

@@ -134,10 +134,7 @@ def test_forward_to_nginx_rtmp(sender: ServerProc, nginx: int) -> None:
 
 
 def test_retry_limit_gives_error_and_disabled_stays_off(sender: ServerProc) -> None:
-    deadline = time.monotonic() + 15
-    while "giving up after 2 attempts" not in sender.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    log = sender.log()
+    log = sender.wait_log("giving up after 2 attempts")
     assert re.search(
         r"forward cam\[3\]: cannot reach 127.0.0.1:\d+: Connection refused; giving up after 2 "
         r"attempts in a row \(retry_limit\)",

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -504,9 +503,6 @@ def test_garbage_media_is_counted_not_fatal(srv: ServerProc) -> None:
         return alive
 
     assert asyncio.run(scenario())
-    deadline = time.monotonic() + 10
-    while "video codec VP6 is not supported" not in srv.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    log = srv.log()
+    log = srv.wait_log("video codec VP6 is not supported", timeout=10)
     assert "video codec VP6 is not supported" in log
     assert "audio codec MP3 is not supported" in log

@@ -145,10 +145,7 @@ def test_forward_to_onvifcam_srt_listener(sender: ServerProc, receiver: ServerPr
 
 
 def test_wrong_passphrase_gives_error_with_the_reject_reason(sender: ServerProc) -> None:
-    deadline = time.monotonic() + 15
-    while "giving up after 2 attempts" not in sender.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    log = sender.log()
+    log = sender.wait_log("giving up after 2 attempts")
     assert re.search(
         r"forward cam\[2\]: the peer refused the connection: BADSECRET \(10\), wrong passphrase; "
         r"giving up after 2 attempts in a row \(retry_limit\)",
