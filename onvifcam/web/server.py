@@ -184,11 +184,11 @@ class WebServer:
             client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
         )
         if onvif:
-            aio.router.add_route("*", "/onvif/{tail:.*}", self._onvif)
+            aio.router.add_route("*", "/onvif/{tail:[\\s\\S]*}", self._onvif)
         aio.router.add_get("/", self._landing)
         aio.router.add_static("/static/", STATIC_DIR, append_version=False)
         if onvif:
-            aio.router.add_post("/api/cameras/{camera:.+}/events", self._api_trigger)
+            aio.router.add_post("/api/cameras/{camera:[\\s\\S]+}/events", self._api_trigger)
         self.api.add_routes(aio.router)
         self.api.start()
         for r in self._routes:

@@ -383,7 +383,7 @@ class WhipServer:
     # ---------------------------------------------------------------- component
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Register ``/whip/...`` on the main HTTP app."""
-        router.add_route("*", "/whip/{tail:.*}", self._handle)
+        router.add_route("*", "/whip/{tail:[\\s\\S]*}", self._handle)
 
     async def start(self) -> None:
         """Resolve the addresses host candidates are offered on."""
