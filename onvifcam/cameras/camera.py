@@ -148,6 +148,9 @@ class Camera:
         # hostname, factory default): the registry turns it into CameraUpdated.
         self.on_change: Callable[[Camera], None] | None = None
         self.on_reboot: Callable[[Camera], None] | None = None
+        # Told (with the token) when a client stores encoder settings: the transcoded sub
+        # stream is remade at once, before the next reader's DESCRIBE
+        self.on_encoder_change: list[Callable[[str], None]] = []
         self._measured: dict[str, VideoView] = {}
         # run-time only: the virtual PTZ head (onvifcam.onvif.ptz.Head) once a client uses it
         self.ptz_head: Any = None
@@ -731,6 +734,8 @@ class Camera:
         """Persist client-set encoder values."""
         self.state.encoders[token] = dict(settings)
         self.save()
+        for fn in list(self.on_encoder_change):
+            fn(token)
 
     def encoder_view(self, token: str) -> VideoView:
         """What a video encoder configuration shows: every value a client set with

@@ -206,6 +206,11 @@ def _sdp_params(main: Stream) -> list[bytes]:
         return []
 
 
+def _view_key(v: VideoView) -> tuple[float, ...]:
+    """What a change of means a new sub stream (a new SDP and encoder)."""
+    return (v.width, v.height, v.fps, v.bitrate_kbps, v.gov_length)
+
+
 class SubTranscoder:
     """The transcoded sub stream of one camera (see the module docstring)."""
 
@@ -236,6 +241,7 @@ class SubTranscoder:
         self.encoder: SubEncoder | None = None
         self._codec = "H264"
         self._params: list[bytes] = []
+        self._published: tuple[float, ...] = ()  # _view_key of the published sub stream
 
     # Reader protocol (of the main stream) ------------------------------------------
     def deliver(self, batch: Batch) -> None:
@@ -285,12 +291,15 @@ class SubTranscoder:
     # lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         """Publish the sub stream and serve it while read."""
+        self.cam.on_encoder_change.append(self._encoder_changed)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"transcode-{self.cam.path}"
         )
 
     async def stop(self) -> None:
         """Stop and give PATH/sub back."""
+        with contextlib.suppress(ValueError):
+            self.cam.on_encoder_change.remove(self._encoder_changed)
         task, self._task = self._task, None
         await cancel_and_wait(task)
         self._detach()
@@ -315,12 +324,30 @@ class SubTranscoder:
         spec = VideoSpec("H264", params, view.width, view.height, view.fps, view.bitrate_kbps)
         if self.sub.publisher not in (None, self):
             raise RuntimeError(f"{self.sub.path} has another publisher")
+        self._withdraw()
+        self._published = _view_key(view)
+        self.sub.publish(self, self._packetizer.configure([spec]))
+
+    def _withdraw(self) -> None:
+        """Unpublish PATH/sub (its SDP no longer matches the settings) and close its
+        readers; a DESCRIBE meanwhile waits for the new one (see :meth:`demand`)."""
         if self.sub.publisher is self:
             self.sub.unpublish(self, "sub stream settings changed")
             for r in list(self.sub.readers):
                 r.stream_closed("the sub stream's settings changed")
             self.sub.readers.clear()
-        self.sub.publish(self, self._packetizer.configure([spec]))
+
+    def _encoder_changed(self, token: str) -> None:
+        """A client stored encoder settings: when the sub stream's changed, take the old
+        one down now and wake the worker to publish the new one."""
+        if self._task is None or _view_key(self.cam.sub_settings()) == self._published:
+            return
+        self._withdraw()
+        self._wake.set()
+
+    def demand(self, path: str) -> bool:
+        """A reader wants PATH/sub while it is being remade: it waits for the new one."""
+        return path == self.sub.path and self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -333,13 +360,7 @@ class SubTranscoder:
             next_ts = 0
             while True:
                 now_view = self.cam.sub_settings()
-                if (
-                    now_view.width,
-                    now_view.height,
-                    now_view.fps,
-                    now_view.bitrate_kbps,
-                    now_view.gov_length,
-                ) != (view.width, view.height, view.fps, view.bitrate_kbps, view.gov_length):
+                if _view_key(now_view) != self._published or self.sub.publisher is not self:
                     self._detach()
                     view = now_view
                     await self._publish(view)
@@ -347,7 +368,9 @@ class SubTranscoder:
                 playable = main is not None and main.playable and main.video_track is not None
                 if not self.sub.readers or not playable:
                     self._detach()
-                    await asyncio.sleep(0.2)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.2)
                     continue
                 assert main is not None
                 if self._main is not main or self._version != main.version:
@@ -438,6 +461,7 @@ class Transcoders:
         """A transcoder for every camera that asks for one, now and when added."""
         self.cameras.on_added.append(self._camera_added)
         self.cameras.on_removed.append(self._camera_removed)
+        self.streams.add_demand_hook(self._demand)
         for cam in list(self.cameras.cameras.values()):
             self._camera_added(cam)
 
@@ -447,6 +471,9 @@ class Transcoders:
         t = SubTranscoder(cam, self.streams, self._pool, self)
         self.by_camera[cam.key] = t
         t.start()
+
+    def _demand(self, path: str) -> bool:
+        return any(t.demand(path) for t in self.by_camera.values())
 
     def _camera_removed(self, cam: Camera) -> None:
         t = self.by_camera.pop(cam.key, None)

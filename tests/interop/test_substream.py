@@ -6,6 +6,7 @@ is refused at DESCRIBE with 503 naming the key. Every response is schema-validat
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from onvif import ONVIFCamera
 
+from onvifcam.media import h264
 from tests.helpers import (
     LiveReader,
     ServerProc,
@@ -125,6 +127,17 @@ def test_h265_camera_gives_media1_an_h264_sub(srv: ServerProc) -> None:
 
     uri = asyncio.run(go())
     assert uri.endswith("/hevc/sub")
+    # a DESCRIBE right after the SOAP answer already gets the new size: the set took the old
+    # sub stream down and this waits for the new one (it once got the old SDP, then was cut)
+    url = srv.url("hevc/sub")
+    reply = rtsp_exchange(
+        srv.rtsp_port, f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 2\r\n\r\n".encode(), wait=15
+    )
+    assert status_of(reply) == 200, reply[:300]
+    sprop = re.search(rb"sprop-parameter-sets=([A-Za-z0-9+/=]+)", reply)
+    assert sprop, reply
+    sps = h264.parse_sps(h264.parse_sprop_parameter_sets(sprop.group(1).decode())[0])
+    assert (sps.width, sps.height) == (320, 180)
     # the read starts the transcoder (decode H.265, encode H.264): slow on a busy machine
     video = [s for s in probe(uri, io_timeout=15) if s["codec_type"] == "video"]
     assert [(s["codec_name"], s["width"], s["height"]) for s in video] == [("h264", 320, 180)]
