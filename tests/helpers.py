@@ -20,6 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# `onvifcam serve` flags for loopback and a free port on every listener. A test puts its own
+# flags after these (the last one wins), so a server meant to fail at one listener never
+# binds another default port (8554, 1935, 8080, 8890, 3702...) that a server on another
+# xdist worker may hold at that moment.
+SERVE_PORTS_ZERO = [
+    "--host", "127.0.0.1", "--rtsp-port", "0", "--rtp-port", "0", "--rtmp-port", "0",
+    "--rtmps-port", "0", "--http-port", "0", "--onvif-ports", "0", "--discovery-port", "0",
+    "--srt-port", "0",
+]  # fmt: skip
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 GST_LAUNCH = "gst-launch-1.0"

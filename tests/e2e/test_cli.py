@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from onvifcam import __version__
-from tests.helpers import ROOT, ServerProc, rtsp_exchange, status_of
+from tests.helpers import ROOT, SERVE_PORTS_ZERO, ServerProc, rtsp_exchange, status_of
 
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -35,7 +35,7 @@ def test_bad_config_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyp
 
 def test_port_in_use_is_a_clear_error(server: ServerProc) -> None:
     port = server.rtsp_port
-    r = run("serve", "--host", "127.0.0.1", "--rtsp-port", str(port))
+    r = run("serve", *SERVE_PORTS_ZERO, "--rtsp-port", str(port))
     assert r.returncode == 1
     # one line naming the listener, its flag and key, and what to do; no traceback
     assert r.stderr.strip() == (

@@ -25,6 +25,7 @@ from onvifcam.config import Config, ServerConfig, from_dict
 from onvifcam.netutil import BindError, Listener, describe
 from tests.helpers import (
     ROOT,
+    SERVE_PORTS_ZERO,
     ServerProc,
     _die_with_parent,
     free_port,
@@ -200,7 +201,7 @@ def test_messages_for_privileged_ports_foreign_addresses_and_names() -> None:
 def _serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, "-m", "onvifcam", "serve", "--state-dir", tempfile.mkdtemp(prefix="onvifcam-st-"),
-         *args],
+         *SERVE_PORTS_ZERO, *args],
         capture_output=True, text=True, timeout=timeout, cwd=str(ROOT),
     )  # fmt: skip
 
@@ -224,7 +225,7 @@ def test_privileged_port_says_so() -> None:
         assert shutil.which("setpriv"), "needs setpriv (util-linux) to drop the capability"
         r = subprocess.run(
             ["setpriv", "--bounding-set", "-net_bind_service", PY, "-m", "onvifcam", "serve",
-             "--state-dir", tempfile.mkdtemp(prefix="onvifcam-st-"), *cmd],
+             "--state-dir", tempfile.mkdtemp(prefix="onvifcam-st-"), *SERVE_PORTS_ZERO, *cmd],
             capture_output=True, text=True, timeout=30, cwd=str(ROOT),
         )  # fmt: skip
     else:
@@ -248,11 +249,7 @@ def test_address_not_on_this_host_says_so() -> None:
 
 # --------------------------------------------------------------------------- two servers
 
-FLAGS_ALL_ZERO = [
-    "--host", "127.0.0.1", "--rtsp-port", "0", "--rtp-port", "0", "--rtmp-port", "0",
-    "--rtmps-port", "0", "--http-port", "0", "--onvif-ports", "0", "--discovery-port", "0",
-    "--srt-port", "0",
-]  # fmt: skip
+FLAGS_ALL_ZERO = SERVE_PORTS_ZERO
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]:

@@ -21,7 +21,16 @@ import onvif
 import pytest
 from onvif import ONVIFCamera
 
-from tests.helpers import FFPROBE, ROOT, ServerProc, ffmpeg_push, ffmpeg_read, running, wait_online
+from tests.helpers import (
+    FFPROBE,
+    ROOT,
+    SERVE_PORTS_ZERO,
+    ServerProc,
+    ffmpeg_push,
+    ffmpeg_read,
+    running,
+    wait_online,
+)
 from tests.onvif_client import validate_every_zeep_response  # noqa: F401 (autouse)
 from tests.onvif_schema import envelope, fault_subcodes, security_header, validate
 
@@ -271,8 +280,8 @@ def test_an_unwritable_state_dir_is_a_clear_start_error(tmp_path: Path) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("a file where the state directory should be")
     r = subprocess.run(
-        [sys.executable, "-m", "onvifcam", "serve", "--host", "127.0.0.1", "--rtsp-port", "0",
-         "--rtmp-port", "0", "--http-port", "0", "--state-dir", str(blocker)],
+        [sys.executable, "-m", "onvifcam", "serve", *SERVE_PORTS_ZERO, "--state-dir",
+         str(blocker)],
         capture_output=True, text=True, timeout=30, cwd=str(ROOT),
     )  # fmt: skip
     assert r.returncode == 1, r.stderr

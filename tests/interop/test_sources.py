@@ -29,6 +29,7 @@ from tests.helpers import (
     FFMPEG,
     FFPROBE,
     ROOT,
+    SERVE_PORTS_ZERO,
     ServerProc,
     ffmpeg_push,
     ffmpeg_read,
@@ -41,11 +42,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.interop
 
 WSDL = f"{os.path.dirname(onvif.__file__)}/wsdl/"
-PORT_FLAGS = [
-    "--host", "127.0.0.1", "--rtsp-port", "0", "--rtmp-port", "0", "--rtmps-port", "0",
-    "--http-port", "0", "--rtp-port", "0", "--onvif-ports", "0", "--discovery-port", "0",
-    "--srt-port", "0",
-]  # fmt: skip
+PORT_FLAGS = SERVE_PORTS_ZERO
 
 
 @dataclass
