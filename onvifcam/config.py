@@ -344,6 +344,9 @@ class OnvifConfig:
     ptz_zoom_speed: float = 0.5
     ptz_max_timeout: float = 60.0
     ptz_max_presets: int = 32
+    # Preset tours per camera (CreatePresetTour) and spots per tour (ModifyPresetTour).
+    ptz_max_tours: int = 8
+    ptz_max_tour_spots: int = 32
     # Transcoded sub streams (cameras with sub_stream = "transcode") running at once on the
     # server (each one costs a decode and an encode); readers of one more are closed.
     max_transcodes: int = 4
@@ -704,6 +707,10 @@ def _validate(cfg: Config, where: str) -> None:
         )
     if not 0 <= o.ptz_max_presets <= 1000:
         raise ConfigError(f"{where}: [onvif] ptz_max_presets must be 0..1000")
+    if not 0 <= o.ptz_max_tours <= 100 or not 1 <= o.ptz_max_tour_spots <= 1000:
+        raise ConfigError(
+            f"{where}: [onvif] ptz_max_tours must be 0..100 and ptz_max_tour_spots 1..1000"
+        )
     if cfg.onvif.offline not in OFFLINE:
         raise ConfigError(f"{where}: [onvif] offline must be 'placeholder' or 'none'")
     if cfg.onvif.rtsp_auth not in RTSP_AUTH:
