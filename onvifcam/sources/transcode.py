@@ -32,7 +32,8 @@ from onvifcam.media import h264, h265, rtp
 from onvifcam.media.packetizer import Packetizer, VideoSpec
 from onvifcam.media.stream import Batch, Stream, StreamRegistry
 from onvifcam.onvif.imaging import picture_adjustment
-from onvifcam.onvif.ptz import Head, view_window
+from onvifcam.onvif.ptz import view_window
+from onvifcam.onvif.ptzhead import Head
 from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.sources.testpattern import EncodedUnit
 

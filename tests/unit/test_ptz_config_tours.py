@@ -10,8 +10,7 @@ import pytest
 from lxml import etree
 
 from onvifcam.config import ConfigError, from_dict
-from onvifcam.onvif.ptz import Head
-from onvifcam.onvif.ptztour import IDLE, PAUSED, TOURING, Leg, TourRun
+from onvifcam.onvif.ptzhead import IDLE, PAUSED, TOURING, Head, Leg, TourRun
 from tests.unit.test_ptz_imaging import TPTZ, TRT, TT, P, World
 
 NS = "http://www.onvif.org/ver20/ptz/wsdl"

@@ -13,7 +13,8 @@ from lxml import etree
 from onvifcam.cameras import CameraRegistry, User
 from onvifcam.config import ConfigError, from_dict
 from onvifcam.media.stream import StreamRegistry
-from onvifcam.onvif.ptz import Axis, Head, PtzService, view_window
+from onvifcam.onvif.ptz import PtzService, view_window
+from onvifcam.onvif.ptzhead import Axis, Head
 from onvifcam.onvif.soap import Context, Dispatcher
 from onvifcam.state import StateStore
 from onvifcam.web.server import operation_table

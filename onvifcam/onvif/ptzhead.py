@@ -1,4 +1,5 @@
-"""Preset tours of the virtual PTZ head: the run state machine (pure, time passed in).
+"""The virtual PTZ head (:class:`Axis`, :class:`Head`) and its preset tours (the run state
+machine); pure: every call takes the time.
 
 A running tour is a list of legs (a resolved tour spot: where each axis goes, at what rate,
 and how long the head stays there). Like the head itself, nothing ticks: whenever the head's
@@ -12,12 +13,10 @@ work per call is bounded by about three passes, however long nobody looked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from onvifcam.onvif.ptz import Axis, Head
-
+PAN_RANGE = (-1.0, 1.0)
+ZOOM_RANGE = (0.0, 1.0)
 IDLE = "Idle"
 TOURING = "Touring"
 PAUSED = "Paused"
@@ -155,3 +154,106 @@ class TourRun:
             for a in _axes(head):
                 a.stop(t)
         self.state = IDLE
+
+
+# --------------------------------------------------------------------------- head
+
+
+@dataclass
+class Axis:
+    """One axis: its last command and the position computed from it."""
+
+    lo: float
+    hi: float
+    start: float = 0.0
+    t0: float = 0.0
+    target: float | None = None  # absolute/relative move: where it goes
+    rate: float = 0.0  # toward target: units/s (<= 0: at once); continuous: signed velocity
+    until: float = 0.0  # continuous move: when it stops
+
+    def at(self, t: float) -> float:
+        """The position at time ``t``."""
+        if self.target is not None:
+            d = self.target - self.start
+            step = self.rate * max(0.0, t - self.t0) if self.rate > 0 else math.inf
+            return self.target if step >= abs(d) else self.start + math.copysign(step, d)
+        if self.rate == 0.0:
+            return self.start
+        dt = max(0.0, min(t, self.until) - self.t0)
+        return min(self.hi, max(self.lo, self.start + self.rate * dt))
+
+    def moving(self, t: float) -> bool:
+        """True while the axis has somewhere to go."""
+        if self.target is not None:
+            return self.at(t) != self.target
+        if self.rate == 0.0 or t >= self.until:
+            return False
+        p = self.at(t)
+        return not (p >= self.hi if self.rate > 0 else p <= self.lo)
+
+    def arrival(self) -> float:
+        """When the current move toward a target ends (its start when there is none)."""
+        if self.target is None or self.rate <= 0:
+            return self.t0
+        return self.t0 + abs(self.target - self.start) / self.rate
+
+    def clamp(self, v: float) -> float:
+        """``v`` within the axis limits."""
+        return min(self.hi, max(self.lo, v))
+
+    def go(self, t: float, target: float, rate: float) -> None:
+        """Move toward ``target`` (clamped) at ``rate`` units/s."""
+        self.start, self.t0 = self.at(t), t
+        self.target, self.rate = self.clamp(target), rate
+
+    def drive(self, t: float, velocity: float, until: float) -> None:
+        """Move at ``velocity`` units/s until ``until`` (or a limit)."""
+        self.start, self.t0 = self.at(t), t
+        self.target, self.rate, self.until = None, velocity, until
+
+    def stop(self, t: float) -> None:
+        """Stop where it is now."""
+        self.start, self.t0 = self.at(t), t
+        self.target, self.rate = None, 0.0
+
+
+@dataclass
+class Head:
+    """The virtual PTZ head of one camera (pure: every call takes the time)."""
+
+    pan: Axis = field(default_factory=lambda: Axis(*PAN_RANGE))
+    tilt: Axis = field(default_factory=lambda: Axis(*PAN_RANGE))
+    zoom: Axis = field(default_factory=lambda: Axis(*ZOOM_RANGE))
+    run: TourRun | None = None  # the preset tour touring or paused on this head
+
+    def advance(self, t: float) -> None:
+        """Let a running preset tour command the axes up to time ``t``."""
+        if self.run is not None:
+            self.run.advance(self, t)
+            if self.run.state == IDLE:
+                self.run = None
+
+    def position(self, t: float) -> tuple[float, float, float]:
+        """(pan, tilt, zoom) at time ``t``."""
+        self.advance(t)
+        return self.pan.at(t), self.tilt.at(t), self.zoom.at(t)
+
+    def moving(self, t: float) -> tuple[bool, bool]:
+        """(pan/tilt moving, zoom moving) at time ``t``."""
+        self.advance(t)
+        return self.pan.moving(t) or self.tilt.moving(t), self.zoom.moving(t)
+
+    def manual(self, t: float) -> None:
+        """A client's own move command: a touring preset tour ends (a paused one stays)."""
+        self.advance(t)
+        if self.run is not None and self.run.state == TOURING:
+            self.run.stop(self, t)
+            self.run = None
+
+    def stop(self, t: float, pantilt: bool = True, zoom: bool = True) -> None:
+        """Stop the named axes."""
+        if pantilt:
+            self.pan.stop(t)
+            self.tilt.stop(t)
+        if zoom:
+            self.zoom.stop(t)
