@@ -557,6 +557,8 @@ class App:
             if c.source or c.offline or (b is not None and (b.source or b.offline)):
                 if b is None or (b.source, b.offline) != (c.source, c.offline):
                     summary["restart_needed"].append(f"camera {key!r} source/offline")
+            if c.forward != (b.forward if b is not None else ()):
+                summary["restart_needed"].append(f"camera {key!r} forward")
 
 
 # sections whose change needs a restart (listeners, sockets, limits baked in at start)

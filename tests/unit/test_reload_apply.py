@@ -69,3 +69,18 @@ def test_unchanged_config_applies_nothing(tmp_path: Path) -> None:
         assert isinstance(app.cfg.srt, SrtConfig) and isinstance(app.cfg.defaults, PathConfig)
 
     asyncio.run(go())
+
+
+def test_a_changed_forward_is_reported_as_needing_a_restart(tmp_path: Path) -> None:
+    async def go() -> None:
+        fleet = {"name": "lot", "count": 2}
+        app = App(_cfg(tmp_path, fleets=[fleet]))
+        app.cameras.load()
+        url = {"url": "rtsp://127.0.0.1:1/m/{n}"}
+        summary = _summary()
+        app._apply(_cfg(tmp_path, fleets=[{**fleet, "forward": [url]}]), summary)
+        assert summary["cameras"]["updated"] == ["lot-1", "lot-2"]
+        assert summary["restart_needed"] == ["camera 'lot-1' forward", "camera 'lot-2' forward"]
+        app.cameras.close()
+
+    asyncio.run(go())
