@@ -126,8 +126,10 @@ class App:
             discovery = DiscoveryService(cfg, self.cameras, self.addressing, self.bus)
             self.components.append(discovery)
             self.stats_sources["discovery"] = discovery.stats
+        self.rtmp: RtmpServer | None = None
         if cfg.rtmp.enabled:
-            self.components.append(RtmpServer(cfg, self.registry, self.limiter, self.gate))
+            self.rtmp = RtmpServer(cfg, self.registry, self.limiter, self.gate)
+            self.components.append(self.rtmp)
         if self.whip is not None:
             self.components.append(self.whip)
         self.sources = SourceManager(
@@ -141,15 +143,16 @@ class App:
         self.web.api.register("sources", self.sources.switchable)
         self.web.api.register("forwards", lambda: self.sources.forwarders)
         self.stats_sources["sources"] = self.sources.stats
+        self.srt: SrtServer | None = None
         if cfg.srt.enabled:
             sinks = ts_ingest_factory(
                 self.registry,
                 lazy=cfg.srt.lazy_packetize,
-                replace_for=lambda path: cfg.path_policy(path).on_conflict == "replace",
+                replace_for=lambda path: self.gate.cfg.path_policy(path).on_conflict == "replace",
             )
-            srt = SrtServer(cfg, self.gate, sinks, limiter=self.limiter)
-            self.components.append(srt)
-            self.stats_sources["srt"] = srt.stats
+            self.srt = SrtServer(cfg, self.gate, sinks, limiter=self.limiter)
+            self.components.append(self.srt)
+            self.stats_sources["srt"] = self.srt.stats
         self._tick_task: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[dict[str, Any]] | None = None
         self._reload_lock = asyncio.Lock()
@@ -427,7 +430,7 @@ class App:
                 log.error("reload: configuration error, nothing changed: %s", exc)
                 return summary
         try:
-            new, _login = await asyncio.get_running_loop().run_in_executor(
+            new, login = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: with_admin_password(with_demo_camera(_keep_overrides(cfg, self)))
             )
         except OSError as exc:
@@ -436,6 +439,7 @@ class App:
             log.error("reload: %s; nothing changed", exc)
             return summary
         self._apply(new, summary)
+        self.login = login  # the [onvif] login is applied at once (see _LIVE_KEYS)
         summary["ok"] = True
         cams = summary["cameras"]
         log.info(
@@ -455,34 +459,67 @@ class App:
         old = self.cfg
         keep = old
         restart: list[str] = summary["restart_needed"]
+        applied: list[str] = summary["applied"]
+        live: dict[str, Any] = {}  # section -> its old value with the live keys of new
         for name in _RESTART_SECTIONS:
-            if getattr(old, name) != getattr(new, name):
-                restart.append(f"[{name}]")
+            o, n = getattr(old, name), getattr(new, name)
+            if o == n:
+                continue
+            keys = _LIVE_KEYS.get(name, ())
+            changed = [
+                f.name for f in dataclasses.fields(o) if getattr(o, f.name) != getattr(n, f.name)
+            ]
+            moved = [k for k in changed if k in keys]
+            if moved:
+                live[name] = dataclasses.replace(o, **{k: getattr(n, k) for k in moved})
+                applied.append(f"[{name}] " + ", ".join(moved))
+            rest = [k for k in changed if k not in keys]
+            if rest:
+                restart.append(f"[{name}] " + ", ".join(rest))
+        if live:
+            keep = dataclasses.replace(keep, **live)
         if (old.paths, old.defaults, old.any_path) != (new.paths, new.defaults, new.any_path):
             keep = dataclasses.replace(
                 keep, paths=new.paths, defaults=new.defaults, any_path=new.any_path
             )
-            self.gate.cfg = dataclasses.replace(
-                self.gate.cfg, paths=new.paths, defaults=new.defaults, any_path=new.any_path
-            )
-            summary["applied"].append("path policies ([paths], [defaults], any_path)")
+            applied.append("path policies ([paths], [defaults], any_path)")
         if old.api != new.api:
             keep = dataclasses.replace(keep, api=new.api)
-            self.web.api.reconfigure(new)
-            summary["applied"].append("[api] (credentials take effect now)")
+            applied.append("[api] (credentials take effect now)")
+        if keep is not old:
+            self._apply_credentials(keep)
         if old.stats != new.stats:
             keep = dataclasses.replace(keep, stats=new.stats)
             self.statslog.reconfigure(new.stats)
-            summary["applied"].append("[stats]")
+            applied.append("[stats]")
         if old.hooks != new.hooks:
             keep = dataclasses.replace(keep, hooks=new.hooks)
             self.hooks.reload(new.hooks)
-            summary["applied"].append("[[hooks]]")
+            applied.append("[[hooks]]")
         if old.cameras != new.cameras:
             keep = dataclasses.replace(keep, cameras=new.cameras, fleets=new.fleets)
             self.cfg = keep
             self._apply_cameras(old, new, summary)
         self.cfg = keep
+
+    def _apply_credentials(self, cfg: Config) -> None:
+        """Hand the reloaded credentials and path policies to whoever checks them per
+        request: the gate and every ingest (publish users, stream keys, SRT passphrases,
+        ``on_conflict``), the cameras (``[onvif]`` users), the API and ``/metrics``. Sessions
+        admitted before keep running; the next request is checked against ``cfg``."""
+        policies = {"paths": cfg.paths, "defaults": cfg.defaults, "any_path": cfg.any_path}
+        self.gate.cfg = dataclasses.replace(self.gate.cfg, **policies)
+        for server in (self.rtsp, self.rtmp, self.srt, self.whip):
+            if server is not None:
+                server.cfg = dataclasses.replace(
+                    server.cfg, **policies, onvif=cfg.onvif, srt=cfg.srt
+                )
+        self.metrics.cfg = cfg.metrics
+        self.web.api.reconfigure(cfg)
+        if self.cfg.onvif != cfg.onvif:
+            self.cameras.cfg = dataclasses.replace(self.cameras.cfg, onvif=cfg.onvif)
+            for cam in self.cameras.cameras.values():
+                cam.app_cfg = dataclasses.replace(cam.app_cfg, onvif=cfg.onvif)
 
     def _apply_cameras(self, old: Config, new: Config, summary: dict[str, Any]) -> None:
         """Cameras in ``new`` but not ``old`` are added, gone ones removed, changed ones
@@ -520,6 +557,8 @@ class App:
             if c.source or c.offline or (b is not None and (b.source or b.offline)):
                 if b is None or (b.source, b.offline) != (c.source, c.offline):
                     summary["restart_needed"].append(f"camera {key!r} source/offline")
+            if c.forward != (b.forward if b is not None else ()):
+                summary["restart_needed"].append(f"camera {key!r} forward")
 
 
 # sections whose change needs a restart (listeners, sockets, limits baked in at start)
@@ -538,6 +577,13 @@ _RESTART_SECTIONS = (
     "metrics",
     "sources",
 )
+# keys of those sections that are checked per request, so a reload applies them at once
+# (credentials: the next request is checked against the new ones, admitted sessions stay)
+_LIVE_KEYS: dict[str, tuple[str, ...]] = {
+    "onvif": ("username", "password"),
+    "srt": ("passphrase",),
+    "metrics": ("token",),
+}
 
 
 def _keep_overrides(cfg: Config, app: App) -> Config:

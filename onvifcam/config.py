@@ -300,6 +300,9 @@ class FleetConfig:
     height: int = 0
     fps: float = 0.0
     codec: str = ""
+    # Forward each camera's stream: [{ url = "rtsp://host/mirror/{fleet}/{n}" }, ...]; the
+    # URL must contain {n} (one target per camera); the other keys as on [[cameras]]
+    forward: tuple[ForwardConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,9 @@ class SourcesConfig:
     failover_after: float = 3.0  # primary gone this long: the camera shows the backup
     failback_after: float = 60.0  # primary back this long without a break: it is shown again
     max_sdp_bytes: int = 65536  # largest DESCRIBE reply body a pulled server may send
+    # forward entries of all cameras and fleets together (each is a connection and up to
+    # its max_queue_bytes of memory); more is a configuration error
+    max_forwards: int = 256
 
 
 @dataclass(frozen=True)
@@ -1117,6 +1123,14 @@ def _validate_sources(cfg: Config, where: str) -> None:
         )
     if not 1024 <= s.max_sdp_bytes <= 1 << 20:
         raise ConfigError(f"{where}: [sources] max_sdp_bytes must be 1024..1048576")
+    if not 0 <= s.max_forwards <= 100_000:
+        raise ConfigError(f"{where}: [sources] max_forwards must be 0..100000")
+    forwards = sum(len(c.forward) for c in cfg.cameras)
+    if forwards > s.max_forwards:
+        raise ConfigError(
+            f"{where}: {forwards} forward entries (cameras and fleets together) exceed "
+            f"[sources] max_forwards = {s.max_forwards}; raise it or forward fewer cameras"
+        )
 
 
 def _validate_demo(cfg: Config, where: str) -> None:
@@ -1251,6 +1265,9 @@ def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
                 raise ConfigError(
                     f"{at}: bad template ({exc!s}); use {{fleet}} and {{n}} only"
                 ) from None
+            forward = tuple(
+                dataclasses.replace(fwd, url=_fleet_url(fwd.url, f.name, n)) for fwd in f.forward
+            )
             seed = hashlib.sha256(f"onvifcam-fleet:{f.name}:{n}".encode()).digest()
             mac = ":".join(f"{b:02x}" for b in (0x02, *seed[:5]))  # locally administered
             out.append(
@@ -1266,9 +1283,27 @@ def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
                     codec=f.codec,
                     mac=mac,
                     serial="FL" + seed[5:11].hex().upper(),
+                    forward=forward,
                 )
             )
+        for j, fwd in enumerate(f.forward):
+            if not _N_FIELD.search(fwd.url):
+                raise ConfigError(
+                    f"{at}.forward[{j}].url must contain {{n}} (each camera of the fleet "
+                    "forwards to its own URL)"
+                )
+            _validate_forward(out[-1].forward[j], f"{at}.forward[{j}] (n = {n})")
     return out
+
+
+_N_FIELD = re.compile(r"\{n(:[^}]*)?\}")
+
+
+def _fleet_url(url: str, fleet: str, n: int) -> str:
+    """A fleet forward URL for camera ``n``: ``{n}`` (``{n:03}`` too) and ``{fleet}`` filled
+    in; other characters stay as they are (a URL may hold braces of its own)."""
+    url = _N_FIELD.sub(lambda m: format(n, (m.group(1) or ":")[1:]), url)
+    return url.replace("{fleet}", fleet)
 
 
 def _fleet_source(source: str | tuple[str, ...], n: int) -> str | tuple[str, ...]:

@@ -248,10 +248,13 @@ class Api:
         self.no_credential = not (self._user or a.token)
 
     def reconfigure(self, cfg: Config) -> None:
-        """Take a reloaded ``[api]`` section: a new token, username or password replaces the
-        old one at once (the old one stops working), as do ``auth``, ``loopback_read`` and
-        the limits. ``[onvif]`` credentials stay those the server started with."""
-        new = dataclasses.replace(self.cfg, api=cfg.api)
+        """Take a reloaded ``[api]`` section and ``[onvif]`` login: a new token, username or
+        password (the API's own, or the ``[onvif]`` one it falls back to) replaces the old one
+        at once (the old one stops working), as do ``auth``, ``loopback_read`` and the limits."""
+        onvif = dataclasses.replace(
+            self.cfg.onvif, username=cfg.onvif.username, password=cfg.onvif.password
+        )
+        new = dataclasses.replace(self.cfg, api=cfg.api, onvif=onvif)
         if new.api.recent_events != self.cfg.api.recent_events:
             self._recent = deque(self._recent, maxlen=new.api.recent_events)
         self.cfg = new

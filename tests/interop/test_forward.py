@@ -1,7 +1,8 @@
 """Forwarding against real peers: one onvifcam process plays a clip on a camera and forwards
 it to a second onvifcam process over RTSP (ANNOUNCE/RECORD) and over RTMP, and to nginx-rtmp;
-ffprobe decodes what each receiver got. A forward to a closed port with ``retry_limit``
-ends in status error. One sender, one receiver and one nginx serve the module."""
+ffprobe decodes what each receiver got. A 2-camera fleet forwards each camera to its own
+templated URL. A forward to a closed port with ``retry_limit`` ends in status error. One
+sender, one receiver and one nginx serve the module."""
 
 from __future__ import annotations
 
@@ -90,6 +91,12 @@ forward = [
   {{ url = "{closed}", retry_timeout = 0.2, retry_limit = 2 }},
   {{ url = "rtsp://127.0.0.1:1/off", disabled = true }},
 ]
+
+[[fleets]]
+name = "lot"
+count = 2
+source = "file://{clip}"
+forward = [{{ url = "rtsp://127.0.0.1:{receiver.rtsp_port}/mirror/{{fleet}}/{{n:02}}" }}]
 """
     ).start()
     yield srv
@@ -125,6 +132,17 @@ def test_forward_to_onvifcam(sender: ServerProc, receiver: ServerProc, proto: st
     streams = ffprobe_streams(receiver.url(f"fwd/{proto}"))
     assert any(s.startswith("h264,video,320,240") for s in streams), streams
     assert any(s.startswith("aac,audio") for s in streams), streams
+
+
+def test_fleet_cameras_forward_each_to_its_own_url(
+    sender: ServerProc, receiver: ServerProc
+) -> None:
+    for n in (1, 2):
+        streams = ffprobe_streams(receiver.url(f"mirror/lot/{n:02}"))
+        assert any(s.startswith("h264,video,320,240") for s in streams), streams
+    log = sender.log()
+    for n in (1, 2):
+        assert f"forward: lot/{n} -> rtsp://127.0.0.1:{receiver.rtsp_port}/mirror/lot/{n:02}" in log
 
 
 def test_forward_to_nginx_rtmp(sender: ServerProc, nginx: int) -> None:

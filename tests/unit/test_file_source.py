@@ -106,6 +106,21 @@ height = 360
     assert [(c.name, c.path) for c in custom.cameras] == [("Cam 07", "f-7"), ("Cam 08", "f-8")]
 
 
+def test_fleet_forward_urls_are_templated_per_camera(tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        '[[fleets]]\nname = "lot"\ncount = 2\nstart = 9\nforward = [\n'
+        '  { url = "rtsp://u:p@h:8554/m/{fleet}/{n:03}", retry_limit = 3 },\n'
+        '  { url = "srt://h:9000?streamid=publish:{fleet}-{n}", disabled = true },\n]\n',
+    )
+    urls = [[f.url for f in c.forward] for c in cfg.cameras]
+    assert urls == [
+        ["rtsp://u:p@h:8554/m/lot/009", "srt://h:9000?streamid=publish:lot-9"],
+        ["rtsp://u:p@h:8554/m/lot/010", "srt://h:9000?streamid=publish:lot-10"],
+    ]
+    assert all(c.forward[0].retry_limit == 3 and c.forward[1].disabled for c in cfg.cameras)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -123,6 +138,19 @@ height = 360
             r"duplicate camera name 'a-1'",
         ),
         ('[[fleets]]\nname = "a"\ncount = 1\nsource = "http://x"\n', r"\.source: 'http://x'"),
+        (
+            '[[fleets]]\nname = "a"\ncount = 2\nforward = [{ url = "rtsp://h/same" }]\n',
+            r"fleets\[0\]\.forward\[0\]\.url must contain \{n\}",
+        ),
+        (
+            '[[fleets]]\nname = "a"\ncount = 2\nforward = [{ url = "ftp://h/{n}" }]\n',
+            r"fleets\[0\]\.forward\[0\] \(n = 2\)\.url: 'ftp://h/2' must be rtsp://",
+        ),
+        (
+            '[sources]\nmax_forwards = 3\n[[fleets]]\nname = "a"\ncount = 4\n'
+            'forward = [{ url = "rtsp://h/{n}" }]\n',
+            r"4 forward entries .* exceed \[sources\] max_forwards = 3",
+        ),
     ],
 )
 def test_fleet_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
