@@ -271,6 +271,50 @@ def config_el(cam: Camera, tag: str = "PTZConfiguration", ns: Any = TT) -> etree
     )
 
 
+def _num(v: Any, lo: float, hi: float) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _spot_ok(spot: Any) -> bool:
+    """A stored tour spot in the shape :meth:`PtzService._read_spot` writes."""
+    if not isinstance(spot, dict):
+        return False
+    if "preset" in spot:
+        where = isinstance(spot["preset"], str)
+    elif "home" in spot:
+        where = spot["home"] is True
+    else:
+        axes = [spot.get(k) for k in ("pan", "tilt", "zoom")]
+        where = any(a is not None for a in axes) and all(
+            a is None or _num(a, lo, hi)
+            for a, (lo, hi) in zip(axes, (PAN_RANGE, PAN_RANGE, ZOOM_RANGE), strict=True)
+        )
+        where = where and (spot.get("pan") is None) == (spot.get("tilt") is None)
+    speed = spot.get("speed", {})
+    return (
+        where
+        and isinstance(speed, dict)
+        and all(k in ("x", "y", "z") and _num(v, 0.0, 1.0) for k, v in speed.items())
+        and ("x" in speed) == ("y" in speed)
+        and _num(spot.get("stay", DEFAULT_STAY), MIN_STAY, MAX_STAY)
+    )
+
+
+def _tour_ok(t: Any) -> bool:
+    """A stored preset tour in the shape :meth:`PtzService._read_tour` writes."""
+    if not isinstance(t, dict) or not isinstance(t.get("token"), str):
+        return False
+    rt, rd, spots = t.get("recurring_time"), t.get("recurring_duration"), t.get("spots", [])
+    return (
+        isinstance(t.get("name", ""), str)
+        and t.get("direction", "Forward") in ("Forward", "Backward")
+        and (rt is None or (isinstance(rt, int) and _num(rt, 0, MAX_RECURRING_TIME)))
+        and (rd is None or _num(rd, MIN_RECURRING_DURATION, MAX_RECURRING_DURATION))
+        and isinstance(spots, list)
+        and all(_spot_ok(sp) for sp in spots)
+    )
+
+
 class PtzService:
     """Every camera's head, presets and home position, and the PTZ SOAP operations."""
 
@@ -279,6 +323,7 @@ class PtzService:
         self._heads: dict[str, Head] = {}
         self.moves = 0  # move commands accepted (stats)
         self.tours_started = 0  # OperatePresetTour Start accepted (stats)
+        self._bad_tours: set[tuple[str, str]] = set()  # (camera, tour) already warned about
         self.ops = self._operations()
 
     # ------------------------------------------------------------------ model
@@ -381,9 +426,25 @@ class PtzService:
 
     # ------------------------------------------------------------------ tours
     def tours(self, cam: Camera) -> list[dict[str, Any]]:
-        """Stored preset tours (JSON form), in creation order."""
-        out = self._doc(cam).get("tours", [])
-        return [t for t in out if isinstance(t, dict) and isinstance(t.get("token"), str)]
+        """Stored preset tours (JSON form), in creation order; an entry the state file holds
+        in a shape this server never writes (hand-edited, corrupt) is left out, with one
+        warning naming it."""
+        out = []
+        for t in self._doc(cam).get("tours", []):
+            if _tour_ok(t):
+                out.append(t)
+                continue
+            key = (cam.key, str(t.get("token") if isinstance(t, dict) else t)[:64])
+            if key not in self._bad_tours and len(self._bad_tours) < 1024:
+                self._bad_tours.add(key)
+                log.warning(
+                    "ptz: camera %r: preset tour %r in the state file is malformed: it is "
+                    "ignored, and dropped at the next tour change; fix it in the state file "
+                    '(under "ptz" -> "tours") or create the tour again',
+                    cam.name,
+                    key[1],
+                )
+        return out
 
     def _save_tours(self, cam: Camera, tours: list[dict[str, Any]]) -> None:
         doc = dict(self._doc(cam))

@@ -430,3 +430,32 @@ def test_tour_run_passes_until_and_pause() -> None:
     assert head.position(50.5) == (1.0, 0.0, 0.0) and run.state == TOURING
     run.stop(head, 50.5)
     assert run.state == IDLE
+
+
+def test_a_malformed_stored_tour_is_left_out_with_one_warning(
+    w: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-edited state file: the tour whose stay is a string (and garbage entries) are
+    left out of every answer; the good tour still works; one warning per bad tour."""
+    good = create_tour(w)
+    modify_tour(w, good, spot("<Home>true</Home>", "PT1S"), "<Direction>Forward</Direction>")
+    cam = w.reg.cameras["Lobby"]
+    doc = dict(cam.doc["ptz"])
+    bad = {"token": "bad", "spots": [{"home": True, "stay": "five"}]}
+    doc["tours"] = [*doc["tours"], bad, "junk", {"token": "b2", "spots": [{"pan": 9, "tilt": 0}]}]
+    cam.doc["ptz"] = doc
+    cam.save()
+    w.load()
+    with caplog.at_level("WARNING", logger="onvifcam.onvif.ptz"):
+        for _ in range(3):
+            root = w.call(f"<GetPresetTours {TPTZ}>{P}</GetPresetTours>")
+            assert [t.get("token") for t in root.findall(f".//{{{NS}}}PresetTour")] == [good]
+        operate(w, good, "Start")
+        faulted = w.call(
+            f"<OperatePresetTour {TPTZ}>{P}<PresetTourToken>bad</PresetTourToken>"
+            "<Operation>Start</Operation></OperatePresetTour>",
+            ok=False,
+        )
+    assert "no preset tour with token 'bad'" in reason(faulted)
+    warned = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warned) == 3 and any("'bad'" in m for m in warned), warned
