@@ -13,9 +13,10 @@ from typing import Any
 
 from onvifcam import __version__
 from onvifcam.config import _PORT_KEYS, CameraConfig
-from onvifcam.web.api import _UNSAFE  # the methods cross_site_refusal checks
 
 _JSON = "application/json"
+# the methods web.api.cross_site_refusal checks (not imported: api imports this module)
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _ref(name: str) -> dict[str, str]:
