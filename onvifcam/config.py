@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onvifcam.srt import PASSPHRASE_MAX, PASSPHRASE_MIN
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the file and key it concerns."""
@@ -101,7 +103,7 @@ class SrtConfig:
     port: int = 8890  # UDP
     latency_ms: int = 120  # receive latency offered; the larger of ours and the caller's wins
     max_latency_ms: int = 10000  # cap on what a caller can ask for (the buffer must hold it)
-    passphrase: str = ""  # every path without its own srt_passphrase; 10-80 characters
+    passphrase: str = ""  # every path without its own srt_passphrase; 10-79 characters
     pbkeylen: int = 16  # AES key length offered to callers that do not choose one (16/24/32)
     max_connections: int = 64
     handshakes_per_ip_per_s: float = 5.0  # handshake packets per source IP (token bucket)...
@@ -963,9 +965,10 @@ def _validate_srt(cfg: Config, where: str) -> None:
         ("[defaults] srt_passphrase", cfg.defaults.srt_passphrase),
         *((f"[paths.{p!r}] srt_passphrase", c.srt_passphrase) for p, c in cfg.paths.items()),
     ]:
-        if phrase and not 10 <= len(phrase) <= 80:
+        if phrase and not PASSPHRASE_MIN <= len(phrase) <= PASSPHRASE_MAX:
             raise ConfigError(
-                f"{where}: {name} must be 10 to 80 characters (SRT's rule), got {len(phrase)}"
+                f"{where}: {name} must be {PASSPHRASE_MIN} to {PASSPHRASE_MAX} characters "
+                f"(libsrt refuses any other length), got {len(phrase)}"
             )
     if s.max_connections < 1 or s.handshake_burst < 1 or s.handshakes_per_ip_per_s <= 0:
         raise ConfigError(

@@ -1,10 +1,19 @@
 """The server's own recent log lines per camera, for GetSystemLog / GetSystemSupportInformation.
 
 :class:`CameraLogHandler` is a :class:`logging.Handler` on the ``onvifcam`` logger, owned by
-the camera registry. A record whose message names a camera (its name, slug or stream path,
-as a whole word) is kept in that camera's bounded ring (``[onvif] system_log_lines``; each
-line cut to :data:`MAX_LINE` characters). One combined pattern finds every camera a line
-names in one pass; it is rebuilt only when the set of cameras changes.
+the camera registry. A record goes to a camera's bounded ring (``[onvif] system_log_lines``;
+each line cut to :data:`MAX_LINE` characters) only when it carries that camera's identity
+explicitly, never because a name shows up somewhere in the text (camera "Gate" must not get
+the lines of camera "Gate 2", of a path "gate.old", or of a user called "Gate"):
+
+1. ``extra={"camera_key": key}`` or ``extra={"stream_path": path}`` on the call;
+2. else an argument of the message that *is* one of the camera's identities (its key,
+   name, slug, path or sub path; a path also with leading or trailing ``/``), as in
+   ``log.info("onvif %s: ...", cam.name)`` or ``log.info("stream %s: ...", stream.path)``;
+3. else, for a message formatted beforehand, the identity quoted as ``%r`` formats it
+   (``camera 'Gate' ...``).
+
+The lookup tables are rebuilt only when the set of cameras changes.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import re
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 MAX_LINE = 512
@@ -33,15 +42,16 @@ ORPHANED = -2
 
 
 class CameraLogHandler(logging.Handler):
-    """Copies log records that name a camera into that camera's ring."""
+    """Copies log records that carry a camera's identity into that camera's ring."""
 
     def __init__(self, cameras: Callable[[], Iterable[_Named]], generation: Callable[[], int]):
         super().__init__(logging.DEBUG)
         self._cameras = cameras
         self._generation = generation
         self._built = -1
-        self._pattern: re.Pattern[str] | None = None
-        self._by_word: dict[str, list[weakref.ref[_Named]]] = {}
+        self._by_id: dict[str, list[weakref.ref[_Named]]] = {}
+        self._by_quote: dict[str, str] = {}  # repr(identity) -> identity
+        self._quoted: re.Pattern[str] | None = None
         self.kept = 0
 
     def orphaned(self) -> bool:
@@ -49,33 +59,54 @@ class CameraLogHandler(logging.Handler):
         return self._generation() == ORPHANED
 
     def _rebuild(self) -> None:
-        by_word: dict[str, list[weakref.ref[_Named]]] = {}
+        by_id: dict[str, list[weakref.ref[_Named]]] = {}
         for cam in self._cameras():
-            for word in {cam.name, cam.slug, cam.path}:
-                if word and len(word) >= 2:
-                    by_word.setdefault(word, []).append(weakref.ref(cam))
-        self._by_word = by_word
-        words = sorted(by_word, key=len, reverse=True)
-        alt = "|".join(re.escape(w) for w in words)
-        self._pattern = re.compile(rf"(?<![\w/.-])(?:{alt})(?![\w/-])") if words else None
+            ids = {cam.key, cam.name, cam.slug, cam.path, getattr(cam, "sub_path", "")}
+            for ident in ids - {""}:
+                by_id.setdefault(ident, []).append(weakref.ref(cam))
+        self._by_id = by_id
+        # repr() is what %r writes; longest first, so 'Gate 2' is tried before 'Gate'
+        self._by_quote = {repr(i): i for i in by_id}
+        quoted = sorted(self._by_quote, key=len, reverse=True)
+        self._quoted = re.compile("|".join(map(re.escape, quoted))) if quoted else None
         self._built = self._generation()
 
+    def _identities(self, record: logging.LogRecord) -> set[str]:
+        """The camera identities a record carries (see the module docstring)."""
+        by_id = self._by_id
+        for attr in ("camera_key", "stream_path"):
+            value = getattr(record, attr, None)
+            if isinstance(value, str):
+                return {value} if value in by_id else {value.strip("/")} & by_id.keys()
+        args = record.args
+        values = args.values() if isinstance(args, Mapping) else (args or ())
+        found: set[str] = set()
+        for v in values:
+            if isinstance(v, str) and v:
+                if v in by_id:
+                    found.add(v)
+                elif v.strip("/") in by_id:
+                    found.add(v.strip("/"))
+        if found or self._quoted is None:
+            return found
+        return {self._by_quote[m.group(0)] for m in self._quoted.finditer(record.getMessage())}
+
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep the line for every camera it names."""
+        """Keep the line for every camera it carries."""
         try:
             if self._built != self._generation():
                 self._rebuild()
-            if self._pattern is None:
+            if not self._by_id:
                 return
-            msg = record.getMessage()
-            found = {m.group(0) for m in self._pattern.finditer(msg)}
+            found = self._identities(record)
             if not found:
                 return
+            msg = record.getMessage()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
             line = f"{stamp} {record.levelname} {record.name}: {msg}"[:MAX_LINE]
             done: set[int] = set()
-            for word in found:
-                for ref in self._by_word.get(word, []):
+            for ident in found:
+                for ref in self._by_id.get(ident, []):
                     cam = ref()
                     if cam is not None and id(cam) not in done:
                         done.add(id(cam))

@@ -881,7 +881,8 @@ def set_dynamic_dns(ctx: Context, req: etree._Element) -> etree._Element:
 
 @ops.op(NS_TDS, "GetSystemLog", READ_SYSTEM_SECRET)
 def get_system_log(ctx: Context, req: etree._Element) -> etree._Element:
-    """The server's recent log lines that name this camera ([onvif] system_log_lines)."""
+    """The server's recent log lines about this camera ([onvif] system_log_lines; chosen by
+    the camera's identity, see :mod:`onvifcam.cameras.logring`)."""
     kind = require(req, "LogType")
     if kind not in ("System", "Access"):
         raise _bad("ter:InvalidArgs", f"LogType {kind[:16]!r} is not System or Access")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from onvifcam.redact import redact
+from onvifcam.srt import PASSPHRASE_MAX, PASSPHRASE_MIN
 from onvifcam.srt.caller import Caller
 from onvifcam.srt.packet import PacketError
 from onvifcam.srt.puller import Puller, reject_text
@@ -77,8 +78,10 @@ def parse_srt_url(url: str) -> SrtTarget:
     if q.get("mode", "caller") != "caller":
         raise ValueError(f"{shown!r}: only mode=caller is possible here (the peer listens)")
     passphrase = q.get("passphrase", "")
-    if passphrase and not 10 <= len(passphrase) <= 79:
-        raise ValueError(f"{shown!r}: an SRT passphrase has 10..79 characters")
+    if passphrase and not PASSPHRASE_MIN <= len(passphrase) <= PASSPHRASE_MAX:
+        raise ValueError(
+            f"{shown!r}: an SRT passphrase has {PASSPHRASE_MIN}..{PASSPHRASE_MAX} characters"
+        )
     try:
         latency = int(q.get("latency", "120"))
         pbkeylen = int(q.get("pbkeylen", "16"))

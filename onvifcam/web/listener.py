@@ -38,6 +38,9 @@ from onvifcam.web.guard import Admission, ConnectionGuard, LogPacer
 
 log = logging.getLogger("onvifcam.web.http")
 
+# Every HTTP response names the product only: aiohttp's default (``Python/3.x aiohttp/3.x``)
+# would tell a scanner which versions to look up.
+SERVER_HEADER = "onvifcam"
 RETRY_AFTER = 5  # seconds, in the 503 sent to a client refused by a cap
 CAP_LOG_EVERY = 60.0  # at most one line per cap and per minute while a cap is being hit
 # Reserved for listening sockets, RTP/RTCP, state files, executors: used by the fd check.
@@ -57,7 +60,8 @@ def _canned(status: int, text: str, extra: str = "") -> bytes:
     phrase = _phrase(status)
     head = (
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nServer: {SERVER_HEADER}\r\n{extra}"
+        "Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
@@ -325,6 +329,8 @@ class GuardedHandler(web.RequestHandler):
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
+        if not resp.prepared:  # incl. the error pages made here, outside any application
+            resp.headers["Server"] = SERVER_HEADER
         out = await super().finish_response(request, resp, start_time)
         if not self._messages:  # nothing pipelined: wait for the next request's first byte
             self._reading = True

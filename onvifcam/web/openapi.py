@@ -15,6 +15,8 @@ from onvifcam import __version__
 from onvifcam.config import _PORT_KEYS, CameraConfig
 
 _JSON = "application/json"
+# the methods web.api.cross_site_refusal checks (not imported: api imports this module)
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -230,7 +232,7 @@ def spec() -> dict[str, Any]:
         "additionalProperties": False,
     }
     camera_ok = _json(_ref("Camera"), "the camera")
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "onvifcam HTTP API",
@@ -502,6 +504,31 @@ def spec() -> dict[str, Any]:
                 "Error": _json(_ref("Error"), "refused; `field` names the input to blame"),
                 "BadRequest": _json(_ref("Error"), "the body is not a JSON object"),
                 "Unauthorized": _json(_ref("Error"), "the admin credential is missing"),
+                "CrossSite": _json(
+                    _ref("Error"),
+                    "a browser sent it from another site (Sec-Fetch-Site, or an Origin "
+                    "that is not this server): refused against CSRF",
+                ),
+                "NotJson": _json(_ref("Error"), "the body's Content-Type is not application/json"),
             },
         },
     }
+    _add_cross_site_refusals(doc["paths"])
+    return doc
+
+
+# Operations whose CSRF check is about the origin only: the trigger route takes a body of
+# any declared type (cameras and ``curl -d`` post it without application/json).
+_ORIGIN_ONLY = {("/api/cameras/{name}/events", "post")}
+
+
+def _add_cross_site_refusals(paths: dict[str, Any]) -> None:
+    """Every state-changing operation passes ``web.api.cross_site_refusal`` first: 403 for
+    a cross-site browser request, 415 for a body not declared as JSON."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method.upper() not in _UNSAFE:
+                continue
+            op["responses"]["403"] = {"$ref": "#/components/responses/CrossSite"}
+            if (path, method) not in _ORIGIN_ONLY:
+                op["responses"]["415"] = {"$ref": "#/components/responses/NotJson"}

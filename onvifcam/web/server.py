@@ -55,7 +55,13 @@ from onvifcam.onvif.soap import (
     fault_body,
 )
 from onvifcam.web.api import Api, PushUrls, cross_site_refusal
-from onvifcam.web.listener import GuardedHandler, HttpGate, Listener, bad_request_reason
+from onvifcam.web.listener import (
+    SERVER_HEADER,
+    GuardedHandler,
+    HttpGate,
+    Listener,
+    bad_request_reason,
+)
 from onvifcam.web.pages import STATIC_DIR, dashboard_page
 
 
@@ -100,6 +106,11 @@ def operation_table(
     table.merge(events.ops)
     table.merge((ptz if ptz is not None else PtzService()).ops)
     return table
+
+
+async def _server_header(_request: web.Request, resp: web.StreamResponse) -> None:
+    """``Server: onvifcam``, without aiohttp's and Python's versions."""
+    resp.headers["Server"] = SERVER_HEADER
 
 
 def _bind(
@@ -183,6 +194,7 @@ class WebServer:
         aio = web.Application(
             client_max_size=self.cfg.onvif.max_body, middlewares=[self.api.middleware]
         )
+        aio.on_response_prepare.append(_server_header)  # responses a handler prepares itself
         if onvif:
             aio.router.add_route("*", "/onvif/{tail:[\\s\\S]*}", self._onvif)
         aio.router.add_get("/", self._landing)

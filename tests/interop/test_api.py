@@ -215,16 +215,48 @@ def test_cross_site_browser_requests_change_nothing(srv: ServerProc) -> None:
     evil = b'{"name":"evil","path":"evilp","auth":false,"location":"="}'
     foreign = {"Origin": "http://attacker.example", "Sec-Fetch-Site": "cross-site"}
     form = {"Content-Type": "text/plain", **foreign}
-    for method, path, raw in (
-        ("POST", "/api/cameras", evil),
-        ("POST", "/api/reload", None),
-        ("POST", "/api/sources/sources/x/disable", None),
-        ("POST", "/api/cameras/Lobby/events", b'{"type":"motion","state":true}'),
-        ("PATCH", "/api/cameras/Lobby", b'{"width":640}'),
-        ("DELETE", "/api/cameras/Lobby", None),
+    from onvifcam.web import api, openapi
+
+    assert openapi._UNSAFE == api._UNSAFE, "the spec marks what the guard checks"
+    spec = call(srv, "GET", "/api/openapi.json")[1]
+
+    def documented(method: str, template: str, status: int, body: dict) -> None:
+        """The served spec lists ``status`` for the operation, with the Error body."""
+        responses = spec["paths"][template][method.lower()]["responses"]
+        assert str(status) in responses, (method, template, status, sorted(responses))
+        ref = responses[str(status)]["$ref"].rsplit("/", 1)[1]
+        schema = spec["components"]["responses"][ref]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}
+        assert set(body) <= set(spec["components"]["schemas"]["Error"]["properties"])
+
+    for method, path, template, raw in (
+        ("POST", "/api/cameras", "/api/cameras", evil),
+        ("POST", "/api/reload", "/api/reload", None),
+        (
+            "POST",
+            "/api/sources/sources/x/disable",
+            "/api/sources/{kind}/{id}/{action}",
+            None,
+        ),
+        (
+            "POST",
+            "/api/cameras/Lobby/events",
+            "/api/cameras/{name}/events",
+            b'{"type":"motion","state":true}',
+        ),
+        ("PATCH", "/api/cameras/Lobby", "/api/cameras/{name}", b'{"width":640}'),
+        ("PUT", "/api/cameras/Lobby", "/api/cameras/{name}", b'{"path":"lobby"}'),
+        ("DELETE", "/api/cameras/Lobby", "/api/cameras/{name}", None),
+        ("DELETE", "/api/sessions/nobody", "/api/sessions/{id}", None),
     ):
         status, body = call(srv, method, path, auth="basic", raw=raw, headers=form)
         assert status == 403 and "cross-site" in body["error"], (path, body)
+        documented(method, template, status, body)
+        if template != "/api/cameras/{name}/events":  # takes any body type (curl -d)
+            plain = {"Content-Type": "text/plain"}
+            got, body = call(srv, method, path, auth="basic", raw=raw or b"{}", headers=plain)
+            assert got == 415 and "application/json" in body["error"], (path, body)
+            documented(method, template, got, body)
     # an Origin alone (older browsers send no Sec-Fetch-Site), or a text/plain body alone
     only_origin = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
     status, body = call(srv, "POST", "/api/cameras", auth="basic", raw=evil, headers=only_origin)

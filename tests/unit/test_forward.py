@@ -38,6 +38,7 @@ def test_forward_keys_are_typed_with_defaults() -> None:
     [
         ({"url": "srt://h"}, "needs a host and a port"),
         ({"url": "srt://h:9000?passphrase=short"}, "10..79 characters"),
+        ({"url": "srt://h:9000?passphrase=" + "p" * 80}, "10..79 characters"),
         ({"url": "srt://h:9000?mode=listener"}, "only mode=caller"),
         ({"url": "srt://h:9000?latncy=20"}, "unknown SRT option"),
         ({"url": "http://h/x"}, "must be rtsp://HOST"),

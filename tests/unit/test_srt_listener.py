@@ -196,13 +196,17 @@ def test_srt_config_defaults_and_path_passphrase() -> None:
     assert (cfg.srt.port, cfg.srt.latency_ms, cfg.srt.pbkeylen) == (0, 120, 16)
     assert cfg.path_policy("cam2").srt_passphrase == "path passphrase"
     assert cfg.path_policy("other").srt_passphrase == ""
+    longest = from_dict({"srt": {"passphrase": "y" * 79}, "defaults": {"srt_passphrase": "z" * 10}})
+    assert len(longest.srt.passphrase) == 79, "libsrt's longest passphrase is accepted"
 
 
 @pytest.mark.parametrize(
     ("table", "why"),
     [
-        ({"srt": {"passphrase": "short"}}, r"\[srt\] passphrase must be 10 to 80"),
-        ({"paths": {"x": {"srt_passphrase": "y" * 81}}}, "srt_passphrase must be 10 to 80"),
+        ({"srt": {"passphrase": "short"}}, r"\[srt\] passphrase must be 10 to 79"),
+        ({"srt": {"passphrase": "y" * 80}}, r"\[srt\] passphrase must be 10 to 79 .* got 80"),
+        ({"defaults": {"srt_passphrase": "y" * 80}}, r"\[defaults\] srt_passphrase must be 10"),
+        ({"paths": {"x": {"srt_passphrase": "y" * 80}}}, "srt_passphrase must be 10 to 79"),
         ({"srt": {"pbkeylen": 20}}, "pbkeylen must be 16, 24 or 32"),
         ({"srt": {"latency_ms": 5}}, "latency_ms must be 20"),
         ({"srt": {"latency_ms": 3000, "max_latency_ms": 2000}}, "latency_ms must be 20"),
