@@ -37,6 +37,7 @@ from onvifcam.config import CameraConfig, Config, ConfigError, camera_from_table
 from onvifcam.events import Event, EventBus, EventQueue
 from onvifcam.media.stream import StreamRegistry
 from onvifcam.redact import redact
+from onvifcam.web.openapi import UNSAFE_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,6 @@ def _item_id(obj: object, index: int) -> str:
     return f"{index}-{slugify(desc)[:40]}"
 
 
-_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _MASK = "********"
 # camera keys only the configuration file can set (their pullers, forwarders and failover
 # are started with the server)
@@ -143,7 +143,7 @@ def cross_site_refusal(request: web.Request, require_json: bool = True) -> web.R
     Clients that send neither ``Origin`` nor ``Sec-Fetch-Site`` (curl, scripts) pass.
     ``require_json=False`` (the trigger route, which cameras and ``curl -d`` call without a
     JSON content type) checks the origin only."""
-    if request.method not in _UNSAFE:
+    if request.method not in UNSAFE_METHODS:
         return None
     site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
     if site and site not in ("same-origin", "none"):

@@ -15,8 +15,8 @@ from onvifcam import __version__
 from onvifcam.config import _PORT_KEYS, CameraConfig
 
 _JSON = "application/json"
-# the methods web.api.cross_site_refusal checks (not imported: api imports this module)
-_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# the methods that change something: web.api.cross_site_refusal checks these
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -527,7 +527,7 @@ def _add_cross_site_refusals(paths: dict[str, Any]) -> None:
     a cross-site browser request, 415 for a body not declared as JSON."""
     for path, item in paths.items():
         for method, op in item.items():
-            if method.upper() not in _UNSAFE:
+            if method.upper() not in UNSAFE_METHODS:
                 continue
             op["responses"]["403"] = {"$ref": "#/components/responses/CrossSite"}
             if (path, method) not in _ORIGIN_ONLY:
