@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from onvifcam.aio import cancel_and_wait, within
 from onvifcam.media.sdp import SessionDescription
 from onvifcam.rtmp import amf0, chunk
 from onvifcam.rtmp.chunk import ChunkParser, ChunkWriter, Message
@@ -134,7 +135,7 @@ class RtmpPublisher:
             self.stream_id,
             amf0.encode("publish", 0, None, name, "live"),
         )
-        info = await asyncio.wait_for(self._status_waiter, self.timeout)
+        info = await within(self._status_waiter, self.timeout)
         if info.get("level") == "error":
             raise PublishError(info)
         return info
@@ -179,12 +180,12 @@ class RtmpPublisher:
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._waiters[txn] = fut
         self._send(CSID_COMMAND, chunk.AMF0_COMMAND, 0, amf0.encode(name, txn, *args))
-        return await asyncio.wait_for(fut, self.timeout)
+        return await within(fut, self.timeout)
 
     async def wait_status(self) -> dict[str, Any]:
         """The next onStatus info object."""
         self._status_waiter = asyncio.get_running_loop().create_future()
-        return await asyncio.wait_for(self._status_waiter, self.timeout)
+        return await within(self._status_waiter, self.timeout)
 
     def _send(self, csid: int, type_id: int, sid: int, payload: bytes, ts: int = 0) -> None:
         self.write_raw(self.out.message(csid, type_id, ts, sid, payload))
@@ -242,15 +243,11 @@ class RtmpPublisher:
                 self.notify("FCUnpublish", None, "")
                 self.notify("deleteStream", None, float(self.stream_id))
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+            await within(self.writer.wait_closed(), 5)
         except (ConnectionError, OSError, TimeoutError):
             pass
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        task, self._task = self._task, None
+        await cancel_and_wait(task)  # the read loop keeps its error in self.error
         self.writer = None
 
 
@@ -323,13 +320,13 @@ class RtmpPuller(RtmpPublisher):
                 chunk.user_control(chunk.SET_BUFFER_LENGTH, self.stream_id, 500),
             )
             while True:
-                info = await asyncio.wait_for(self._status_waiter, self.timeout)
+                info = await within(self._status_waiter, self.timeout)
                 if info.get("level") == "error":
                     raise PullError(f"{t.url}: {info.get('code')}: {info.get('description')}")
                 if info.get("code") == "NetStream.Play.Start":
                     break
                 self._status_waiter = asyncio.get_running_loop().create_future()
-            return await asyncio.wait_for(asyncio.shield(self._ready), self.timeout)
+            return await within(asyncio.shield(self._ready), self.timeout)
         except PublishError as exc:
             raise PullError(f"{t.url}: {exc}") from None
         except (ConnectionError, OSError) as exc:
@@ -361,7 +358,7 @@ class RtmpPuller(RtmpPublisher):
         seen = -1
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(self.closed.wait()), idle_timeout)
+                await within(asyncio.shield(self.closed.wait()), idle_timeout)
             except TimeoutError:
                 if self.parser.bytes_received == seen:
                     raise PullError(

@@ -27,6 +27,7 @@ import typing
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from onvifcam.aio import within
 from onvifcam.auth.gate import Claim, Gate, PlainCredentials, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
@@ -830,7 +831,7 @@ class RtmpServer:
             c.close()
         for s in self._servers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(s.wait_closed(), 2.0)
+                await within(s.wait_closed(), 2.0)
         self._servers.clear()
 
     def ready_info(self) -> dict[str, str]:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from onvifcam.aio import within
 from onvifcam.media.sdp import SdpError, SessionDescription, resolve_control
 from onvifcam.redact import redact
 from onvifcam.rtsp import message
@@ -126,7 +127,7 @@ class RtspPuller:
         t = self.target
         ctx = _ssl.create_default_context() if t.scheme == "rtsps" else None
         try:
-            self.reader, self.writer = await asyncio.wait_for(
+            self.reader, self.writer = await within(
                 asyncio.open_connection(t.host, t.port, ssl=ctx), self.timeout
             )
         except (OSError, TimeoutError) as exc:
@@ -196,7 +197,7 @@ class RtspPuller:
             if auth:
                 h.add("Authorization", auth)
             self._write(Request(method, url, headers=h).serialize())
-            resp = await asyncio.wait_for(self._reply(str(self._cseq)), self.timeout)
+            resp = await within(self._reply(str(self._cseq)), self.timeout)
             if resp.status != 401 or attempt or not (self.target.username or self.target.password):
                 return resp
             self._auth = self._challenge(resp)
@@ -291,7 +292,7 @@ class RtspPuller:
                     h.add("Authorization", auth)
                 self._write(Request(method, self.target.url, headers=h).serialize())
             try:
-                await asyncio.wait_for(self._read(), idle_timeout)
+                await within(self._read(), idle_timeout)
             except TimeoutError:
                 raise PullError(
                     f"{self.target.url}: no data for {idle_timeout:g} s ([sources] switch_after)"
@@ -308,6 +309,6 @@ class RtspPuller:
                 h = Headers([("CSeq", str(self._cseq)), ("Session", self.session_id)])
                 w.write(Request("TEARDOWN", self.target.url, headers=h).serialize())
             w.close()
-            await asyncio.wait_for(w.wait_closed(), 2)
+            await within(w.wait_closed(), 2)
         except (OSError, TimeoutError, ValueError):
             pass

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from onvifcam import accept
 from onvifcam.addressing import sdp_host
+from onvifcam.aio import within
 from onvifcam.auth.gate import Claim, Gate, HttpAuthorization, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
@@ -1182,7 +1183,7 @@ class RtspServer:
                 tx.close()
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                await within(self._server.wait_closed(), 2.0)
             except TimeoutError:
                 pass
 

@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from onvifcam.aio import cancel_and_wait
 from onvifcam.auth.gate import Claim, Gate, Refusal
 from onvifcam.config import SourcesConfig
 from onvifcam.events import EventBus, SourceSwitched
 from onvifcam.media.stream import RTP, Batch, Stream, StreamError, StreamRegistry
 from onvifcam.rtsp.auth import AuthResult, Credentials
-from onvifcam.sources.tasks import cancel_and_wait
 
 __all__ = ["FailoverSource", "FailoverState"]
 

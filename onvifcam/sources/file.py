@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from onvifcam.aio import cancel_and_wait
 from onvifcam.media import aac, h264, h265
 from onvifcam.media.packetizer import (
     AacSpec,
@@ -34,7 +35,6 @@ from onvifcam.media.packetizer import (
     VideoSpec,
 )
 from onvifcam.media.stream import Stream
-from onvifcam.sources.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from onvifcam.aio import cancel_and_wait, within
 from onvifcam.events import EventBus
 from onvifcam.events import ForwardError as ForwardFailed
 from onvifcam.media.sdp import SessionDescription
@@ -48,7 +49,6 @@ from onvifcam.rtmp.client import PublishError, RtmpPublisher
 from onvifcam.rtmp.publisher import AUDIO, DATA, FlvMuxer, MuxTrack
 from onvifcam.rtsp.message import ParseError
 from onvifcam.rtsp.recorder import RecordError, Recording, open_record, redact
-from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.srt.client import SrtError, SrtSender, parse_srt_url
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class _RtmpSink(_Sink):
         """FCUnpublish, deleteStream, close."""
         self._watch.cancel()
         try:
-            await asyncio.wait_for(self.pub.close(), 5)
+            await within(self.pub.close(), 5)
         except (OSError, TimeoutError):
             pass
 
@@ -369,7 +369,7 @@ class Forwarder:
                 stream = await self._wait_source()
                 self.attempts += 1
                 try:
-                    sink = await asyncio.wait_for(self._connect(stream), cfg.connect_timeout)
+                    sink = await within(self._connect(stream), cfg.connect_timeout)
                 except TimeoutError:
                     error = f"no answer within connect_timeout ({cfg.connect_timeout:g} s)"
                 except OSError as exc:
@@ -447,7 +447,7 @@ class Forwarder:
                 sink.waiting_key = True
             while True:
                 try:
-                    await asyncio.wait_for(sink.closed.wait(), _POLL)
+                    await within(sink.closed.wait(), _POLL)
                 except TimeoutError:
                     pass
                 if sink.closed.is_set():

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from onvifcam.aio import cancel_and_wait
 from onvifcam.media import h264
 from onvifcam.media.packetizer import AAC_FRAME_SAMPLES, AacSpec, Packetizer, TrackSpec, VideoSpec
 from onvifcam.media.stream import Stream
-from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.sources.testpattern import EncodedUnit, H264Encoder, _glyph
 
 log = logging.getLogger(__name__)

@@ -22,12 +22,14 @@ hook starts it, and it stops ``on_demand_linger`` seconds after the last reader 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from onvifcam.aio import cancel_and_wait, within
 from onvifcam.auth.gate import Claim, Gate, Refusal
 from onvifcam.config import SourcesConfig
 from onvifcam.events import EventBus, SourceFailed, SourceSwitched
@@ -36,7 +38,6 @@ from onvifcam.media.stream import Stream, StreamError
 from onvifcam.rtmp.client import RtmpPuller
 from onvifcam.rtsp.auth import AuthResult, Credentials
 from onvifcam.rtsp.client import PullError, RtspPuller, redact
-from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.srt.client import SrtError, SrtReceiverConnection, parse_srt_url
 from onvifcam.srt.ingest import IngestError, TsIngest
 from onvifcam.srt.receiver import ReceiverSettings
@@ -345,7 +346,7 @@ class PullSource:
             conn = self._connect(uri, self)
             self._conn = conn
             try:
-                session = await asyncio.wait_for(conn.open(), cfg.connect_timeout)
+                session = await within(conn.open(), cfg.connect_timeout)
                 self._admit()
                 self.stream.publish(self, session)
                 self._published = True
@@ -390,11 +391,9 @@ class PullSource:
                     return True
         finally:
             if not run.done():
-                run.cancel()
-                try:
-                    await run
-                except (asyncio.CancelledError, PullError, OSError):
-                    pass
+                # cancel_and_wait: a stop of this source while run unwinds is not swallowed
+                with contextlib.suppress(PullError, OSError):
+                    await cancel_and_wait(run)
         run.result()
         return False
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from onvifcam.aio import cancel_and_wait
 from onvifcam.media import h264
 from onvifcam.media.packetizer import (
     AAC_FRAME_SAMPLES,
@@ -43,7 +44,6 @@ from onvifcam.media.packetizer import (
 )
 from onvifcam.media.stream import Stream
 from onvifcam.onvif.snapshot import _FONT
-from onvifcam.sources.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

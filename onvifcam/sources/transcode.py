@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from onvifcam.aio import cancel_and_wait, within
 from onvifcam.cameras import Camera, CameraRegistry, VideoView
 from onvifcam.config import Config
 from onvifcam.media import h264, h265, rtp
@@ -34,7 +35,6 @@ from onvifcam.media.stream import Batch, Stream, StreamRegistry
 from onvifcam.onvif.imaging import picture_adjustment
 from onvifcam.onvif.ptz import view_window
 from onvifcam.onvif.ptzhead import Head
-from onvifcam.sources.tasks import cancel_and_wait
 from onvifcam.sources.testpattern import EncodedUnit
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ class SubTranscoder:
                     self._detach()
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.2)
+                        await within(self._wake.wait(), 0.2)
                     continue
                 assert main is not None
                 if self._main is not main or self._version != main.version:
@@ -402,7 +402,7 @@ class SubTranscoder:
                 if not self._pending:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                        await within(self._wake.wait(), 0.5)
                     continue
                 items, self._pending = self._pending, []
                 step = 90000 / view.fps

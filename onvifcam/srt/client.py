@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from onvifcam.aio import within
 from onvifcam.redact import redact
 from onvifcam.srt import PASSPHRASE_MAX, PASSPHRASE_MIN
 from onvifcam.srt.caller import Caller
@@ -151,7 +152,7 @@ class _Base:
                 raise TimeoutError
             self._sendto(first(now), now)
             try:
-                await asyncio.wait_for(self._connected.wait(), _HANDSHAKE_REPEAT)
+                await within(self._connected.wait(), _HANDSHAKE_REPEAT)
             except TimeoutError:
                 pass
         if self.closed.is_set():
