@@ -1181,6 +1181,9 @@ class RtspServer:
         for tx in (self.udp_rtp_transport, self.udp_rtcp_transport, self.multicast_transport):
             if tx is not None:
                 tx.close()
+        # a closed transport's socket closes on the next loop turn: take it, so the UDP
+        # ports are free when stop returns (a failed start binds nothing it leaves behind)
+        await asyncio.sleep(0)
         if self._server is not None:
             try:
                 await within(self._server.wait_closed(), 2.0)
