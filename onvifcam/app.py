@@ -469,7 +469,12 @@ class App:
         pending, self._sources_pending = self._sources_pending, None
         if pending is None:
             return
-        plan = await self.sources.reconcile(*pending)
+        try:
+            plan = await self.sources.reconcile(*pending)
+        except Exception as exc:  # a source bug must not lose the rest of the reload
+            log.exception("reload: applying the cameras' sources failed")
+            summary["restart_needed"].append(f"camera sources (applying them failed: {exc})")
+            return
         summary["sources"] = plan.summary()
         for key, what in plan.changed.items():
             summary["applied"].append(f"camera {key!r} " + ", ".join(what))
