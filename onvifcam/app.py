@@ -156,6 +156,8 @@ class App:
         self._tick_task: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[dict[str, Any]] | None = None
         self._reload_lock = asyncio.Lock()
+        # (old, new) camera configurations _apply_cameras leaves for the SourceManager
+        self._sources_pending: tuple[Config, Config] | None = None
         self.web.api.reloader = self.reload  # POST /api/reload
         self._stopped = asyncio.Event()
         self.started_at = time.time()
@@ -410,6 +412,7 @@ class App:
             "ok": False,
             "source": self.cfg.source,
             "cameras": {"added": [], "updated": [], "removed": [], "refused": {}},
+            "sources": {},
             "applied": [],
             "restart_needed": [],
             "error": "",
@@ -440,20 +443,41 @@ class App:
             return summary
         self._apply(new, summary)
         self.login = login  # the [onvif] login is applied at once (see _LIVE_KEYS)
+        await self._apply_sources(summary)
         summary["ok"] = True
         cams = summary["cameras"]
+        srcs = "; ".join(f"{k} {v}" for k, v in summary["sources"].items() if v)
         log.info(
             "reload of %s: cameras added %s, updated %s, removed %s%s; applied: %s; "
-            "needs a restart: %s",
+            "%sneeds a restart: %s",
             summary["source"],
             cams["added"] or "none",
             cams["updated"] or "none",
             cams["removed"] or "none",
             f", refused {cams['refused']}" if cams["refused"] else "",
             ", ".join(summary["applied"]) or "nothing",
+            f"sources: {srcs}; " if srcs else "",
             ", ".join(summary["restart_needed"]) or "nothing",
         )
         return summary
+
+    async def _apply_sources(self, summary: dict[str, Any]) -> None:
+        """Hand the camera changes of :meth:`_apply_cameras` to the SourceManager: pulls,
+        file loops, failovers, placeholders and forwarders that changed are stopped and
+        started; the others keep running. Adds ``sources`` (started, stopped, restarted,
+        forwards_started, forwards_stopped) and the cameras' changed keys to ``applied``."""
+        pending, self._sources_pending = self._sources_pending, None
+        if pending is None:
+            return
+        try:
+            plan = await self.sources.reconcile(*pending)
+        except Exception as exc:  # a source bug must not lose the rest of the reload
+            log.exception("reload: applying the cameras' sources failed")
+            summary["restart_needed"].append(f"camera sources (applying them failed: {exc})")
+            return
+        summary["sources"] = plan.summary()
+        for key, what in plan.changed.items():
+            summary["applied"].append(f"camera {key!r} " + ", ".join(what))
 
     def _apply(self, new: Config, summary: dict[str, Any]) -> None:
         old = self.cfg
@@ -524,7 +548,9 @@ class App:
     def _apply_cameras(self, old: Config, new: Config, summary: dict[str, Any]) -> None:
         """Cameras in ``new`` but not ``old`` are added, gone ones removed, changed ones
         updated, each through the camera registry (the web component and discovery follow
-        its events); the others are not touched."""
+        its events); the others are not touched. Their sources, ``offline`` placeholders
+        and forwarders are left for :meth:`_apply_sources` (cameras the registry refused
+        keep their old ones)."""
         cams = summary["cameras"]
         before = {c.name or c.path: c for c in old.cameras}
         after = {c.name or c.path: c for c in new.cameras}
@@ -554,11 +580,21 @@ class App:
                 log.warning("reload: camera %r not applied: %s", key, exc)
                 continue
             b = before.get(key)
-            if c.source or c.offline or (b is not None and (b.source or b.offline)):
-                if b is None or (b.source, b.offline) != (c.source, c.offline):
-                    summary["restart_needed"].append(f"camera {key!r} source/offline")
-            if c.forward != (b.forward if b is not None else ()):
-                summary["restart_needed"].append(f"camera {key!r} forward")
+            # the Transcoders component exists only when a camera asked for it at start,
+            # and follows cameras added and removed, not updated
+            updated = b is not None and b.sub_stream != c.sub_stream
+            added = b is None and c.sub_stream == "transcode"
+            if updated or (added and "transcode" not in self.stats_sources):
+                summary["restart_needed"].append(
+                    f"camera {key!r} sub_stream (the transcoded sub stream is set up at start)"
+                )
+        refused = cams["refused"]
+        effective = [
+            before[k] if k in refused else c
+            for k, c in after.items()
+            if k not in refused or k in before
+        ]
+        self._sources_pending = (old, dataclasses.replace(new, cameras=tuple(effective)))
 
 
 # sections whose change needs a restart (listeners, sockets, limits baked in at start)

@@ -71,7 +71,7 @@ def test_unchanged_config_applies_nothing(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_a_changed_forward_is_reported_as_needing_a_restart(tmp_path: Path) -> None:
+def test_a_changed_fleet_forward_needs_no_restart(tmp_path: Path) -> None:
     async def go() -> None:
         fleet = {"name": "lot", "count": 2}
         app = App(_cfg(tmp_path, fleets=[fleet]))
@@ -80,7 +80,7 @@ def test_a_changed_forward_is_reported_as_needing_a_restart(tmp_path: Path) -> N
         summary = _summary()
         app._apply(_cfg(tmp_path, fleets=[{**fleet, "forward": [url]}]), summary)
         assert summary["cameras"]["updated"] == ["lot-1", "lot-2"]
-        assert summary["restart_needed"] == ["camera 'lot-1' forward", "camera 'lot-2' forward"]
+        assert summary["restart_needed"] == []  # the SourceManager applies it (reconcile)
         app.cameras.close()
 
     asyncio.run(go())
