@@ -11,6 +11,14 @@ AAC in ADTS (TS) is unwrapped to raw frames.
 executor thread and sends each access unit when its decoding time comes, on the loop's clock.
 Lazy: the packetizer holds the non-key access units while nobody reads (keyframes always go
 out, for the GOP cache and snapshots), so an unread file loop costs the demuxing only.
+
+Bounded per turn: cameras sharing a clip share one packetizer, so one keyframe (about a
+hundred RTP packets at 1080p) goes to every camera's stream: 50,000 ``on_rtp`` calls for a
+500-camera fleet, which held the event loop for 0.1-0.5 s every keyframe. The packets of an
+access unit are now handed out a slice of cameras at a time under one :class:`TurnBudget`
+shared by every file loop on the loop (``[sources] file_turn_packets`` per turn), yielding
+between slices; a loop that is behind (catching up) yields the same way, and many file loops
+whose keyframes fall due at the same instant share the one budget.
 """
 
 from __future__ import annotations
@@ -40,6 +48,57 @@ log = logging.getLogger(__name__)
 
 CLOCK = 90000
 _CHUNK = 45000  # read about half a second ahead (90 kHz)
+TURN_PACKETS = 1000  # default of [sources] file_turn_packets
+
+
+class TurnBudget:
+    """Deliveries (RTP packets handed to a stream, held units counted) every file loop on
+    one event loop may make together in one turn of it; :meth:`turn` waits for the next."""
+
+    def __init__(self, per_turn: int = TURN_PACKETS) -> None:
+        self.per_turn = per_turn
+        self.left = per_turn
+        self._armed: asyncio.AbstractEventLoop | None = None
+        self.yields = 0  # turns given back because the budget was spent
+
+    def set_per_turn(self, per_turn: int) -> None:
+        """Change the budget (``[sources] file_turn_packets``); this turn's too."""
+        spent = self.per_turn - self.left
+        self.per_turn = per_turn
+        self.left = per_turn - spent
+
+    def room(self) -> int:
+        """Deliveries left in this turn (a fresh budget on a loop it was not armed on)."""
+        if self._armed is not None and self._armed is not asyncio.get_running_loop():
+            self._refill()
+        return self.left
+
+    def spend(self, n: int) -> None:
+        """Count ``n`` deliveries in this turn (the budget refills on the next one)."""
+        loop = asyncio.get_running_loop()
+        if self._armed is not loop:
+            if self._armed is not None:  # armed on another (closed) loop: start afresh
+                self.left = self.per_turn
+            self._armed = loop
+            loop.call_soon(self._refill)  # runs at the start of the next turn
+        self.left -= n
+
+    def _refill(self) -> None:
+        self.left = self.per_turn
+        self._armed = None
+
+    async def turn(self) -> None:
+        """Let the loop run one turn (other work, readers' writes) before going on."""
+        self.yields += 1
+        await asyncio.sleep(0)
+
+
+_BUDGET = TurnBudget()
+
+
+def turn_budget() -> TurnBudget:
+    """The budget every file loop shares."""
+    return _BUDGET
 
 
 class ClipError(Exception):
@@ -253,6 +312,7 @@ class _Feed:
         self.source = source
         self.stream = stream
         self.description = f"file loop {source.path}"
+        self.active = True  # False once detached: packets in flight no longer go to it
 
     def kick(self, reason: str) -> None:
         """Another publisher took this path: stop feeding it (the others carry on)."""
@@ -263,32 +323,71 @@ class FileLoopSource:
     """Publishes a clip in a loop, in real time, on one or more streams (one demux and one
     packetizer for all of them: cameras sharing a clip cost one camera)."""
 
-    def __init__(self, streams: list[Stream], executor: Executor, path: str) -> None:
+    def __init__(
+        self,
+        streams: list[Stream],
+        executor: Executor,
+        path: str,
+        *,
+        turn_packets: int | None = None,
+    ) -> None:
         self.executor = executor
         self.path = path
         self.description = f"file loop {path}"
         self.feeds = [_Feed(self, s) for s in streams]
         self._reader: ClipReader | None = None
-        self._packetizer = Packetizer(self._fan_out, name=path, time_base=Fraction(1, CLOCK))
+        self._budget = turn_budget()
+        if turn_packets is not None:
+            self._budget.set_per_turn(turn_packets)
+        # what the packetizer made of the access unit being sent: packets, held-unit counts
+        self._out: list[tuple[int, bytes]] = []
+        self._counts: list[tuple[int, int]] = []
+        self._packetizer = Packetizer(self._collect, name=path, time_base=Fraction(1, CLOCK))
         self._packetizer.needed = self._needed
         self._packetizer.on_count = self._count
         self._task: asyncio.Task[None] | None = None
         self.units = 0
         self.kicked = ""
 
-    def _fan_out(self, track: int, packet: bytes) -> None:
-        for f in self.feeds:
-            f.stream.on_rtp(track, packet)
+    def _collect(self, track: int, packet: bytes) -> None:
+        self._out.append((track, packet))
+
+    def _count(self, nbytes: int, frames: int) -> None:
+        self._counts.append((nbytes, frames))
+
+    async def _fan_out(self) -> None:
+        """Hand what the packetizer made of one access unit (RTP packets, counts of held
+        units) to every stream, a slice of streams per turn within the shared budget; each
+        stream gets it in order, before the next access unit."""
+        packets, self._out = self._out, []
+        counts, self._counts = self._counts, []
+        n = len(packets) + len(counts)
+        feeds = list(self.feeds)
+        budget = self._budget
+        i = 0
+        while i < len(feeds):
+            room = budget.room()
+            if room < min(n, budget.per_turn):  # not one stream's share left in this turn
+                await budget.turn()
+                continue
+            part = feeds[i : i + max(1, room // n)]
+            for f in part:
+                if f.active:
+                    stream = f.stream
+                    for nbytes, frames in counts:
+                        stream.note_input(nbytes, frames)
+                    on_rtp = stream.on_rtp
+                    for track, packet in packets:
+                        on_rtp(track, packet)
+            budget.spend(n * len(part))
+            i += len(part)
 
     def _needed(self) -> bool:
         return any(f.stream.readers for f in self.feeds)
 
-    def _count(self, nbytes: int, frames: int) -> None:
-        for f in self.feeds:
-            f.stream.note_input(nbytes, frames)
-
     def detach(self, feed: _Feed, reason: str) -> None:
         """Stop feeding one stream; with none left, stop reading the file."""
+        feed.active = False
         if feed in self.feeds:
             self.feeds.remove(feed)
         if not self.feeds:
@@ -330,6 +429,7 @@ class FileLoopSource:
             "file": self.path,
             "units": self.units,
             "loops": r.loops if r is not None else 0,
+            "turns_yielded": self._budget.yields,
         }
 
     async def _run(self) -> None:
@@ -338,6 +438,7 @@ class FileLoopSource:
         reader = self._reader
         origin: float | None = None
         send: Callable[..., None] = self._packetizer.on_access_unit
+        budget = self._budget
         try:
             while True:
                 units = await loop.run_in_executor(self.executor, reader.read, _CHUNK)
@@ -347,10 +448,15 @@ class FileLoopSource:
                     wait = origin + u.dts / CLOCK - loop.time()
                     if wait > 0.002:
                         await asyncio.sleep(wait)
-                    elif wait < -2.0:  # far behind (loaded machine): carry on from here
-                        origin -= wait
+                    else:
+                        if wait < -2.0:  # far behind (loaded machine): carry on from here
+                            origin -= wait
+                        if budget.room() <= 0:  # catching up: one turn's share at a time
+                            await budget.turn()
                     send(u.track, u.pts, u.dts, u.data, u.keyframe)
                     self.units += 1
+                    if self._out or self._counts:
+                        await self._fan_out()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

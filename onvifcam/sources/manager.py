@@ -134,7 +134,12 @@ class SourceManager:
             keys += f" and {len(cams) - 3} more" if len(cams) > 3 else ""
             try:
                 streams = [self.registry.get_or_create(c.path) for _i, c in cams]
-                src = FileLoopSource(streams, self._pool, path_of(source))
+                src = FileLoopSource(
+                    streams,
+                    self._pool,
+                    path_of(source),
+                    turn_packets=self.cfg.sources.file_turn_packets,
+                )
                 await src.start()
             except (ClipError, ValueError, OSError) as exc:
                 log.error("%s source (%s): %s; the camera stays offline", keys, source, exc)
