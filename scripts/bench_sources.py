@@ -52,6 +52,7 @@ SERVER_CPU = 0
 LOAD_CPU = 1
 PROCS: list[subprocess.Popen[bytes]] = []
 ONVIF = False  # --onvif: every camera also gets its ONVIF endpoint (slower start, more RSS)
+TURN_MS = 0  # --turn-ms: the server's [sources] file_turn_ms (0: its default)
 STALL_MS = 20  # --stall-ms: the server's loop-stall watchdog threshold (stalls are parsed)
 
 
@@ -87,6 +88,8 @@ def start_server(d: Path, config: str) -> tuple[subprocess.Popen[bytes], dict[st
         f"[onvif]\nenabled = {'true' if ONVIF else 'false'}\nport_range_start = 0\n"
         "port_range_end = 0\nauth = false\n"
     )
+    if TURN_MS:
+        base += f"[sources]\nfile_turn_ms = {TURN_MS}\n"
     (d / "config.toml").write_text(base + config)
     out, err = d / "stdout", d / "server.log"
     cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "onvifcam", "serve"]
@@ -248,9 +251,12 @@ async def fleet_case(clip: Path, cameras: int, seconds: float, tmp: Path) -> Non
         b0 = [r.bytes for r in readers]
         for r in readers:
             r.max_gap = 0.0
+        start = log.stat().st_size
         c0, w0 = cpu_seconds(p.pid), time.monotonic()
         await asyncio.sleep(seconds)
         c1, w1 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(0.5)  # the last "runs again" line
+        n_stalls, worst = stalls(log, start)
         rates = [(r.bytes - b) * 8 / (w1 - w0) / 1e6 for r, b in zip(readers, b0, strict=True)]
         med = statistics.median(rates)
         starved = [
@@ -266,7 +272,8 @@ async def fleet_case(clip: Path, cameras: int, seconds: float, tmp: Path) -> Non
             f"RSS {rss_mib(p.pid):.0f} MiB, delivered {sum(rates) / 1000:.2f} Gbit/s\n"
             f"    per-reader Mbit/s: min {min(rates):.2f}, median {med:.2f}; max gap "
             f"{max(r.max_gap for r in readers):.2f} s; starved readers: {len(starved)}; "
-            f"'behind' drops logged: {behind}",
+            f"'behind' drops logged: {behind}\n"
+            f"    loop stalls over {STALL_MS} ms: {n_stalls}, worst {worst:.0f} ms",
             flush=True,
         )
         for r in readers:
@@ -624,11 +631,13 @@ def main() -> int:
         "--peer", type=int, default=20, help="ffmpeg -re -stream_loop pushers in (d); 0: skip"
     )
     ap.add_argument("--stall-ms", type=int, default=20, help="server loop_stall_warn_ms")
+    ap.add_argument("--turn-ms", type=int, default=0, help="server [sources] file_turn_ms")
     args = ap.parse_args()
     args.cameras = [int(x) for x in args.cameras.split(",") if x]
-    global ONVIF, STALL_MS
+    global ONVIF, STALL_MS, TURN_MS
     ONVIF = args.onvif
     STALL_MS = args.stall_ms
+    TURN_MS = args.turn_ms
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     pin_and_use_uvloop(LOAD_CPU)

@@ -138,7 +138,7 @@ class SourceManager:
                     streams,
                     self._pool,
                     path_of(source),
-                    turn_packets=self.cfg.sources.file_turn_packets,
+                    turn_ms=self.cfg.sources.file_turn_ms,
                 )
                 await src.start()
             except (ClipError, ValueError, OSError) as exc:
