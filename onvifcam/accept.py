@@ -7,7 +7,8 @@ reconnecting after a restart) then waits seconds per connection in the kernel's 
 :func:`create_server` accepts up to ``batch`` connections per wake-up of the listening socket
 (as asyncio's own selector loop does) and hands each to the loop with
 ``connect_accepted_socket``, so the protocol objects are the same as with
-``loop.create_server``.
+``loop.create_server``. The RTSP, RTMP/RTMPS and HTTP (aiohttp, behind the HTTP gate's
+protocol factory) listeners all use it; :func:`serve_socket` takes a socket bound already.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from ssl import SSLContext
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,22 @@ class BatchServer:
         factory: Callable[[], asyncio.BaseProtocol],
         sockets: list[socket.socket],
         batch: int,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        max_pending: int | None = None,
     ) -> None:
         self._loop = loop
         self._factory = factory
         self.sockets = sockets
         self.batch = max(1, batch)
+        # at most this many accepted sockets whose protocol is not made yet (each is an fd
+        # the caps behind the protocol, e.g. the HTTP gate's, do not see yet); while that
+        # many are pending the rest wait in the backlog (None: no cap)
+        self.max_pending = max(1, max_pending) if max_pending is not None else None
+        self._paused = False
+        self._ssl = ssl
+        self._ssl_timeout = ssl_handshake_timeout if ssl is not None else None
         self._pending: set[asyncio.Task[object]] = set()
         self._closed = False
         self.accepted = 0
@@ -48,7 +61,13 @@ class BatchServer:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, sock: socket.socket) -> None:
-        for _ in range(self.batch):
+        n = self.batch
+        if self.max_pending is not None:
+            n = min(n, self.max_pending - len(self._pending))
+            if n <= 0:
+                self._pause()
+                return
+        for _ in range(n):
             try:
                 conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -73,7 +92,21 @@ class BatchServer:
             self.accepted += 1
             task = self._loop.create_task(self._serve(conn))
             self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._pending.discard(task)
+        if self._paused and len(self._pending) < (self.max_pending or 0):
+            self._paused = False
+            for sock in self.sockets:
+                self._resume(sock)
+
+    def _pause(self) -> None:
+        """Stop watching the sockets until a pending connection has its protocol."""
+        if not self._paused:
+            self._paused = True
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())
 
     def _resume(self, sock: socket.socket) -> None:
         if not self._closed:
@@ -81,7 +114,9 @@ class BatchServer:
 
     async def _serve(self, conn: socket.socket) -> object:
         try:
-            return await self._loop.connect_accepted_socket(self._factory, conn)
+            return await self._loop.connect_accepted_socket(
+                self._factory, conn, ssl=self._ssl, ssl_handshake_timeout=self._ssl_timeout
+            )
         except OSError as exc:  # reset before the transport was made: nothing to serve
             log.debug("tcp: accepted connection lost at once: %s", exc)
             conn.close()
@@ -110,6 +145,32 @@ def _where(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+def serve_socket(
+    factory: Callable[[], asyncio.BaseProtocol],
+    sock: socket.socket,
+    *,
+    backlog: int = 1024,
+    batch: int = 256,
+    max_pending: int | None = None,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> BatchServer:
+    """Listen on ``sock`` (bound already, e.g. a camera's own address) and serve each
+    connection with a protocol from ``factory``, like ``loop.create_server(sock=sock)``;
+    ``max_pending``: see :class:`BatchServer`."""
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return BatchServer(
+        asyncio.get_running_loop(),
+        factory,
+        [sock],
+        batch,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        max_pending=max_pending,
+    )
+
+
 async def create_server(
     factory: Callable[[], asyncio.BaseProtocol],
     host: str | None,
@@ -117,9 +178,12 @@ async def create_server(
     *,
     backlog: int = 1024,
     batch: int = 256,
+    ssl: SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
 ) -> BatchServer:
     """Listen on ``host``:``port`` (every address it resolves to, as ``loop.create_server``
-    with ``reuse_address``) and serve each connection with a protocol from ``factory``."""
+    with ``reuse_address``) and serve each connection with a protocol from ``factory``
+    (over TLS with ``ssl``)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -143,4 +207,6 @@ async def create_server(
         for sock in sockets:
             sock.close()
         raise
-    return BatchServer(loop, factory, sockets, batch)
+    return BatchServer(
+        loop, factory, sockets, batch, ssl=ssl, ssl_handshake_timeout=ssl_handshake_timeout
+    )

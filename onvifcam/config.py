@@ -439,6 +439,9 @@ class SourcesConfig:
     # forward entries of all cameras and fleets together (each is a connection and up to
     # its max_queue_bytes of memory); more is a configuration error
     max_forwards: int = 256
+    # milliseconds of one event-loop turn all file loops together may spend handing packets
+    # to their cameras' streams (a keyframe fanned out to 500 cameras is spread over turns)
+    file_turn_ms: int = 10
 
 
 @dataclass(frozen=True)
@@ -1128,6 +1131,8 @@ def _validate_sources(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}: [sources] max_sdp_bytes must be 1024..1048576")
     if not 0 <= s.max_forwards <= 100_000:
         raise ConfigError(f"{where}: [sources] max_forwards must be 0..100000")
+    if not 1 <= s.file_turn_ms <= 1000:
+        raise ConfigError(f"{where}: [sources] file_turn_ms must be 1..1000")
     forwards = sum(len(c.forward) for c in cfg.cameras)
     if forwards > s.max_forwards:
         raise ConfigError(

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -51,6 +52,8 @@ SERVER_CPU = 0
 LOAD_CPU = 1
 PROCS: list[subprocess.Popen[bytes]] = []
 ONVIF = False  # --onvif: every camera also gets its ONVIF endpoint (slower start, more RSS)
+TURN_MS = 0  # --turn-ms: the server's [sources] file_turn_ms (0: its default)
+STALL_MS = 20  # --stall-ms: the server's loop-stall watchdog threshold (stalls are parsed)
 
 
 # --------------------------------------------------------------------------- processes
@@ -79,11 +82,14 @@ def start_server(d: Path, config: str) -> tuple[subprocess.Popen[bytes], dict[st
     d.mkdir(parents=True, exist_ok=True)
     base = (
         '[server]\nhost = "127.0.0.1"\nrtsp_port = 0\nrtmp_port = 0\nrtmps_port = 0\n'
-        "http_port = 0\n[rtsp]\nrtp_port = 0\n[srt]\nport = 0\n[discovery]\nenabled = false\n"
+        f"http_port = 0\nloop_stall_warn_ms = {STALL_MS}\n"
+        "[rtsp]\nrtp_port = 0\n[srt]\nport = 0\n[discovery]\nenabled = false\n"
         "[limits]\nmax_connections = 8192\n"
         f"[onvif]\nenabled = {'true' if ONVIF else 'false'}\nport_range_start = 0\n"
         "port_range_end = 0\nauth = false\n"
     )
+    if TURN_MS:
+        base += f"[sources]\nfile_turn_ms = {TURN_MS}\n"
     (d / "config.toml").write_text(base + config)
     out, err = d / "stdout", d / "server.log"
     cmd = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "onvifcam", "serve"]
@@ -245,9 +251,12 @@ async def fleet_case(clip: Path, cameras: int, seconds: float, tmp: Path) -> Non
         b0 = [r.bytes for r in readers]
         for r in readers:
             r.max_gap = 0.0
+        start = log.stat().st_size
         c0, w0 = cpu_seconds(p.pid), time.monotonic()
         await asyncio.sleep(seconds)
         c1, w1 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(0.5)  # the last "runs again" line
+        n_stalls, worst = stalls(log, start)
         rates = [(r.bytes - b) * 8 / (w1 - w0) / 1e6 for r, b in zip(readers, b0, strict=True)]
         med = statistics.median(rates)
         starved = [
@@ -263,13 +272,90 @@ async def fleet_case(clip: Path, cameras: int, seconds: float, tmp: Path) -> Non
             f"RSS {rss_mib(p.pid):.0f} MiB, delivered {sum(rates) / 1000:.2f} Gbit/s\n"
             f"    per-reader Mbit/s: min {min(rates):.2f}, median {med:.2f}; max gap "
             f"{max(r.max_gap for r in readers):.2f} s; starved readers: {len(starved)}; "
-            f"'behind' drops logged: {behind}",
+            f"'behind' drops logged: {behind}\n"
+            f"    loop stalls over {STALL_MS} ms: {n_stalls}, worst {worst:.0f} ms",
             flush=True,
         )
         for r in readers:
             if r.transport is not None:
                 r.transport.close()
     finally:
+        stop(p)
+
+
+def stalls(log: Path, start: int) -> tuple[int, float]:
+    """(stalls, worst stall in ms) the server's watchdog logged after byte ``start`` of its log."""
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    ms = [float(m) for m in re.findall(r"after a stall of (\d+) ms", text)]
+    warned = text.count("event loop stalled")
+    return warned, max(ms, default=0.0)
+
+
+async def idle_case(clip: Path, cameras: int, seconds: float, tmp: Path, peer: int) -> None:
+    """(d) The fleet with nobody reading: loop stalls and CPU per camera, beside ``peer``
+    ``ffmpeg -re -stream_loop -1 -c copy`` processes pushing the clip to the same server."""
+    config = (
+        f'[[fleets]]\nname = "bench"\ncount = {cameras}\npath = "bench/{{n}}"\n'
+        f'source = "file://{clip}"\n'
+    )
+    p, _info, log = start_server(tmp / f"idle{cameras}", config)
+    try:
+        await asyncio.sleep(3)  # settle
+        start = log.stat().st_size
+        c0, w0 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        c1, w1 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(0.5)  # the last "runs again" line
+        n, worst = stalls(log, start)
+        cpu = 100 * (c1 - c0) / (w1 - w0)
+        print(
+            f"(d) idle fleet: {cameras} file-loop cameras, nobody reading, {seconds:g} s, "
+            f"watchdog at {STALL_MS} ms\n"
+            f"    onvifcam: CPU {cpu:.1f} % of one core ({1000 * cpu / 100 / cameras:.2f} "
+            f"ms CPU/s per camera), loop stalls {n}, worst {worst:.0f} ms, "
+            f"RSS {rss_mib(p.pid):.0f} MiB",
+            flush=True,
+        )
+    finally:
+        stop(p)
+    if not peer:
+        return
+    p, info, log = start_server(tmp / f"idle-peer{peer}", "")
+    ffs: list[subprocess.Popen[bytes]] = []
+    try:
+        port = int(info["rtsp_port"])
+        for i in range(peer):
+            cmd = ["taskset", "-c", str(SERVER_CPU), "ffmpeg", "-hide_banner", "-nostdin"]
+            cmd += ["-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip)]
+            cmd += ["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"]
+            cmd += [f"rtsp://127.0.0.1:{port}/push/{i}"]
+            f = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+            PROCS.append(f)
+            ffs.append(f)
+        await asyncio.sleep(5)  # settle
+        start = log.stat().st_size
+        pids = [f.pid for f in ffs if f.poll() is None]
+        c0 = sum(cpu_seconds(x) for x in pids)
+        s0, w0 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        c1 = sum(cpu_seconds(x) for x in pids)
+        s1, w1 = cpu_seconds(p.pid), time.monotonic()
+        await asyncio.sleep(0.5)
+        n, worst = stalls(log, start)
+        ff = 100 * (c1 - c0) / (w1 - w0)
+        srv = 100 * (s1 - s0) / (w1 - w0)
+        print(
+            f"    peer: {len(pids)} x ffmpeg -re -stream_loop -1 -c copy -> RTSP: ffmpeg CPU "
+            f"{ff:.1f} % ({1000 * ff / 100 / max(1, len(pids)):.2f} ms CPU/s per camera) + "
+            f"onvifcam ingest {srv:.1f} % ({1000 * srv / 100 / max(1, len(pids)):.2f} ms "
+            f"CPU/s per camera), loop stalls {n}, worst {worst:.0f} ms",
+            flush=True,
+        )
+    finally:
+        for f in ffs:
+            stop(f)
         stop(p)
 
 
@@ -518,6 +604,9 @@ async def run(args: argparse.Namespace) -> None:
             await failover_case()
         if "c" in args.cases and args.forward:
             await forward_case(clip, args.forward, args.seconds, tmp)
+        if "d" in args.cases:
+            for n in args.cameras:
+                await idle_case(clip, n, args.seconds, tmp, args.peer)
 
 
 @contextlib.contextmanager
@@ -537,11 +626,18 @@ def main() -> int:
     ap.add_argument("--forward", type=int, default=20, help="cameras forwarded in (c); 0: skip")
     ap.add_argument("--seconds", type=float, default=10.0, help="measurement window")
     ap.add_argument("--onvif", action="store_true", help="serve ONVIF for every camera too")
-    ap.add_argument("--cases", default="abc", help="which of a, b, c to run")
+    ap.add_argument("--cases", default="abc", help="which of a, b, c, d to run")
+    ap.add_argument(
+        "--peer", type=int, default=20, help="ffmpeg -re -stream_loop pushers in (d); 0: skip"
+    )
+    ap.add_argument("--stall-ms", type=int, default=20, help="server loop_stall_warn_ms")
+    ap.add_argument("--turn-ms", type=int, default=0, help="server [sources] file_turn_ms")
     args = ap.parse_args()
     args.cameras = [int(x) for x in args.cameras.split(",") if x]
-    global ONVIF
+    global ONVIF, STALL_MS, TURN_MS
     ONVIF = args.onvif
+    STALL_MS = args.stall_ms
+    TURN_MS = args.turn_ms
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     pin_and_use_uvloop(LOAD_CPU)

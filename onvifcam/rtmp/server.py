@@ -27,6 +27,7 @@ import typing
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from onvifcam import accept
 from onvifcam.aio import within
 from onvifcam.auth.gate import Claim, Gate, PlainCredentials, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
@@ -761,7 +762,7 @@ class RtmpServer:
         self.idle_read_interval = max(0, cfg.rtmp.idle_read_interval_ms) / 1000
         self.port = 0
         self.tls_port = 0
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[accept.BatchServer] = []
         # counters (stats())
         self.commands: dict[str, int] = dict.fromkeys(COUNTED_COMMANDS, 0)
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_KEYS, 0)
@@ -791,26 +792,24 @@ class RtmpServer:
     # ------------------------------------------------------------------ component
     async def start(self) -> None:
         """Bind the RTMP listener, and the RTMPS one when a certificate is configured."""
-        loop = asyncio.get_running_loop()
         host = self.cfg.server.host
         tls = _load_tls(self.cfg)
         port = self.cfg.server.rtmp_port
         with binding("tcp", host, port, "RTMP port", "--rtmp-port or [server] rtmp_port"):
-            srv = await loop.create_server(
-                lambda: RtmpConnection(self, "rtmp"), host, port, reuse_address=True, backlog=1024
+            srv = await accept.create_server(
+                lambda: RtmpConnection(self, "rtmp"), host, port, backlog=1024
             )
         self._servers.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
         if tls is not None:
             port = self.cfg.server.rtmps_port
             with binding("tcp", host, port, "RTMPS port", "--rtmps-port or [server] rtmps_port"):
-                srv = await loop.create_server(
+                srv = await accept.create_server(
                     lambda: RtmpConnection(self, "rtmps"),
                     host,
                     port,
                     ssl=tls,
                     ssl_handshake_timeout=self.limits.handshake_timeout,
-                    reuse_address=True,
                     backlog=1024,
                 )
             self._servers.append(srv)

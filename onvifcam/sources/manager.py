@@ -278,7 +278,12 @@ class SourceManager:
             keys += f" and {len(group) - 3} more" if len(group) > 3 else ""
             try:
                 streams = [self.registry.get_or_create(c.path) for _w, c in group]
-                src = FileLoopSource(streams, self._pool, path_of(source))
+                src = FileLoopSource(
+                    streams,
+                    self._pool,
+                    path_of(source),
+                    turn_ms=self.cfg.sources.file_turn_ms,
+                )
                 await src.start()
             except (ClipError, ValueError, OSError, StreamError) as exc:
                 log.error("%s source (%s): %s; the camera stays offline", keys, source, exc)

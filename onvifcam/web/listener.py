@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.streams import StreamReader
 
+from onvifcam.accept import BatchServer, serve_socket
 from onvifcam.config import HttpConfig
 from onvifcam.web.guard import Admission, ConnectionGuard, LogPacer
 
@@ -409,23 +410,41 @@ class GuardedHandler(web.RequestHandler):
         self.force_close()
 
 
+#: connections an HTTP listener accepts per wake-up, and at most has waiting for their protocol
+ACCEPT_BATCH = 16
+
+
 class Listener:
-    """One listening socket served by the gate's protocol; start()/stop() like a site."""
+    """One listening socket served by the gate's protocol; start()/stop() like a site.
+
+    Accepts up to :data:`ACCEPT_BATCH` waiting connections per wake-up (:mod:`onvifcam.accept`;
+    uvloop alone accepts one per loop turn), so an NVR adding hundreds of cameras at once is
+    not held in the kernel's accept queue while the loop is busy. No more than that many
+    accepted sockets wait for their protocol (and so for the caps) at once: the open-file
+    bound stays ``[http] max_connections`` plus that."""
 
     def __init__(
-        self, sock: socket.socket, factory: Callable[[], GuardedHandler], backlog: int = 256
+        self, sock: socket.socket, factory: Callable[[], GuardedHandler], backlog: int = 1024
     ) -> None:
         self.sock = sock
         self._factory = factory
         self._backlog = backlog
-        self._server: asyncio.AbstractServer | None = None
+        self._server: BatchServer | None = None
 
     async def start(self) -> None:
         """Start accepting connections."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._factory, sock=self.sock, backlog=self._backlog
+        self._server = serve_socket(
+            self._factory,
+            self.sock,
+            backlog=self._backlog,
+            batch=ACCEPT_BATCH,
+            max_pending=ACCEPT_BATCH,
         )
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return self._server.accepted if self._server is not None else 0
 
     async def stop(self) -> None:
         """Stop accepting; open connections finish (or time out) on their own."""

@@ -3,15 +3,20 @@ rising across loop points (no decoding), with the tracks' specs; bad sources are
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from onvifcam.config import Config, ConfigError, load
 from onvifcam.media.packetizer import AacSpec, LengthPrefixed, VideoSpec
-from onvifcam.sources.file import ClipError, ClipReader, path_of
+from onvifcam.media.stream import Stream
+from onvifcam.sources.file import ClipError, ClipReader, FileLoopSource, TurnBudget, path_of
 
 
 def _clip(path: Path, vcodec: str = "libx264", bframes: int = 0) -> Path:
@@ -169,3 +174,80 @@ def test_a_damaged_file_is_a_clip_error(tmp_path: Path) -> None:
     junk.write_bytes(b"\x47" + bytes(range(256)) * 50)
     with pytest.raises(ClipError):
         ClipReader(str(junk))
+
+
+class _TurnStream(Stream):
+    """A real Stream that notes in which turn of the event loop it was handed each packet
+    (and each held access unit's count); each delivery advances ``clock`` by 10 us."""
+
+    turn = [0]
+    clock = [0.0]
+
+    def __init__(self, path: str, log: list[int]) -> None:
+        super().__init__(path)
+        self._log = log
+        self.turns: list[int] = []
+        self.packets: list[bytes] = []
+
+    def on_rtp(self, index: int, packet: bytes) -> None:
+        self.clock[0] += 1e-5
+        self._log.append(self.turn[0])
+        self.turns.append(self.turn[0])
+        self.packets.append(packet[:2] + packet[12:])  # all but seq, ts and SSRC
+        super().on_rtp(index, packet)
+
+    def note_input(self, nbytes: int, frames: int) -> None:
+        self.clock[0] += 1e-5
+        self._log.append(self.turn[0])
+        self.turns.append(self.turn[0])
+        super().note_input(nbytes, frames)
+
+
+def test_a_fleet_file_loop_spreads_its_keyframes_and_catch_up_over_turns(tmp_path: Path) -> None:
+    """200 cameras sharing one clip, nobody reading: every keyframe goes to every stream,
+    but never more than the turn's time budget (1 ms; the test's clock counts 10 us per
+    delivery, so 100 deliveries, plus one slice) in one loop turn; after the loop was held
+    for 0.5 s the catch-up is spread the same way. (Before: a keyframe went to all 200
+    streams in one callback, and the catch-up sent everything due at once.)"""
+    clip = _clip(tmp_path / "a.mp4")
+    cameras, budget = 200, 100
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        turn = _TurnStream.turn
+        turn[0] = 0
+
+        def tick() -> None:
+            turn[0] += 1
+            if not stopped:
+                loop.call_soon(tick)
+
+        stopped = False
+        tick()
+        log: list[int] = []
+        streams = [_TurnStream(f"f/{i}", log) for i in range(cameras)]
+        with ThreadPoolExecutor(1) as pool:
+            clock = _TurnStream.clock
+            turns = TurnBudget(budget * 1e-5, clock=lambda: clock[0])
+            src = FileLoopSource(streams, pool, str(clip), budget=turns)  # type: ignore[arg-type]
+            await src.start()
+            try:
+                loop.call_later(0.3, time.sleep, 0.5)  # the loop held: the source falls behind
+                deadline = loop.time() + 60
+                while sum(st.stats.keyframes_in for st in streams[-1:]) < 3:
+                    assert loop.time() < deadline, "the last stream never got 3 keyframes"
+                    await asyncio.sleep(0.05)
+            finally:
+                await src.stop()
+                stopped = True
+        per_turn = max(Counter(log).values())
+        # one slice (256 deliveries, at least one stream's share) over the budget at most
+        share = max(max(Counter(st.turns).values()) for st in streams)
+        assert per_turn <= budget + max(256, share), per_turn
+        assert src.stats()["turns_yielded"] > 0
+        # every stream got the same packets, in the same order
+        first = streams[0].packets
+        assert all(st.packets[: len(first)] == first[: len(st.packets)] for st in streams)
+        assert min(len(st.packets) for st in streams) > 0
+
+    asyncio.run(scenario())
