@@ -271,6 +271,17 @@ def config_el(cam: Camera, tag: str = "PTZConfiguration", ns: Any = TT) -> etree
     )
 
 
+def _duration_in(text: str, lo: float, hi: float, what: str, bad: Callable[[str], Fault]) -> float:
+    """An xs:duration of a tour (seconds) within ``lo..hi``, else ``bad`` naming ``what``."""
+    try:
+        d = duration_seconds(text)
+    except ValueError:
+        d = math.nan
+    if not lo <= d <= hi:
+        raise bad(f"{what} {text[:40]!r} is outside {format_duration(lo)}..{format_duration(hi)}")
+    return d
+
+
 def _num(v: Any, lo: float, hi: float) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
 
@@ -638,17 +649,9 @@ class PtzService:
             new["recurring_time"] = n
         text = text_of(cond, "RecurringDuration")
         if text is not None:
-            try:
-                d = duration_seconds(text)
-            except ValueError:
-                d = math.nan
-            if not MIN_RECURRING_DURATION <= d <= MAX_RECURRING_DURATION:
-                raise bad(
-                    f"RecurringDuration {text[:40]!r} is outside "
-                    f"{format_duration(MIN_RECURRING_DURATION)}.."
-                    f"{format_duration(MAX_RECURRING_DURATION)}"
-                )
-            new["recurring_duration"] = d
+            new["recurring_duration"] = _duration_in(
+                text, MIN_RECURRING_DURATION, MAX_RECURRING_DURATION, "RecurringDuration", bad
+            )
         direction = text_of(cond, "Direction") or "Forward"
         if direction not in ("Forward", "Backward"):
             raise bad(f"Direction {direction[:20]!r} is not Forward or Backward")
@@ -727,16 +730,7 @@ class PtzService:
                 spot["speed"] = speed
         text = text_of(el, "StayTime")
         if text is not None:
-            try:
-                stay = duration_seconds(text)
-            except ValueError:
-                stay = math.nan
-            if not MIN_STAY <= stay <= MAX_STAY:
-                raise bad(
-                    f"TourSpot {n}: StayTime {text[:40]!r} is outside "
-                    f"{format_duration(MIN_STAY)}..{format_duration(MAX_STAY)}"
-                )
-            spot["stay"] = stay
+            spot["stay"] = _duration_in(text, MIN_STAY, MAX_STAY, f"TourSpot {n}: StayTime", bad)
         return spot
 
     # ------------------------------------------------------------------ operations
