@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import random
@@ -613,6 +614,17 @@ def rtsp_exchange(port: int, data: bytes, host: str = "127.0.0.1", wait: float =
             if b"\r\n\r\n" in out and b"Content-Length" not in out:
                 break
         return out
+
+
+def reader_count(srv: ServerProc, path: str) -> int:
+    """Readers of ``path`` on an onvifcam server (GET /api/sessions, loopback read)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
+    try:
+        conn.request("GET", "/api/sessions")
+        body = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return sum(1 for s in body["sessions"] if s["path"] == path and s["role"] == "reader")
 
 
 def status_of(reply: bytes) -> int:

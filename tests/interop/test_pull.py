@@ -26,6 +26,7 @@ from tests.helpers import (
     ffmpeg_push,
     ffmpeg_read,
     free_port,
+    reader_count,
     stop_process,
     wait_online,
 )
@@ -137,17 +138,6 @@ def test_rtmp_pull_from_nginx_after_a_refusing_uri(nginx_rtmp: int) -> None:
         srv.stop()
 
 
-def _upstream_readers(srv: ServerProc, path: str) -> int:
-    """Readers of ``path`` on an upstream onvifcam (GET /api/sessions, loopback read)."""
-    conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
-    try:
-        conn.request("GET", "/api/sessions")
-        body = json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
-    return sum(1 for s in body["sessions"] if s["path"] == path and s["role"] == "reader")
-
-
 def _pull_status(srv: ServerProc, path: str) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
     try:
@@ -171,7 +161,7 @@ def test_on_demand_pull_starts_with_a_reader_and_stops_after_the_linger(
     srv = ServerProc(cfg).start()
     try:
         time.sleep(1.0)  # a pull that started by itself would be reading by now
-        assert _upstream_readers(b, "up-b") == 0, srv.log()[-2000:]
+        assert reader_count(b, "up-b") == 0, srv.log()[-2000:]
         assert _pull_status(srv, "lazy") == "idle"
         # the reader's DESCRIBE waits for the pull, then it decodes the upstream's frames
         res = ffmpeg_read(srv.url("lazy"), frames=30, max_seconds=30)
@@ -181,10 +171,10 @@ def test_on_demand_pull_starts_with_a_reader_and_stops_after_the_linger(
         # the reader left: after the linger the pull stops and the upstream loses its reader
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if _upstream_readers(b, "up-b") == 0 and _pull_status(srv, "lazy") == "idle":
+            if reader_count(b, "up-b") == 0 and _pull_status(srv, "lazy") == "idle":
                 break
             time.sleep(0.2)
-        assert _upstream_readers(b, "up-b") == 0, srv.log()[-3000:]
+        assert reader_count(b, "up-b") == 0, srv.log()[-3000:]
         assert _pull_status(srv, "lazy") == "idle", srv.log()[-3000:]
         log = srv.log()
         assert "no reader for 1 s, stopping" in log

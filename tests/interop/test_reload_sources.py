@@ -8,8 +8,6 @@ is closed). The reader of ``steady`` decodes throughout on its one connection.""
 
 from __future__ import annotations
 
-import http.client
-import json
 import signal
 import subprocess
 import time
@@ -18,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LiveReader, ServerProc, ffmpeg_push, probe, stop_process, wait_online
+from tests.helpers import (
+    LiveReader,
+    ServerProc,
+    ffmpeg_push,
+    probe,
+    reader_count,
+    stop_process,
+    wait_online,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -42,22 +48,11 @@ def upstream() -> Iterator[ServerProc]:
         up.stop()
 
 
-def _readers(srv: ServerProc, path: str) -> int:
-    """Readers of ``path`` on ``srv`` (GET /api/sessions, loopback read)."""
-    conn = http.client.HTTPConnection("127.0.0.1", int(srv.ports["http_port"]), timeout=10)
-    try:
-        conn.request("GET", "/api/sessions")
-        body = json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
-    return sum(1 for s in body["sessions"] if s["path"] == path and s["role"] == "reader")
-
-
 def _wait_readers(srv: ServerProc, path: str, n: int, why: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
-    while _readers(srv, path) != n and time.monotonic() < deadline:
+    while reader_count(srv, path) != n and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _readers(srv, path) == n, why
+    assert reader_count(srv, path) == n, why
 
 
 def _reload(srv: ServerProc, cfg_path: Path, text: str) -> str:
