@@ -442,7 +442,8 @@ class App:
             log.error("reload: %s; nothing changed", exc)
             return summary
         self._apply(new, summary)
-        self.login = login  # the [onvif] login is applied at once (see _LIVE_KEYS)
+        if (new.onvif.enabled, new.onvif.auth) == (self.cfg.onvif.enabled, self.cfg.onvif.auth):
+            self.login = login  # the [onvif] login is applied at once (see _LIVE_KEYS)
         await self._apply_sources(summary)
         summary["ok"] = True
         cams = summary["cameras"]
@@ -493,6 +494,10 @@ class App:
             changed = [
                 f.name for f in dataclasses.fields(o) if getattr(o, f.name) != getattr(n, f.name)
             ]
+            # the live keys wait for a restart too when a key they depend on changed (an
+            # [onvif] login computed for "auth = false" would switch authentication off now)
+            if any(k in changed for k in _LIVE_UNLESS.get(name, ())):
+                keys = ()
             moved = [k for k in changed if k in keys]
             if moved:
                 live[name] = dataclasses.replace(o, **{k: getattr(n, k) for k in moved})
@@ -620,6 +625,8 @@ _LIVE_KEYS: dict[str, tuple[str, ...]] = {
     "srt": ("passphrase",),
     "metrics": ("token",),
 }
+# ...unless one of these keys of the same section changed as well (then all need a restart)
+_LIVE_UNLESS: dict[str, tuple[str, ...]] = {"onvif": ("enabled", "auth")}
 
 
 def _keep_overrides(cfg: Config, app: App) -> Config:

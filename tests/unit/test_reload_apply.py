@@ -84,3 +84,19 @@ def test_a_changed_fleet_forward_needs_no_restart(tmp_path: Path) -> None:
         app.cameras.close()
 
     asyncio.run(go())
+
+
+def test_turning_onvif_auth_off_keeps_the_login_until_a_restart(tmp_path: Path) -> None:
+    """[onvif] auth = false with the users removed: applying the empty login now would open
+    the API and every camera while the summary says "needs a restart"."""
+
+    async def go() -> None:
+        app = App(_cfg(tmp_path))
+        summary = _summary()
+        app._apply(_cfg(tmp_path, onvif={"auth": False, "username": "", "password": ""}), summary)
+        assert not any(a.startswith("[onvif]") for a in summary["applied"]), summary
+        assert "[onvif] username, password, auth" in summary["restart_needed"], summary
+        assert (app.cfg.onvif.username, app.cfg.onvif.password) == ("admin", "old-pw")
+        assert app.web.api._password == "old-pw"
+
+    asyncio.run(go())
