@@ -219,6 +219,7 @@ class Api:
         self._unsubscribe: Callable[[], None] | None = None
         # POST /api/reload: the app's reload (re-read the configuration file; its summary)
         self.reloader: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self._reload_task: asyncio.Task[dict[str, Any]] | None = None
         self._reloading = False
         # the static part of each camera's list entry (identity, URLs, push commands) as a
         # dict and as its JSON text, per client view (arrival), for one Camera object and
@@ -807,6 +808,12 @@ class Api:
         async with asyncio.timeout(self.cfg.api.sse_write_timeout):
             await resp.write(data)
 
+    def _reload_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
+        self._reloading = False
+        self._reload_task = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("api: the reload failed: %s: %s", type(exc).__name__, exc)
+
     async def _reload(self, request: web.Request) -> web.Response:
         """Re-read the configuration file and apply what changed (as SIGHUP does): 200 with
         the reload's summary; 422 naming the file, key and reason when the file has an error
@@ -815,11 +822,13 @@ class Api:
             raise ApiError(409, "this server cannot reload its configuration")
         if self._reloading:
             raise ApiError(409, "a reload is already running; try again when it is done")
+        # its own task: a client that gives up (a cancelled handler) must not stop a reload
+        # halfway, with some sources stopped and their replacements not yet started
         self._reloading = True
-        try:
-            summary = await self.reloader()
-        finally:
-            self._reloading = False
+        task = asyncio.ensure_future(self.reloader())
+        self._reload_task = task
+        task.add_done_callback(self._reload_done)
+        summary = await asyncio.shield(task)
         if summary.get("ok"):
             log.info("api: configuration reloaded from %s", summary.get("source", ""))
             return web.json_response(summary, headers=_NO_STORE)

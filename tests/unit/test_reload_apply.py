@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -98,5 +99,35 @@ def test_turning_onvif_auth_off_keeps_the_login_until_a_restart(tmp_path: Path) 
         assert "[onvif] username, password, auth" in summary["restart_needed"], summary
         assert (app.cfg.onvif.username, app.cfg.onvif.password) == ("admin", "old-pw")
         assert app.web.api._password == "old-pw"
+
+    asyncio.run(go())
+
+
+def test_a_client_that_gives_up_does_not_stop_the_reload_halfway(tmp_path: Path) -> None:
+    """POST /api/reload whose client disconnects (aiohttp cancels the handler): the reload
+    runs to its end in its own task, and the next one is accepted afterwards."""
+
+    async def go() -> None:
+        app = App(_cfg(tmp_path))
+        api = app.web.api
+        finished = asyncio.Event()
+
+        async def slow_reload() -> dict[str, Any]:
+            await asyncio.sleep(0.05)  # e.g. stopping pulls one by one
+            finished.set()
+            return {"ok": True, "source": "x"}
+
+        api.reloader = slow_reload
+        handler = asyncio.create_task(api._reload(None))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        handler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await handler
+        assert handler.cancelled()
+        async with asyncio.timeout(5):
+            await finished.wait()
+        await asyncio.sleep(0)
+        assert not api._reloading
+        assert (await api._reload(None)).status == 200  # type: ignore[arg-type]
 
     asyncio.run(go())
