@@ -312,7 +312,7 @@ class SourceManager:
             stream, uris, self.cfg.sources, gate=self.gate, bus=self.bus, on_demand=on_demand
         )
         self.pulls[stream.path] = src
-        if not on_demand:
+        if not on_demand or stream.readers:  # readers kept across a reload: no DESCRIBE comes
             src.start()
         log.info(
             "pull source: %s pulls %s%s",

@@ -200,6 +200,21 @@ def test_a_refused_camera_keeps_its_old_source(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- reconcile
 
 
+class _Watcher:
+    """A reader that only notes what happens to it."""
+
+    closed = ""
+
+    def deliver(self, batch: object) -> None:
+        pass
+
+    def stream_closed(self, reason: str) -> None:
+        self.closed = reason
+
+    def kick(self, reason: str) -> None:
+        self.closed = reason
+
+
 def test_reconcile_acts_per_source_and_leaves_the_others_alone() -> None:
     async def go() -> None:
         def cfg(cams: list[dict[str, Any]]) -> Config:
@@ -219,11 +234,15 @@ def test_reconcile_acts_per_source_and_leaves_the_others_alone() -> None:
             new_moved = {**moved, "source": UP + "m2",
                          "forward": [{"url": "rtsp://127.0.0.1:1/m2"}]}  # fmt: skip
             added = {"name": "n", "path": "n", "source": UP + "n", "on_demand": True}
+            watcher = _Watcher()  # a reader of m that stays across the reload
+            registry.get_or_create("m").add_reader(watcher)
             plan = await mgr.reconcile(old, cfg([keep, new_moved, added]))
             assert plan.close_readers == ["g"]
             assert set(mgr.pulls) == {"keep", "m", "n"}
             assert mgr.pulls["keep"] is kept_pull  # untouched
             assert mgr.pulls["m"].uris == [UP + "m2"]
+            # on demand, but its reader stays and sends no new DESCRIBE: it starts at once
+            assert mgr.pulls["m"].running and not watcher.closed
             assert mgr.forwarders_of("keep") == [kept_fwd]
             assert [f.url for f in mgr.forwarders_of("m")] == ["rtsp://127.0.0.1:1/m2"]
             assert len(mgr.forwarders) == 2
