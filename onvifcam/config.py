@@ -1263,26 +1263,29 @@ def _fleet_cameras(cfg: Config, where: str) -> list[CameraConfig]:
                 f"{at}.count must be 1..{cfg.onvif.max_cameras} ([onvif] max_cameras)"
             )
         for key in ("camera_name", "path"):
-            if not re.search(r"\{n(:[^}]*)?\}", getattr(f, key)):
+            if not _N_FIELD.search(getattr(f, key)):
                 raise ConfigError(f"{at}.{key} must contain {{n}} (one camera per n)")
         for n in range(f.start, f.start + f.count):
             try:
                 name = f.camera_name.format(fleet=f.name, n=n)
                 path = f.path.format(fleet=f.name, n=n)
+                forward = tuple(
+                    dataclasses.replace(fwd, url=_fleet_url(fwd.url, f.name, n))
+                    for fwd in f.forward
+                )
+                source = _fleet_source(f.source, n)
             except (KeyError, IndexError, ValueError) as exc:
                 raise ConfigError(
-                    f"{at}: bad template ({exc!s}); use {{fleet}} and {{n}} only"
+                    f"{at}: bad template ({exc!s}); use {{fleet}} and {{n}} only, "
+                    "with a format such as {n:03}"
                 ) from None
-            forward = tuple(
-                dataclasses.replace(fwd, url=_fleet_url(fwd.url, f.name, n)) for fwd in f.forward
-            )
             seed = hashlib.sha256(f"onvifcam-fleet:{f.name}:{n}".encode()).digest()
             mac = ":".join(f"{b:02x}" for b in (0x02, *seed[:5]))  # locally administered
             out.append(
                 CameraConfig(
                     name=name,
                     path=path,
-                    source=_fleet_source(f.source, n),
+                    source=source,
                     on_demand=f.on_demand,
                     offline=f.offline,
                     width=f.width,
@@ -1320,7 +1323,7 @@ def _fleet_source(source: str | tuple[str, ...], n: int) -> str | tuple[str, ...
     def one(uri: str) -> str:
         if uri.startswith("file:"):
             return uri
-        return re.sub(r"\{n(:[^}]*)?\}", lambda m: format(n, (m.group(1) or ":")[1:]), uri)
+        return _N_FIELD.sub(lambda m: format(n, (m.group(1) or ":")[1:]), uri)
 
     return one(source) if isinstance(source, str) else tuple(one(u) for u in source)
 

@@ -356,19 +356,19 @@ class RtmpPuller(RtmpPublisher):
         for track, packet in early:
             self.on_rtp(track, packet)
         seen = -1
-        while True:
-            try:
-                await within(asyncio.shield(self.closed.wait()), idle_timeout)
-            except TimeoutError:
+        closed = asyncio.ensure_future(self.closed.wait())  # one waiter for the whole run
+        try:
+            while not (await asyncio.wait({closed}, timeout=idle_timeout))[0]:
                 if self.parser.bytes_received == seen:
                     raise PullError(
                         f"{self.target.url}: no data for {idle_timeout:g} s "
                         "([sources] switch_after)"
-                    ) from None
+                    )
                 seen = self.parser.bytes_received
-                continue
-            why = self.error or "the server closed the connection"
-            raise PullError(f"{self.target.url}: {why}")
+        finally:
+            closed.cancel()
+        why = self.error or "the server closed the connection"
+        raise PullError(f"{self.target.url}: {why}")
 
     def _message(self, m: Message) -> None:
         t = m.type_id

@@ -135,6 +135,14 @@ def test_fleet_forward_urls_are_templated_per_camera(tmp_path: Path) -> None:
         ('[[fleets]]\nname = "a"\ncount = 2\npath = "x"\n', r"fleets\[0\]\.path must contain"),
         ('[[fleets]]\nname = "a"\ncount = 2\npath = "{m}/{n}"\n', r"fleets\[0\]: bad template"),
         (
+            '[[fleets]]\nname = "a"\ncount = 2\nsource = "rtsp://h/c{n:zz}"\n',
+            r"fleets\[0\]: bad template .*\{n:03\}",
+        ),
+        (
+            '[[fleets]]\nname = "a"\ncount = 2\nforward = [{ url = "rtsp://h/{n:zz}" }]\n',
+            r"fleets\[0\]: bad template",
+        ),
+        (
             '[[fleets]]\nname = "a"\ncount = 1\n[[fleets]]\nname = "a"\ncount = 1\n',
             r"fleets\[1\]\.name: another fleet is named 'a'",
         ),
