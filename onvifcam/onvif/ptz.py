@@ -271,6 +271,24 @@ def config_el(cam: Camera, tag: str = "PTZConfiguration", ns: Any = TT) -> etree
     )
 
 
+def _read_position(
+    pos: etree._Element, limits: Settings, code: str
+) -> tuple[float | None, float | None, float | None]:
+    """A tt:PTZVector in the absolute generic spaces as (pan, tilt, zoom), None for an axis
+    it leaves out; within the configured limits, else a ``code`` fault."""
+    target: list[float | None] = [None, None, None]
+    pt, z = child(pos, "PanTilt"), child(pos, "Zoom")
+    if pt is not None:
+        _check_space(pt, ABS_PT, code)
+        target[0] = _attr_float(pt, "x", code)
+        target[1] = _attr_float(pt, "y", code)
+    if z is not None:
+        _check_space(z, ABS_Z, code)
+        target[2] = _attr_float(z, "x", code)
+    _check_position(limits, target, code)
+    return target[0], target[1], target[2]
+
+
 def _duration_in(text: str, lo: float, hi: float, what: str, bad: Callable[[str], Fault]) -> float:
     """An xs:duration of a tour (seconds) within ``lo..hi``, else ``bad`` naming ``what``."""
     try:
@@ -698,15 +716,7 @@ class PtzService:
             if pt is None and z is None:
                 raise bad(f"TourSpot {n}: PTZPosition has neither PanTilt nor Zoom")
             try:
-                target: list[float | None] = [None, None, None]
-                if pt is not None:
-                    _check_space(pt, ABS_PT, "ter:InvalidPresetTour")
-                    target[0] = _attr_float(pt, "x", "ter:InvalidPresetTour")
-                    target[1] = _attr_float(pt, "y", "ter:InvalidPresetTour")
-                if z is not None:
-                    _check_space(z, ABS_Z, "ter:InvalidPresetTour")
-                    target[2] = _attr_float(z, "x", "ter:InvalidPresetTour")
-                _check_position(limits, target, "ter:InvalidPresetTour")
+                target = _read_position(pos, limits, "ter:InvalidPresetTour")
             except Fault as exc:
                 raise bad(f"TourSpot {n}: {exc.reason}") from None
             if target[0] is not None:
@@ -844,17 +854,8 @@ class PtzService:
             pos = child(req, "Position")
             if pos is None:
                 raise invalid_arg("ter:InvalidPosition", "missing Position")
-            target: list[float | None] = [None, None, None]
-            pt, z = child(pos, "PanTilt"), child(pos, "Zoom")
-            if pt is not None:
-                _check_space(pt, ABS_PT, "ter:InvalidPosition")
-                target[0] = _attr_float(pt, "x", "ter:InvalidPosition")
-                target[1] = _attr_float(pt, "y", "ter:InvalidPosition")
-            if z is not None:
-                _check_space(z, ABS_Z, "ter:InvalidPosition")
-                target[2] = _attr_float(z, "x", "ter:InvalidPosition")
-            _check_position(settings(cam), target, "ter:InvalidPosition")
-            self.goto(cam, (target[0], target[1], target[2]), self._speed(cam, req))
+            target = _read_position(pos, settings(cam), "ter:InvalidPosition")
+            self.goto(cam, target, self._speed(cam, req))
             return TPTZ.AbsoluteMoveResponse()
 
         @ops.op(NS_TPTZ, "RelativeMove", ACTUATE)
