@@ -80,7 +80,7 @@ class App:
             self.registry.listeners.append(self.cameras.stream_changed)
         # publish and read admission shared by every protocol; NVRs read with ONVIF users
         self.gate = Gate(cfg, camera_users=self.cameras.rtsp_users)
-        self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate, self.bus)
+        self.rtsp = RtspServer(cfg, self.registry, self.limiter, self.gate)
         self.whip = WhipServer(cfg, self.registry, self.gate) if cfg.whip.enabled else None
         # components' stats() by name, read by /metrics at scrape time (more added below)
         self.stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {

@@ -297,6 +297,7 @@ class Stream:
         media_timeout: float = 15.0,
         on_change: Callable[[Stream, str], None] | None = None,
         on_reader: Callable[[Stream, Reader, bool], None] | None = None,
+        on_playable: Callable[[Stream], None] | None = None,
     ) -> None:
         self.path = path
         self.publisher: Publisher | None = None
@@ -312,6 +313,9 @@ class Stream:
         self.media_timeout = media_timeout
         self._on_change = on_change
         self._on_reader = on_reader
+        # told on every publish, a placeholder's (the offline picture, a transcoded sub
+        # stream) too: readers waiting for the path can be answered now
+        self._on_playable = on_playable
         # what the publisher declared (SDP a=x-dimensions / a=framerate, from onMetaData
         # for RTMP): width, height, fps; the measured values come from the SPS and rates
         self.declared: dict[str, float] = {}
@@ -412,6 +416,11 @@ class Stream:
         )
         if not getattr(publisher, "placeholder", False):
             self._notify("publish")
+        if self._on_playable is not None:
+            try:
+                self._on_playable(self)
+            except Exception:  # a listener bug must not break the data path
+                log.exception("stream %s: playable listener failed", self.path)
 
     def unpublish(self, publisher: Publisher, reason: str = "") -> None:
         """Detach a publisher; readers stay and resume when a publisher comes back."""
@@ -1002,6 +1011,8 @@ class StreamRegistry:
         self.listeners: list[Callable[[Stream, str], None]] = []
         self.reader_listeners: list[Callable[[Stream, Reader, bool], None]] = []
         self._demand_hooks: list[Callable[[str], bool]] = []
+        # fn(path) on every publish, a placeholder's too (see Stream.publish)
+        self.playable_listeners: list[Callable[[str], None]] = []
 
     def add_demand_hook(self, hook: Callable[[str], bool]) -> None:
         """Register ``hook(path) -> bool``: asked when a reader wants ``path`` and nothing
@@ -1045,6 +1056,7 @@ class StreamRegistry:
                 media_timeout=self.media_timeout,
                 on_change=self._changed,
                 on_reader=self._reader_changed,
+                on_playable=self._playable,
             )
             self.streams[p] = s
         return s
@@ -1052,6 +1064,10 @@ class StreamRegistry:
     def _changed(self, stream: Stream, what: str) -> None:
         for fn in self.listeners:
             fn(stream, what)
+
+    def _playable(self, stream: Stream) -> None:
+        for fn in self.playable_listeners:
+            fn(stream.path)
 
     def _reader_changed(self, stream: Stream, reader: Reader, added: bool) -> None:
         for fn in self.reader_listeners:

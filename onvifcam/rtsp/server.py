@@ -11,6 +11,7 @@ its first byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -26,7 +27,6 @@ from onvifcam.aio import within
 from onvifcam.auth.gate import Claim, Gate, HttpAuthorization, RefusalKind
 from onvifcam.auth.gate import Refusal as GateRefusal
 from onvifcam.config import Config
-from onvifcam.events import Event, EventBus, StreamPublished, stream_listener
 from onvifcam.limits import ConnectionLimiter, Refusal, Ticket
 from onvifcam.media.sdp import SdpError, SessionDescription
 from onvifcam.media.stream import RTCP, RTP, Stream, StreamBusy, StreamError, StreamRegistry
@@ -1000,17 +1000,15 @@ class RtspServer:
         registry: StreamRegistry,
         limiter: ConnectionLimiter,
         gate: Gate | None = None,
-        bus: EventBus | None = None,
     ) -> None:
         self.cfg = cfg
         self.limits = cfg.limits
         self.registry = registry
         self.limiter = limiter
         self.gate = gate if gate is not None else Gate(cfg)
-        if bus is None:  # on its own (tests): hear the registry's publishes directly
-            bus = EventBus()
-            registry.listeners.append(stream_listener(bus))
-        self._unsubscribe = bus.subscribe(self._on_published, StreamPublished)
+        # deferred replies wake on any publish of their path, a placeholder's too (a
+        # transcoded sub stream being remade is one): StreamPublished is for real ones only
+        registry.playable_listeners.append(self._on_playable)
         self.waiting: set[RtspConnection] = set()  # connections with a deferred reply
         self.claims: dict[str, Claim] = {}  # publishing session id -> its claim on the path
         self.parser_limits = Limits(
@@ -1079,15 +1077,16 @@ class RtspServer:
             "reader_drops": self.reader_drops,
         }
 
-    def _on_published(self, ev: Event) -> None:
-        """StreamPublished: wake the connections whose deferred reply waits for that path
+    def _on_playable(self, path: str) -> None:
+        """A publish at ``path``: wake the connections whose deferred reply waits for it
         (on the next loop turn, not inside the publisher's call)."""
-        assert isinstance(ev, StreamPublished)
+        if not self.waiting:
+            return
         loop = asyncio.get_running_loop()
         for c in list(self.waiting):
             w = c.pipeline.waiting
-            if w is not None and w.path == ev.path:
-                loop.call_soon(c.stream_published, ev.path)
+            if w is not None and w.path == path:
+                loop.call_soon(c.stream_published, path)
 
     @property
     def udp_ready(self) -> bool:
@@ -1170,7 +1169,8 @@ class RtspServer:
 
     async def stop(self) -> None:
         """Close every session and connection, then the listeners."""
-        self._unsubscribe()
+        with contextlib.suppress(ValueError):
+            self.registry.playable_listeners.remove(self._on_playable)
         for srv in [self._server, *self._extra]:
             if srv is not None:
                 srv.close()

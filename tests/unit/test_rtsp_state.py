@@ -238,6 +238,27 @@ def test_describe_waits_for_the_on_demand_source_and_queued_requests_follow() ->
     asyncio.run(run())
 
 
+def test_a_placeholder_publish_answers_a_waiting_describe() -> None:
+    """A transcoded sub stream being remade is published by a placeholder (no
+    StreamPublished event): the DESCRIBE waiting for it is answered all the same."""
+
+    class _Stand(_Pub):
+        placeholder = True
+
+    async def run() -> None:
+        server, _asked = _server()
+        conn, tx = _connect(server)
+        conn.data_received(_req("DESCRIBE", "ondemand/sub", 1))
+        assert tx.out == b""
+        server.registry.get_or_create("ondemand/sub").publish(
+            _Stand(), SessionDescription.parse(_SDP)
+        )
+        await _turns()
+        assert tx.replies() == ["RTSP/1.0 200 OK"] and "m=video" in tx.out.decode()
+
+    asyncio.run(run())
+
+
 def test_describe_times_out_with_the_reason_and_the_key() -> None:
     async def run() -> None:
         server, _asked = _server(timeout=0.05)

@@ -60,7 +60,7 @@ def test_rtsp_and_rtmp_servers_share_the_shape() -> None:
     cfg = Config()
     streams = StreamRegistry(gop_cache_bytes=1 << 20, media_timeout=15, max_streams=5)
     limiter = ConnectionLimiter(10, 0, 10)
-    rtsp = RtspServer(cfg, streams, limiter, bus=EventBus()).stats()
+    rtsp = RtspServer(cfg, streams, limiter).stats()
     rtmp = RtmpServer(cfg, streams, limiter).stats()
     for st in (rtsp, rtmp):
         _shape(st)
