@@ -67,6 +67,38 @@ def test_redact_hides_the_password() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # an SRT stream id with credentials (MediaMTX), raw and %-encoded
+        (
+            "srt://h:1?streamid=publish:cam:bob:s3cret&latency=20",
+            "srt://h:1?streamid=publish:cam:bob:***&latency=20",
+        ),
+        (
+            "srt://h:1?streamid=publish%3Acam%3Abob%3As3cret",
+            "srt://h:1?streamid=publish%3Acam%3Abob%3A***",
+        ),
+        # the access-control syntax: s= is the secret
+        (
+            "srt://h:1?streamid=#!::r=cam,m=publish,u=bob,s=s3cret&latency=5",
+            "srt://h:1?streamid=#!::r=cam,m=publish,u=bob,s=***&latency=5",
+        ),
+        # stream keys and passwords as query values, also inside a stream id
+        ("srt://h:1?streamid=publish:cam?key=abc", "srt://h:1?streamid=publish:cam?key=***"),
+        (
+            "srt://h:1?streamid=publish%3Acam%3Fkey%3Dabc%26x%3D1",
+            "srt://h:1?streamid=publish%3Acam%3Fkey%3D***%26x%3D1",
+        ),
+        ("rtsp://h:554/cam?key=abc&x=1", "rtsp://h:554/cam?key=***&x=1"),
+        ("rtmp://h/live/cam?pass=p&user=u", "rtmp://h/live/cam?pass=***&user=u"),
+        ("srt://h:1?streamid=publish:cam", "srt://h:1?streamid=publish:cam"),
+    ],
+)
+def test_redact_hides_stream_id_credentials_and_keys(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "srt://u:SECRET@h?passphrase=SECRETSECRET",  # no port
