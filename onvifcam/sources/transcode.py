@@ -455,6 +455,7 @@ class Transcoders:
             max_workers=max(1, cfg.onvif.max_transcodes), thread_name_prefix="transcode"
         )
         self.by_camera: dict[str, SubTranscoder] = {}
+        self._by_sub: dict[str, SubTranscoder] = {}  # by sub stream path (the demand hook)
         self.running = 0  # transcoding now
         self.refused = 0  # starts refused by max_transcodes
 
@@ -471,14 +472,17 @@ class Transcoders:
             return
         t = SubTranscoder(cam, self.streams, self._pool, self)
         self.by_camera[cam.key] = t
+        self._by_sub[t.sub.path] = t
         t.start()
 
     def _demand(self, path: str) -> bool:
-        return any(t.demand(path) for t in self.by_camera.values())
+        t = self._by_sub.get(path)
+        return t is not None and t.demand(path)
 
     def _camera_removed(self, cam: Camera) -> None:
         t = self.by_camera.pop(cam.key, None)
         if t is not None:
+            self._by_sub.pop(t.sub.path, None)
             asyncio.get_running_loop().create_task(t.stop())
 
     async def stop(self) -> None:
@@ -486,6 +490,7 @@ class Transcoders:
         for t in list(self.by_camera.values()):
             await t.stop()
         self.by_camera.clear()
+        self._by_sub.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def tick(self, now: float) -> None:
